@@ -9,6 +9,7 @@ package sandkeepv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -21,6 +22,70 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// AgentState is what a running agent is doing.
+type AgentState int32
+
+const (
+	AgentState_AGENT_STATE_UNSPECIFIED AgentState = 0
+	// Restoring the workspace before watching.
+	AgentState_AGENT_STATE_RESTORING AgentState = 1
+	// Watching; nothing pending.
+	AgentState_AGENT_STATE_IDLE AgentState = 2
+	// Changes pending or being uploaded.
+	AgentState_AGENT_STATE_SYNCING AgentState = 3
+	// The last attempt failed; retrying.
+	AgentState_AGENT_STATE_ERROR AgentState = 4
+	// Final flush before exit.
+	AgentState_AGENT_STATE_STOPPING AgentState = 5
+)
+
+// Enum value maps for AgentState.
+var (
+	AgentState_name = map[int32]string{
+		0: "AGENT_STATE_UNSPECIFIED",
+		1: "AGENT_STATE_RESTORING",
+		2: "AGENT_STATE_IDLE",
+		3: "AGENT_STATE_SYNCING",
+		4: "AGENT_STATE_ERROR",
+		5: "AGENT_STATE_STOPPING",
+	}
+	AgentState_value = map[string]int32{
+		"AGENT_STATE_UNSPECIFIED": 0,
+		"AGENT_STATE_RESTORING":   1,
+		"AGENT_STATE_IDLE":        2,
+		"AGENT_STATE_SYNCING":     3,
+		"AGENT_STATE_ERROR":       4,
+		"AGENT_STATE_STOPPING":    5,
+	}
+)
+
+func (x AgentState) Enum() *AgentState {
+	p := new(AgentState)
+	*p = x
+	return p
+}
+
+func (x AgentState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AgentState) Descriptor() protoreflect.EnumDescriptor {
+	return file_sandkeep_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (AgentState) Type() protoreflect.EnumType {
+	return &file_sandkeep_v1_agent_proto_enumTypes[0]
+}
+
+func (x AgentState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AgentState.Descriptor instead.
+func (AgentState) EnumDescriptor() ([]byte, []int) {
+	return file_sandkeep_v1_agent_proto_rawDescGZIP(), []int{0}
+}
 
 // OpenSessionRequest describes the agent.
 type OpenSessionRequest struct {
@@ -1184,11 +1249,513 @@ func (x *GetRestorePlanResponse) GetRanges() []*PackRange {
 	return nil
 }
 
+// SessionRequest is one message from the agent.
+type SessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*SessionRequest_Heartbeat
+	//	*SessionRequest_Result
+	Msg           isSessionRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionRequest) Reset() {
+	*x = SessionRequest{}
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionRequest) ProtoMessage() {}
+
+func (x *SessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
+func (*SessionRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SessionRequest) GetMsg() isSessionRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		if x, ok := x.Msg.(*SessionRequest_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetResult() *CommandResult {
+	if x != nil {
+		if x, ok := x.Msg.(*SessionRequest_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+type isSessionRequest_Msg interface {
+	isSessionRequest_Msg()
+}
+
+type SessionRequest_Heartbeat struct {
+	Heartbeat *Heartbeat `protobuf:"bytes,1,opt,name=heartbeat,proto3,oneof"`
+}
+
+type SessionRequest_Result struct {
+	Result *CommandResult `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
+}
+
+func (*SessionRequest_Heartbeat) isSessionRequest_Msg() {}
+
+func (*SessionRequest_Result) isSessionRequest_Msg() {}
+
+// Heartbeat reports the agent's activity and backup status.
+type Heartbeat struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	State     AgentState             `protobuf:"varint,2,opt,name=state,proto3,enum=sandkeep.v1.AgentState" json:"state,omitempty"`
+	// The version the workspace was last committed as or restored to.
+	Version int64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// The last change seen on disk.
+	LastWriteTime  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_write_time,json=lastWriteTime,proto3" json:"last_write_time,omitempty"`
+	PendingPaths   int64                  `protobuf:"varint,5,opt,name=pending_paths,json=pendingPaths,proto3" json:"pending_paths,omitempty"`
+	PendingBytes   int64                  `protobuf:"varint,6,opt,name=pending_bytes,json=pendingBytes,proto3" json:"pending_bytes,omitempty"`
+	LastCommitTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_commit_time,json=lastCommitTime,proto3" json:"last_commit_time,omitempty"`
+	LastError      string                 `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// "inotify" or "poll".
+	WatchMode string `protobuf:"bytes,9,opt,name=watch_mode,json=watchMode,proto3" json:"watch_mode,omitempty"`
+	// Nothing pending: the version equals the disk as of the last scan.
+	Clean         bool   `protobuf:"varint,10,opt,name=clean,proto3" json:"clean,omitempty"`
+	SandboxId     string `protobuf:"bytes,11,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Heartbeat) Reset() {
+	*x = Heartbeat{}
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Heartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Heartbeat) ProtoMessage() {}
+
+func (x *Heartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
+func (*Heartbeat) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Heartbeat) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Heartbeat) GetState() AgentState {
+	if x != nil {
+		return x.State
+	}
+	return AgentState_AGENT_STATE_UNSPECIFIED
+}
+
+func (x *Heartbeat) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetLastWriteTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastWriteTime
+	}
+	return nil
+}
+
+func (x *Heartbeat) GetPendingPaths() int64 {
+	if x != nil {
+		return x.PendingPaths
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetPendingBytes() int64 {
+	if x != nil {
+		return x.PendingBytes
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetLastCommitTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastCommitTime
+	}
+	return nil
+}
+
+func (x *Heartbeat) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *Heartbeat) GetWatchMode() string {
+	if x != nil {
+		return x.WatchMode
+	}
+	return ""
+}
+
+func (x *Heartbeat) GetClean() bool {
+	if x != nil {
+		return x.Clean
+	}
+	return false
+}
+
+func (x *Heartbeat) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+// SessionResponse is one message from the coordinator.
+type SessionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Command       *Command               `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionResponse) Reset() {
+	*x = SessionResponse{}
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionResponse) ProtoMessage() {}
+
+func (x *SessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
+func (*SessionResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SessionResponse) GetCommand() *Command {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+// Command asks the agent to do something; it answers with a CommandResult
+// carrying the same id.
+type Command struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*Command_Flush
+	//	*Command_Rollback
+	Kind          isCommand_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Command) Reset() {
+	*x = Command{}
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Command) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Command) ProtoMessage() {}
+
+func (x *Command) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Command.ProtoReflect.Descriptor instead.
+func (*Command) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Command) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Command) GetKind() isCommand_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *Command) GetFlush() *FlushCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_Flush); ok {
+			return x.Flush
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRollback() *RollbackCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_Rollback); ok {
+			return x.Rollback
+		}
+	}
+	return nil
+}
+
+type isCommand_Kind interface {
+	isCommand_Kind()
+}
+
+type Command_Flush struct {
+	Flush *FlushCommand `protobuf:"bytes,2,opt,name=flush,proto3,oneof"`
+}
+
+type Command_Rollback struct {
+	Rollback *RollbackCommand `protobuf:"bytes,3,opt,name=rollback,proto3,oneof"`
+}
+
+func (*Command_Flush) isCommand_Kind() {}
+
+func (*Command_Rollback) isCommand_Kind() {}
+
+// FlushCommand: commit every change made before it, then answer.
+type FlushCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Timeout       *durationpb.Duration   `protobuf:"bytes,1,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlushCommand) Reset() {
+	*x = FlushCommand{}
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlushCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlushCommand) ProtoMessage() {}
+
+func (x *FlushCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlushCommand.ProtoReflect.Descriptor instead.
+func (*FlushCommand) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *FlushCommand) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// RollbackCommand: the head is now this version; bring the workspace to it.
+type RollbackCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackCommand) Reset() {
+	*x = RollbackCommand{}
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackCommand) ProtoMessage() {}
+
+func (x *RollbackCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackCommand.ProtoReflect.Descriptor instead.
+func (*RollbackCommand) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RollbackCommand) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// CommandResult answers a Command.
+type CommandResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The version the workspace is committed as after the command.
+	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Empty on success.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandResult) Reset() {
+	*x = CommandResult{}
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandResult) ProtoMessage() {}
+
+func (x *CommandResult) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
+func (*CommandResult) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CommandResult) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CommandResult) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CommandResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_sandkeep_v1_agent_proto protoreflect.FileDescriptor
 
 const file_sandkeep_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17sandkeep/v1/agent.proto\x12\vsandkeep.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17sandkeep/v1/types.proto\"\x92\x01\n" +
+	"\x17sandkeep/v1/agent.proto\x12\vsandkeep.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17sandkeep/v1/types.proto\"\x92\x01\n" +
 	"\x12OpenSessionRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -1269,7 +1836,51 @@ const file_sandkeep_v1_agent_proto_rawDesc = "" +
 	"\x16GetRestorePlanResponse\x12.\n" +
 	"\aversion\x18\x01 \x01(\v2\x14.sandkeep.v1.VersionR\aversion\x120\n" +
 	"\aentries\x18\x02 \x03(\v2\x16.sandkeep.v1.PlanEntryR\aentries\x12.\n" +
-	"\x06ranges\x18\x03 \x03(\v2\x16.sandkeep.v1.PackRangeR\x06ranges2\x84\x05\n" +
+	"\x06ranges\x18\x03 \x03(\v2\x16.sandkeep.v1.PackRangeR\x06ranges\"\x85\x01\n" +
+	"\x0eSessionRequest\x126\n" +
+	"\theartbeat\x18\x01 \x01(\v2\x16.sandkeep.v1.HeartbeatH\x00R\theartbeat\x124\n" +
+	"\x06result\x18\x02 \x01(\v2\x1a.sandkeep.v1.CommandResultH\x00R\x06resultB\x05\n" +
+	"\x03msg\"\xba\x03\n" +
+	"\tHeartbeat\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12-\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x17.sandkeep.v1.AgentStateR\x05state\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\x12B\n" +
+	"\x0flast_write_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rlastWriteTime\x12#\n" +
+	"\rpending_paths\x18\x05 \x01(\x03R\fpendingPaths\x12#\n" +
+	"\rpending_bytes\x18\x06 \x01(\x03R\fpendingBytes\x12D\n" +
+	"\x10last_commit_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0elastCommitTime\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12\x1d\n" +
+	"\n" +
+	"watch_mode\x18\t \x01(\tR\twatchMode\x12\x14\n" +
+	"\x05clean\x18\n" +
+	" \x01(\bR\x05clean\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\v \x01(\tR\tsandboxId\"A\n" +
+	"\x0fSessionResponse\x12.\n" +
+	"\acommand\x18\x01 \x01(\v2\x14.sandkeep.v1.CommandR\acommand\"\x90\x01\n" +
+	"\aCommand\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
+	"\x05flush\x18\x02 \x01(\v2\x19.sandkeep.v1.FlushCommandH\x00R\x05flush\x12:\n" +
+	"\brollback\x18\x03 \x01(\v2\x1c.sandkeep.v1.RollbackCommandH\x00R\brollbackB\x06\n" +
+	"\x04kind\"C\n" +
+	"\fFlushCommand\x123\n" +
+	"\atimeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"+\n" +
+	"\x0fRollbackCommand\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\"O\n" +
+	"\rCommandResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error*\xa4\x01\n" +
+	"\n" +
+	"AgentState\x12\x1b\n" +
+	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15AGENT_STATE_RESTORING\x10\x01\x12\x14\n" +
+	"\x10AGENT_STATE_IDLE\x10\x02\x12\x17\n" +
+	"\x13AGENT_STATE_SYNCING\x10\x03\x12\x15\n" +
+	"\x11AGENT_STATE_ERROR\x10\x04\x12\x18\n" +
+	"\x14AGENT_STATE_STOPPING\x10\x052\xce\x05\n" +
 	"\fAgentService\x12P\n" +
 	"\vOpenSession\x12\x1f.sandkeep.v1.OpenSessionRequest\x1a .sandkeep.v1.OpenSessionResponse\x12b\n" +
 	"\x11FindMissingChunks\x12%.sandkeep.v1.FindMissingChunksRequest\x1a&.sandkeep.v1.FindMissingChunksResponse\x12_\n" +
@@ -1277,7 +1888,8 @@ const file_sandkeep_v1_agent_proto_rawDesc = "" +
 	"\rCompletePacks\x12!.sandkeep.v1.CompletePacksRequest\x1a\".sandkeep.v1.CompletePacksResponse\x12P\n" +
 	"\vUploadTrees\x12\x1f.sandkeep.v1.UploadTreesRequest\x1a .sandkeep.v1.UploadTreesResponse\x12V\n" +
 	"\rCommitVersion\x12!.sandkeep.v1.CommitVersionRequest\x1a\".sandkeep.v1.CommitVersionResponse\x12[\n" +
-	"\x0eGetRestorePlan\x12\".sandkeep.v1.GetRestorePlanRequest\x1a#.sandkeep.v1.GetRestorePlanResponse0\x01B;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
+	"\x0eGetRestorePlan\x12\".sandkeep.v1.GetRestorePlanRequest\x1a#.sandkeep.v1.GetRestorePlanResponse0\x01\x12H\n" +
+	"\aSession\x12\x1b.sandkeep.v1.SessionRequest\x1a\x1c.sandkeep.v1.SessionResponse(\x010\x01B;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
 
 var (
 	file_sandkeep_v1_agent_proto_rawDescOnce sync.Once
@@ -1291,73 +1903,94 @@ func file_sandkeep_v1_agent_proto_rawDescGZIP() []byte {
 	return file_sandkeep_v1_agent_proto_rawDescData
 }
 
-var file_sandkeep_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_sandkeep_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_sandkeep_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_sandkeep_v1_agent_proto_goTypes = []any{
-	(*OpenSessionRequest)(nil),        // 0: sandkeep.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),       // 1: sandkeep.v1.OpenSessionResponse
-	(*FindMissingChunksRequest)(nil),  // 2: sandkeep.v1.FindMissingChunksRequest
-	(*FindMissingChunksResponse)(nil), // 3: sandkeep.v1.FindMissingChunksResponse
-	(*PackUpload)(nil),                // 4: sandkeep.v1.PackUpload
-	(*GetUploadTargetsRequest)(nil),   // 5: sandkeep.v1.GetUploadTargetsRequest
-	(*SignedRequest)(nil),             // 6: sandkeep.v1.SignedRequest
-	(*UploadTarget)(nil),              // 7: sandkeep.v1.UploadTarget
-	(*GetUploadTargetsResponse)(nil),  // 8: sandkeep.v1.GetUploadTargetsResponse
-	(*CompletePacksRequest)(nil),      // 9: sandkeep.v1.CompletePacksRequest
-	(*CompletePacksResponse)(nil),     // 10: sandkeep.v1.CompletePacksResponse
-	(*UploadTreesRequest)(nil),        // 11: sandkeep.v1.UploadTreesRequest
-	(*UploadTreesResponse)(nil),       // 12: sandkeep.v1.UploadTreesResponse
-	(*CommitVersionRequest)(nil),      // 13: sandkeep.v1.CommitVersionRequest
-	(*CommitVersionResponse)(nil),     // 14: sandkeep.v1.CommitVersionResponse
-	(*GetRestorePlanRequest)(nil),     // 15: sandkeep.v1.GetRestorePlanRequest
-	(*PlanEntry)(nil),                 // 16: sandkeep.v1.PlanEntry
-	(*RangeBlob)(nil),                 // 17: sandkeep.v1.RangeBlob
-	(*PackRange)(nil),                 // 18: sandkeep.v1.PackRange
-	(*GetRestorePlanResponse)(nil),    // 19: sandkeep.v1.GetRestorePlanResponse
-	nil,                               // 20: sandkeep.v1.SignedRequest.HeadersEntry
-	(*Version)(nil),                   // 21: sandkeep.v1.Version
-	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
-	(VersionKind)(0),                  // 23: sandkeep.v1.VersionKind
-	(EntryType)(0),                    // 24: sandkeep.v1.EntryType
-	(*ChunkRef)(nil),                  // 25: sandkeep.v1.ChunkRef
-	(Codec)(0),                        // 26: sandkeep.v1.Codec
+	(AgentState)(0),                   // 0: sandkeep.v1.AgentState
+	(*OpenSessionRequest)(nil),        // 1: sandkeep.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),       // 2: sandkeep.v1.OpenSessionResponse
+	(*FindMissingChunksRequest)(nil),  // 3: sandkeep.v1.FindMissingChunksRequest
+	(*FindMissingChunksResponse)(nil), // 4: sandkeep.v1.FindMissingChunksResponse
+	(*PackUpload)(nil),                // 5: sandkeep.v1.PackUpload
+	(*GetUploadTargetsRequest)(nil),   // 6: sandkeep.v1.GetUploadTargetsRequest
+	(*SignedRequest)(nil),             // 7: sandkeep.v1.SignedRequest
+	(*UploadTarget)(nil),              // 8: sandkeep.v1.UploadTarget
+	(*GetUploadTargetsResponse)(nil),  // 9: sandkeep.v1.GetUploadTargetsResponse
+	(*CompletePacksRequest)(nil),      // 10: sandkeep.v1.CompletePacksRequest
+	(*CompletePacksResponse)(nil),     // 11: sandkeep.v1.CompletePacksResponse
+	(*UploadTreesRequest)(nil),        // 12: sandkeep.v1.UploadTreesRequest
+	(*UploadTreesResponse)(nil),       // 13: sandkeep.v1.UploadTreesResponse
+	(*CommitVersionRequest)(nil),      // 14: sandkeep.v1.CommitVersionRequest
+	(*CommitVersionResponse)(nil),     // 15: sandkeep.v1.CommitVersionResponse
+	(*GetRestorePlanRequest)(nil),     // 16: sandkeep.v1.GetRestorePlanRequest
+	(*PlanEntry)(nil),                 // 17: sandkeep.v1.PlanEntry
+	(*RangeBlob)(nil),                 // 18: sandkeep.v1.RangeBlob
+	(*PackRange)(nil),                 // 19: sandkeep.v1.PackRange
+	(*GetRestorePlanResponse)(nil),    // 20: sandkeep.v1.GetRestorePlanResponse
+	(*SessionRequest)(nil),            // 21: sandkeep.v1.SessionRequest
+	(*Heartbeat)(nil),                 // 22: sandkeep.v1.Heartbeat
+	(*SessionResponse)(nil),           // 23: sandkeep.v1.SessionResponse
+	(*Command)(nil),                   // 24: sandkeep.v1.Command
+	(*FlushCommand)(nil),              // 25: sandkeep.v1.FlushCommand
+	(*RollbackCommand)(nil),           // 26: sandkeep.v1.RollbackCommand
+	(*CommandResult)(nil),             // 27: sandkeep.v1.CommandResult
+	nil,                               // 28: sandkeep.v1.SignedRequest.HeadersEntry
+	(*Version)(nil),                   // 29: sandkeep.v1.Version
+	(*timestamppb.Timestamp)(nil),     // 30: google.protobuf.Timestamp
+	(VersionKind)(0),                  // 31: sandkeep.v1.VersionKind
+	(EntryType)(0),                    // 32: sandkeep.v1.EntryType
+	(*ChunkRef)(nil),                  // 33: sandkeep.v1.ChunkRef
+	(Codec)(0),                        // 34: sandkeep.v1.Codec
+	(*durationpb.Duration)(nil),       // 35: google.protobuf.Duration
 }
 var file_sandkeep_v1_agent_proto_depIdxs = []int32{
-	21, // 0: sandkeep.v1.OpenSessionResponse.head:type_name -> sandkeep.v1.Version
-	4,  // 1: sandkeep.v1.GetUploadTargetsRequest.packs:type_name -> sandkeep.v1.PackUpload
-	20, // 2: sandkeep.v1.SignedRequest.headers:type_name -> sandkeep.v1.SignedRequest.HeadersEntry
-	22, // 3: sandkeep.v1.SignedRequest.expire_time:type_name -> google.protobuf.Timestamp
-	6,  // 4: sandkeep.v1.UploadTarget.request:type_name -> sandkeep.v1.SignedRequest
-	7,  // 5: sandkeep.v1.GetUploadTargetsResponse.targets:type_name -> sandkeep.v1.UploadTarget
-	4,  // 6: sandkeep.v1.CompletePacksRequest.packs:type_name -> sandkeep.v1.PackUpload
-	23, // 7: sandkeep.v1.CommitVersionRequest.kind:type_name -> sandkeep.v1.VersionKind
-	21, // 8: sandkeep.v1.CommitVersionResponse.version:type_name -> sandkeep.v1.Version
-	24, // 9: sandkeep.v1.PlanEntry.type:type_name -> sandkeep.v1.EntryType
-	25, // 10: sandkeep.v1.PlanEntry.chunks:type_name -> sandkeep.v1.ChunkRef
-	26, // 11: sandkeep.v1.RangeBlob.codec:type_name -> sandkeep.v1.Codec
-	6,  // 12: sandkeep.v1.PackRange.request:type_name -> sandkeep.v1.SignedRequest
-	17, // 13: sandkeep.v1.PackRange.blobs:type_name -> sandkeep.v1.RangeBlob
-	21, // 14: sandkeep.v1.GetRestorePlanResponse.version:type_name -> sandkeep.v1.Version
-	16, // 15: sandkeep.v1.GetRestorePlanResponse.entries:type_name -> sandkeep.v1.PlanEntry
-	18, // 16: sandkeep.v1.GetRestorePlanResponse.ranges:type_name -> sandkeep.v1.PackRange
-	0,  // 17: sandkeep.v1.AgentService.OpenSession:input_type -> sandkeep.v1.OpenSessionRequest
-	2,  // 18: sandkeep.v1.AgentService.FindMissingChunks:input_type -> sandkeep.v1.FindMissingChunksRequest
-	5,  // 19: sandkeep.v1.AgentService.GetUploadTargets:input_type -> sandkeep.v1.GetUploadTargetsRequest
-	9,  // 20: sandkeep.v1.AgentService.CompletePacks:input_type -> sandkeep.v1.CompletePacksRequest
-	11, // 21: sandkeep.v1.AgentService.UploadTrees:input_type -> sandkeep.v1.UploadTreesRequest
-	13, // 22: sandkeep.v1.AgentService.CommitVersion:input_type -> sandkeep.v1.CommitVersionRequest
-	15, // 23: sandkeep.v1.AgentService.GetRestorePlan:input_type -> sandkeep.v1.GetRestorePlanRequest
-	1,  // 24: sandkeep.v1.AgentService.OpenSession:output_type -> sandkeep.v1.OpenSessionResponse
-	3,  // 25: sandkeep.v1.AgentService.FindMissingChunks:output_type -> sandkeep.v1.FindMissingChunksResponse
-	8,  // 26: sandkeep.v1.AgentService.GetUploadTargets:output_type -> sandkeep.v1.GetUploadTargetsResponse
-	10, // 27: sandkeep.v1.AgentService.CompletePacks:output_type -> sandkeep.v1.CompletePacksResponse
-	12, // 28: sandkeep.v1.AgentService.UploadTrees:output_type -> sandkeep.v1.UploadTreesResponse
-	14, // 29: sandkeep.v1.AgentService.CommitVersion:output_type -> sandkeep.v1.CommitVersionResponse
-	19, // 30: sandkeep.v1.AgentService.GetRestorePlan:output_type -> sandkeep.v1.GetRestorePlanResponse
-	24, // [24:31] is the sub-list for method output_type
-	17, // [17:24] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	29, // 0: sandkeep.v1.OpenSessionResponse.head:type_name -> sandkeep.v1.Version
+	5,  // 1: sandkeep.v1.GetUploadTargetsRequest.packs:type_name -> sandkeep.v1.PackUpload
+	28, // 2: sandkeep.v1.SignedRequest.headers:type_name -> sandkeep.v1.SignedRequest.HeadersEntry
+	30, // 3: sandkeep.v1.SignedRequest.expire_time:type_name -> google.protobuf.Timestamp
+	7,  // 4: sandkeep.v1.UploadTarget.request:type_name -> sandkeep.v1.SignedRequest
+	8,  // 5: sandkeep.v1.GetUploadTargetsResponse.targets:type_name -> sandkeep.v1.UploadTarget
+	5,  // 6: sandkeep.v1.CompletePacksRequest.packs:type_name -> sandkeep.v1.PackUpload
+	31, // 7: sandkeep.v1.CommitVersionRequest.kind:type_name -> sandkeep.v1.VersionKind
+	29, // 8: sandkeep.v1.CommitVersionResponse.version:type_name -> sandkeep.v1.Version
+	32, // 9: sandkeep.v1.PlanEntry.type:type_name -> sandkeep.v1.EntryType
+	33, // 10: sandkeep.v1.PlanEntry.chunks:type_name -> sandkeep.v1.ChunkRef
+	34, // 11: sandkeep.v1.RangeBlob.codec:type_name -> sandkeep.v1.Codec
+	7,  // 12: sandkeep.v1.PackRange.request:type_name -> sandkeep.v1.SignedRequest
+	18, // 13: sandkeep.v1.PackRange.blobs:type_name -> sandkeep.v1.RangeBlob
+	29, // 14: sandkeep.v1.GetRestorePlanResponse.version:type_name -> sandkeep.v1.Version
+	17, // 15: sandkeep.v1.GetRestorePlanResponse.entries:type_name -> sandkeep.v1.PlanEntry
+	19, // 16: sandkeep.v1.GetRestorePlanResponse.ranges:type_name -> sandkeep.v1.PackRange
+	22, // 17: sandkeep.v1.SessionRequest.heartbeat:type_name -> sandkeep.v1.Heartbeat
+	27, // 18: sandkeep.v1.SessionRequest.result:type_name -> sandkeep.v1.CommandResult
+	0,  // 19: sandkeep.v1.Heartbeat.state:type_name -> sandkeep.v1.AgentState
+	30, // 20: sandkeep.v1.Heartbeat.last_write_time:type_name -> google.protobuf.Timestamp
+	30, // 21: sandkeep.v1.Heartbeat.last_commit_time:type_name -> google.protobuf.Timestamp
+	24, // 22: sandkeep.v1.SessionResponse.command:type_name -> sandkeep.v1.Command
+	25, // 23: sandkeep.v1.Command.flush:type_name -> sandkeep.v1.FlushCommand
+	26, // 24: sandkeep.v1.Command.rollback:type_name -> sandkeep.v1.RollbackCommand
+	35, // 25: sandkeep.v1.FlushCommand.timeout:type_name -> google.protobuf.Duration
+	1,  // 26: sandkeep.v1.AgentService.OpenSession:input_type -> sandkeep.v1.OpenSessionRequest
+	3,  // 27: sandkeep.v1.AgentService.FindMissingChunks:input_type -> sandkeep.v1.FindMissingChunksRequest
+	6,  // 28: sandkeep.v1.AgentService.GetUploadTargets:input_type -> sandkeep.v1.GetUploadTargetsRequest
+	10, // 29: sandkeep.v1.AgentService.CompletePacks:input_type -> sandkeep.v1.CompletePacksRequest
+	12, // 30: sandkeep.v1.AgentService.UploadTrees:input_type -> sandkeep.v1.UploadTreesRequest
+	14, // 31: sandkeep.v1.AgentService.CommitVersion:input_type -> sandkeep.v1.CommitVersionRequest
+	16, // 32: sandkeep.v1.AgentService.GetRestorePlan:input_type -> sandkeep.v1.GetRestorePlanRequest
+	21, // 33: sandkeep.v1.AgentService.Session:input_type -> sandkeep.v1.SessionRequest
+	2,  // 34: sandkeep.v1.AgentService.OpenSession:output_type -> sandkeep.v1.OpenSessionResponse
+	4,  // 35: sandkeep.v1.AgentService.FindMissingChunks:output_type -> sandkeep.v1.FindMissingChunksResponse
+	9,  // 36: sandkeep.v1.AgentService.GetUploadTargets:output_type -> sandkeep.v1.GetUploadTargetsResponse
+	11, // 37: sandkeep.v1.AgentService.CompletePacks:output_type -> sandkeep.v1.CompletePacksResponse
+	13, // 38: sandkeep.v1.AgentService.UploadTrees:output_type -> sandkeep.v1.UploadTreesResponse
+	15, // 39: sandkeep.v1.AgentService.CommitVersion:output_type -> sandkeep.v1.CommitVersionResponse
+	20, // 40: sandkeep.v1.AgentService.GetRestorePlan:output_type -> sandkeep.v1.GetRestorePlanResponse
+	23, // 41: sandkeep.v1.AgentService.Session:output_type -> sandkeep.v1.SessionResponse
+	34, // [34:42] is the sub-list for method output_type
+	26, // [26:34] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_sandkeep_v1_agent_proto_init() }
@@ -1366,18 +1999,27 @@ func file_sandkeep_v1_agent_proto_init() {
 		return
 	}
 	file_sandkeep_v1_types_proto_init()
+	file_sandkeep_v1_agent_proto_msgTypes[20].OneofWrappers = []any{
+		(*SessionRequest_Heartbeat)(nil),
+		(*SessionRequest_Result)(nil),
+	}
+	file_sandkeep_v1_agent_proto_msgTypes[23].OneofWrappers = []any{
+		(*Command_Flush)(nil),
+		(*Command_Rollback)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandkeep_v1_agent_proto_rawDesc), len(file_sandkeep_v1_agent_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   21,
+			NumEnums:      1,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_sandkeep_v1_agent_proto_goTypes,
 		DependencyIndexes: file_sandkeep_v1_agent_proto_depIdxs,
+		EnumInfos:         file_sandkeep_v1_agent_proto_enumTypes,
 		MessageInfos:      file_sandkeep_v1_agent_proto_msgTypes,
 	}.Build()
 	File_sandkeep_v1_agent_proto = out.File

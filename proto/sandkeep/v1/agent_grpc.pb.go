@@ -26,6 +26,7 @@ const (
 	AgentService_UploadTrees_FullMethodName       = "/sandkeep.v1.AgentService/UploadTrees"
 	AgentService_CommitVersion_FullMethodName     = "/sandkeep.v1.AgentService/CommitVersion"
 	AgentService_GetRestorePlan_FullMethodName    = "/sandkeep.v1.AgentService/GetRestorePlan"
+	AgentService_Session_FullMethodName           = "/sandkeep.v1.AgentService/Session"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -57,6 +58,10 @@ type AgentServiceClient interface {
 	// GetRestorePlan streams the entries of a version in batches, each with the
 	// pack ranges that hold its chunks.
 	GetRestorePlan(ctx context.Context, in *GetRestorePlanRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetRestorePlanResponse], error)
+	// Session is the running agent's long-lived stream: heartbeats (activity,
+	// pending work, backup status) go up, commands (flush, rollback) come down
+	// and their results go up.
+	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
 }
 
 type agentServiceClient struct {
@@ -146,6 +151,19 @@ func (c *agentServiceClient) GetRestorePlan(ctx context.Context, in *GetRestoreP
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_GetRestorePlanClient = grpc.ServerStreamingClient[GetRestorePlanResponse]
 
+func (c *agentServiceClient) Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[1], AgentService_Session_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SessionRequest, SessionResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_SessionClient = grpc.BidiStreamingClient[SessionRequest, SessionResponse]
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -175,6 +193,10 @@ type AgentServiceServer interface {
 	// GetRestorePlan streams the entries of a version in batches, each with the
 	// pack ranges that hold its chunks.
 	GetRestorePlan(*GetRestorePlanRequest, grpc.ServerStreamingServer[GetRestorePlanResponse]) error
+	// Session is the running agent's long-lived stream: heartbeats (activity,
+	// pending work, backup status) go up, commands (flush, rollback) come down
+	// and their results go up.
+	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -205,6 +227,9 @@ func (UnimplementedAgentServiceServer) CommitVersion(context.Context, *CommitVer
 }
 func (UnimplementedAgentServiceServer) GetRestorePlan(*GetRestorePlanRequest, grpc.ServerStreamingServer[GetRestorePlanResponse]) error {
 	return status.Error(codes.Unimplemented, "method GetRestorePlan not implemented")
+}
+func (UnimplementedAgentServiceServer) Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error {
+	return status.Error(codes.Unimplemented, "method Session not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -346,6 +371,13 @@ func _AgentService_GetRestorePlan_Handler(srv interface{}, stream grpc.ServerStr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_GetRestorePlanServer = grpc.ServerStreamingServer[GetRestorePlanResponse]
 
+func _AgentService_Session_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServiceServer).Session(&grpc.GenericServerStream[SessionRequest, SessionResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_SessionServer = grpc.BidiStreamingServer[SessionRequest, SessionResponse]
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -383,6 +415,12 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "GetRestorePlan",
 			Handler:       _AgentService_GetRestorePlan_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Session",
+			Handler:       _AgentService_Session_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "sandkeep/v1/agent.proto",

@@ -1,0 +1,120 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sandkeep/sandkeep/internal/auth"
+	"github.com/sandkeep/sandkeep/internal/metastore"
+	"github.com/sandkeep/sandkeep/internal/repo"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+// AdminServer implements pb.AdminServiceServer (admin token only; the auth
+// interceptor enforces that).
+type AdminServer struct {
+	pb.UnimplementedAdminServiceServer
+	repo *repo.Repo
+	log  *slog.Logger
+}
+
+// NewAdminServer returns the admin API over r.
+func NewAdminServer(r *repo.Repo, log *slog.Logger) *AdminServer {
+	return &AdminServer{repo: r, log: log}
+}
+
+// CreateProject implements pb.AdminServiceServer.
+func (s *AdminServer) CreateProject(ctx context.Context, req *pb.CreateProjectRequest) (*pb.CreateProjectResponse, error) {
+	p, err := s.repo.Meta().CreateProject(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(ctx, s.log, "create project", err)
+	}
+	s.log.InfoContext(ctx, "project created", "project", p.ID, "name", p.Name)
+	return &pb.CreateProjectResponse{Project: projectToPB(p)}, nil
+}
+
+// GetProject implements pb.AdminServiceServer.
+func (s *AdminServer) GetProject(ctx context.Context, req *pb.GetProjectRequest) (*pb.GetProjectResponse, error) {
+	p, err := s.repo.Meta().GetProject(ctx, req.GetProjectId())
+	if err != nil {
+		return nil, toStatus(ctx, s.log, "get project", err)
+	}
+	return &pb.GetProjectResponse{Project: projectToPB(p)}, nil
+}
+
+// ListProjects implements pb.AdminServiceServer.
+func (s *AdminServer) ListProjects(ctx context.Context, _ *pb.ListProjectsRequest) (*pb.ListProjectsResponse, error) {
+	ps, err := s.repo.Meta().ListProjects(ctx)
+	if err != nil {
+		return nil, toStatus(ctx, s.log, "list projects", err)
+	}
+	out := &pb.ListProjectsResponse{Projects: make([]*pb.Project, len(ps))}
+	for i, p := range ps {
+		out.Projects[i] = projectToPB(p)
+	}
+	return out, nil
+}
+
+// CreateSandboxToken implements pb.AdminServiceServer.
+func (s *AdminServer) CreateSandboxToken(ctx context.Context, req *pb.CreateSandboxTokenRequest) (*pb.CreateSandboxTokenResponse, error) {
+	if req.GetTtlSeconds() < 0 {
+		return nil, status.Error(codes.InvalidArgument, "negative ttl")
+	}
+	if len(req.GetNote()) > 1024 {
+		return nil, status.Error(codes.InvalidArgument, "note longer than 1024 bytes")
+	}
+	if _, err := s.repo.Meta().GetProject(ctx, req.GetProjectId()); err != nil {
+		return nil, toStatus(ctx, s.log, "create token", err)
+	}
+	secret, err := auth.NewSecret(metastore.TokenSandbox)
+	if err != nil {
+		return nil, toStatus(ctx, s.log, "create token", err)
+	}
+	t := metastore.Token{Hash: auth.Hash(secret), Kind: metastore.TokenSandbox, ProjectID: req.GetProjectId(), CreatedAt: time.Now().UTC(), Note: req.GetNote()}
+	if ttl := req.GetTtlSeconds(); ttl > 0 {
+		t.ExpiresAt = t.CreatedAt.Add(time.Duration(ttl) * time.Second)
+	}
+	if err := s.repo.Meta().CreateToken(ctx, t); err != nil {
+		return nil, toStatus(ctx, s.log, "create token", err)
+	}
+	return &pb.CreateSandboxTokenResponse{Token: secret}, nil
+}
+
+// ListVersions implements pb.AdminServiceServer.
+func (s *AdminServer) ListVersions(ctx context.Context, req *pb.ListVersionsRequest) (*pb.ListVersionsResponse, error) {
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0:
+		return nil, status.Error(codes.InvalidArgument, "negative page_size")
+	case size == 0:
+		size = 100
+	case size > 1000:
+		size = 1000
+	}
+	if tok := req.GetPageToken(); tok != "" {
+		if n, err := strconv.ParseInt(tok, 10, 64); err != nil || n <= 0 {
+			return nil, status.Error(codes.InvalidArgument, "bad page_token")
+		}
+	}
+	if _, err := s.repo.Meta().GetProject(ctx, req.GetProjectId()); err != nil {
+		return nil, toStatus(ctx, s.log, "list versions", err)
+	}
+	vs, err := s.repo.Meta().ListVersions(ctx, req.GetProjectId(), metastore.ListOptions{Limit: size + 1, After: req.GetPageToken()})
+	if err != nil {
+		return nil, toStatus(ctx, s.log, "list versions", err)
+	}
+	out := &pb.ListVersionsResponse{}
+	if len(vs) > size {
+		vs = vs[:size]
+		out.NextPageToken = strconv.FormatInt(vs[len(vs)-1].Number, 10)
+	}
+	for _, v := range vs {
+		out.Versions = append(out.Versions, VersionToPB(v))
+	}
+	return out, nil
+}

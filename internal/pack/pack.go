@@ -1,0 +1,504 @@
+package pack
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/sandkeep/sandkeep/internal/id"
+)
+
+// BlobType says what a blob holds.
+type BlobType uint8
+
+// Blob types, as stored in the type byte of an entry.
+const (
+	// Data is a chunk of a file.
+	Data BlobType = 1
+	// Tree is an encoded directory (package tree).
+	Tree BlobType = 2
+)
+
+// String returns "data", "tree" or the number of an unknown type.
+func (t BlobType) String() string {
+	switch t {
+	case Data:
+		return "data"
+	case Tree:
+		return "tree"
+	}
+	return fmt.Sprintf("BlobType(%d)", uint8(t))
+}
+
+func (t BlobType) valid() bool { return t == Data || t == Tree }
+
+// Codec says how a blob's plaintext was turned into its stored bytes.
+type Codec uint8
+
+// Codecs, as stored in the codec byte of an entry.
+const (
+	// None stores the plaintext as is.
+	None Codec = 0
+	// Zstd stores one zstd frame of the plaintext.
+	Zstd Codec = 1
+)
+
+// String returns "none", "zstd" or the number of an unknown codec.
+func (c Codec) String() string {
+	switch c {
+	case None:
+		return "none"
+	case Zstd:
+		return "zstd"
+	}
+	return fmt.Sprintf("Codec(%d)", uint8(c))
+}
+
+func (c Codec) valid() bool { return c == None || c == Zstd }
+
+// Entry locates and describes one blob of a pack.
+type Entry struct {
+	// ID is the BLAKE3-256 of the blob's plaintext.
+	ID id.ID
+	// Offset is where the stored bytes start in the pack.
+	Offset uint64
+	// Length is the number of stored bytes.
+	Length uint32
+	// RawLength is the plaintext length.
+	RawLength uint32
+	// Type says whether the blob is a file chunk or a tree.
+	Type BlobType
+	// Codec says how the stored bytes decode to the plaintext.
+	Codec Codec
+}
+
+// End returns the offset just past the blob's stored bytes.
+func (e Entry) End() uint64 { return e.Offset + uint64(e.Length) }
+
+const (
+	// EntrySize is the size of one encoded entry in the footer.
+	EntrySize = 56
+	// TrailerSize is the size of the trailer that ends every pack.
+	TrailerSize = 16
+	// TargetSize is the stored size at which writers finish a pack.
+	TargetSize = 16 << 20
+	// MaxBlobSize is the largest blob, raw or stored, accepted anywhere.
+	MaxBlobSize = 64 << 20
+	// MaxEntries is the largest number of blobs in one pack (a footer of
+	// 56 MiB). Writers refuse to add more; readers reject larger counts
+	// before fetching the footer.
+	MaxEntries = 1 << 20
+)
+
+// Magic ends every pack.
+const Magic = "SKPACK01"
+
+var (
+	// ErrCorrupt is wrapped by every decode failure: bad footer, bad zstd
+	// frame, wrong length, hash mismatch.
+	ErrCorrupt = errors.New("corrupt pack")
+	// ErrEmpty is returned by Writer.Finish when no blob was added.
+	ErrEmpty = errors.New("empty pack")
+)
+
+// compressed output must be smaller than raw - raw/minSavingsDiv (~3%) to be kept.
+const minSavingsDiv = 32
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// coderConcurrency is how many zstd encodes (and decodes) may run at once;
+// EncodeAll/DecodeAll on one Encoder/Decoder block when all are busy.
+func coderConcurrency() int {
+	return min(max(runtime.GOMAXPROCS(0), 1), 8)
+}
+
+var (
+	encOnce sync.Once
+	encoder *zstd.Encoder
+	encErr  error
+
+	decOnce sync.Once
+	decoder *zstd.Decoder
+	decErr  error
+)
+
+func getEncoder() (*zstd.Encoder, error) {
+	encOnce.Do(func() {
+		encoder, encErr = zstd.NewWriter(nil,
+			zstd.WithEncoderLevel(zstd.SpeedFastest),
+			zstd.WithEncoderConcurrency(coderConcurrency()),
+			zstd.WithLowerEncoderMem(true),
+			zstd.WithEncoderCRC(false),
+		)
+	})
+	return encoder, encErr
+}
+
+func getDecoder() (*zstd.Decoder, error) {
+	decOnce.Do(func() {
+		decoder, decErr = zstd.NewReader(nil,
+			zstd.WithDecoderConcurrency(coderConcurrency()),
+			zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxMemory(MaxBlobSize),
+			zstd.WithDecodeAllCapLimit(true),
+		)
+	})
+	return decoder, decErr
+}
+
+// Writer builds one pack at a time. It is not safe for concurrent use; use
+// one Writer per goroutine (compression itself is shared and concurrent).
+type Writer struct {
+	buf      []byte // stored bytes so far
+	entries  []Entry
+	index    map[id.ID]int // id -> position in entries
+	sizeHint int           // capacity to start the next buffer with
+	checkIDs bool          // re-hash plaintext in Add (tests)
+}
+
+// NewWriter returns an empty Writer.
+func NewWriter() *Writer {
+	return &Writer{index: make(map[id.ID]int)}
+}
+
+// Add appends one blob of type t whose plaintext is plaintext and whose id is
+// blobID, which must be id.Sum(plaintext): Add does not re-hash. The blob is
+// compressed with zstd unless that saves less than ~3%, in which case it is
+// stored raw. Adding an id already in the writer is a no-op that returns the
+// existing entry (an error if it was added with another type). plaintext is
+// not retained.
+func (w *Writer) Add(t BlobType, blobID id.ID, plaintext []byte) (Entry, error) {
+	if !t.valid() {
+		return Entry{}, fmt.Errorf("pack: add blob %s: unknown type %d", blobID.Short(), uint8(t))
+	}
+	if len(plaintext) > MaxBlobSize {
+		return Entry{}, fmt.Errorf("pack: add blob %s: %d bytes, more than the maximum %d", blobID.Short(), len(plaintext), MaxBlobSize)
+	}
+	if i, ok := w.index[blobID]; ok {
+		e := w.entries[i]
+		if e.Type != t {
+			return Entry{}, fmt.Errorf("pack: add blob %s as %s: already added as %s", blobID.Short(), t, e.Type)
+		}
+		return e, nil
+	}
+	if len(w.entries) >= MaxEntries {
+		return Entry{}, fmt.Errorf("pack: add blob %s: pack already holds %d blobs", blobID.Short(), MaxEntries)
+	}
+	if w.checkIDs {
+		if got := id.Sum(plaintext); got != blobID {
+			return Entry{}, fmt.Errorf("pack: add blob %s: plaintext hashes to %s", blobID.Short(), got.Short())
+		}
+	}
+	enc, err := getEncoder()
+	if err != nil {
+		return Entry{}, fmt.Errorf("pack: zstd encoder: %w", err)
+	}
+	if w.buf == nil && w.sizeHint > 0 {
+		w.buf = make([]byte, 0, w.sizeHint)
+	}
+	start := len(w.buf)
+	e := Entry{ID: blobID, Offset: uint64(start), RawLength: uint32(len(plaintext)), Type: t, Codec: Zstd}
+	w.buf = enc.EncodeAll(plaintext, w.buf)
+	clen := len(w.buf) - start
+	if clen == 0 || clen >= len(plaintext)-len(plaintext)/minSavingsDiv {
+		w.buf = append(w.buf[:start], plaintext...)
+		e.Codec = None
+	}
+	e.Length = uint32(len(w.buf) - start)
+	w.index[blobID] = len(w.entries)
+	w.entries = append(w.entries, e)
+	return e, nil
+}
+
+// Len returns the number of blobs added since the last Finish.
+func (w *Writer) Len() int { return len(w.entries) }
+
+// Size returns the number of stored bytes added since the last Finish, not
+// counting the footer that Finish will append (EntrySize per blob plus
+// TrailerSize).
+func (w *Writer) Size() int { return len(w.buf) }
+
+// Finish appends the footer and trailer and returns the whole pack object,
+// its id and its entries. The writer is then empty and may be reused; the
+// returned slices belong to the caller and are never touched again by the
+// writer. Finish on an empty writer returns ErrEmpty.
+func (w *Writer) Finish() (data []byte, packID id.ID, entries []Entry, err error) {
+	if len(w.entries) == 0 {
+		return nil, id.ID{}, nil, fmt.Errorf("pack: finish: %w", ErrEmpty)
+	}
+	data = appendFooter(w.buf, w.entries)
+	entries = w.entries
+	packID = id.Sum(data)
+
+	w.sizeHint = min(len(data), TargetSize+TargetSize/8)
+	w.buf = nil
+	w.entries = nil
+	clear(w.index)
+	return data, packID, entries, nil
+}
+
+// appendFooter appends the entries and the trailer to dst.
+func appendFooter(dst []byte, entries []Entry) []byte {
+	dst = growCap(dst, len(entries)*EntrySize+TrailerSize)
+	start := len(dst)
+	for _, e := range entries {
+		dst = appendEntry(dst, e)
+	}
+	crc := crc32.Checksum(dst[start:], castagnoli)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(entries)))
+	dst = binary.LittleEndian.AppendUint32(dst, crc)
+	return append(dst, Magic...)
+}
+
+func growCap(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	nb := make([]byte, len(b), len(b)+n)
+	copy(nb, b)
+	return nb
+}
+
+func appendEntry(dst []byte, e Entry) []byte {
+	dst = append(dst, e.ID[:]...)
+	dst = binary.LittleEndian.AppendUint64(dst, e.Offset)
+	dst = binary.LittleEndian.AppendUint32(dst, e.Length)
+	dst = binary.LittleEndian.AppendUint32(dst, e.RawLength)
+	dst = append(dst, byte(e.Type), byte(e.Codec))
+	return append(dst, 0, 0, 0, 0, 0, 0)
+}
+
+// ParseTrailer parses the last TrailerSize bytes of a pack. It returns the
+// number of entries and the length of the footer (count*EntrySize +
+// TrailerSize), which is how many bytes to fetch from the end of the object
+// and pass to ParseFooter. The crc can only be checked by ParseFooter.
+func ParseTrailer(trailer []byte) (count int, footerLen int, err error) {
+	if len(trailer) != TrailerSize {
+		return 0, 0, fmt.Errorf("%w: trailer is %d bytes, want %d", ErrCorrupt, len(trailer), TrailerSize)
+	}
+	if string(trailer[8:]) != Magic {
+		return 0, 0, fmt.Errorf("%w: bad magic %q", ErrCorrupt, trailer[8:])
+	}
+	n := binary.LittleEndian.Uint32(trailer[0:4])
+	if n == 0 {
+		return 0, 0, fmt.Errorf("%w: no entries", ErrCorrupt)
+	}
+	if n > MaxEntries {
+		return 0, 0, fmt.Errorf("%w: %d entries, more than the maximum %d", ErrCorrupt, n, MaxEntries)
+	}
+	return int(n), int(n)*EntrySize + TrailerSize, nil
+}
+
+// ParseFooter parses and fully validates the footer of a pack of packSize
+// bytes: footer must be exactly the last footerLen bytes of the object, as
+// returned by ParseTrailer. Every violation of the format (see the package
+// documentation) is reported as ErrCorrupt. The entries are returned in
+// storage order.
+func ParseFooter(footer []byte, packSize int64) ([]Entry, error) {
+	if len(footer) < TrailerSize {
+		return nil, fmt.Errorf("%w: footer is %d bytes, shorter than the trailer", ErrCorrupt, len(footer))
+	}
+	count, footerLen, err := ParseTrailer(footer[len(footer)-TrailerSize:])
+	if err != nil {
+		return nil, err
+	}
+	if footerLen != len(footer) {
+		return nil, fmt.Errorf("%w: trailer says %d entries (footer of %d bytes), got %d footer bytes", ErrCorrupt, count, footerLen, len(footer))
+	}
+	if packSize < int64(footerLen) {
+		return nil, fmt.Errorf("%w: footer of %d bytes in a pack of %d bytes", ErrCorrupt, footerLen, packSize)
+	}
+	raw := footer[:count*EntrySize]
+	wantCRC := binary.LittleEndian.Uint32(footer[len(footer)-TrailerSize+4:])
+	if got := crc32.Checksum(raw, castagnoli); got != wantCRC {
+		return nil, fmt.Errorf("%w: footer crc %08x, trailer says %08x", ErrCorrupt, got, wantCRC)
+	}
+	dataEnd := uint64(packSize) - uint64(footerLen)
+	entries := make([]Entry, count)
+	seen := make(map[id.ID]struct{}, count)
+	var next uint64
+	for i := range entries {
+		b := raw[i*EntrySize : (i+1)*EntrySize]
+		e, err := parseEntry(b)
+		if err != nil {
+			return nil, fmt.Errorf("%w: entry %d: %v", ErrCorrupt, i, err)
+		}
+		if e.Offset != next {
+			return nil, fmt.Errorf("%w: entry %d (blob %s) at offset %d, want %d", ErrCorrupt, i, e.ID.Short(), e.Offset, next)
+		}
+		next += uint64(e.Length)
+		if next > dataEnd {
+			return nil, fmt.Errorf("%w: entry %d (blob %s) ends at %d, past the end of the blobs at %d", ErrCorrupt, i, e.ID.Short(), next, dataEnd)
+		}
+		if _, dup := seen[e.ID]; dup {
+			return nil, fmt.Errorf("%w: entry %d: blob %s appears twice", ErrCorrupt, i, e.ID.Short())
+		}
+		seen[e.ID] = struct{}{}
+		entries[i] = e
+	}
+	if next != dataEnd {
+		return nil, fmt.Errorf("%w: blobs end at %d but the footer starts at %d", ErrCorrupt, next, dataEnd)
+	}
+	return entries, nil
+}
+
+// parseEntry decodes and checks one entry on its own (not its offset).
+func parseEntry(b []byte) (Entry, error) {
+	var e Entry
+	copy(e.ID[:], b[0:32])
+	e.Offset = binary.LittleEndian.Uint64(b[32:40])
+	e.Length = binary.LittleEndian.Uint32(b[40:44])
+	e.RawLength = binary.LittleEndian.Uint32(b[44:48])
+	e.Type = BlobType(b[48])
+	e.Codec = Codec(b[49])
+	for _, r := range b[50:56] {
+		if r != 0 {
+			return e, fmt.Errorf("blob %s: reserved bytes not zero", e.ID.Short())
+		}
+	}
+	if err := checkEntry(e); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// checkEntry checks the fields of an entry that do not depend on its place.
+func checkEntry(e Entry) error {
+	if !e.Type.valid() {
+		return fmt.Errorf("blob %s: unknown type %d", e.ID.Short(), uint8(e.Type))
+	}
+	if !e.Codec.valid() {
+		return fmt.Errorf("blob %s: unknown codec %d", e.ID.Short(), uint8(e.Codec))
+	}
+	if e.Length > MaxBlobSize || e.RawLength > MaxBlobSize {
+		return fmt.Errorf("blob %s: length %d / raw length %d over the maximum %d", e.ID.Short(), e.Length, e.RawLength, MaxBlobSize)
+	}
+	if e.Codec == None && e.Length != e.RawLength {
+		return fmt.Errorf("blob %s: stored raw but length %d != raw length %d", e.ID.Short(), e.Length, e.RawLength)
+	}
+	if e.Codec == Zstd && e.Length == 0 {
+		return fmt.Errorf("blob %s: empty zstd frame", e.ID.Short())
+	}
+	return nil
+}
+
+// initialTailRead is how much of the end of a pack ReadIndex fetches first;
+// footers up to this size (about 145 entries) need a single read.
+const initialTailRead = 8 << 10
+
+// ReadIndex reads and validates the footer of the pack of size bytes in r,
+// with at most two ReadAt calls, and returns its entries. Errors from r are
+// returned wrapped; a pack shorter than size is ErrCorrupt.
+func ReadIndex(r io.ReaderAt, size int64) ([]Entry, error) {
+	if size < TrailerSize {
+		return nil, fmt.Errorf("%w: pack of %d bytes is shorter than the trailer", ErrCorrupt, size)
+	}
+	tail := make([]byte, min(size, initialTailRead))
+	if err := readFull(r, tail, size-int64(len(tail))); err != nil {
+		return nil, err
+	}
+	_, footerLen, err := ParseTrailer(tail[len(tail)-TrailerSize:])
+	if err != nil {
+		return nil, err
+	}
+	if int64(footerLen) > size {
+		return nil, fmt.Errorf("%w: footer of %d bytes in a pack of %d bytes", ErrCorrupt, footerLen, size)
+	}
+	var footer []byte
+	if footerLen <= len(tail) {
+		footer = tail[len(tail)-footerLen:]
+	} else {
+		footer = make([]byte, footerLen)
+		if err := readFull(r, footer, size-int64(footerLen)); err != nil {
+			return nil, err
+		}
+	}
+	return ParseFooter(footer, size)
+}
+
+func readFull(r io.ReaderAt, p []byte, off int64) error {
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: short read of %d bytes at %d, got %d", ErrCorrupt, len(p), off, n)
+	}
+	return fmt.Errorf("pack: read %d bytes at %d: %w", len(p), off, err)
+}
+
+// DecodeBlob turns the stored bytes of the blob described by e into its
+// plaintext, appended to dst[:0] when dst has room for e.RawLength bytes (a
+// new slice is allocated otherwise; dst must not overlap stored). It checks
+// that the plaintext is exactly e.RawLength bytes and hashes to e.ID; every
+// failure wraps ErrCorrupt and names the blob. Memory use is bounded by
+// e.RawLength (at most MaxBlobSize) whatever the zstd frame claims.
+func DecodeBlob(e Entry, stored []byte, dst []byte) ([]byte, error) {
+	if err := checkEntry(e); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if len(stored) != int(e.Length) {
+		return nil, fmt.Errorf("%w: blob %s: %d stored bytes, entry says %d", ErrCorrupt, e.ID, len(stored), e.Length)
+	}
+	raw := int(e.RawLength)
+	if cap(dst) < raw {
+		dst = make([]byte, 0, raw)
+	}
+	var out []byte
+	switch e.Codec {
+	case None:
+		out = append(dst[:0], stored...)
+	case Zstd:
+		var err error
+		out, err = decodeZstd(stored, dst[:0:raw])
+		if err != nil {
+			return nil, fmt.Errorf("%w: blob %s: %v", ErrCorrupt, e.ID, err)
+		}
+		// Decoding into dst[:0:raw] cannot grow past raw without failing, so
+		// on success out shares dst's array: give back dst's full capacity.
+		if len(out) > 0 && cap(dst) > 0 && &out[0] == &dst[:1][0] {
+			out = dst[:len(out)]
+		}
+	}
+	if len(out) != raw {
+		return nil, fmt.Errorf("%w: blob %s: plaintext is %d bytes, entry says %d", ErrCorrupt, e.ID, len(out), raw)
+	}
+	if got := id.Sum(out); got != e.ID {
+		return nil, fmt.Errorf("%w: blob %s: plaintext hashes to %s", ErrCorrupt, e.ID, got)
+	}
+	return out, nil
+}
+
+// decodeZstd decodes one zstd frame into dst, whose capacity bounds the
+// output. The header is checked first so that frames sandkeep never writes
+// (skippable frames, dictionaries, a content size other than cap(dst)) are
+// rejected before any decoding work.
+func decodeZstd(stored, dst []byte) ([]byte, error) {
+	var h zstd.Header
+	if err := h.Decode(stored); err != nil {
+		return nil, fmt.Errorf("zstd header: %w", err)
+	}
+	switch {
+	case h.Skippable:
+		return nil, errors.New("zstd: skippable frame")
+	case h.DictionaryID != 0:
+		return nil, fmt.Errorf("zstd: frame needs dictionary %d", h.DictionaryID)
+	case h.HasFCS && h.FrameContentSize != uint64(cap(dst)):
+		return nil, fmt.Errorf("zstd: frame holds %d bytes, entry says %d", h.FrameContentSize, cap(dst))
+	}
+	dec, err := getDecoder()
+	if err != nil {
+		return nil, fmt.Errorf("zstd decoder: %w", err)
+	}
+	out, err := dec.DecodeAll(stored, dst)
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,441 @@
+// Package repo is the coordinator's view of one project's repository: the
+// blob index in the metadata store, the pack objects in the blob store, and
+// the Merkle trees that versions name. It holds the rules that make a version
+// trustworthy: a pack is indexed only after its object is verified in the
+// store, a tree is stored only when everything it names is stored, and a
+// version is committed only on the current head.
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/sandkeep/sandkeep/internal/blobstore"
+	"github.com/sandkeep/sandkeep/internal/id"
+	"github.com/sandkeep/sandkeep/internal/metastore"
+	"github.com/sandkeep/sandkeep/internal/pack"
+	"github.com/sandkeep/sandkeep/internal/tree"
+)
+
+var (
+	// ErrInvalid: the request is malformed (bad id, size out of range, a
+	// tree that does not decode).
+	ErrInvalid = errors.New("invalid request")
+	// ErrCorrupt: an uploaded object does not match what the agent claimed.
+	ErrCorrupt = errors.New("uploaded object is corrupt")
+	// ErrMissing: a tree or version names a blob the project does not store.
+	ErrMissing = errors.New("referenced blob is not stored")
+	// ErrTooLarge: a request exceeds a limit.
+	ErrTooLarge = errors.New("request too large")
+)
+
+// Limits.
+const (
+	// MaxPackSize is the largest pack an agent may upload.
+	MaxPackSize = 64 << 20
+	// MaxIDsPerCall bounds FindMissingChunks and similar calls.
+	MaxIDsPerCall = 10000
+	// MaxTreeBytesPerCall bounds one UploadTrees call.
+	MaxTreeBytesPerCall = 16 << 20
+)
+
+// Options configure a Repo.
+type Options struct {
+	// URLTTL is the lifetime of signed URLs handed to agents (default 15m).
+	URLTTL time.Duration
+	// TreeCacheBytes bounds the decoded-tree cache (default 64 MiB).
+	TreeCacheBytes int64
+	Logger         *slog.Logger
+}
+
+// Repo serves every project of one coordinator.
+type Repo struct {
+	meta   metastore.Store
+	store  blobstore.Backend
+	trees  *treeCache
+	urlTTL time.Duration
+	log    *slog.Logger
+}
+
+// New returns a Repo over meta and store.
+func New(meta metastore.Store, store blobstore.Backend, opts Options) *Repo {
+	if opts.URLTTL <= 0 {
+		opts.URLTTL = 15 * time.Minute
+	}
+	if opts.TreeCacheBytes <= 0 {
+		opts.TreeCacheBytes = 64 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Repo{meta: meta, store: store, trees: newTreeCache(opts.TreeCacheBytes), urlTTL: opts.URLTTL, log: opts.Logger}
+}
+
+// Meta returns the metadata store.
+func (r *Repo) Meta() metastore.Store { return r.meta }
+
+// Store returns the blob store.
+func (r *Repo) Store() blobstore.Backend { return r.store }
+
+// PackKey is the object key of a pack.
+func PackKey(projectID string, packID id.ID) string {
+	h := packID.String()
+	return "projects/" + projectID + "/packs/" + h[:2] + "/" + h
+}
+
+// VersionKey is the object key of a version record.
+func VersionKey(projectID string, number int64) string {
+	return fmt.Sprintf("projects/%s/versions/%020d", projectID, number)
+}
+
+// ProjectPrefix is the key prefix holding every object of a project.
+func ProjectPrefix(projectID string) string { return "projects/" + projectID + "/" }
+
+// MissingBlobs returns the ids the project does not store.
+func (r *Repo) MissingBlobs(ctx context.Context, projectID string, ids []id.ID) ([]id.ID, error) {
+	if len(ids) > MaxIDsPerCall {
+		return nil, fmt.Errorf("%w: %d ids, at most %d per call", ErrTooLarge, len(ids), MaxIDsPerCall)
+	}
+	return r.meta.MissingBlobs(ctx, projectID, ids)
+}
+
+// PackRef names an uploaded (or to be uploaded) pack.
+type PackRef struct {
+	ID   id.ID
+	Size int64
+}
+
+func checkPackRef(p PackRef) error {
+	if p.ID.IsZero() {
+		return fmt.Errorf("%w: zero pack id", ErrInvalid)
+	}
+	if p.Size < pack.TrailerSize || p.Size > MaxPackSize {
+		return fmt.Errorf("%w: pack %s size %d out of range [%d, %d]", ErrInvalid, p.ID.Short(), p.Size, pack.TrailerSize, MaxPackSize)
+	}
+	return nil
+}
+
+// UploadTargets signs one PUT URL per pack.
+func (r *Repo) UploadTargets(ctx context.Context, projectID string, packs []PackRef) ([]blobstore.SignedURL, error) {
+	if len(packs) > 1000 {
+		return nil, fmt.Errorf("%w: %d packs, at most 1000 per call", ErrTooLarge, len(packs))
+	}
+	out := make([]blobstore.SignedURL, 0, len(packs))
+	for _, p := range packs {
+		if err := checkPackRef(p); err != nil {
+			return nil, err
+		}
+		u, err := r.store.SignPut(ctx, PackKey(projectID, p.ID), p.Size, r.urlTTL)
+		if err != nil {
+			return nil, fmt.Errorf("sign upload of pack %s: %w", p.ID.Short(), err)
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// CompletePacks verifies uploaded data packs and indexes their chunks. A pack
+// is verified by its size in the store and by its footer, which must parse
+// and describe only data chunks. (Chunk contents are verified against their
+// ids whenever they are read back, at restore and at GC repacking; reading
+// every uploaded byte back here would double the storage traffic.)
+func (r *Repo) CompletePacks(ctx context.Context, projectID string, packs []PackRef) (int, error) {
+	if len(packs) > 1000 {
+		return 0, fmt.Errorf("%w: %d packs, at most 1000 per call", ErrTooLarge, len(packs))
+	}
+	total := 0
+	for _, p := range packs {
+		if err := checkPackRef(p); err != nil {
+			return total, err
+		}
+		entries, err := r.readFooter(ctx, projectID, p)
+		if err != nil {
+			return total, err
+		}
+		locs := make([]metastore.BlobLocation, 0, len(entries))
+		for _, e := range entries {
+			if e.Type != pack.Data {
+				return total, fmt.Errorf("%w: pack %s holds a blob of type %d; agents upload data packs only", ErrCorrupt, p.ID.Short(), e.Type)
+			}
+			locs = append(locs, locationOf(p.ID, e))
+		}
+		if err := r.meta.AddPack(ctx, metastore.Pack{ProjectID: projectID, ID: p.ID, Type: metastore.BlobData, Size: p.Size}, locs); err != nil {
+			return total, fmt.Errorf("index pack %s: %w", p.ID.Short(), err)
+		}
+		total += len(entries)
+	}
+	return total, nil
+}
+
+func locationOf(packID id.ID, e pack.Entry) metastore.BlobLocation {
+	return metastore.BlobLocation{
+		ID: e.ID, Type: metastore.BlobType(e.Type), PackID: packID,
+		Offset: int64(e.Offset), Length: int64(e.Length), RawLength: int64(e.RawLength), Codec: uint8(e.Codec),
+	}
+}
+
+func (r *Repo) readFooter(ctx context.Context, projectID string, p PackRef) ([]pack.Entry, error) {
+	key := PackKey(projectID, p.ID)
+	size, err := r.store.Stat(ctx, key)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return nil, fmt.Errorf("%w: pack %s was not uploaded", ErrMissing, p.ID.Short())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stat pack %s: %w", p.ID.Short(), err)
+	}
+	if size != p.Size {
+		return nil, fmt.Errorf("%w: pack %s is %d bytes in the store, %d claimed", ErrCorrupt, p.ID.Short(), size, p.Size)
+	}
+	trailer, err := r.readRange(ctx, key, size-pack.TrailerSize, pack.TrailerSize)
+	if err != nil {
+		return nil, err
+	}
+	_, footerLen, err := pack.ParseTrailer(trailer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pack %s: %v", ErrCorrupt, p.ID.Short(), err)
+	}
+	if int64(footerLen) > size {
+		return nil, fmt.Errorf("%w: pack %s footer longer than the pack", ErrCorrupt, p.ID.Short())
+	}
+	footer, err := r.readRange(ctx, key, size-int64(footerLen), int64(footerLen))
+	if err != nil {
+		return nil, err
+	}
+	entries, err := pack.ParseFooter(footer, size)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pack %s: %v", ErrCorrupt, p.ID.Short(), err)
+	}
+	return entries, nil
+}
+
+func (r *Repo) readRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
+	rc, err := r.store.Get(ctx, key, off, n)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	defer rc.Close()
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	return buf, nil
+}
+
+// PutTrees validates and stores encoded trees. Each must decode canonically,
+// and every chunk and subtree it names must be stored already or come earlier
+// in encoded. Trees already stored are skipped. It returns the ids in order.
+func (r *Repo) PutTrees(ctx context.Context, projectID string, encoded [][]byte) ([]id.ID, error) {
+	total := 0
+	for _, b := range encoded {
+		total += len(b)
+	}
+	if total > MaxTreeBytesPerCall {
+		return nil, fmt.Errorf("%w: %d bytes of trees, at most %d per call", ErrTooLarge, total, MaxTreeBytesPerCall)
+	}
+	ids := make([]id.ID, len(encoded))
+	trees := make([]*tree.Tree, len(encoded))
+	inBatch := make(map[id.ID]int, len(encoded))
+	var refs []id.ID
+	seen := make(map[id.ID]bool)
+	for i, b := range encoded {
+		t, err := tree.Decode(b)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tree %d: %v", ErrInvalid, i, err)
+		}
+		ids[i] = id.Sum(b)
+		trees[i] = t
+		for _, n := range t.Nodes {
+			switch n.Type {
+			case tree.Dir:
+				if j, ok := inBatch[n.Subtree]; ok && j < i {
+					continue
+				}
+				if !seen[n.Subtree] {
+					seen[n.Subtree] = true
+					refs = append(refs, n.Subtree)
+				}
+			case tree.File:
+				for _, c := range n.Chunks {
+					if !seen[c.ID] {
+						seen[c.ID] = true
+						refs = append(refs, c.ID)
+					}
+				}
+			}
+		}
+		if _, dup := inBatch[ids[i]]; !dup {
+			inBatch[ids[i]] = i
+		}
+	}
+	// Every referenced blob must be indexed with the right type.
+	locs, err := r.locateAll(ctx, projectID, refs)
+	if err != nil {
+		return nil, err
+	}
+	for i, t := range trees {
+		for _, n := range t.Nodes {
+			switch n.Type {
+			case tree.Dir:
+				if j, ok := inBatch[n.Subtree]; ok && j < i {
+					continue
+				}
+				l, ok := locs[n.Subtree]
+				if !ok || l.Type != metastore.BlobTree {
+					return nil, fmt.Errorf("%w: tree %d entry %q names subtree %s", ErrMissing, i, n.Name, n.Subtree.Short())
+				}
+			case tree.File:
+				for _, c := range n.Chunks {
+					l, ok := locs[c.ID]
+					if !ok || l.Type != metastore.BlobData {
+						return nil, fmt.Errorf("%w: tree %d file %q names chunk %s", ErrMissing, i, n.Name, c.ID.Short())
+					}
+					if l.RawLength != int64(c.Size) {
+						return nil, fmt.Errorf("%w: tree %d file %q says chunk %s has %d bytes, stored %d", ErrInvalid, i, n.Name, c.ID.Short(), c.Size, l.RawLength)
+					}
+				}
+			}
+		}
+	}
+	// Store the trees not stored yet, in one tree pack.
+	have, err := r.locateAll(ctx, projectID, ids)
+	if err != nil {
+		return nil, err
+	}
+	w := pack.NewWriter()
+	added := make(map[id.ID]bool)
+	for i, b := range encoded {
+		if _, ok := have[ids[i]]; ok || added[ids[i]] {
+			continue
+		}
+		added[ids[i]] = true
+		if _, err := w.Add(pack.Tree, ids[i], b); err != nil {
+			return nil, fmt.Errorf("pack tree: %w", err)
+		}
+	}
+	for i, t := range trees {
+		r.trees.put(projectID, ids[i], t, int64(len(encoded[i])))
+	}
+	if w.Len() == 0 {
+		return ids, nil
+	}
+	data, packID, entries, err := w.Finish()
+	if err != nil {
+		return nil, fmt.Errorf("finish tree pack: %w", err)
+	}
+	if err := r.store.Put(ctx, PackKey(projectID, packID), bytes.NewReader(data), int64(len(data))); err != nil {
+		return nil, fmt.Errorf("store tree pack: %w", err)
+	}
+	locsOut := make([]metastore.BlobLocation, len(entries))
+	for i, e := range entries {
+		locsOut[i] = locationOf(packID, e)
+	}
+	if err := r.meta.AddPack(ctx, metastore.Pack{ProjectID: projectID, ID: packID, Type: metastore.BlobTree, Size: int64(len(data))}, locsOut); err != nil {
+		return nil, fmt.Errorf("index tree pack: %w", err)
+	}
+	return ids, nil
+}
+
+// locateAll calls LocateBlobs in bounded batches.
+func (r *Repo) locateAll(ctx context.Context, projectID string, ids []id.ID) (map[id.ID]metastore.BlobLocation, error) {
+	out := make(map[id.ID]metastore.BlobLocation, len(ids))
+	for start := 0; start < len(ids); start += MaxIDsPerCall {
+		end := min(start+MaxIDsPerCall, len(ids))
+		m, err := r.meta.LocateBlobs(ctx, projectID, ids[start:end])
+		if err != nil {
+			return nil, fmt.Errorf("locate blobs: %w", err)
+		}
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+// CommitRequest asks for a new version.
+type CommitRequest struct {
+	Parent    int64
+	Root      id.ID
+	Kind      metastore.VersionKind
+	SandboxID string
+}
+
+// Commit makes a new head version with root req.Root, if req.Parent is the
+// current head; otherwise it fails with metastore.ErrConflict. It updates the
+// project_files listing in the same transaction and writes a version record
+// to the bucket so the database can be rebuilt from the bucket alone.
+func (r *Repo) Commit(ctx context.Context, projectID string, req CommitRequest) (metastore.Version, error) {
+	if req.Root.IsZero() {
+		return metastore.Version{}, fmt.Errorf("%w: zero root", ErrInvalid)
+	}
+	if req.Parent < 0 {
+		return metastore.Version{}, fmt.Errorf("%w: negative parent", ErrInvalid)
+	}
+	proj, err := r.meta.GetProject(ctx, projectID)
+	if err != nil {
+		return metastore.Version{}, fmt.Errorf("project %s: %w", projectID, err)
+	}
+	if proj.Head != req.Parent {
+		return metastore.Version{}, fmt.Errorf("commit on version %d, head is %d: %w", req.Parent, proj.Head, metastore.ErrConflict)
+	}
+	locs, err := r.meta.LocateBlobs(ctx, projectID, []id.ID{req.Root})
+	if err != nil {
+		return metastore.Version{}, fmt.Errorf("locate root: %w", err)
+	}
+	if l, ok := locs[req.Root]; !ok || l.Type != metastore.BlobTree {
+		return metastore.Version{}, fmt.Errorf("%w: root tree %s", ErrMissing, req.Root.Short())
+	}
+	var old metastore.Version
+	if req.Parent > 0 {
+		if old, err = r.meta.GetVersion(ctx, projectID, req.Parent); err != nil {
+			return metastore.Version{}, fmt.Errorf("parent version: %w", err)
+		}
+	}
+	changes, files, bytes, err := r.fileChanges(ctx, projectID, old, req.Root)
+	if err != nil {
+		return metastore.Version{}, err
+	}
+	v, err := r.meta.CommitVersion(ctx, metastore.Version{
+		ProjectID: projectID, Parent: req.Parent, Root: req.Root, Kind: req.Kind,
+		SandboxID: req.SandboxID, Files: files, Bytes: bytes,
+	}, changes)
+	if err != nil {
+		return metastore.Version{}, fmt.Errorf("commit: %w", err)
+	}
+	if err := r.writeVersionRecord(ctx, v); err != nil {
+		// The version is committed and every blob it names is stored; the
+		// record only serves a rebuild of the database from the bucket.
+		r.log.Warn("write version record", "project", projectID, "version", v.Number, "err", err)
+	}
+	return v, nil
+}
+
+// versionRecord is the small object kept per version in the bucket.
+type versionRecord struct {
+	Format    int       `json:"format"`
+	Project   string    `json:"project"`
+	Number    int64     `json:"number"`
+	Parent    int64     `json:"parent"`
+	Root      id.ID     `json:"root"`
+	Kind      string    `json:"kind"`
+	SandboxID string    `json:"sandbox_id,omitempty"`
+	Time      time.Time `json:"time"`
+	Files     int64     `json:"files"`
+	Bytes     int64     `json:"bytes"`
+}
+
+func (r *Repo) writeVersionRecord(ctx context.Context, v metastore.Version) error {
+	b, err := json.Marshal(versionRecord{
+		Format: 1, Project: v.ProjectID, Number: v.Number, Parent: v.Parent, Root: v.Root,
+		Kind: string(v.Kind), SandboxID: v.SandboxID, Time: v.CreatedAt.UTC(), Files: v.Files, Bytes: v.Bytes,
+	})
+	if err != nil {
+		return err
+	}
+	return r.store.Put(ctx, VersionKey(v.ProjectID, v.Number), bytes.NewReader(b), int64(len(b)))
+}
