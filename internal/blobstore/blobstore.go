@@ -19,7 +19,17 @@ var ErrNotFound = errors.New("object not found")
 // ErrInvalidKey is returned (wrapped) for a key that is empty, absolute,
 // contains "..", ".", empty segments, a backslash or a NUL byte, or is longer
 // than MaxKeyLen. Stores must reject such keys before touching storage.
+// ValidateKey also rejects keys that are not valid UTF-8 or that contain
+// ASCII control characters (S3 listings cannot carry them faithfully).
 var ErrInvalidKey = errors.New("invalid object key")
+
+// ErrInvalidRange is returned (wrapped) by Get for a negative offset or a
+// range that extends past the end of the object.
+var ErrInvalidRange = errors.New("invalid object range")
+
+// ErrSizeMismatch is returned (wrapped) by Put when the reader yields fewer or
+// more bytes than the size it was given. Nothing is stored in that case.
+var ErrSizeMismatch = errors.New("object size mismatch")
 
 // MaxKeyLen is the longest key a store accepts.
 const MaxKeyLen = 900

@@ -119,6 +119,14 @@ type ProjectFile struct {
 }
 
 // FileChanges updates project_files in the same transaction as a commit.
+//
+// Both stores apply them alike: paths must be clean relative slash-separated
+// paths (ErrInvalid otherwise); deletes apply before upserts, so a path in
+// both ends up present; of several upserts of one path the last wins;
+// deleting an absent path is not an error. An upsert of an existing path
+// replaces size, content type, checksum and UpdatedAt but keeps the row's
+// CreatedAt, and UserUploaded is sticky (once set, a later sync does not
+// clear it). Zero CreatedAt/UpdatedAt mean the commit's time.
 type FileChanges struct {
 	Upsert []ProjectFile
 	Delete []string // paths
@@ -132,6 +140,10 @@ type ListOptions struct {
 }
 
 // Store is the metadata database. All methods are safe for concurrent use.
+//
+// Methods that take a project id return ErrNotFound for an unknown project
+// (listings too, rather than an empty list). Times come back in UTC with
+// microsecond precision, the precision both databases keep.
 type Store interface {
 	// CreateProject makes a project with a fresh id.
 	CreateProject(ctx context.Context, name string) (Project, error)
@@ -165,7 +177,9 @@ type Store interface {
 	// decimal version number: only older versions are returned.
 	ListVersions(ctx context.Context, projectID string, opts ListOptions) ([]Version, error)
 
-	// ListProjectFiles lists the head's files in path order; opts.After is a path.
+	// ListProjectFiles lists the head's files in path order (bytewise);
+	// opts.After is a path. prefix is a plain string prefix ("dir/" for a
+	// directory): no character in it is a wildcard.
 	ListProjectFiles(ctx context.Context, projectID, prefix string, opts ListOptions) ([]ProjectFile, error)
 	GetProjectFile(ctx context.Context, projectID, path string) (ProjectFile, error)
 

@@ -1,0 +1,160 @@
+// Package agentcli is the `sandkeep-agent` command line.
+package agentcli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
+
+	"github.com/sandkeep/sandkeep/internal/agent"
+	"github.com/sandkeep/sandkeep/internal/envflag"
+	"github.com/sandkeep/sandkeep/internal/remote"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitError   = 1
+	exitPartial = 3 // sync committed, but some files kept changing and were not saved
+)
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	code := exitOK
+	root := newRoot(stdout, stderr, &code)
+	root.SetArgs(args)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "sandkeep-agent:", errorText(err))
+		if code == exitOK {
+			code = exitError
+		}
+	}
+	return code
+}
+
+func errorText(err error) string {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		s := se.GRPCStatus()
+		return fmt.Sprintf("%v (%s)", err, s.Code())
+	}
+	return err.Error()
+}
+
+type globals struct {
+	cfg      agent.Config
+	logLevel string
+	stdout   io.Writer
+	stderr   io.Writer
+}
+
+func newRoot(stdout, stderr io.Writer, code *int) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "sandkeep-agent",
+		Short:         "sandkeep agent: keeps a sandbox workspace in the coordinator's versions",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.cfg.Remote.Addr, "coordinator", "127.0.0.1:7420", "coordinator gRPC address (env SANDKEEP_COORDINATOR)")
+	pf.StringVar(&g.cfg.Remote.Token, "token", "", "sandbox token (env SANDKEEP_TOKEN)")
+	pf.BoolVar(&g.cfg.Remote.TLS, "tls", false, "use TLS to reach the coordinator (env SANDKEEP_TLS)")
+	pf.StringVar(&g.cfg.Remote.CAFile, "tls-ca", "", "PEM file of a CA to trust (env SANDKEEP_TLS_CA)")
+	pf.StringVar(&g.cfg.Remote.SandboxID, "sandbox-id", "", "this sandbox's provider id (env SANDKEEP_SANDBOX_ID)")
+	pf.StringVar(&g.cfg.Workspace, "workspace", "/workspace", "workspace directory (env SANDKEEP_WORKSPACE)")
+	pf.StringVar(&g.cfg.CacheDir, "cache-dir", "", "agent index cache directory (env SANDKEEP_CACHE_DIR; default "+agent.DefaultCacheDir()+")")
+	pf.StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error (env SANDKEEP_LOG_LEVEL)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := envflag.Apply(cmd.Flags(), "coordinator", "token", "tls", "tls-ca", "sandbox-id", "workspace", "cache-dir", "log-level"); err != nil {
+			return err
+		}
+		var lv slog.Level
+		if err := lv.UnmarshalText([]byte(g.logLevel)); err != nil {
+			return fmt.Errorf("--log-level: %w", err)
+		}
+		g.cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+		g.cfg.Remote.Version = Version
+		return nil
+	}
+	root.AddCommand(newSync(g, code), newRestore(g))
+	return root
+}
+
+func newSync(g *globals, code *int) *cobra.Command {
+	var once bool
+	cmd := &cobra.Command{
+		Use:   "sync --once",
+		Short: "Scan the workspace, upload what is missing, commit; prints the version number last",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !once {
+				return errors.New("sync needs --once (continuous sync is `sandkeep-agent run`)")
+			}
+			res, err := agent.SyncOnce(cmd.Context(), g.cfg)
+			var partial *agent.ChangingFilesError
+			if errors.As(err, &partial) {
+				*code = exitPartial
+			} else if err != nil {
+				return err
+			}
+			if res.Version == nil {
+				// Nothing was ever committed and the workspace is empty
+				// of changes: impossible, a first sync always commits.
+				return errors.New("no version")
+			}
+			if res.Changed {
+				fmt.Fprintf(g.stderr, "committed version %d: %d files, %d bytes (%d bytes uploaded)\n", res.Version.GetNumber(), res.Version.GetFiles(), res.Version.GetBytes(), res.Stats.BytesUploaded)
+			} else {
+				fmt.Fprintf(g.stderr, "no change since version %d\n", res.Version.GetNumber())
+			}
+			fmt.Fprintln(g.stdout, res.Version.GetNumber())
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&once, "once", false, "sync once and exit")
+	return cmd
+}
+
+func newRestore(g *globals) *cobra.Command {
+	var version int64
+	cmd := &cobra.Command{
+		Use:   "restore --workspace DIR [--version N]",
+		Short: "Rehydrate the workspace from the head (or version N); only missing data is downloaded",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if version < 0 {
+				return errors.New("--version must be a version number")
+			}
+			g.cfg.Progress = g.stderr
+			res, err := agent.Restore(cmd.Context(), g.cfg, version)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "restored version %d: %d files, %d dirs, %d symlinks, %d bytes (%d downloaded) in %s\n",
+				res.Version.GetNumber(), res.Files, res.Dirs, res.Symlinks, res.Bytes, res.BytesDownloaded, res.Duration.Round(1e6))
+			fmt.Fprintln(g.stdout, res.Version.GetNumber())
+			return nil
+		},
+	}
+	cmd.Flags().Int64Var(&version, "version", 0, "version number to restore (default: the head)")
+	return cmd
+}
+
+var _ = remote.ErrConflict

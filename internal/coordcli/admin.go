@@ -1,0 +1,195 @@
+package coordcli
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+func newProject(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "project", Short: "Create and list projects"}
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a project; prints its id alone on stdout",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, conn, err := g.admin()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			resp, err := c.CreateProject(ctx, &pb.CreateProjectRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, resp.GetProject().GetId())
+			return nil
+		},
+	}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List projects",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, conn, err := g.admin()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			resp, err := c.ListProjects(ctx, &pb.ListProjectsRequest{})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				out := make([]map[string]any, 0, len(resp.GetProjects()))
+				for _, p := range resp.GetProjects() {
+					out = append(out, map[string]any{"id": p.GetId(), "name": p.GetName(), "created": p.GetCreateTime().AsTime(), "head": p.GetHead()})
+				}
+				return printJSON(g.stdout, out)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tHEAD\tCREATED")
+			for _, p := range resp.GetProjects() {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", p.GetId(), p.GetName(), p.GetHead(), p.GetCreateTime().AsTime().Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(create, list)
+	return cmd
+}
+
+func newToken(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Manage sandbox tokens"}
+	var project, note string
+	var ttl time.Duration
+	create := &cobra.Command{
+		Use:   "create --project ID",
+		Short: "Create a sandbox token scoped to one project; prints it alone on stdout",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if project == "" {
+				return fmt.Errorf("--project is required")
+			}
+			if ttl < 0 {
+				return fmt.Errorf("--ttl must not be negative")
+			}
+			c, conn, err := g.admin()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			resp, err := c.CreateSandboxToken(ctx, &pb.CreateSandboxTokenRequest{ProjectId: project, Note: note, TtlSeconds: int64(ttl / time.Second)})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, resp.GetToken())
+			return nil
+		},
+	}
+	create.Flags().StringVar(&project, "project", "", "project id")
+	create.Flags().StringVar(&note, "note", "", "free text kept with the token")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (0: no expiry)")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+// versionJSON is one element of `sandkeep versions --json`.
+type versionJSON struct {
+	Number    int64     `json:"number"`
+	Time      time.Time `json:"time"`
+	Files     int64     `json:"files"`
+	Bytes     int64     `json:"bytes"`
+	Kind      string    `json:"kind"`
+	Parent    int64     `json:"parent"`
+	Root      string    `json:"root"`
+	SandboxID string    `json:"sandbox_id,omitempty"`
+	Pinned    bool      `json:"pinned"`
+}
+
+func kindName(k pb.VersionKind) string {
+	switch k {
+	case pb.VersionKind_VERSION_KIND_SYNC:
+		return "sync"
+	case pb.VersionKind_VERSION_KIND_FLUSH:
+		return "flush"
+	case pb.VersionKind_VERSION_KIND_ROLLBACK:
+		return "rollback"
+	}
+	return "unknown"
+}
+
+func newVersions(g *globals) *cobra.Command {
+	var project string
+	var limit int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "versions --project ID",
+		Short: "List a project's versions, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if project == "" {
+				return fmt.Errorf("--project is required")
+			}
+			if limit < 0 {
+				return fmt.Errorf("--limit must not be negative")
+			}
+			c, conn, err := g.admin()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			var all []*pb.Version
+			token := ""
+			for {
+				size := int32(1000)
+				if limit > 0 && limit-len(all) < 1000 {
+					size = int32(limit - len(all))
+				}
+				resp, err := c.ListVersions(ctx, &pb.ListVersionsRequest{ProjectId: project, PageSize: size, PageToken: token})
+				if err != nil {
+					return err
+				}
+				all = append(all, resp.GetVersions()...)
+				token = resp.GetNextPageToken()
+				if token == "" || (limit > 0 && len(all) >= limit) {
+					break
+				}
+			}
+			if asJSON {
+				out := make([]versionJSON, 0, len(all))
+				for _, v := range all {
+					out = append(out, versionJSON{
+						Number: v.GetNumber(), Time: v.GetCreateTime().AsTime(), Files: v.GetFiles(), Bytes: v.GetBytes(),
+						Kind: kindName(v.GetKind()), Parent: v.GetParent(), Root: fmt.Sprintf("%x", v.GetRoot()), SandboxID: v.GetSandboxId(), Pinned: v.GetPinned(),
+					})
+				}
+				return printJSON(g.stdout, out)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NUMBER\tTIME\tFILES\tBYTES\tKIND")
+			for _, v := range all {
+				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\n", v.GetNumber(), v.GetCreateTime().AsTime().Format(time.RFC3339), v.GetFiles(), v.GetBytes(), kindName(v.GetKind()))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&project, "project", "", "project id")
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many versions (0: all)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of {number, time, files, bytes, kind, parent, root}")
+	return cmd
+}

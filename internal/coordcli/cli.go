@@ -1,0 +1,129 @@
+// Package coordcli is the `sandkeep` command: `serve` runs the coordinator,
+// the other subcommands are its admin client.
+package coordcli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/sandkeep/sandkeep/internal/dial"
+	"github.com/sandkeep/sandkeep/internal/envflag"
+	"github.com/sandkeep/sandkeep/internal/server"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "sandkeep:", errorText(err))
+		return 1
+	}
+	return 0
+}
+
+func errorText(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return fmt.Sprintf("%s (%s)", s.Message(), s.Code())
+	}
+	return err.Error()
+}
+
+// globals are the admin client's connection flags.
+type globals struct {
+	coordinator string
+	adminToken  string
+	dataDir     string
+	tls         bool
+	caFile      string
+	stdout      io.Writer
+	stderr      io.Writer
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "sandkeep",
+		Short:         "sandkeep coordinator: keeps every version of every sandbox workspace",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.coordinator, "coordinator", server.DefaultListen, "coordinator gRPC address (env SANDKEEP_COORDINATOR)")
+	pf.StringVar(&g.adminToken, "admin-token", "", "admin token (env SANDKEEP_ADMIN_TOKEN; default: read from <data>/admin.token)")
+	pf.StringVar(&g.dataDir, "data", server.DefaultDataDir, "coordinator data directory (env SANDKEEP_DATA)")
+	pf.BoolVar(&g.tls, "tls", false, "use TLS to reach the coordinator (env SANDKEEP_TLS)")
+	pf.StringVar(&g.caFile, "tls-ca", "", "PEM file of a CA to trust (env SANDKEEP_TLS_CA)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		return envflag.Apply(cmd.Flags(), "coordinator", "admin-token", "data", "tls", "tls-ca")
+	}
+	root.AddCommand(newServe(g), newProject(g), newToken(g), newVersions(g))
+	return root
+}
+
+// admin opens an admin client.
+func (g *globals) admin() (pb.AdminServiceClient, *grpc.ClientConn, error) {
+	tok := g.adminToken
+	if tok == "" {
+		b, err := os.ReadFile(server.AdminTokenFile(g.dataDir))
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, nil, fmt.Errorf("no admin token: set SANDKEEP_ADMIN_TOKEN, --admin-token, or --data pointing at the coordinator's data directory (%s not found)", server.AdminTokenFile(g.dataDir))
+			}
+			return nil, nil, fmt.Errorf("read admin token: %w", err)
+		}
+		tok = strings.TrimSpace(string(b))
+	}
+	conn, err := dial.Dial(g.coordinator, dial.Options{Token: tok, TLS: g.tls, CAFile: g.caFile})
+	if err != nil {
+		return nil, nil, err
+	}
+	return pb.NewAdminServiceClient(conn), conn, nil
+}
+
+func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 60*time.Second)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
+}

@@ -1,0 +1,66 @@
+package coordcli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sandkeep/sandkeep/internal/envflag"
+	"github.com/sandkeep/sandkeep/internal/server"
+)
+
+func newServe(g *globals) *cobra.Command {
+	var cfg server.Config
+	var logLevel, logFormat string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the coordinator (gRPC API, HTTP blob and file endpoints)",
+		Long: `Run the coordinator. With no flags it keeps everything in ./data: a SQLite
+database, a local blob directory, the admin token (made and printed on first
+start) and the URL-signing key. Every flag can also be given as an environment
+variable: --s3-bucket as SANDKEEP_S3_BUCKET, and so on.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := envflag.Apply(cmd.Flags()); err != nil {
+				return err
+			}
+			cfg.DataDir = g.dataDir
+			log, err := newLogger(g.stderr, logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			srv, err := server.New(cmd.Context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			if srv.NewAdmin {
+				fmt.Fprintf(g.stdout, "admin token: %s\n(saved in %s; admin commands read it from there, or from SANDKEEP_ADMIN_TOKEN)\n", srv.AdminToken, server.AdminTokenFile(cfg.DataDir))
+			}
+			fmt.Fprintf(g.stdout, "sandkeep coordinator listening: grpc %s, http %s, blobs %s\n", srv.GRPCAddr(), srv.HTTPAddr(), srv.Blobs.Name())
+			return srv.Serve(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", server.DefaultListen, "gRPC listen address")
+	f.StringVar(&cfg.HTTPListen, "http-listen", server.DefaultHTTPListen, "HTTP listen address (blob URLs, file links, /healthz)")
+	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL agents use to reach --http-listen (default http://<http-listen>)")
+	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://...); default SQLite in the data dir")
+	f.StringVar(&cfg.S3Bucket, "s3-bucket", "", "keep blobs in this S3 bucket (created if missing) instead of <data>/blobs")
+	f.StringVar(&cfg.S3Endpoint, "s3-endpoint", "", "S3 endpoint URL (MinIO, versitygw, R2, ...); default AWS")
+	f.StringVar(&cfg.S3Region, "s3-region", "us-east-1", "S3 region")
+	f.BoolVar(&cfg.S3PathStyle, "s3-path-style", false, "path-style S3 addressing (most non-AWS servers)")
+	f.StringVar(&cfg.S3Prefix, "s3-prefix", "", "key prefix inside the bucket")
+	f.StringVar(&cfg.SecretKey, "secret-key", "", "hex key (>= 32 bytes) that signs URLs; default <data>/secret.key; share it between replicas")
+	f.DurationVar(&cfg.URLTTL, "url-ttl", 15*time.Minute, "lifetime of signed URLs given to agents")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for TLS on the gRPC listener")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key for TLS on the gRPC listener")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	// --admin-token (global) doubles as the token serve registers.
+	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
+		cfg.AdminToken = g.adminToken
+		return nil
+	}
+	return cmd
+}

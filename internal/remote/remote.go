@@ -1,0 +1,218 @@
+// Package remote is the agent's side of the coordinator API: a gRPC client
+// that implements snapshot.Remote (uploading packs through signed URLs) and
+// commits and restores versions. The agent never holds storage credentials.
+package remote
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sandkeep/sandkeep/internal/dial"
+	"github.com/sandkeep/sandkeep/internal/id"
+	"github.com/sandkeep/sandkeep/internal/snapshot"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+// ErrConflict is returned (wrapped) by Commit when the parent is no longer
+// the head.
+var ErrConflict = errors.New("head moved")
+
+// Config says how to reach the coordinator.
+type Config struct {
+	Addr      string
+	Token     string
+	TLS       bool
+	CAFile    string
+	SandboxID string
+	Workspace string
+	Version   string // agent version
+	// HTTPClient does the signed-URL requests (default: a client with
+	// timeouts suited to 16 MiB packs).
+	HTTPClient *http.Client
+	// Retries of one signed-URL PUT on network errors and 5xx (default 5).
+	Retries int
+}
+
+// Client is an open session with the coordinator.
+type Client struct {
+	conn    *grpc.ClientConn
+	api     pb.AgentServiceClient
+	http    *http.Client
+	retries int
+	Session *pb.OpenSessionResponse
+}
+
+// DefaultHTTPClient is used for signed-URL requests.
+func DefaultHTTPClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConnsPerHost:   32,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: 60 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		},
+	}
+}
+
+// Open connects and opens a session.
+func Open(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Token == "" {
+		return nil, errors.New("no sandbox token (set SANDKEEP_TOKEN or --token)")
+	}
+	conn, err := dial.Dial(cfg.Addr, dial.Options{Token: cfg.Token, TLS: cfg.TLS, CAFile: cfg.CAFile})
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{conn: conn, api: pb.NewAgentServiceClient(conn), http: cfg.HTTPClient, retries: cfg.Retries}
+	if c.http == nil {
+		c.http = DefaultHTTPClient()
+	}
+	if c.retries <= 0 {
+		c.retries = 5
+	}
+	host, _ := os.Hostname()
+	c.Session, err = c.api.OpenSession(ctx, &pb.OpenSessionRequest{SandboxId: cfg.SandboxID, Hostname: host, AgentVersion: cfg.Version, Workspace: cfg.Workspace}, grpc.WaitForReady(true))
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("open session with %s: %w", cfg.Addr, err)
+	}
+	return c, nil
+}
+
+// Close ends the session.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// API returns the raw gRPC client.
+func (c *Client) API() pb.AgentServiceClient { return c.api }
+
+// ProjectID is the token's project.
+func (c *Client) ProjectID() string { return c.Session.GetProjectId() }
+
+// FindMissing implements snapshot.Remote.
+func (c *Client) FindMissing(ctx context.Context, ids []id.ID) ([]id.ID, error) {
+	req := &pb.FindMissingChunksRequest{Ids: make([][]byte, len(ids))}
+	for i, v := range ids {
+		req.Ids[i] = v.Bytes()
+	}
+	resp, err := c.api.FindMissingChunks(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("find missing chunks: %w", err)
+	}
+	out := make([]id.ID, 0, len(resp.GetMissing()))
+	for _, b := range resp.GetMissing() {
+		v, err := id.FromBytes(b)
+		if err != nil {
+			return nil, fmt.Errorf("find missing chunks: coordinator sent %w", err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// UploadPack implements snapshot.Remote: signed PUT, then CompletePacks.
+func (c *Client) UploadPack(ctx context.Context, packID id.ID, data []byte) error {
+	ref := &pb.PackUpload{PackId: packID.Bytes(), Size: int64(len(data))}
+	resp, err := c.api.GetUploadTargets(ctx, &pb.GetUploadTargetsRequest{Packs: []*pb.PackUpload{ref}})
+	if err != nil {
+		return fmt.Errorf("get upload target for pack %s: %w", packID.Short(), err)
+	}
+	if len(resp.GetTargets()) != 1 {
+		return fmt.Errorf("get upload target for pack %s: coordinator sent %d targets", packID.Short(), len(resp.GetTargets()))
+	}
+	if err := c.put(ctx, resp.GetTargets()[0].GetRequest(), data); err != nil {
+		return fmt.Errorf("upload pack %s: %w", packID.Short(), err)
+	}
+	if _, err := c.api.CompletePacks(ctx, &pb.CompletePacksRequest{Packs: []*pb.PackUpload{ref}}); err != nil {
+		return fmt.Errorf("complete pack %s: %w", packID.Short(), err)
+	}
+	return nil
+}
+
+// put sends data to a signed URL, retrying network errors and 5xx.
+func (c *Client) put(ctx context.Context, sr *pb.SignedRequest, data []byte) error {
+	var last error
+	backoff := 200 * time.Millisecond
+	for attempt := 0; attempt < c.retries; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+		}
+		req, err := http.NewRequestWithContext(ctx, sr.GetMethod(), sr.GetUrl(), bytes.NewReader(data))
+		if err != nil {
+			return fmt.Errorf("bad signed request: %w", err)
+		}
+		req.ContentLength = int64(len(data))
+		for k, v := range sr.GetHeaders() {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			last = err
+			continue
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode >= 200 && resp.StatusCode < 300:
+			return nil
+		case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
+			last = fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
+			continue
+		default:
+			return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
+		}
+	}
+	return fmt.Errorf("after %d attempts: %w", c.retries, last)
+}
+
+// UploadTrees implements snapshot.Remote.
+func (c *Client) UploadTrees(ctx context.Context, trees [][]byte) error {
+	if _, err := c.api.UploadTrees(ctx, &pb.UploadTreesRequest{Trees: trees}); err != nil {
+		return fmt.Errorf("upload trees: %w", err)
+	}
+	return nil
+}
+
+// Commit makes root the new head on top of parent. If the head moved, the
+// error wraps ErrConflict.
+func (c *Client) Commit(ctx context.Context, parent int64, root id.ID, kind pb.VersionKind) (*pb.Version, error) {
+	resp, err := c.api.CommitVersion(ctx, &pb.CommitVersionRequest{Parent: parent, Root: root.Bytes(), Kind: kind, SessionId: c.Session.GetSessionId()})
+	if status.Code(err) == codes.FailedPrecondition {
+		return nil, fmt.Errorf("commit on version %d: %w: %v", parent, ErrConflict, status.Convert(err).Message())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return resp.GetVersion(), nil
+}
+
+// RestorePlan opens the plan stream of a version (0 = head).
+func (c *Client) RestorePlan(ctx context.Context, version int64) (pb.AgentService_GetRestorePlanClient, error) {
+	s, err := c.api.GetRestorePlan(ctx, &pb.GetRestorePlanRequest{Version: version})
+	if err != nil {
+		return nil, fmt.Errorf("restore plan: %w", err)
+	}
+	return s, nil
+}
+
+var _ snapshot.Remote = (*Client)(nil)

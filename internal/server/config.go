@@ -1,0 +1,82 @@
+// Package server assembles a running coordinator: metadata store, blob
+// store, the gRPC API and the HTTP endpoints, from a Config.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is everything `sandkeep serve` is told.
+type Config struct {
+	// DataDir holds the SQLite database, the local blob store, the admin
+	// token and the URL-signing key. Default "./data".
+	DataDir string
+	// Listen is the gRPC address. Default 127.0.0.1:7420.
+	Listen string
+	// HTTPListen is the HTTP address (blob URLs of the local store, file
+	// links, health, metrics). Default 127.0.0.1:7421.
+	HTTPListen string
+	// PublicURL is the base URL agents use to reach HTTPListen (default
+	// http://<HTTPListen>).
+	PublicURL string
+
+	// DatabaseURL selects PostgreSQL ("postgres://..."); empty means SQLite
+	// in DataDir.
+	DatabaseURL string
+
+	// S3: when S3Bucket is set, blobs go to S3 instead of DataDir/blobs.
+	S3Bucket    string
+	S3Endpoint  string
+	S3Region    string
+	S3Prefix    string
+	S3PathStyle bool
+
+	// AdminToken, if set, is registered as an admin token (for several
+	// coordinators over one database). Otherwise one is made on first start
+	// and kept in DataDir/admin.token.
+	AdminToken string
+	// SecretKey signs URLs (hex, >= 32 bytes); default: DataDir/secret.key,
+	// made on first start. Replicas behind one load balancer share it.
+	SecretKey string
+
+	// URLTTL is the lifetime of signed URLs given to agents.
+	URLTTL time.Duration
+
+	// TLSCert and TLSKey enable TLS on the gRPC listener.
+	TLSCert string
+	TLSKey  string
+}
+
+// Defaults.
+const (
+	DefaultDataDir    = "data"
+	DefaultListen     = "127.0.0.1:7420"
+	DefaultHTTPListen = "127.0.0.1:7421"
+)
+
+func (c *Config) setDefaults() error {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.HTTPListen == "" {
+		c.HTTPListen = DefaultHTTPListen
+	}
+	if c.URLTTL <= 0 {
+		c.URLTTL = 15 * time.Minute
+	}
+	if c.S3Region == "" {
+		c.S3Region = "us-east-1"
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.S3Bucket == "" && (c.S3Endpoint != "" || c.S3Prefix != "") {
+		return fmt.Errorf("--s3-endpoint and --s3-prefix need --s3-bucket")
+	}
+	return nil
+}

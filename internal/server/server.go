@@ -1,0 +1,311 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/sandkeep/sandkeep/internal/api"
+	"github.com/sandkeep/sandkeep/internal/auth"
+	"github.com/sandkeep/sandkeep/internal/blobstore"
+	"github.com/sandkeep/sandkeep/internal/blobstore/fsstore"
+	"github.com/sandkeep/sandkeep/internal/blobstore/s3store"
+	"github.com/sandkeep/sandkeep/internal/metastore"
+	"github.com/sandkeep/sandkeep/internal/metastore/pgstore"
+	"github.com/sandkeep/sandkeep/internal/metastore/sqlitestore"
+	"github.com/sandkeep/sandkeep/internal/repo"
+	"github.com/sandkeep/sandkeep/internal/urlsign"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+// Server is a configured coordinator, not yet serving.
+type Server struct {
+	cfg        Config
+	log        *slog.Logger
+	Meta       metastore.Store
+	Blobs      blobstore.Backend
+	Repo       *repo.Repo
+	URLSigner  *urlsign.Signer
+	AdminToken string // the admin token, when this server made or was given it
+	NewAdmin   bool   // the admin token was made on this start
+
+	grpcLn net.Listener
+	httpLn net.Listener
+	grpc   *grpc.Server
+	http   *http.Server
+	health *health.Server
+	fs     *fsstore.Store
+}
+
+// New opens the stores and binds the listeners. Close it if Serve is not
+// called.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	key, err := s.secretKey()
+	if err != nil {
+		return nil, err
+	}
+	if s.URLSigner, err = urlsign.New(key); err != nil {
+		return nil, fmt.Errorf("url signer: %w", err)
+	}
+
+	if cfg.DatabaseURL != "" {
+		if s.Meta, err = pgstore.Open(ctx, cfg.DatabaseURL); err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+	} else {
+		if s.Meta, err = sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "sandkeep.db")); err != nil {
+			return nil, fmt.Errorf("open sqlite: %w", err)
+		}
+	}
+
+	// Bind the HTTP listener first: the local store's URLs point at it.
+	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
+		return nil, fmt.Errorf("listen http: %w", err)
+	}
+	if s.grpcLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen grpc: %w", err)
+	}
+	public := cfg.PublicURL
+	if public == "" {
+		public = "http://" + s.httpLn.Addr().String()
+	}
+	public = strings.TrimRight(public, "/")
+
+	if cfg.S3Bucket != "" {
+		st, err := s3store.New(ctx, s3store.Config{
+			Bucket: cfg.S3Bucket, Endpoint: cfg.S3Endpoint, Region: cfg.S3Region,
+			Prefix: cfg.S3Prefix, PathStyle: cfg.S3PathStyle, CreateBucket: true,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open s3: %w", err)
+		}
+		s.Blobs = st
+	} else {
+		st, err := fsstore.New(filepath.Join(cfg.DataDir, "blobs"), fsstore.Options{BaseURL: public, URLSigner: s.URLSigner})
+		if err != nil {
+			return nil, fmt.Errorf("open blob dir: %w", err)
+		}
+		s.fs = st
+		s.Blobs = st
+	}
+	s.Repo = repo.New(s.Meta, s.Blobs, repo.Options{URLTTL: cfg.URLTTL, Logger: log})
+	if err := s.ensureAdminToken(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.build(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// secretKey loads or makes the URL-signing key.
+func (s *Server) secretKey() ([]byte, error) {
+	if s.cfg.SecretKey != "" {
+		k, err := hex.DecodeString(strings.TrimSpace(s.cfg.SecretKey))
+		if err != nil || len(k) < 32 {
+			return nil, errors.New("secret key must be at least 32 bytes, hex encoded")
+		}
+		return k, nil
+	}
+	path := filepath.Join(s.cfg.DataDir, "secret.key")
+	if b, err := os.ReadFile(path); err == nil {
+		k, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(k) < 32 {
+			return nil, fmt.Errorf("%s is not a valid key", path)
+		}
+		return k, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read secret key: %w", err)
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(path, []byte(hex.EncodeToString(k)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write secret key: %w", err)
+	}
+	return k, nil
+}
+
+// AdminTokenFile is where serve keeps the admin token in the data dir.
+func AdminTokenFile(dataDir string) string { return filepath.Join(dataDir, "admin.token") }
+
+func (s *Server) ensureAdminToken(ctx context.Context) error {
+	secret := s.cfg.AdminToken
+	path := AdminTokenFile(s.cfg.DataDir)
+	if secret == "" {
+		if b, err := os.ReadFile(path); err == nil {
+			secret = strings.TrimSpace(string(b))
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("read admin token: %w", err)
+		}
+	}
+	if secret == "" {
+		var err error
+		if secret, err = auth.NewSecret(metastore.TokenAdmin); err != nil {
+			return err
+		}
+		if err := writeFileAtomic(path, []byte(secret+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write admin token: %w", err)
+		}
+		s.NewAdmin = true
+	}
+	if !strings.HasPrefix(secret, auth.AdminPrefix) {
+		return fmt.Errorf("admin token must start with %q", auth.AdminPrefix)
+	}
+	err := s.Meta.CreateToken(ctx, metastore.Token{Hash: auth.Hash(secret), Kind: metastore.TokenAdmin, CreatedAt: time.Now().UTC(), Note: "admin"})
+	if err != nil && !errors.Is(err, metastore.ErrAlreadyExists) {
+		return fmt.Errorf("register admin token: %w", err)
+	}
+	s.AdminToken = secret
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Policy is the token rule table of the gRPC API.
+var Policy = auth.Policy{
+	Rules: []auth.Rule{
+		{Prefix: "/sandkeep.v1.AgentService/", Kind: metastore.TokenSandbox},
+		{Prefix: "/sandkeep.v1.AdminService/", Kind: metastore.TokenAdmin},
+	},
+	Open: []string{"/grpc.health.v1.Health/", "/grpc.reflection."},
+}
+
+// MaxMessageSize bounds one gRPC message either way.
+const MaxMessageSize = 32 << 20
+
+func (s *Server) build() error {
+	authn := auth.NewAuthenticator(s.Meta)
+	var opts []grpc.ServerOption
+	if s.cfg.TLSCert != "" {
+		creds, err := credentials.NewServerTLSFromFile(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		opts = append(opts, grpc.Creds(creds))
+	}
+	opts = append(opts,
+		grpc.ChainUnaryInterceptor(recoverUnary(s.log), authn.UnaryInterceptor(Policy)),
+		grpc.ChainStreamInterceptor(recoverStream(s.log), authn.StreamInterceptor(Policy)),
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(MaxMessageSize),
+	)
+	s.grpc = grpc.NewServer(opts...)
+	pb.RegisterAgentServiceServer(s.grpc, api.NewAgentServer(s.Repo, s.log))
+	pb.RegisterAdminServiceServer(s.grpc, api.NewAdminServer(s.Repo, s.log))
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+
+	mux := http.NewServeMux()
+	if s.fs != nil {
+		mux.Handle("/v1/blobs/", s.fs.Handler())
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+// GRPCAddr is the bound gRPC address.
+func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
+
+// HTTPAddr is the bound HTTP address.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// Serve runs until ctx is done, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- s.grpc.Serve(s.grpcLn) }()
+	go func() {
+		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+			return
+		}
+		errc <- nil
+	}()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.log.Info("coordinator serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "blobs", s.Blobs.Name())
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.health.Shutdown()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.http.Shutdown(shutCtx)
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-shutCtx.Done():
+		s.grpc.Stop()
+	}
+	s.Close()
+	return err
+}
+
+// Close releases the stores and listeners.
+func (s *Server) Close() {
+	if s.grpcLn != nil {
+		s.grpcLn.Close()
+	}
+	if s.httpLn != nil {
+		s.httpLn.Close()
+	}
+	if s.Meta != nil {
+		s.Meta.Close()
+	}
+}

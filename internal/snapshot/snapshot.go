@@ -1,0 +1,321 @@
+// Package snapshot is the agent's backup engine: it scans a workspace
+// directory, chunks and hashes the files that changed since the previous
+// scan, uploads through a Remote only the chunks and trees the project does
+// not store yet, and returns the id of the workspace's root tree.
+//
+// # Pipeline
+//
+// One goroutine walks the workspace (lstat only, never following symlinks,
+// applying the ignore rules before descending). Files whose stat matches the
+// previous Index reuse their chunk refs without being read; the others go
+// to a pool of Workers goroutines that read, chunk (FastCDC) and hash
+// (BLAKE3) them. New chunks flow, copied out of the chunker's buffer, to a
+// batcher that asks Remote.FindMissing about up to MaxIDs ids at a time,
+// then to a packer that compresses the missing ones into packs of about
+// PackSize bytes on two goroutines, uploaded by up to UploadConcurrency
+// goroutines. The
+// plaintext held between hashing and packing is bounded by BufferBytes, the
+// finished packs by UploadConcurrency+1, so memory stays bounded whatever
+// the size of the workspace.
+//
+// A directory's tree is encoded as soon as its last entry is known (bottom
+// up, so children before parents). Once every data pack is uploaded and
+// indexed, the trees the remote lacks are sent with UploadTrees, children
+// first, in calls of at most MaxTreeBytes.
+//
+// # Consistency
+//
+// A file is stat'ed again after it was read; if its size, mtime, ctime or
+// inode moved, it is read again (Options.Retries times). A file that keeps
+// changing is never committed half-written: the tree keeps its previous
+// version from the Index (or leaves it out if it is new) and its path is
+// reported in Stats.FilesChangedDuringRead.
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
+
+	"github.com/sandkeep/sandkeep/internal/chunker"
+	"github.com/sandkeep/sandkeep/internal/id"
+	"github.com/sandkeep/sandkeep/internal/ignore"
+	"github.com/sandkeep/sandkeep/internal/pack"
+)
+
+// Defaults of Options.
+const (
+	DefaultUploadConcurrency = 2
+	DefaultRetries           = 3
+	DefaultBufferBytes       = 32 << 20
+)
+
+// Options tune a Run. The zero value is usable.
+type Options struct {
+	// Params are the chunk size bounds (default chunker.DefaultParams).
+	Params chunker.Params
+	// Ignore holds the workspace's ignore rules; nil ignores nothing.
+	Ignore *ignore.Matcher
+	// AlwaysIgnore are gitignore patterns ignored whatever Ignore says
+	// (no "!" rule re-includes them), e.g. the agent's own state.
+	AlwaysIgnore []string
+	// Workers is the number of goroutines reading and hashing files
+	// (default GOMAXPROCS).
+	Workers int
+	// UploadConcurrency is the number of packs uploaded at once (default 2).
+	UploadConcurrency int
+	// Logger receives debug and warning messages (default slog.Default()).
+	Logger *slog.Logger
+	// Retries is how many times a file that changed while it was read is
+	// read again (default 3; negative for none).
+	Retries int
+	// PackSize is the stored size at which a pack is finished and uploaded
+	// (default pack.TargetSize).
+	PackSize int
+	// BufferBytes bounds the chunk plaintext held between hashing and
+	// packing; FindMissing is asked about batches of a quarter of it
+	// (default 32 MiB; raised to hold at least 4 maximum-size chunks).
+	BufferBytes int
+
+	// afterRead, set by tests only (export_test.go), runs after a file was
+	// read and before it is stat'ed again.
+	afterRead func(relPath string, attempt int)
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Params == (chunker.Params{}) {
+		o.Params = chunker.DefaultParams
+	}
+	if err := o.Params.Validate(); err != nil {
+		return o, err
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.UploadConcurrency <= 0 {
+		o.UploadConcurrency = DefaultUploadConcurrency
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	switch {
+	case o.Retries == 0:
+		o.Retries = DefaultRetries
+	case o.Retries < 0:
+		o.Retries = 0
+	}
+	if o.PackSize <= 0 {
+		o.PackSize = pack.TargetSize
+	}
+	if o.BufferBytes <= 0 {
+		o.BufferBytes = DefaultBufferBytes
+	}
+	// See run.batchBytes: a batch must hold a chunk of the largest size
+	// class, so that a worker can always make progress.
+	o.BufferBytes = max(o.BufferBytes, (packers(o.Workers)+2)*bufCap(o.Params.Max))
+	if len(o.AlwaysIgnore) > 0 {
+		o.Ignore = o.Ignore.WithAlways(o.AlwaysIgnore...)
+	}
+	return o, nil
+}
+
+// Stats describe one Run.
+type Stats struct {
+	Files    int64 // regular files in the snapshot
+	Dirs     int64 // directories in the snapshot, the root excluded
+	Symlinks int64 // symlinks in the snapshot
+	// Skipped counts entries left out or kept at their previous version
+	// because they cannot be stored or read: sockets, fifos, devices,
+	// unreadable files and directories.
+	Skipped int64
+	Ignored int64 // entries matched by the ignore rules (not descended into)
+	Bytes   int64 // total size of the files in the snapshot
+
+	FilesUnchanged int64 // files reused from the previous index without reading
+	ChunksNew      int64 // chunks packed and uploaded
+	ChunksReused   int64 // chunk refs that needed no upload
+	BytesRead      int64 // file bytes read (re-reads included)
+	BytesUploaded  int64 // pack bytes uploaded
+	PacksUploaded  int
+	TreesUploaded  int
+	// FilesChangedDuringRead lists the files (workspace-relative) that kept
+	// changing while read: the snapshot holds their previous version, or
+	// not the file at all if it had none.
+	FilesChangedDuringRead []string
+}
+
+// Result is the outcome of a successful Run.
+type Result struct {
+	Root  id.ID // the root tree; stored on the remote
+	Files int64
+	Bytes int64
+	Stats Stats
+	// Index describes the snapshot; pass it as prev to the next Run and
+	// save it (Index.Save) once the version is committed.
+	Index *Index
+}
+
+// Run snapshots the workspace directory: it uploads through remote every
+// chunk and tree the snapshot needs that the remote lacks, and returns the
+// root tree id. prev is the Index of the previous successful Run (or of a
+// restore); nil reads every file. prev is not modified.
+//
+// Run fails on errors that make the snapshot unreliable: the workspace root
+// cannot be listed, a remote call fails, ctx is done. Files and directories
+// that vanish during the scan are left out; those that cannot be read are
+// kept at their previous version and logged.
+func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts Options) (Result, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return Result{}, fmt.Errorf("snapshot: %w", err)
+	}
+	fi, err := os.Lstat(workspace)
+	if err != nil {
+		return Result{}, fmt.Errorf("snapshot: %w", err)
+	}
+	if !fi.IsDir() {
+		return Result{}, fmt.Errorf("snapshot: workspace %s is not a directory", workspace)
+	}
+	if prev == nil {
+		prev = NewIndex()
+	}
+	prev.prepare()
+	r := &run{
+		ws:     workspace,
+		remote: remote,
+		prev:   prev,
+		next:   NewIndex(),
+		opts:   opts,
+		log:    opts.Logger,
+		budget: semaphore.NewWeighted(int64(opts.BufferBytes)),
+		// Batches of a quarter of the budget: one filling, one being
+		// looked up, two being packed.
+		batchBytes: opts.BufferBytes / (packers(opts.Workers) + 2),
+		packers:    packers(opts.Workers),
+		jobs:       make(chan fileJob, 4*opts.Workers),
+		chunks:     make(chan chunkMsg, 256),
+		packs:      make(chan []chunkMsg, 1),
+	}
+	start := time.Now()
+
+	g, gctx := errgroup.WithContext(ctx)
+	var workers sync.WaitGroup
+	g.Go(func() error { return r.walk(gctx) })
+	for range opts.Workers {
+		workers.Add(1)
+		g.Go(func() error {
+			defer workers.Done()
+			return r.hashLoop(gctx)
+		})
+	}
+	g.Go(func() error {
+		workers.Wait()
+		close(r.chunks)
+		return nil
+	})
+	g.Go(func() error { return r.batch(gctx) })
+	g.Go(func() error { return r.pack(gctx) })
+	err = g.Wait()
+	if err == nil {
+		err = r.uploadTrees(ctx)
+	}
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return Result{}, fmt.Errorf("snapshot: %w", cerr)
+		}
+		return Result{}, fmt.Errorf("snapshot: %w", err)
+	}
+	if !r.rootDone.Load() {
+		return Result{}, errors.New("snapshot: internal error: root tree not built")
+	}
+	st := r.stats()
+	r.log.Debug("snapshot done", "root", r.root.Short(), "files", st.Files, "bytes", st.Bytes,
+		"unchanged", st.FilesUnchanged, "read", st.BytesRead, "chunks_new", st.ChunksNew,
+		"uploaded", st.BytesUploaded, "packs", st.PacksUploaded, "trees", st.TreesUploaded,
+		"elapsed", time.Since(start))
+	return Result{Root: r.root, Files: st.Files, Bytes: st.Bytes, Stats: st, Index: r.next}, nil
+}
+
+// run is the state of one Run.
+type run struct {
+	ws     string
+	remote Remote
+	prev   *Index
+	next   *Index
+	opts   Options
+	log    *slog.Logger
+
+	budget     *semaphore.Weighted // chunk plaintext between hashing and packing
+	batchBytes int                 // plaintext per FindMissing batch
+	packers    int                 // goroutines compressing into packs
+	jobs       chan fileJob        // walker -> hash workers
+	chunks     chan chunkMsg       // hash workers -> batcher
+	packs      chan []chunkMsg     // batcher -> packer: chunks the remote lacks
+
+	mu      sync.Mutex // guards trees, next.dirs and changed
+	trees   []builtTree
+	changed []string
+
+	root     id.ID
+	rootDone atomic.Bool
+
+	c counters
+}
+
+type counters struct {
+	files, dirs, symlinks, skipped, ignored, bytes atomic.Int64
+	unchanged, chunksNew, chunksReused, bytesRead  atomic.Int64
+	bytesUploaded, packs, trees                    atomic.Int64
+}
+
+func (r *run) stats() Stats {
+	r.mu.Lock()
+	changed := slices.Clone(r.changed)
+	r.mu.Unlock()
+	slices.Sort(changed)
+	return Stats{
+		Files: r.c.files.Load(), Dirs: r.c.dirs.Load(), Symlinks: r.c.symlinks.Load(),
+		Skipped: r.c.skipped.Load(), Ignored: r.c.ignored.Load(), Bytes: r.c.bytes.Load(),
+		FilesUnchanged: r.c.unchanged.Load(), ChunksNew: r.c.chunksNew.Load(),
+		ChunksReused: r.c.chunksReused.Load(), BytesRead: r.c.bytesRead.Load(),
+		BytesUploaded: r.c.bytesUploaded.Load(), PacksUploaded: int(r.c.packs.Load()),
+		TreesUploaded: int(r.c.trees.Load()), FilesChangedDuringRead: changed,
+	}
+}
+
+// packers is the number of goroutines compressing chunks into packs: zstd
+// is the costliest stage of a first sync, so it must not be bound to one
+// core; two writers cost one more partial pack at the end of a large run.
+func packers(workers int) int { return min(max(workers, 1), 2) }
+
+// racyMarginNs is how long before a file is read its last change must be
+// for its stat to be trusted next time. File timestamps come from a coarse
+// kernel clock (one tick, at most 10 ms); a change made in the same tick as
+// the recorded one could leave the stat identical. Files changed within
+// the margin are recorded as racy and read again by the next Run.
+const racyMarginNs = int64(100 * time.Millisecond)
+
+func nowNs() int64 { return time.Now().UnixNano() }
+
+// isRacy reports whether st was taken too soon after the file's last change
+// (at time now) for an identical stat to prove the content unchanged later.
+func isRacy(st fileStat, now int64) bool {
+	return st.changeTime() >= now-racyMarginNs
+}
+
+// isNotExist reports errors meaning the entry vanished or was replaced by
+// something else while the scan looked at it.
+func isNotExist(err error) bool {
+	return errors.Is(err, fs.ErrNotExist)
+}
