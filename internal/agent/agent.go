@@ -193,14 +193,7 @@ func Restore(ctx context.Context, cfg Config, version int64) (RestoreResult, err
 		return RestoreResult{}, err
 	}
 	idx := snapshot.NewIndex()
-	res, err := restore.Run(ctx, stream, restore.Options{
-		Workspace: cfg.Workspace,
-		Progress:  cfg.Progress,
-		Logger:    log,
-		OnFile: func(f restore.FileInfo, fi os.FileInfo) {
-			idx.RecordFile(f.Path, fi, chunkRefs(f.Chunks))
-		},
-	})
+	res, err := restoreRun(ctx, stream, cfg, idx)
 	if err != nil {
 		return res, err
 	}
@@ -223,4 +216,25 @@ func chunkRefs(cs []*pb.ChunkRef) []tree.ChunkRef {
 		out = append(out, tree.ChunkRef{ID: cid, Size: uint32(c.GetSize())})
 	}
 	return out
+}
+
+// restoreRun runs a restore plan into cfg.Workspace, recording every
+// restored file in idx so the next scan does not read it again.
+func restoreRun(ctx context.Context, src restore.PlanSource, cfg Config, idx *snapshot.Index) (restore.Result, error) {
+	return restore.Run(ctx, src, restore.Options{
+		Workspace: cfg.Workspace,
+		Progress:  cfg.Progress,
+		Logger:    cfg.logger(),
+		OnFile: func(f restore.FileInfo, fi os.FileInfo) {
+			idx.RecordFile(f.Path, fi, chunkRefs(f.Chunks))
+		},
+	})
+}
+
+func absPath(p string) (string, error) {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("workspace: %w", err)
+	}
+	return a, nil
 }

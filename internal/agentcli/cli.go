@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -32,10 +33,15 @@ const (
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	code := exitOK
-	root := newRoot(stdout, stderr, &code)
+	sig := &signals{stop: make(chan struct{})}
+	root := newRoot(stdout, stderr, &code, sig)
 	root.SetArgs(args)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(ch)
+	go sig.handle(ch, cancel, stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(stderr, "sandkeep-agent:", errorText(err))
 		if code == exitOK {
@@ -61,7 +67,32 @@ type globals struct {
 	stderr   io.Writer
 }
 
-func newRoot(stdout, stderr io.Writer, code *int) *cobra.Command {
+// signals turns the first SIGTERM/SIGINT into a graceful stop for `run`
+// (flush, then exit) and an immediate cancel for other commands; a second
+// signal always cancels at once.
+type signals struct {
+	mu       sync.Mutex
+	graceful bool
+	stop     chan struct{}
+	n        int
+}
+
+func (s *signals) handle(ch <-chan os.Signal, cancel context.CancelFunc, stderr io.Writer) {
+	for range ch {
+		s.mu.Lock()
+		s.n++
+		first, graceful := s.n == 1, s.graceful
+		s.mu.Unlock()
+		if first && graceful {
+			fmt.Fprintln(stderr, "sandkeep-agent: stopping after a final flush (signal again to stop at once)")
+			close(s.stop)
+			continue
+		}
+		cancel()
+	}
+}
+
+func newRoot(stdout, stderr io.Writer, code *int, sig *signals) *cobra.Command {
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "sandkeep-agent",
@@ -93,7 +124,7 @@ func newRoot(stdout, stderr io.Writer, code *int) *cobra.Command {
 		g.cfg.Remote.Version = Version
 		return nil
 	}
-	root.AddCommand(newSync(g, code), newRestore(g))
+	root.AddCommand(newSync(g, code), newRestore(g), newRun(g, sig), newFlush(g), newStatus(g))
 	return root
 }
 

@@ -2,16 +2,19 @@ package api
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sandkeep/sandkeep/internal/auth"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/repo"
+	"github.com/sandkeep/sandkeep/internal/sessions"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
@@ -19,13 +22,50 @@ import (
 // interceptor enforces that).
 type AdminServer struct {
 	pb.UnimplementedAdminServiceServer
-	repo *repo.Repo
-	log  *slog.Logger
+	repo     *repo.Repo
+	sessions *sessions.Registry
+	log      *slog.Logger
 }
 
-// NewAdminServer returns the admin API over r.
-func NewAdminServer(r *repo.Repo, log *slog.Logger) *AdminServer {
-	return &AdminServer{repo: r, log: log}
+// NewAdminServer returns the admin API over r and the agent sessions reg.
+func NewAdminServer(r *repo.Repo, reg *sessions.Registry, log *slog.Logger) *AdminServer {
+	return &AdminServer{repo: r, sessions: reg, log: log}
+}
+
+// FlushProject implements pb.AdminServiceServer.
+func (s *AdminServer) FlushProject(ctx context.Context, req *pb.FlushProjectRequest) (*pb.FlushProjectResponse, error) {
+	if _, err := s.repo.Meta().GetProject(ctx, req.GetProjectId()); err != nil {
+		return nil, toStatus(ctx, s.log, "flush project", err)
+	}
+	timeout := req.GetTimeout().AsDuration()
+	switch {
+	case req.GetTimeout() == nil || timeout == 0:
+		timeout = time.Minute
+	case timeout < 0 || timeout > time.Hour:
+		return nil, status.Error(codes.InvalidArgument, "timeout must be in (0, 1h]")
+	}
+	v, err := s.sessions.Flush(ctx, req.GetProjectId(), timeout)
+	switch {
+	case errors.Is(err, sessions.ErrNoAgent):
+		return nil, status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, sessions.ErrAgentFailed):
+		return nil, status.Error(codes.Aborted, err.Error())
+	case err != nil:
+		return nil, toStatus(ctx, s.log, "flush project", err)
+	}
+	return &pb.FlushProjectResponse{Version: v}, nil
+}
+
+// ListAgents implements pb.AdminServiceServer.
+func (s *AdminServer) ListAgents(ctx context.Context, req *pb.ListAgentsRequest) (*pb.ListAgentsResponse, error) {
+	if _, err := s.repo.Meta().GetProject(ctx, req.GetProjectId()); err != nil {
+		return nil, toStatus(ctx, s.log, "list agents", err)
+	}
+	out := &pb.ListAgentsResponse{}
+	for _, a := range s.sessions.Agents(req.GetProjectId()) {
+		out.Agents = append(out.Agents, &pb.AgentInfo{SessionId: a.SessionID, Connected: a.Connected, LastSeenTime: timestamppb.New(a.LastSeen), Heartbeat: a.Heartbeat})
+	}
+	return out, nil
 }
 
 // CreateProject implements pb.AdminServiceServer.

@@ -5,14 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/repo"
+	"github.com/sandkeep/sandkeep/internal/sessions"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
@@ -20,13 +21,35 @@ import (
 // the sandbox token's project.
 type AgentServer struct {
 	pb.UnimplementedAgentServiceServer
-	repo *repo.Repo
-	log  *slog.Logger
+	repo     *repo.Repo
+	sessions *sessions.Registry
+	log      *slog.Logger
 }
 
-// NewAgentServer returns the agent API over r.
-func NewAgentServer(r *repo.Repo, log *slog.Logger) *AgentServer {
-	return &AgentServer{repo: r, log: log}
+// NewAgentServer returns the agent API over r, registering session streams
+// in reg.
+func NewAgentServer(r *repo.Repo, reg *sessions.Registry, log *slog.Logger) *AgentServer {
+	return &AgentServer{repo: r, sessions: reg, log: log}
+}
+
+// Session implements pb.AgentServiceServer.
+func (s *AgentServer) Session(stream pb.AgentService_SessionServer) error {
+	ctx := stream.Context()
+	pid, err := s.project(ctx)
+	if err != nil {
+		return err
+	}
+	err = s.sessions.Serve(pid, stream)
+	switch {
+	case err == nil, errors.Is(err, io.EOF), errors.Is(err, context.Canceled):
+		return nil
+	case errors.Is(err, sessions.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Err()
+	}
+	return toStatus(ctx, s.log, "session", err)
 }
 
 func (s *AgentServer) project(ctx context.Context) (string, error) {
@@ -242,5 +265,3 @@ func planToPB(b repo.PlanBatch) *pb.GetRestorePlanResponse {
 	}
 	return msg
 }
-
-var _ = id.ID{}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -14,8 +13,6 @@ import (
 	"github.com/sandkeep/sandkeep/internal/pack"
 	sandkeepv1 "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
-
-var eagerCreate = os.Getenv("EAGER") != ""
 
 // want is a chunk of the batch that some files still need.
 type want struct {
@@ -133,15 +130,6 @@ func (r *runner) prepareFile(f *fileJob, inFreshDir bool) {
 		}
 	}
 	f.fresh = true
-	if eagerCreate && len(f.ids) > 0 {
-		fh, err := createExcl(&r.dc, dir, base)
-		if err == nil {
-			err = fh.Truncate(f.size)
-			fh.Close()
-		}
-		f.created = true
-		return
-	}
 	if len(f.ids) == 0 {
 		fh, err := createExcl(&r.dc, dir, base)
 		if err == nil {

@@ -543,7 +543,7 @@ func TestSeedFetchesOnlyWhatChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	otherBefore := statT(t, filepath.Join(ws, "other"))
+	otherBefore := lstat(t, filepath.Join(ws, "other"))
 
 	e.srv.reset()
 	var reported []string
@@ -560,7 +560,7 @@ func TestSeedFetchesOnlyWhatChanged(t *testing.T) {
 		t.Errorf("big was replaced, not repaired in place")
 	}
 	// A file that was right is left untouched (same ctime) but still reported.
-	if st := statT(t, filepath.Join(ws, "other")); st.Ctim != otherBefore.Ctim {
+	if fi := lstat(t, filepath.Join(ws, "other")); ctimeOf(fi) != ctimeOf(otherBefore) {
 		t.Errorf("other was touched")
 	}
 	if len(reported) != 4 {
@@ -592,11 +592,16 @@ func TestSeedFetchesOnlyWhatChanged(t *testing.T) {
 
 func statT(t *testing.T, p string) *syscall.Stat_t {
 	t.Helper()
+	return lstat(t, p).Sys().(*syscall.Stat_t)
+}
+
+func lstat(t *testing.T, p string) os.FileInfo {
+	t.Helper()
 	fi, err := os.Lstat(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fi.Sys().(*syscall.Stat_t)
+	return fi
 }
 
 func TestReplacesWrongKinds(t *testing.T) {

@@ -29,6 +29,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/metastore/pgstore"
 	"github.com/sandkeep/sandkeep/internal/metastore/sqlitestore"
 	"github.com/sandkeep/sandkeep/internal/repo"
+	"github.com/sandkeep/sandkeep/internal/sessions"
 	"github.com/sandkeep/sandkeep/internal/urlsign"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
@@ -41,6 +42,7 @@ type Server struct {
 	Blobs      blobstore.Backend
 	Repo       *repo.Repo
 	URLSigner  *urlsign.Signer
+	Sessions   *sessions.Registry
 	AdminToken string // the admin token, when this server made or was given it
 	NewAdmin   bool   // the admin token was made on this start
 
@@ -240,8 +242,9 @@ func (s *Server) build() error {
 		grpc.MaxSendMsgSize(MaxMessageSize),
 	)
 	s.grpc = grpc.NewServer(opts...)
-	pb.RegisterAgentServiceServer(s.grpc, api.NewAgentServer(s.Repo, s.log))
-	pb.RegisterAdminServiceServer(s.grpc, api.NewAdminServer(s.Repo, s.log))
+	s.Sessions = sessions.New(s.log)
+	pb.RegisterAgentServiceServer(s.grpc, api.NewAgentServer(s.Repo, s.Sessions, s.log))
+	pb.RegisterAdminServiceServer(s.grpc, api.NewAdminServer(s.Repo, s.Sessions, s.log))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

@@ -194,6 +194,7 @@ func run(ctx context.Context, o options) (err error) {
 	if o.json {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
 		return enc.Encode(rep)
 	}
 	printTable(rep)

@@ -159,8 +159,8 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			o.HTTPClient = cfg.HTTPClient
 		}
 		// The SDK's default CRC checksums on every request and response
-		// (aws-chunked trailers) break on many non-AWS servers; sandkeep
-		// verifies content by hash itself.
+		// (aws-chunked trailers) break on many non-AWS servers. Puts are
+		// protected by the signed SHA-256 payload hash instead.
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 		o.DisableLogOutputChecksumValidationSkipped = true

@@ -9,6 +9,8 @@ package sandkeepv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -506,11 +508,269 @@ func (x *ListVersionsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// FlushProjectRequest names the project.
+type FlushProjectRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// How long to wait; default 60s, at most 1h.
+	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlushProjectRequest) Reset() {
+	*x = FlushProjectRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlushProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlushProjectRequest) ProtoMessage() {}
+
+func (x *FlushProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlushProjectRequest.ProtoReflect.Descriptor instead.
+func (*FlushProjectRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *FlushProjectRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *FlushProjectRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// FlushProjectResponse returns the flushed version.
+type FlushProjectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlushProjectResponse) Reset() {
+	*x = FlushProjectResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlushProjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlushProjectResponse) ProtoMessage() {}
+
+func (x *FlushProjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlushProjectResponse.ProtoReflect.Descriptor instead.
+func (*FlushProjectResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FlushProjectResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// ListAgentsRequest names the project.
+type ListAgentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsRequest) Reset() {
+	*x = ListAgentsRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsRequest) ProtoMessage() {}
+
+func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
+func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListAgentsRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+// AgentInfo is one agent session as last heard.
+type AgentInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Connected     bool                   `protobuf:"varint,2,opt,name=connected,proto3" json:"connected,omitempty"`
+	LastSeenTime  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
+	Heartbeat     *Heartbeat             `protobuf:"bytes,4,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentInfo) Reset() {
+	*x = AgentInfo{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentInfo) ProtoMessage() {}
+
+func (x *AgentInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
+func (*AgentInfo) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AgentInfo) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *AgentInfo) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *AgentInfo) GetLastSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenTime
+	}
+	return nil
+}
+
+func (x *AgentInfo) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return nil
+}
+
+// ListAgentsResponse lists agent sessions.
+type ListAgentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agents        []*AgentInfo           `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsResponse) Reset() {
+	*x = ListAgentsResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsResponse) ProtoMessage() {}
+
+func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
+func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
 var File_sandkeep_v1_admin_proto protoreflect.FileDescriptor
 
 const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17sandkeep/v1/admin.proto\x12\vsandkeep.v1\x1a\x17sandkeep/v1/types.proto\"*\n" +
+	"\x17sandkeep/v1/admin.proto\x12\vsandkeep.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17sandkeep/v1/agent.proto\x1a\x17sandkeep/v1/types.proto\"*\n" +
 	"\x14CreateProjectRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"G\n" +
 	"\x15CreateProjectResponse\x12.\n" +
@@ -539,14 +799,34 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"p\n" +
 	"\x14ListVersionsResponse\x120\n" +
 	"\bversions\x18\x01 \x03(\v2\x14.sandkeep.v1.VersionR\bversions\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xc6\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"i\n" +
+	"\x13FlushProjectRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x123\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"0\n" +
+	"\x14FlushProjectResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\"2\n" +
+	"\x11ListAgentsRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\"\xc0\x01\n" +
+	"\tAgentInfo\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1c\n" +
+	"\tconnected\x18\x02 \x01(\bR\tconnected\x12@\n" +
+	"\x0elast_seen_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x124\n" +
+	"\theartbeat\x18\x04 \x01(\v2\x16.sandkeep.v1.HeartbeatR\theartbeat\"D\n" +
+	"\x12ListAgentsResponse\x12.\n" +
+	"\x06agents\x18\x01 \x03(\v2\x16.sandkeep.v1.AgentInfoR\x06agents2\xea\x04\n" +
 	"\fAdminService\x12V\n" +
 	"\rCreateProject\x12!.sandkeep.v1.CreateProjectRequest\x1a\".sandkeep.v1.CreateProjectResponse\x12M\n" +
 	"\n" +
 	"GetProject\x12\x1e.sandkeep.v1.GetProjectRequest\x1a\x1f.sandkeep.v1.GetProjectResponse\x12S\n" +
 	"\fListProjects\x12 .sandkeep.v1.ListProjectsRequest\x1a!.sandkeep.v1.ListProjectsResponse\x12e\n" +
 	"\x12CreateSandboxToken\x12&.sandkeep.v1.CreateSandboxTokenRequest\x1a'.sandkeep.v1.CreateSandboxTokenResponse\x12S\n" +
-	"\fListVersions\x12 .sandkeep.v1.ListVersionsRequest\x1a!.sandkeep.v1.ListVersionsResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
+	"\fListVersions\x12 .sandkeep.v1.ListVersionsRequest\x1a!.sandkeep.v1.ListVersionsResponse\x12S\n" +
+	"\fFlushProject\x12 .sandkeep.v1.FlushProjectRequest\x1a!.sandkeep.v1.FlushProjectResponse\x12M\n" +
+	"\n" +
+	"ListAgents\x12\x1e.sandkeep.v1.ListAgentsRequest\x1a\x1f.sandkeep.v1.ListAgentsResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
 
 var (
 	file_sandkeep_v1_admin_proto_rawDescOnce sync.Once
@@ -560,7 +840,7 @@ func file_sandkeep_v1_admin_proto_rawDescGZIP() []byte {
 	return file_sandkeep_v1_admin_proto_rawDescData
 }
 
-var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_sandkeep_v1_admin_proto_goTypes = []any{
 	(*CreateProjectRequest)(nil),       // 0: sandkeep.v1.CreateProjectRequest
 	(*CreateProjectResponse)(nil),      // 1: sandkeep.v1.CreateProjectResponse
@@ -572,29 +852,45 @@ var file_sandkeep_v1_admin_proto_goTypes = []any{
 	(*CreateSandboxTokenResponse)(nil), // 7: sandkeep.v1.CreateSandboxTokenResponse
 	(*ListVersionsRequest)(nil),        // 8: sandkeep.v1.ListVersionsRequest
 	(*ListVersionsResponse)(nil),       // 9: sandkeep.v1.ListVersionsResponse
-	(*Project)(nil),                    // 10: sandkeep.v1.Project
-	(*Version)(nil),                    // 11: sandkeep.v1.Version
+	(*FlushProjectRequest)(nil),        // 10: sandkeep.v1.FlushProjectRequest
+	(*FlushProjectResponse)(nil),       // 11: sandkeep.v1.FlushProjectResponse
+	(*ListAgentsRequest)(nil),          // 12: sandkeep.v1.ListAgentsRequest
+	(*AgentInfo)(nil),                  // 13: sandkeep.v1.AgentInfo
+	(*ListAgentsResponse)(nil),         // 14: sandkeep.v1.ListAgentsResponse
+	(*Project)(nil),                    // 15: sandkeep.v1.Project
+	(*Version)(nil),                    // 16: sandkeep.v1.Version
+	(*durationpb.Duration)(nil),        // 17: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 18: google.protobuf.Timestamp
+	(*Heartbeat)(nil),                  // 19: sandkeep.v1.Heartbeat
 }
 var file_sandkeep_v1_admin_proto_depIdxs = []int32{
-	10, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
-	10, // 1: sandkeep.v1.GetProjectResponse.project:type_name -> sandkeep.v1.Project
-	10, // 2: sandkeep.v1.ListProjectsResponse.projects:type_name -> sandkeep.v1.Project
-	11, // 3: sandkeep.v1.ListVersionsResponse.versions:type_name -> sandkeep.v1.Version
-	0,  // 4: sandkeep.v1.AdminService.CreateProject:input_type -> sandkeep.v1.CreateProjectRequest
-	2,  // 5: sandkeep.v1.AdminService.GetProject:input_type -> sandkeep.v1.GetProjectRequest
-	4,  // 6: sandkeep.v1.AdminService.ListProjects:input_type -> sandkeep.v1.ListProjectsRequest
-	6,  // 7: sandkeep.v1.AdminService.CreateSandboxToken:input_type -> sandkeep.v1.CreateSandboxTokenRequest
-	8,  // 8: sandkeep.v1.AdminService.ListVersions:input_type -> sandkeep.v1.ListVersionsRequest
-	1,  // 9: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
-	3,  // 10: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
-	5,  // 11: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
-	7,  // 12: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
-	9,  // 13: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	15, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
+	15, // 1: sandkeep.v1.GetProjectResponse.project:type_name -> sandkeep.v1.Project
+	15, // 2: sandkeep.v1.ListProjectsResponse.projects:type_name -> sandkeep.v1.Project
+	16, // 3: sandkeep.v1.ListVersionsResponse.versions:type_name -> sandkeep.v1.Version
+	17, // 4: sandkeep.v1.FlushProjectRequest.timeout:type_name -> google.protobuf.Duration
+	18, // 5: sandkeep.v1.AgentInfo.last_seen_time:type_name -> google.protobuf.Timestamp
+	19, // 6: sandkeep.v1.AgentInfo.heartbeat:type_name -> sandkeep.v1.Heartbeat
+	13, // 7: sandkeep.v1.ListAgentsResponse.agents:type_name -> sandkeep.v1.AgentInfo
+	0,  // 8: sandkeep.v1.AdminService.CreateProject:input_type -> sandkeep.v1.CreateProjectRequest
+	2,  // 9: sandkeep.v1.AdminService.GetProject:input_type -> sandkeep.v1.GetProjectRequest
+	4,  // 10: sandkeep.v1.AdminService.ListProjects:input_type -> sandkeep.v1.ListProjectsRequest
+	6,  // 11: sandkeep.v1.AdminService.CreateSandboxToken:input_type -> sandkeep.v1.CreateSandboxTokenRequest
+	8,  // 12: sandkeep.v1.AdminService.ListVersions:input_type -> sandkeep.v1.ListVersionsRequest
+	10, // 13: sandkeep.v1.AdminService.FlushProject:input_type -> sandkeep.v1.FlushProjectRequest
+	12, // 14: sandkeep.v1.AdminService.ListAgents:input_type -> sandkeep.v1.ListAgentsRequest
+	1,  // 15: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
+	3,  // 16: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
+	5,  // 17: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
+	7,  // 18: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
+	9,  // 19: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
+	11, // 20: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
+	14, // 21: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
+	15, // [15:22] is the sub-list for method output_type
+	8,  // [8:15] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_sandkeep_v1_admin_proto_init() }
@@ -602,6 +898,7 @@ func file_sandkeep_v1_admin_proto_init() {
 	if File_sandkeep_v1_admin_proto != nil {
 		return
 	}
+	file_sandkeep_v1_agent_proto_init()
 	file_sandkeep_v1_types_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -609,7 +906,7 @@ func file_sandkeep_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandkeep_v1_admin_proto_rawDesc), len(file_sandkeep_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

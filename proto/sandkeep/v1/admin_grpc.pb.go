@@ -24,6 +24,8 @@ const (
 	AdminService_ListProjects_FullMethodName       = "/sandkeep.v1.AdminService/ListProjects"
 	AdminService_CreateSandboxToken_FullMethodName = "/sandkeep.v1.AdminService/CreateSandboxToken"
 	AdminService_ListVersions_FullMethodName       = "/sandkeep.v1.AdminService/ListVersions"
+	AdminService_FlushProject_FullMethodName       = "/sandkeep.v1.AdminService/FlushProject"
+	AdminService_ListAgents_FullMethodName         = "/sandkeep.v1.AdminService/ListAgents"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -43,6 +45,13 @@ type AdminServiceClient interface {
 	CreateSandboxToken(ctx context.Context, in *CreateSandboxTokenRequest, opts ...grpc.CallOption) (*CreateSandboxTokenResponse, error)
 	// ListVersions pages a project's versions, newest first.
 	ListVersions(ctx context.Context, in *ListVersionsRequest, opts ...grpc.CallOption) (*ListVersionsResponse, error)
+	// FlushProject relays a flush barrier to the project's running agent over
+	// its session stream and returns the version holding every change made
+	// before the call. UNAVAILABLE if no agent is connected.
+	FlushProject(ctx context.Context, in *FlushProjectRequest, opts ...grpc.CallOption) (*FlushProjectResponse, error)
+	// ListAgents returns the latest heartbeat of each agent session of a
+	// project seen by this coordinator.
+	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -103,6 +112,26 @@ func (c *adminServiceClient) ListVersions(ctx context.Context, in *ListVersionsR
 	return out, nil
 }
 
+func (c *adminServiceClient) FlushProject(ctx context.Context, in *FlushProjectRequest, opts ...grpc.CallOption) (*FlushProjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FlushProjectResponse)
+	err := c.cc.Invoke(ctx, AdminService_FlushProject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAgentsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -120,6 +149,13 @@ type AdminServiceServer interface {
 	CreateSandboxToken(context.Context, *CreateSandboxTokenRequest) (*CreateSandboxTokenResponse, error)
 	// ListVersions pages a project's versions, newest first.
 	ListVersions(context.Context, *ListVersionsRequest) (*ListVersionsResponse, error)
+	// FlushProject relays a flush barrier to the project's running agent over
+	// its session stream and returns the version holding every change made
+	// before the call. UNAVAILABLE if no agent is connected.
+	FlushProject(context.Context, *FlushProjectRequest) (*FlushProjectResponse, error)
+	// ListAgents returns the latest heartbeat of each agent session of a
+	// project seen by this coordinator.
+	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -144,6 +180,12 @@ func (UnimplementedAdminServiceServer) CreateSandboxToken(context.Context, *Crea
 }
 func (UnimplementedAdminServiceServer) ListVersions(context.Context, *ListVersionsRequest) (*ListVersionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListVersions not implemented")
+}
+func (UnimplementedAdminServiceServer) FlushProject(context.Context, *FlushProjectRequest) (*FlushProjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FlushProject not implemented")
+}
+func (UnimplementedAdminServiceServer) ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAgents not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -256,6 +298,42 @@ func _AdminService_ListVersions_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_FlushProject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FlushProjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).FlushProject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_FlushProject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).FlushProject(ctx, req.(*FlushProjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListAgents(ctx, req.(*ListAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -282,6 +360,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListVersions",
 			Handler:    _AdminService_ListVersions_Handler,
+		},
+		{
+			MethodName: "FlushProject",
+			Handler:    _AdminService_FlushProject_Handler,
+		},
+		{
+			MethodName: "ListAgents",
+			Handler:    _AdminService_ListAgents_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,3 +1,5 @@
+//go:build linux
+
 package restore
 
 import (
@@ -30,4 +32,9 @@ func openPTY() (master, slave *os.File, err error) {
 		return nil, nil, err
 	}
 	return master, slave, nil
+}
+
+// ctimeOf returns the inode change time of fi, in nanoseconds.
+func ctimeOf(fi os.FileInfo) int64 {
+	return syscall.TimespecToNsec(fi.Sys().(*syscall.Stat_t).Ctim)
 }

@@ -1,0 +1,283 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"sort"
+	"syscall"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sandkeep/sandkeep/internal/remote"
+	"github.com/sandkeep/sandkeep/internal/restore"
+	"github.com/sandkeep/sandkeep/internal/snapshot"
+	"github.com/sandkeep/sandkeep/internal/tree"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+// ConflictSuffix is put, with the version number, after the name of a file
+// that changed both on disk and in the new head: the disk keeps its file,
+// and the head's content is written beside it as NAME.sandkeep-conflict-vN.
+const ConflictSuffix = ".sandkeep-conflict-v"
+
+// MergeResult says what a Reconcile did.
+type MergeResult struct {
+	Applied   int      // paths brought to the head's state
+	Deleted   int      // paths removed because the head no longer has them
+	KeptLocal int      // paths changed on disk and kept as they are
+	Conflicts []string // conflict copies written (workspace-relative)
+}
+
+// Reconcile brings a workspace whose last synced version is base to the
+// head, keeping every change made on disk since base. The rule, per path:
+//
+//   - unchanged on disk since base: it becomes what the head has (updated,
+//     created or deleted);
+//   - changed on disk, unchanged in the head: the disk wins;
+//   - changed on both: the disk wins, and if the head has a file there its
+//     content is written beside it as PATH.sandkeep-conflict-vN (N = head
+//     version), so neither side is lost.
+//
+// With no base (the agent never synced this workspace, or its state was
+// lost) nothing is taken from the head: the disk wins entirely, and the
+// head's content stays in the version history. The caller commits the
+// result on top of head.
+//
+// Reconcile decides "unchanged on disk" from idx (the agent's index as of
+// base) where it can, else from size, mode and mtime against base.
+func Reconcile(ctx context.Context, c *remote.Client, ws string, idx *snapshot.Index, base, head *pb.Version, log *slog.Logger) (MergeResult, error) {
+	var res MergeResult
+	if head == nil || base == nil || base.GetNumber() == head.GetNumber() || bytes.Equal(base.GetRoot(), head.GetRoot()) {
+		return res, nil
+	}
+	headEntries, err := listing(ctx, c, head.GetNumber())
+	if err != nil {
+		return res, fmt.Errorf("list version %d: %w", head.GetNumber(), err)
+	}
+	baseEntries, err := listing(ctx, c, base.GetNumber())
+	if err != nil {
+		return res, fmt.Errorf("list version %d: %w", base.GetNumber(), err)
+	}
+	root, err := os.OpenRoot(ws)
+	if err != nil {
+		return res, err
+	}
+	defer root.Close()
+
+	take := make(map[string]string) // head path -> path to write it at
+	var deletes []string
+	paths := make(map[string]bool, len(headEntries)+len(baseEntries))
+	for p := range headEntries {
+		paths[p] = true
+	}
+	for p := range baseEntries {
+		paths[p] = true
+	}
+	for p := range paths {
+		b, h := baseEntries[p], headEntries[p]
+		if sameEntry(b, h) {
+			continue // the head did not change p
+		}
+		local := localChanged(root, idx, p, b)
+		switch {
+		case !local && h != nil:
+			take[p] = p
+			res.Applied++
+		case !local && h == nil:
+			deletes = append(deletes, p)
+		case h != nil && h.GetType() == pb.EntryType_ENTRY_TYPE_FILE && !diskEquals(root, idx, p, h):
+			cp := p + ConflictSuffix + fmt.Sprint(head.GetNumber())
+			take[p] = cp
+			res.Conflicts = append(res.Conflicts, cp)
+			res.KeptLocal++
+		default:
+			res.KeptLocal++
+		}
+	}
+	// Directories on the way to anything taken must exist.
+	for p, dst := range take {
+		for d := path.Dir(dst); d != "."; d = path.Dir(d) {
+			src := d
+			if dst != p {
+				src = path.Dir(p) // conflict copies sit beside their file
+			}
+			if e := headEntries[src]; e != nil && e.GetType() == pb.EntryType_ENTRY_TYPE_DIRECTORY {
+				if _, ok := take[src]; !ok {
+					take[src] = src
+				}
+			}
+			if dst != p {
+				break
+			}
+		}
+	}
+	if len(take) > 0 {
+		stream, err := c.RestorePlan(ctx, head.GetNumber())
+		if err != nil {
+			return res, err
+		}
+		if _, err := restore.Run(ctx, &filteredPlan{src: stream, take: take}, restore.Options{Workspace: ws, Logger: log}); err != nil {
+			return res, fmt.Errorf("apply version %d: %w", head.GetNumber(), err)
+		}
+	}
+	// Deepest first, so directories are empty when their turn comes; a
+	// directory that still holds local files is kept.
+	sort.Slice(deletes, func(i, j int) bool { return len(deletes[i]) > len(deletes[j]) })
+	for _, p := range deletes {
+		err := root.Remove(p)
+		switch {
+		case err == nil:
+			res.Deleted++
+		case errors.Is(err, os.ErrNotExist):
+		case errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST):
+			res.KeptLocal++
+		default:
+			return res, fmt.Errorf("remove %s: %w", p, err)
+		}
+	}
+	for _, cp := range res.Conflicts {
+		log.Warn("changed on disk and in the new head: the disk version is kept, the head's is saved beside it", "conflict_copy", cp, "version", head.GetNumber())
+	}
+	return res, nil
+}
+
+// listing collects a version's entries by path.
+func listing(ctx context.Context, c *remote.Client, version int64) (map[string]*pb.PlanEntry, error) {
+	stream, err := c.RestorePlan(ctx, version)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*pb.PlanEntry)
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range msg.GetEntries() {
+			if _, err := tree.CleanPath(e.GetPath()); err != nil {
+				return nil, fmt.Errorf("coordinator sent a bad path: %w", err)
+			}
+			out[e.GetPath()] = e
+		}
+	}
+}
+
+func sameChunks(a, b []*pb.ChunkRef) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i].GetId(), b[i].GetId()) || a[i].GetSize() != b[i].GetSize() {
+			return false
+		}
+	}
+	return true
+}
+
+// sameEntry compares content, type, mode and target (not mtimes of
+// directories, which change with their children).
+func sameEntry(a, b *pb.PlanEntry) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if a.GetType() != b.GetType() || a.GetMode() != b.GetMode() {
+		return false
+	}
+	switch a.GetType() {
+	case pb.EntryType_ENTRY_TYPE_FILE:
+		return a.GetSize() == b.GetSize() && a.GetMtimeNs() == b.GetMtimeNs() && sameChunks(a.GetChunks(), b.GetChunks())
+	case pb.EntryType_ENTRY_TYPE_SYMLINK:
+		return a.GetTarget() == b.GetTarget()
+	}
+	return true
+}
+
+// localChanged reports whether the disk differs from the base entry b at p.
+func localChanged(root *os.Root, idx *snapshot.Index, p string, b *pb.PlanEntry) bool {
+	if b == nil {
+		_, err := root.Lstat(p)
+		return err == nil // something new on disk
+	}
+	return !diskEquals(root, idx, p, b) // includes: deleted on disk
+}
+
+// diskEquals reports whether the entry on disk at p is e, judged by stat
+// against the index (or e's own size, mode and mtime) without reading.
+func diskEquals(root *os.Root, idx *snapshot.Index, p string, e *pb.PlanEntry) bool {
+	fi, err := root.Lstat(p)
+	if err != nil {
+		return false
+	}
+	switch e.GetType() {
+	case pb.EntryType_ENTRY_TYPE_DIRECTORY:
+		return fi.IsDir()
+	case pb.EntryType_ENTRY_TYPE_SYMLINK:
+		if fi.Mode()&os.ModeSymlink == 0 {
+			return false
+		}
+		t, err := root.Readlink(p)
+		return err == nil && t == e.GetTarget()
+	case pb.EntryType_ENTRY_TYPE_FILE:
+		if !fi.Mode().IsRegular() || fi.Size() != e.GetSize() {
+			return false
+		}
+		if st, ok := idx.Lookup(p); ok {
+			if st.Size == fi.Size() && st.MtimeNs == fi.ModTime().UnixNano() && sameChunks(toPB(st.Chunks), e.GetChunks()) {
+				return true
+			}
+		}
+		return fi.ModTime().UnixNano() == e.GetMtimeNs()
+	}
+	return false
+}
+
+func toPB(cs []tree.ChunkRef) []*pb.ChunkRef {
+	out := make([]*pb.ChunkRef, len(cs))
+	for i, c := range cs {
+		out[i] = &pb.ChunkRef{Id: c.ID.Bytes(), Size: int64(c.Size)}
+	}
+	return out
+}
+
+// filteredPlan passes through the plan batches of a version, keeping only
+// the entries in take (renamed to their destination).
+type filteredPlan struct {
+	src  restore.PlanSource
+	take map[string]string
+}
+
+func (f *filteredPlan) Recv() (*pb.GetRestorePlanResponse, error) {
+	for {
+		msg, err := f.src.Recv()
+		if err != nil {
+			return nil, err
+		}
+		out := &pb.GetRestorePlanResponse{Version: msg.GetVersion(), Ranges: msg.GetRanges()}
+		for _, e := range msg.GetEntries() {
+			dst, ok := f.take[e.GetPath()]
+			if !ok {
+				continue
+			}
+			if dst != e.GetPath() {
+				c := proto.Clone(e).(*pb.PlanEntry)
+				c.Path = dst
+				out.Entries = append(out.Entries, c)
+				continue
+			}
+			out.Entries = append(out.Entries, e)
+		}
+		if len(out.Entries) > 0 || out.Version != nil {
+			return out, nil
+		}
+	}
+}
+

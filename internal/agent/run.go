@@ -1,0 +1,754 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sandkeep/sandkeep/internal/control"
+	"github.com/sandkeep/sandkeep/internal/id"
+	"github.com/sandkeep/sandkeep/internal/ignore"
+	"github.com/sandkeep/sandkeep/internal/remote"
+	"github.com/sandkeep/sandkeep/internal/snapshot"
+	"github.com/sandkeep/sandkeep/internal/watcher"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+// RunOptions tune the continuous agent.
+type RunOptions struct {
+	// Quiet is how long a changed path must stay unchanged before it is
+	// synced (default 250ms); Cap bounds how long a path that keeps
+	// changing waits (default 2s).
+	Quiet, Cap time.Duration
+	// FullScanInterval is the safety-net full scan period (default 10m).
+	FullScanInterval time.Duration
+	// HeartbeatInterval is the period of heartbeats to the coordinator
+	// (default 10s; heartbeats are also sent on every state change).
+	HeartbeatInterval time.Duration
+	// ForcePoll watches by periodic scans instead of inotify.
+	ForcePoll    bool
+	PollInterval time.Duration
+	// Socket is the control socket path ("" = no socket).
+	Socket string
+	// StopTimeout bounds the final flush when stop is signalled.
+	StopTimeout time.Duration
+	// RetryMin and RetryMax bound the backoff after a failed sync.
+	RetryMin, RetryMax time.Duration
+}
+
+func (o *RunOptions) defaults() {
+	if o.Quiet <= 0 {
+		o.Quiet = 250 * time.Millisecond
+	}
+	if o.Cap <= 0 {
+		o.Cap = 2 * time.Second
+	}
+	if o.FullScanInterval <= 0 {
+		o.FullScanInterval = 10 * time.Minute
+	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = 10 * time.Second
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 60 * time.Second
+	}
+	if o.RetryMin <= 0 {
+		o.RetryMin = 250 * time.Millisecond
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = 15 * time.Second
+	}
+}
+
+// ErrNotSaved is returned by Run when it stopped with changes not
+// committed; the error names them.
+var ErrNotSaved = errors.New("changes not saved")
+
+type flushReq struct {
+	at    time.Time
+	reply chan flushReply
+	ctx   context.Context
+}
+
+type flushReply struct {
+	version int64
+	err     error
+}
+
+type pendingPath struct{ first, last time.Time }
+
+// runner is the continuous agent. One goroutine (loop) owns the sync state;
+// the control socket and the session stream talk to it through channels and
+// read its status under mu.
+type runner struct {
+	cfg  Config
+	opts RunOptions
+	log  *slog.Logger
+	c    *remote.Client
+	w    *watcher.Watcher
+	ign  *ignore.Matcher
+
+	// Owned by loop.
+	idx       *snapshot.Index
+	base      *pb.Version
+	pending   map[string]pendingPath
+	rescan    time.Time // zero: no full rescan pending
+	flushes   []flushReq
+	failures  int
+	nextRetry time.Time
+	idxDirty  bool
+	idxSaved  time.Time
+
+	flushCh chan flushReq
+	cmdCh   chan *pb.Command
+	results chan *pb.CommandResult
+	kick    chan struct{} // heartbeat now
+
+	mu     sync.Mutex
+	status control.Status
+}
+
+// Run restores the workspace if it is empty or behind, then watches and
+// syncs until stop is closed; then it flushes (bounded by StopTimeout) and
+// returns nil only if everything was committed. Cancelling ctx aborts at
+// once; what was not saved is reported in the error.
+func Run(ctx context.Context, stop <-chan struct{}, cfg Config, opts RunOptions) error {
+	opts.defaults()
+	r := &runner{
+		cfg: cfg, opts: opts, log: cfg.logger(),
+		pending: make(map[string]pendingPath),
+		flushCh: make(chan flushReq), cmdCh: make(chan *pb.Command, 4),
+		results: make(chan *pb.CommandResult, 4), kick: make(chan struct{}, 1),
+	}
+	r.status = control.Status{State: "restoring", Workspace: cfg.Workspace, StartedAt: time.Now().UTC()}
+	if err := checkWorkspace(cfg.Workspace); err != nil {
+		return err
+	}
+	var err error
+	if r.c, err = r.connect(ctx); err != nil {
+		return err
+	}
+	defer r.c.Close()
+	r.mu.Lock()
+	r.status.Project = r.c.ProjectID()
+	r.status.CoordinatorUp = true
+	r.mu.Unlock()
+
+	var ln interface{ Close() error }
+	if opts.Socket != "" {
+		l, err := control.Listen(opts.Socket)
+		if err != nil {
+			return err
+		}
+		ln = l
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			if err := control.Serve(sctx, l, r, r.log); err != nil {
+				r.log.Error("control socket", "err", err)
+			}
+		}()
+	}
+	if ln != nil {
+		defer ln.Close()
+	}
+	sessCtx, cancelSess := context.WithCancel(ctx)
+	defer cancelSess()
+	go r.sessionLoop(sessCtx)
+
+	if err := r.start(ctx); err != nil {
+		return err
+	}
+	return r.loop(ctx, stop)
+}
+
+// connect opens a session, retrying while the coordinator is unreachable.
+func (r *runner) connect(ctx context.Context) (*remote.Client, error) {
+	backoff := r.opts.RetryMin
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		c, err := remote.Open(cctx, r.cfg.Remote)
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		if code := status.Code(errors.Unwrap(err)); code == codes.Unauthenticated || code == codes.PermissionDenied || ctx.Err() != nil {
+			return nil, err
+		}
+		r.setError(err)
+		r.log.Warn("coordinator unreachable; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, r.opts.RetryMax)
+	}
+}
+
+// start brings the workspace in line with the head before watching.
+func (r *runner) start(ctx context.Context) error {
+	pid := r.c.ProjectID()
+	idxPath, err := r.cfg.indexPath(pid)
+	if err != nil {
+		return err
+	}
+	if r.idx, err = snapshot.LoadIndex(idxPath); err != nil {
+		r.log.Warn("agent index unreadable; re-reading every file", "err", err)
+		r.idx = nil
+	}
+	stPath, _ := r.cfg.statePath(pid)
+	st, err := loadState(stPath, pid)
+	if err != nil {
+		r.log.Warn("agent state unreadable", "err", err)
+	}
+	head := r.c.Session.GetHead()
+	empty, err := isEmptyDir(r.cfg.Workspace)
+	if err != nil {
+		return err
+	}
+	switch {
+	case head == nil:
+		r.log.Info("project has no version yet; the first sync makes version 1")
+	case empty:
+		r.log.Info("workspace is empty: restoring the head", "version", head.GetNumber())
+		if err := r.restoreHead(ctx, head); err != nil {
+			return err
+		}
+	case st == nil:
+		r.log.Warn("workspace is not empty and was never synced from here: keeping the disk as it is; the head stays in the version history", "head", head.GetNumber())
+	case st.Version == head.GetNumber():
+		r.base = head
+	default:
+		base := &pb.Version{Number: st.Version, Root: st.Root.Bytes()}
+		r.log.Info("head moved while the agent was away: merging", "base", st.Version, "head", head.GetNumber())
+		res, err := Reconcile(ctx, r.c, r.cfg.Workspace, r.idx, base, head, r.log)
+		if err != nil {
+			return fmt.Errorf("merge with version %d: %w", head.GetNumber(), err)
+		}
+		r.log.Info("merged", "applied", res.Applied, "deleted", res.Deleted, "kept_local", res.KeptLocal, "conflicts", len(res.Conflicts))
+	}
+	if r.base == nil {
+		// Commits go on the head; the disk wins (see Reconcile).
+		r.base = head
+	}
+	if r.ign, err = ignore.Load(r.cfg.Workspace); err != nil {
+		return fmt.Errorf("load .sandkeepignore: %w", err)
+	}
+	abs, err := absPath(r.cfg.Workspace)
+	if err != nil {
+		return err
+	}
+	r.w, err = watcher.New(ctx, watcher.Options{
+		Root: abs, Ignore: r.ignoreFunc(), ForcePoll: r.opts.ForcePoll, PollInterval: r.opts.PollInterval, Logger: r.log,
+	})
+	if err != nil {
+		return err
+	}
+	ws := r.w.Status()
+	if ws.FallbackReason != "" {
+		r.log.Warn("watching by polling", "reason", ws.FallbackReason)
+	}
+	// Everything before the watcher started: one full scan.
+	r.rescan = time.Now()
+	r.setState("syncing")
+	return nil
+}
+
+func (r *runner) ignoreFunc() func(string, bool) bool {
+	m := r.ign
+	return func(rel string, isDir bool) bool { return m.Match(rel, isDir) }
+}
+
+func (r *runner) restoreHead(ctx context.Context, head *pb.Version) error {
+	r.setState("restoring")
+	stream, err := r.c.RestorePlan(ctx, head.GetNumber())
+	if err != nil {
+		return err
+	}
+	idx := snapshot.NewIndex()
+	res, err := restoreRun(ctx, stream, r.cfg, idx)
+	if err != nil {
+		return fmt.Errorf("restore version %d: %w", head.GetNumber(), err)
+	}
+	r.log.Info("restored", "version", head.GetNumber(), "files", res.Files, "bytes", res.Bytes, "downloaded", res.BytesDownloaded, "took", res.Duration)
+	r.idx = idx
+	r.base = head
+	r.persist(true)
+	return nil
+}
+
+// loop is the agent's single owner goroutine.
+func (r *runner) loop(ctx context.Context, stop <-chan struct{}) error {
+	defer r.w.Close()
+	events := r.w.Events()
+	full := time.NewTicker(r.opts.FullScanInterval)
+	defer full.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		r.updatePending()
+		timer.Reset(r.nextWake())
+		select {
+		case <-ctx.Done():
+			return r.notSaved(ctx.Err())
+		case <-stop:
+			return r.shutdown(ctx)
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				r.rescan = time.Now()
+				continue
+			}
+			r.noteEvent(ev)
+		case fr := <-r.flushCh:
+			r.flushes = append(r.flushes, fr)
+		case cmd := <-r.cmdCh:
+			r.command(ctx, cmd)
+		case <-full.C:
+			if r.rescan.IsZero() {
+				r.rescan = time.Now()
+			}
+		case <-timer.C:
+		}
+		r.expireFlushes()
+		if r.due() {
+			r.round(ctx)
+		}
+	}
+}
+
+// noteEvent records what the watcher reported.
+func (r *runner) noteEvent(ev watcher.Event) {
+	now := time.Now()
+	r.mu.Lock()
+	r.status.LastWrite = now.UTC()
+	r.mu.Unlock()
+	if ev.Rescan {
+		if r.rescan.IsZero() {
+			r.rescan = now
+		}
+		return
+	}
+	for _, p := range ev.Paths {
+		if p == ".sandkeepignore" {
+			if m, err := ignore.Load(r.cfg.Workspace); err == nil {
+				r.ign = m
+				r.w.SetIgnore(r.ignoreFunc())
+			} else {
+				r.log.Warn("reload .sandkeepignore", "err", err)
+			}
+		}
+		pp, ok := r.pending[p]
+		if !ok {
+			pp.first = now
+		}
+		pp.last = now
+		r.pending[p] = pp
+	}
+}
+
+// due reports whether a sync round should run now.
+func (r *runner) due() bool {
+	if time.Now().Before(r.nextRetry) {
+		return false
+	}
+	if len(r.flushes) > 0 {
+		return true
+	}
+	w := r.nextWake()
+	return w <= 0
+}
+
+// nextWake is how long until the debounce rule (quiet window, cap) says a
+// round is due; a pending full rescan follows the same rule.
+func (r *runner) nextWake() time.Duration {
+	now := time.Now()
+	if len(r.flushes) > 0 {
+		return max(time.Until(r.nextRetry), 0)
+	}
+	if len(r.pending) == 0 && r.rescan.IsZero() {
+		return time.Hour
+	}
+	var last, first time.Time
+	for _, p := range r.pending {
+		if p.last.After(last) {
+			last = p.last
+		}
+		if first.IsZero() || p.first.Before(first) {
+			first = p.first
+		}
+	}
+	if !r.rescan.IsZero() {
+		if first.IsZero() || r.rescan.Before(first) {
+			first = r.rescan
+		}
+		if r.rescan.After(last) {
+			last = r.rescan
+		}
+	}
+	wait := min(last.Add(r.opts.Quiet).Sub(now), first.Add(r.opts.Cap).Sub(now))
+	if retry := time.Until(r.nextRetry); retry > wait {
+		wait = retry
+	}
+	return max(wait, 0)
+}
+
+// round runs one sync: scan, upload, commit. On failure the pending work
+// stays and a retry is scheduled with backoff.
+func (r *runner) round(ctx context.Context) {
+	start := time.Now()
+	full := !r.rescan.IsZero() || len(r.flushes) > 0
+	v, err := r.syncOnce(ctx, full)
+	if err != nil {
+		r.failures++
+		backoff := min(r.opts.RetryMin<<min(r.failures-1, 16), r.opts.RetryMax)
+		r.nextRetry = time.Now().Add(backoff)
+		r.setError(err)
+		r.log.Warn("sync failed; retrying", "err", err, "in", backoff, "pending", len(r.pending))
+		return
+	}
+	r.failures, r.nextRetry = 0, time.Time{}
+	for p, pp := range r.pending {
+		if pp.last.Before(start) {
+			delete(r.pending, p)
+		}
+	}
+	if full && r.rescan.Before(start) {
+		r.rescan = time.Time{}
+	}
+	// Every flush asked before this round's scan started is answered.
+	kept := r.flushes[:0]
+	for _, f := range r.flushes {
+		if f.at.Before(start) {
+			f.reply <- flushReply{version: v}
+		} else {
+			kept = append(kept, f)
+		}
+	}
+	r.flushes = kept
+	r.mu.Lock()
+	r.status.LastError = ""
+	r.mu.Unlock()
+	if len(r.pending) == 0 && r.rescan.IsZero() {
+		r.setState("idle")
+	}
+}
+
+// syncOnce scans (the whole tree: the index makes unchanged files cheap),
+// uploads and commits on the base. It returns the version that holds the
+// disk as of the scan.
+func (r *runner) syncOnce(ctx context.Context, full bool) (int64, error) {
+	r.setState("syncing")
+	res, err := snapshot.Run(ctx, r.cfg.Workspace, r.c, r.idx, snapshot.Options{Ignore: r.ign, Logger: r.log})
+	if err != nil {
+		return 0, err
+	}
+	now := time.Now()
+	for _, p := range res.Stats.FilesChangedDuringRead {
+		r.pending[p] = pendingPath{first: now, last: now}
+	}
+	r.idx, r.idxDirty = res.Index, true
+	if r.base != nil && bytes.Equal(r.base.GetRoot(), res.Root.Bytes()) {
+		r.persist(false)
+		return r.base.GetNumber(), nil
+	}
+	kind := pb.VersionKind_VERSION_KIND_SYNC
+	if len(r.flushes) > 0 {
+		kind = pb.VersionKind_VERSION_KIND_FLUSH
+	}
+	v, err := commit(ctx, r.c, r.base.GetNumber(), res.Root, kind)
+	if errors.Is(err, remote.ErrConflict) {
+		// The head moved under us (a rollback, another sandbox): merge it
+		// in, then the next round commits on the new head.
+		if merr := r.followHead(ctx); merr != nil {
+			return 0, fmt.Errorf("%w; merging the new head: %v", err, merr)
+		}
+		return 0, fmt.Errorf("head moved; merged, committing again: %w", err)
+	}
+	if err != nil {
+		return 0, err
+	}
+	r.base = v
+	r.persist(true)
+	r.mu.Lock()
+	r.status.LastCommit = time.Now().UTC()
+	r.status.Commits++
+	r.mu.Unlock()
+	r.log.Info("version committed", "version", v.GetNumber(), "files", v.GetFiles(), "bytes", v.GetBytes(), "uploaded", res.Stats.BytesUploaded, "kind", kind)
+	r.heartbeatNow()
+	return v.GetNumber(), nil
+}
+
+// followHead merges the coordinator's current head into the workspace.
+func (r *runner) followHead(ctx context.Context) error {
+	s, err := r.c.API().OpenSession(ctx, &pb.OpenSessionRequest{})
+	if err != nil {
+		return err
+	}
+	head := s.GetHead()
+	if head == nil {
+		return errors.New("the project has no head")
+	}
+	return r.mergeTo(ctx, head)
+}
+
+func (r *runner) mergeTo(ctx context.Context, head *pb.Version) error {
+	res, err := Reconcile(ctx, r.c, r.cfg.Workspace, r.idx, r.base, head, r.log)
+	if err != nil {
+		return err
+	}
+	r.log.Info("workspace brought to the new head", "version", head.GetNumber(), "applied", res.Applied, "deleted", res.Deleted, "kept_local", res.KeptLocal, "conflicts", len(res.Conflicts))
+	r.base = head
+	r.persist(true)
+	r.rescan = time.Now()
+	return nil
+}
+
+// persist saves the base state (always) and the index (at most every 30s
+// unless forced: it is a cache).
+func (r *runner) persist(force bool) {
+	pid := r.c.ProjectID()
+	if p, err := r.cfg.statePath(pid); err == nil && r.base != nil {
+		if err := saveState(p, pid, r.base); err != nil {
+			r.log.Warn("save agent state", "err", err)
+		}
+	}
+	if r.idx == nil || (!force && time.Since(r.idxSaved) < 30*time.Second) {
+		return
+	}
+	if p, err := r.cfg.indexPath(pid); err == nil {
+		if err := saveIndex(r.idx, p); err != nil {
+			r.log.Warn("save agent index", "err", err)
+		}
+	}
+	r.idxSaved, r.idxDirty = time.Now(), false
+	r.mu.Lock()
+	r.status.Version = r.base.GetNumber()
+	r.mu.Unlock()
+}
+
+// command runs a coordinator command (from the session stream).
+func (r *runner) command(ctx context.Context, cmd *pb.Command) {
+	res := &pb.CommandResult{Id: cmd.GetId()}
+	switch {
+	case cmd.GetFlush() != nil:
+		d := cmd.GetFlush().GetTimeout().AsDuration()
+		if d <= 0 || d > control.MaxFlushTimeout {
+			d = time.Minute
+		}
+		fctx, cancel := context.WithTimeout(ctx, d)
+		reply := make(chan flushReply, 1)
+		r.flushes = append(r.flushes, flushReq{at: time.Now(), reply: reply, ctx: fctx})
+		go func() {
+			defer cancel()
+			select {
+			case rep := <-reply:
+				res.Version = rep.version
+				if rep.err != nil {
+					res.Error = rep.err.Error()
+				}
+			case <-fctx.Done():
+				res.Error = "flush timed out: " + r.pendingSummary()
+			}
+			r.results <- res
+		}()
+		return
+	case cmd.GetRollback() != nil:
+		want := cmd.GetRollback().GetVersion()
+		err := r.followHead(ctx)
+		if err == nil && r.base.GetNumber() < want {
+			err = fmt.Errorf("head is version %d, older than the rollback %d", r.base.GetNumber(), want)
+		}
+		res.Version = r.base.GetNumber()
+		if err != nil {
+			res.Error = err.Error()
+		}
+	default:
+		res.Error = "unknown command"
+	}
+	r.results <- res
+}
+
+// expireFlushes answers flush requests whose caller gave up.
+func (r *runner) expireFlushes() {
+	kept := r.flushes[:0]
+	for _, f := range r.flushes {
+		if f.ctx != nil && f.ctx.Err() != nil {
+			f.reply <- flushReply{err: fmt.Errorf("%w: %s", f.ctx.Err(), r.pendingSummary())}
+			continue
+		}
+		kept = append(kept, f)
+	}
+	r.flushes = kept
+}
+
+// shutdown flushes, bounded by StopTimeout; ctx cancellation (a second
+// signal) aborts.
+func (r *runner) shutdown(ctx context.Context) error {
+	r.setState("stopping")
+	sctx, cancel := context.WithTimeout(ctx, r.opts.StopTimeout)
+	defer cancel()
+	r.log.Info("stopping: final flush", "timeout", r.opts.StopTimeout)
+	backoff := r.opts.RetryMin
+	for {
+		start := time.Now()
+		_, err := r.syncOnce(sctx, true)
+		if err == nil {
+			for p, pp := range r.pending {
+				if pp.last.Before(start) {
+					delete(r.pending, p)
+				}
+			}
+			if len(r.pending) == 0 {
+				r.persist(true)
+				r.log.Info("stopped; everything is committed", "version", r.base.GetNumber())
+				return nil
+			}
+		} else {
+			r.setError(err)
+			r.log.Warn("final flush failed; retrying", "err", err)
+		}
+		select {
+		case <-sctx.Done():
+			r.persist(true)
+			return r.notSaved(sctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, r.opts.RetryMax)
+	}
+}
+
+func (r *runner) notSaved(cause error) error {
+	if len(r.pending) == 0 && r.rescan.IsZero() {
+		if cause != nil && !errors.Is(cause, context.Canceled) {
+			return cause
+		}
+		return nil
+	}
+	return fmt.Errorf("%w (%v): %s", ErrNotSaved, cause, r.pendingSummary())
+}
+
+func (r *runner) pendingSummary() string {
+	paths := make([]string, 0, len(r.pending))
+	for p := range r.pending {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	s := fmt.Sprintf("%d path(s) changed since version %d", len(paths), r.base.GetNumber())
+	if !r.rescan.IsZero() {
+		s += " (and a full rescan was pending)"
+	}
+	if len(paths) > 10 {
+		paths = append(paths[:10], "…")
+	}
+	if len(paths) > 0 {
+		s += ": " + strings.Join(paths, ", ")
+	}
+	return s
+}
+
+func (r *runner) updatePending() {
+	var ex []string
+	for p := range r.pending {
+		if len(ex) < 10 {
+			ex = append(ex, p)
+		}
+	}
+	sort.Strings(ex)
+	ws := r.w.Status()
+	r.mu.Lock()
+	r.status.PendingPaths = int64(len(r.pending))
+	r.status.PendingExamples = ex
+	r.status.Clean = len(r.pending) == 0 && r.rescan.IsZero() && r.status.LastError == ""
+	r.status.WatchMode = string(ws.Mode)
+	r.status.WatchReason = ws.FallbackReason
+	r.status.WatchedDirs = ws.WatchedDirs
+	r.status.Overflows = ws.Overflows
+	if r.base != nil {
+		r.status.Version = r.base.GetNumber()
+	}
+	r.mu.Unlock()
+}
+
+func (r *runner) setState(s string) {
+	r.mu.Lock()
+	changed := r.status.State != s
+	r.status.State = s
+	r.mu.Unlock()
+	if changed {
+		r.heartbeatNow()
+	}
+}
+
+func (r *runner) setError(err error) {
+	r.mu.Lock()
+	r.status.LastError = err.Error()
+	r.status.LastErrorTime = time.Now().UTC()
+	r.status.State = "error"
+	r.mu.Unlock()
+	r.heartbeatNow()
+}
+
+func (r *runner) heartbeatNow() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Status implements control.Agent.
+func (r *runner) Status() control.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
+
+// Flush implements control.Agent.
+func (r *runner) Flush(ctx context.Context) (int64, error) {
+	req := flushReq{at: time.Now(), reply: make(chan flushReply, 1), ctx: ctx}
+	select {
+	case r.flushCh <- req:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("agent busy: %w", ctx.Err())
+	}
+	select {
+	case rep := <-req.reply:
+		return rep.version, rep.err
+	case <-ctx.Done():
+		// The loop answers on expiry too; don't wait for it.
+		return 0, fmt.Errorf("flush: %w", ctx.Err())
+	}
+}
+
+func isEmptyDir(dir string) (bool, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return false, err
+	}
+	for _, n := range names {
+		if n != "lost+found" {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+var _ = path.Join
+var _ = id.ID{}

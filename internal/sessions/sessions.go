@@ -1,0 +1,254 @@
+// Package sessions tracks the coordinator's live agent session streams: the
+// latest heartbeat of each agent (activity, pending work, backup status) and
+// a way to send an agent a command (flush, rollback) and wait for its answer.
+//
+// The registry is in memory: an agent reconnects to whichever coordinator
+// replica it reaches, and its next heartbeat (at most one interval later)
+// re-registers it there.
+package sessions
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+var (
+	// ErrNoAgent: no agent of the project is connected.
+	ErrNoAgent = errors.New("no agent of this project is connected")
+	// ErrAgentFailed: the agent answered the command with an error.
+	ErrAgentFailed = errors.New("agent reported a failure")
+)
+
+// Stream is the server side of one Session stream.
+type Stream interface {
+	Send(*pb.SessionResponse) error
+	Recv() (*pb.SessionRequest, error)
+	Context() context.Context
+}
+
+// Info is what the registry knows about one agent session.
+type Info struct {
+	SessionID string
+	ProjectID string
+	Connected bool
+	LastSeen  time.Time
+	Heartbeat *pb.Heartbeat
+}
+
+type conn struct {
+	info    Info
+	send    chan *pb.Command
+	waiting map[string]chan *pb.CommandResult
+}
+
+// Registry is safe for concurrent use.
+type Registry struct {
+	mu    sync.Mutex
+	conns map[string]*conn // by session id
+	log   *slog.Logger
+	// OnHeartbeat, if set, is called with every heartbeat (for persistence
+	// and metrics). It must not block for long.
+	OnHeartbeat func(projectID string, hb *pb.Heartbeat)
+	// Forget is how long a disconnected session's last heartbeat is kept.
+	Forget time.Duration
+}
+
+// New returns an empty registry.
+func New(log *slog.Logger) *Registry {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Registry{conns: make(map[string]*conn), log: log, Forget: time.Hour}
+}
+
+// MaxCommandsQueued bounds commands waiting for one agent.
+const MaxCommandsQueued = 16
+
+// Serve runs one agent's stream until it ends.
+func (r *Registry) Serve(projectID string, s Stream) error {
+	first, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	hb := first.GetHeartbeat()
+	if hb == nil || hb.GetSessionId() == "" || len(hb.GetSessionId()) > 64 {
+		return fmt.Errorf("%w: the first session message must be a heartbeat with a session id", ErrInvalid)
+	}
+	sid := hb.GetSessionId()
+	c := &conn{info: Info{SessionID: sid, ProjectID: projectID, Connected: true}, send: make(chan *pb.Command, MaxCommandsQueued), waiting: make(map[string]chan *pb.CommandResult)}
+	r.mu.Lock()
+	if old, ok := r.conns[sid]; ok && old.info.ProjectID != projectID {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: session id belongs to another project", ErrInvalid)
+	}
+	r.conns[sid] = c
+	r.mu.Unlock()
+	r.heartbeat(c, hb)
+	defer func() {
+		r.mu.Lock()
+		c.info.Connected = false
+		for id, ch := range c.waiting {
+			close(ch)
+			delete(c.waiting, id)
+		}
+		r.mu.Unlock()
+	}()
+
+	ctx := s.Context()
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			msg, err := s.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			switch {
+			case msg.GetHeartbeat() != nil:
+				r.heartbeat(c, msg.GetHeartbeat())
+			case msg.GetResult() != nil:
+				res := msg.GetResult()
+				r.mu.Lock()
+				ch, ok := c.waiting[res.GetId()]
+				delete(c.waiting, res.GetId())
+				r.mu.Unlock()
+				if ok {
+					ch <- res
+				}
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errc:
+			return err
+		case cmd := <-c.send:
+			if err := s.Send(&pb.SessionResponse{Command: cmd}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// ErrInvalid: a malformed session message.
+var ErrInvalid = errors.New("invalid session message")
+
+func (r *Registry) heartbeat(c *conn, hb *pb.Heartbeat) {
+	r.mu.Lock()
+	c.info.Heartbeat = hb
+	c.info.LastSeen = time.Now().UTC()
+	pid := c.info.ProjectID
+	r.gcLocked()
+	r.mu.Unlock()
+	if r.OnHeartbeat != nil {
+		r.OnHeartbeat(pid, hb)
+	}
+}
+
+func (r *Registry) gcLocked() {
+	for id, c := range r.conns {
+		if !c.info.Connected && time.Since(c.info.LastSeen) > r.Forget {
+			delete(r.conns, id)
+		}
+	}
+}
+
+// Agents returns the sessions of a project, connected ones first, newest
+// first.
+func (r *Registry) Agents(projectID string) []Info {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Info
+	for _, c := range r.conns {
+		if c.info.ProjectID == projectID {
+			out = append(out, c.info)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Connected != out[j].Connected {
+			return out[i].Connected
+		}
+		return out[i].LastSeen.After(out[j].LastSeen)
+	})
+	return out
+}
+
+func newCommandID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "cmd_" + hex.EncodeToString(b[:])
+}
+
+// send delivers cmd to every connected agent of the project and waits for
+// their answers; it returns the highest version answered.
+func (r *Registry) send(ctx context.Context, projectID string, cmd *pb.Command) (int64, error) {
+	r.mu.Lock()
+	var targets []*conn
+	var chans []chan *pb.CommandResult
+	for _, c := range r.conns {
+		if c.info.ProjectID != projectID || !c.info.Connected {
+			continue
+		}
+		ch := make(chan *pb.CommandResult, 1)
+		select {
+		case c.send <- cmd:
+		default:
+			r.mu.Unlock()
+			return 0, fmt.Errorf("agent %s has too many commands queued", c.info.SessionID)
+		}
+		c.waiting[cmd.GetId()] = ch
+		targets = append(targets, c)
+		chans = append(chans, ch)
+	}
+	r.mu.Unlock()
+	if len(targets) == 0 {
+		return 0, ErrNoAgent
+	}
+	var best int64
+	for i, ch := range chans {
+		select {
+		case res, ok := <-ch:
+			if !ok {
+				return 0, fmt.Errorf("agent %s disconnected before answering", targets[i].info.SessionID)
+			}
+			if res.GetError() != "" {
+				return 0, fmt.Errorf("%w: %s", ErrAgentFailed, res.GetError())
+			}
+			best = max(best, res.GetVersion())
+		case <-ctx.Done():
+			r.mu.Lock()
+			for _, c := range targets {
+				delete(c.waiting, cmd.GetId())
+			}
+			r.mu.Unlock()
+			return 0, ctx.Err()
+		}
+	}
+	return best, nil
+}
+
+// Flush asks the project's connected agents for a flush barrier.
+func (r *Registry) Flush(ctx context.Context, projectID string, timeout time.Duration) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+	defer cancel()
+	return r.send(ctx, projectID, &pb.Command{Id: newCommandID(), Kind: &pb.Command_Flush{Flush: &pb.FlushCommand{Timeout: durationpb.New(timeout)}}})
+}
+
+// Rollback tells the project's connected agents that the head is now
+// version, and waits for them to bring their workspaces there.
+func (r *Registry) Rollback(ctx context.Context, projectID string, version int64) (int64, error) {
+	return r.send(ctx, projectID, &pb.Command{Id: newCommandID(), Kind: &pb.Command_Rollback{Rollback: &pb.RollbackCommand{Version: version}}})
+}
