@@ -280,4 +280,3 @@ func (f *filteredPlan) Recv() (*pb.GetRestorePlanResponse, error) {
 		}
 	}
 }
-
