@@ -6,20 +6,25 @@
 //
 //  1. The whole message is validated before any of it touches the disk (see
 //     planState.validate): a hostile plan stops the restore.
-//  2. Directories and symlinks are created in plan order; files are created
-//     (or, when a regular file is already there, kept as a seed).
+//  2. Directories and symlinks are created in plan order. A regular file
+//     already at a file's path is kept as a seed; anything else there is
+//     removed. (Nothing is looked up in a directory this restore created.)
 //  3. Seed files are read and every planned chunk extent that fits is hashed;
 //     extents that already hold their chunk are kept (Result.Reused), and a
 //     map chunk id → verified location on disk serves other files of the
 //     batch that need the same chunk (copied, re-verified, never fetched).
+//     A seed is then repaired in place, unless it has other hard links or
+//     cannot be read: then it is replaced.
 //  4. The chunks still missing are fetched with ranged GETs (at most
 //     Options.Parallel at once), trimmed and split to what is still needed,
 //     streamed blob by blob, decoded and verified with pack.DecodeBlob, and
-//     written with WriteAt to every (file, offset) that needs them.
-//  5. Each file whose chunks are all written and verified gets its mode and
-//     times and is reported to Options.OnFile; a file with a chunk that could
-//     not be fetched or verified is removed and reported in a *FileError,
-//     after the rest of the plan has been restored.
+//     written with WriteAt to every (file, offset) that needs them. A new
+//     file is created (O_EXCL, never through a link) and truncated to its
+//     size by the first write that reaches it, so creation runs in parallel.
+//     The write that completes a file gives it its mode and times.
+//  5. Files are reported to Options.OnFile in plan order; a file with a
+//     chunk that could not be fetched or verified is removed and reported in
+//     a *FileError, after the rest of the plan has been restored.
 //
 // Directory modes and times are applied at the very end, children before
 // parents, so that read-only directories can be filled and creating entries

@@ -213,6 +213,10 @@ func (w *worker) get(ctx context.Context, j *job, next *int) error {
 	defer cancel(nil)
 	req, err := newRangeRequest(rctx, j.req, start, end)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its message holds the signed URL
+		}
 		return permanent(fmt.Errorf("GET %s: %w", u, err))
 	}
 	hdr := time.AfterFunc(stallTimeout, func() { cancel(errStalled) })

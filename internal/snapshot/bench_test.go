@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -150,4 +151,51 @@ func BenchmarkRunSourceTreeUnchanged(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(res.Files), "files")
+}
+
+// resetPeakRSS restarts the VmHWM count (Linux).
+func resetPeakRSS() { os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// TestMemory100k measures the peak RSS of a first sync and of an unchanged
+// rescan of a workspace of 100k small files. It is slow, so it runs only
+// with SANDKEEP_MEMORY_TEST=1; run it in a process of its own (go test
+// -run TestMemory100k) so that nothing else shares the heap.
+func TestMemory100k(t *testing.T) {
+	if os.Getenv("SANDKEEP_MEMORY_TEST") == "" {
+		t.Skip("set SANDKEEP_MEMORY_TEST=1")
+	}
+	ws := t.TempDir()
+	buf := make([]byte, 8<<10)
+	for i := range 100_000 {
+		dir := filepath.Join(ws, strconv.Itoa(i/1000), strconv.Itoa(i/100%10))
+		if i%100 == 0 {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n := 200 + i*7919%(len(buf)-200)
+		copy(buf, strconv.Itoa(i))
+		if err := os.WriteFile(filepath.Join(dir, "file-"+strconv.Itoa(i)+".txt"), buf[:n], 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	debug.FreeOSMemory()
+	resetPeakRSS()
+	base := peakRSS()
+	d := &discardRemote{}
+	start := time.Now()
+	res, err := snapshot.Run(context.Background(), ws, d, nil, snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first sync of %d files, %d MB: %v, peak RSS %.0f MiB (%.0f MiB before)", res.Files, res.Bytes>>20, time.Since(start), peakRSS(), base)
+	debug.FreeOSMemory()
+	resetPeakRSS()
+	start = time.Now()
+	res2, err := snapshot.Run(context.Background(), ws, &storedRemote{}, res.Index, snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("unchanged rescan: %v, %d bytes read, peak RSS %.0f MiB", time.Since(start), res2.Stats.BytesRead, peakRSS())
 }

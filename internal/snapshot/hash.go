@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/bits"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/chunker"
@@ -75,7 +74,7 @@ func (r *run) hashFile(ctx context.Context, ch *chunker.Chunker, j fileJob) erro
 		var err error
 		if attempt > 0 {
 			var kind entryKind
-			if before, kind, err = lstat(j.abs); err == nil && kind != kindFile {
+			if before, kind, err = j.dir.h.lstat(j.name); err == nil && kind != kindFile {
 				err = errNotRegular
 			}
 		}
@@ -147,7 +146,7 @@ var errNotRegular = errors.New("not a regular file")
 // the complete old content; the new inode shows in the next scan.)
 func (r *run) readFile(ctx context.Context, ch *chunker.Chunker, j fileJob, before fileStat, attempt int, known map[id.ID]struct{}) (readResult, error) {
 	start := nowNs()
-	f, err := openRead(j.abs)
+	f, err := j.dir.h.openFile(j.name)
 	if err != nil {
 		if isReplaced(err) {
 			return readResult{}, nil // now a symlink: changed
@@ -194,12 +193,6 @@ func (r *run) readFile(ctx context.Context, ch *chunker.Chunker, j fileJob, befo
 	}
 	stable := kind == kindFile && sameFile(before, after) && before.mode == after.mode && total == after.size
 	return readResult{st: after, refs: refs, stable: stable, racy: isRacy(after, start)}, nil
-}
-
-// isReplaced reports open errors meaning the path no longer names a regular
-// file (O_NOFOLLOW met a symlink).
-func isReplaced(err error) bool {
-	return errors.Is(err, syscall.ELOOP)
 }
 
 // emit copies a chunk into a pooled buffer, waits for room in the budget

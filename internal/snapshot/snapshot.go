@@ -206,7 +206,9 @@ func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts
 		jobs:       make(chan fileJob, 4*opts.Workers),
 		chunks:     make(chan chunkMsg, 256),
 		packs:      make(chan []chunkMsg, 1),
+		open:       make(map[*dirHandle]struct{}),
 	}
+	defer r.closeAll()
 	start := time.Now()
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -263,7 +265,8 @@ type run struct {
 	chunks     chan chunkMsg       // hash workers -> batcher
 	packs      chan []chunkMsg     // batcher -> packer: chunks the remote lacks
 
-	mu      sync.Mutex // guards trees, next.dirs and changed
+	mu      sync.Mutex // guards trees, next.dirs, changed and open
+	open    map[*dirHandle]struct{}
 	trees   []builtTree
 	changed []string
 

@@ -11,7 +11,3 @@ func sysStat(fi fs.FileInfo) (ctimeNs int64, inode uint64) {
 	}
 	return 0, 0
 }
-
-func sysTimes(st *syscall.Stat_t) (mtimeNs, ctimeNs int64) {
-	return st.Mtimespec.Nano(), st.Ctimespec.Nano()
-}

@@ -3,20 +3,62 @@
 package snapshot
 
 import (
+	"errors"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
-// sysStat has no portable ctime or inode here: the index then relies on
-// size, mtime and mode alone.
+// Elsewhere the scan goes through paths and the os package: no ctime, no
+// inode (the index then relies on size, mtime and mode), and no protection
+// against a directory swapped for a symlink mid-scan.
+
+var errNotDir = errors.New("not a directory")
+
 func sysStat(fs.FileInfo) (ctimeNs int64, inode uint64) { return 0, 0 }
 
-func lstat(path string) (fileStat, entryKind, error) {
+type dirHandle struct{ path string }
+
+func openDir(parent *dirHandle, name, path string) (*dirHandle, error) {
 	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.IsDir() {
+		return nil, &os.PathError{Op: "open", Path: path, Err: errNotDir}
+	}
+	return &dirHandle{path: path}, nil
+}
+
+func (d *dirHandle) close() {}
+
+func (d *dirHandle) names() ([]string, error) {
+	f, err := os.Open(d.path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+func (d *dirHandle) lstat(name string) (fileStat, entryKind, error) {
+	fi, err := os.Lstat(filepath.Join(d.path, name))
 	if err != nil {
 		return fileStat{}, 0, err
 	}
 	return statOf(fi), kindOf(fi.Mode()), nil
+}
+
+func (d *dirHandle) readlink(name string) (string, error) {
+	return os.Readlink(filepath.Join(d.path, name))
+}
+
+func (d *dirHandle) openFile(name string) (*fileReader, error) {
+	f, err := os.Open(filepath.Join(d.path, name))
+	if err != nil {
+		return nil, err
+	}
+	return &fileReader{f}, nil
 }
 
 func kindOf(m fs.FileMode) entryKind {
@@ -33,14 +75,6 @@ func kindOf(m fs.FileMode) entryKind {
 
 type fileReader struct{ *os.File }
 
-func openRead(path string) (*fileReader, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	return &fileReader{f}, nil
-}
-
 func (f *fileReader) stat() (fileStat, entryKind, error) {
 	fi, err := f.File.Stat()
 	if err != nil {
@@ -49,11 +83,4 @@ func (f *fileReader) stat() (fileStat, entryKind, error) {
 	return statOf(fi), kindOf(fi.Mode()), nil
 }
 
-func readDirNames(abs string) ([]string, error) {
-	f, err := os.Open(abs)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return f.Readdirnames(-1)
-}
+func isReplaced(err error) bool { return errors.Is(err, errNotDir) }

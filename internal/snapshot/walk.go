@@ -2,12 +2,10 @@ package snapshot
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/tree"
@@ -21,7 +19,8 @@ import (
 // counts the slots not filled yet plus the walker's own hold, and whoever
 // drops it to zero builds the tree.
 type dirState struct {
-	rel     string // workspace-relative path, "" for the root
+	rel     string     // workspace-relative path, "" for the root
+	h       *dirHandle // open while entries are scanned and files read
 	parent  *dirState
 	slot    int       // index of this directory's node in parent.nodes
 	prev    *dirIndex // the previous index's entry, or nil
@@ -48,7 +47,7 @@ type builtTree struct {
 type fileJob struct {
 	dir  *dirState
 	slot int
-	abs  string
+	name string
 	rel  string
 	prev *fileEntry // the previous index's entry, or nil
 }
@@ -63,18 +62,38 @@ func (r *run) walk(ctx context.Context) error {
 
 type subdir struct {
 	slot int
-	abs  string
+	name string
 	rel  string
 }
 
-// walkDir lists d, fills the nodes it can, hands the files that need reading
-// to the workers and walks the subdirectories; then it drops its hold on d.
-func (r *run) walkDir(ctx context.Context, d *dirState, abs string) error {
-	names, err := readDirNames(abs)
+// walkDir opens and lists d (called name in its parent, or the workspace
+// path for the root), fills the nodes it can, hands the files that need
+// reading to the workers and walks the subdirectories; then it drops its
+// hold on d.
+func (r *run) walkDir(ctx context.Context, d *dirState, name string) error {
+	var parent *dirHandle
+	path := name
+	if d.parent != nil {
+		parent = d.parent.h
+		path = parent.path + string(os.PathSeparator) + name
+	}
+	h, err := openDir(parent, name, path)
+	if err != nil {
+		if d.parent == nil {
+			return fmt.Errorf("open workspace: %w", err)
+		}
+		return r.dirFailed(d, err)
+	}
+	r.mu.Lock()
+	r.open[h] = struct{}{}
+	r.mu.Unlock()
+	d.h = h
+	names, err := h.names()
 	if err != nil {
 		if d.parent == nil {
 			return fmt.Errorf("list workspace: %w", err)
 		}
+		r.closeDir(d)
 		return r.dirFailed(d, err)
 	}
 	slices.Sort(names)
@@ -90,8 +109,7 @@ func (r *run) walkDir(ctx context.Context, d *dirState, abs string) error {
 		if d.rel != "" {
 			rel = d.rel + "/" + name
 		}
-		p := abs + string(os.PathSeparator) + name
-		st, kind, err := lstat(p)
+		st, kind, err := h.lstat(name)
 		if err != nil {
 			if isNotExist(err) {
 				continue // vanished since the listing
@@ -116,13 +134,13 @@ func (r *run) walkDir(ctx context.Context, d *dirState, abs string) error {
 				r.c.chunksReused.Add(int64(len(pe.chunks)))
 				continue
 			}
-			jobs = append(jobs, fileJob{dir: d, slot: slot, abs: p, rel: rel, prev: pe})
+			jobs = append(jobs, fileJob{dir: d, slot: slot, name: name, rel: rel, prev: pe})
 		case kindDir:
-			subdirs = append(subdirs, subdir{slot: len(d.nodes), abs: p, rel: rel})
+			subdirs = append(subdirs, subdir{slot: len(d.nodes), name: name, rel: rel})
 			d.nodes = append(d.nodes, tree.Node{Name: name, Type: tree.Dir, Mode: st.mode, MtimeNs: st.mtimeNs})
 			d.extra = append(d.extra, nodeExtra{st: st})
 		case kindSymlink:
-			target, err := os.Readlink(p)
+			target, err := h.readlink(name)
 			if err != nil || target == "" || len(target) > tree.MaxTargetLen {
 				if err == nil || !isNotExist(err) {
 					r.c.skipped.Add(1)
@@ -149,7 +167,7 @@ func (r *run) walkDir(ctx context.Context, d *dirState, abs string) error {
 	for _, s := range subdirs {
 		child := &dirState{rel: s.rel, parent: d, slot: s.slot, prev: r.prev.dirs[s.rel]}
 		child.pending.Store(1)
-		if err := r.walkDir(ctx, child, s.abs); err != nil {
+		if err := r.walkDir(ctx, child, s.name); err != nil {
 			return err
 		}
 	}
@@ -162,7 +180,7 @@ func (r *run) walkDir(ctx context.Context, d *dirState, abs string) error {
 func (r *run) dirFailed(d *dirState, err error) error {
 	p := d.parent
 	switch {
-	case isNotExist(err) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.ELOOP):
+	case isNotExist(err) || isReplaced(err):
 		p.extra[d.slot].omit = true
 	case d.prev != nil && !d.prev.tree.IsZero():
 		r.c.skipped.Add(1)
@@ -186,6 +204,7 @@ func (r *run) release(d *dirState) error {
 		if d.pending.Add(-1) > 0 {
 			return nil
 		}
+		r.closeDir(d)
 		tid, err := r.finish(d)
 		if err != nil {
 			return err
@@ -200,6 +219,28 @@ func (r *run) release(d *dirState) error {
 		d = p
 	}
 	return nil
+}
+
+// closeDir closes d's handle once nothing more is read through it.
+func (r *run) closeDir(d *dirState) {
+	if d.h == nil {
+		return
+	}
+	r.mu.Lock()
+	delete(r.open, d.h)
+	r.mu.Unlock()
+	d.h.close()
+	d.h = nil
+}
+
+// closeAll closes the handles a failed Run left open.
+func (r *run) closeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for h := range r.open {
+		h.close()
+	}
+	clear(r.open)
 }
 
 // finish builds, encodes and records d's tree, and d's index entry.

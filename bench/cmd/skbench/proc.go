@@ -211,11 +211,20 @@ func (r *runner) run(logName, dir string, env []string, name string, args ...str
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	start := time.Now()
-	err = cmd.Run()
+	var hwm chan int64
+	if err = cmd.Start(); err == nil {
+		hwm = make(chan int64, 1)
+		stop := make(chan struct{})
+		go func() { hwm <- watchHWM(cmd.Process.Pid, stop) }()
+		err = cmd.Wait()
+		close(stop)
+	}
 	s := sample{Seconds: time.Since(start).Seconds(), Log: logPath}
+	if hwm != nil {
+		s.MaxRSSMiB = float64(<-hwm) / 1024
+	}
 	if st := cmd.ProcessState; st != nil {
 		if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
-			s.MaxRSSMiB = float64(ru.Maxrss) / 1024 // KiB on Linux
 			s.CPUSeconds = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
 		}
 	}
@@ -228,6 +237,31 @@ func (r *runner) run(logName, dir string, env []string, name string, args ...str
 		return "", s, fmt.Errorf("%s %s: %w (log %s):\n%s", filepath.Base(name), strings.Join(args, " "), err, logPath, tail(logPath, 20))
 	}
 	return out.String(), s, nil
+}
+
+// watchHWM samples the peak RSS (VmHWM, KiB) of a running process every
+// 20 ms until stop is closed or the process is gone, and returns the largest.
+// (rusage's ru_maxrss cannot be used: Go starts children with CLONE_VM, so
+// Linux charges them skbench's own peak RSS as of the exec.)
+func watchHWM(pid int, stop <-chan struct{}) int64 {
+	var peak int64
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			for line := range strings.Lines(string(b)) {
+				if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+					var kib int64
+					fmt.Sscan(rest, &kib)
+					peak = max(peak, kib)
+				}
+			}
+		}
+		select {
+		case <-stop:
+			return peak
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func tvSeconds(tv syscall.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
