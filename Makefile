@@ -27,9 +27,16 @@ run: build ## run the coordinator on embedded defaults (SQLite + ./data/blobs)
 tools: ## install the pinned test tools (versitygw for the S3 tests)
 	@command -v versitygw >/dev/null 2>&1 || { echo "installing versitygw $(VERSITYGW_VERSION)"; $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); }
 
+# The race detector slows the pure-Go SQLite about a hundredfold, so the
+# end-to-end and store packages run without it; every concurrent component
+# runs under it.
+RACE_PKGS := ./internal/agent/... ./internal/control/... ./internal/restore/... ./internal/snapshot/... \
+	./internal/watcher/... ./internal/sessions/... ./internal/blobstore/... ./internal/repo/... ./internal/chunker/... ./internal/pack/...
+
 test: tools ## the whole test suite (unit, conformance on SQLite/PostgreSQL/local/S3, end to end)
 	$(GO) vet ./...
-	$(GO) test -race -timeout 15m ./...
+	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 
 test-short: ## fast unit tests only
 	$(GO) test -short ./...

@@ -5,23 +5,26 @@
 //
 // # Pipeline
 //
-// One goroutine walks the workspace (lstat only, never following symlinks,
-// applying the ignore rules before descending). Files whose stat matches the
-// previous Index reuse their chunk refs without being read; the others go
-// to a pool of Workers goroutines that read, chunk (FastCDC) and hash
-// (BLAKE3) them. New chunks flow, copied out of the chunker's buffer, to a
-// batcher that asks Remote.FindMissing about up to MaxIDs ids at a time,
-// then to a packer that compresses the missing ones into packs of about
-// PackSize bytes on two goroutines, uploaded by up to UploadConcurrency
-// goroutines. The
-// plaintext held between hashing and packing is bounded by BufferBytes, the
-// finished packs by UploadConcurrency+1, so memory stays bounded whatever
-// the size of the workspace.
+// One goroutine walks the workspace depth-first through open directory
+// descriptors (fstatat/openat with O_NOFOLLOW: symlinks are stored, never
+// followed, and a directory swapped for a symlink mid-scan cannot redirect
+// a read), applying the ignore rules before descending. Files whose stat
+// matches the previous Index reuse their chunk refs without being read; the
+// others go to Workers goroutines that read, chunk (FastCDC) and hash
+// (BLAKE3) them. Chunks not known to be stored are copied out of the
+// chunker's buffer to a batcher that asks Remote.FindMissing about batches
+// of them (at most MaxIDs ids), then to two packer goroutines that compress
+// the missing ones into packs of about PackSize bytes, uploaded by up to
+// UploadConcurrency goroutines. The plaintext between hashing and packing
+// is bounded by BufferBytes and the finished packs by UploadConcurrency, so
+// memory stays bounded whatever the size of the workspace or of its files.
 //
 // A directory's tree is encoded as soon as its last entry is known (bottom
-// up, so children before parents). Once every data pack is uploaded and
-// indexed, the trees the remote lacks are sent with UploadTrees, children
-// first, in calls of at most MaxTreeBytes.
+// up, so children before parents). Once every data pack is uploaded, and so
+// indexed by the remote, the trees the remote lacks are sent with
+// UploadTrees, children first, in calls of at most MaxTreeBytes. Trees and
+// chunks the previous Index names are known to be stored and are not asked
+// about again.
 //
 // # Consistency
 //
@@ -29,7 +32,10 @@
 // inode moved, it is read again (Options.Retries times). A file that keeps
 // changing is never committed half-written: the tree keeps its previous
 // version from the Index (or leaves it out if it is new) and its path is
-// reported in Stats.FilesChangedDuringRead.
+// reported in Stats.FilesChangedDuringRead. A file changed less than
+// racyMarginNs before it was read is recorded as racy and read again by the
+// next Run, since a change within the same tick of the kernel's coarse
+// clock could leave its stat unchanged.
 package snapshot
 
 import (
@@ -169,7 +175,8 @@ type Result struct {
 // Run snapshots the workspace directory: it uploads through remote every
 // chunk and tree the snapshot needs that the remote lacks, and returns the
 // root tree id. prev is the Index of the previous successful Run (or of a
-// restore); nil reads every file. prev is not modified.
+// restore); nil reads every file. prev is only read (after sorting what
+// RecordFile appended), so it must not be used concurrently with Run.
 //
 // Run fails on errors that make the snapshot unreliable: the workspace root
 // cannot be listed, a remote call fails, ctx is done. Files and directories

@@ -31,7 +31,16 @@ type options struct {
 	json      bool
 	restic    string
 	versitygw string
+	only      string
+	sizes     string
+	cont      contOptions
 }
+
+// The parts of the benchmark -only selects.
+const (
+	partTable   = "table"   // initial sync, one-file change, restore, bytes stored (sync --once vs restic)
+	partLatency = "latency" // continuous sync: change-to-committed latency, agent RSS and CPU
+)
 
 var started = time.Now()
 
@@ -48,8 +57,20 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	flag.StringVar(&o.restic, "restic", "", "restic binary (default: PATH, then $(go env GOPATH)/bin)")
 	flag.StringVar(&o.versitygw, "versitygw", "", "versitygw binary (default: PATH, then $(go env GOPATH)/bin)")
+	flag.StringVar(&o.only, "only", "", "run only these parts, comma-separated: "+partTable+" (sync --once, restore, bytes vs restic), "+partLatency+" (continuous sync); default both")
+	flag.StringVar(&o.sizes, "sizes", "1k,10k,100k", "latency: file counts of the generated trees (cached under .bench/trees)")
+	flag.IntVar(&o.cont.changes, "changes", 20, "latency: one-file changes timed per tree")
+	flag.DurationVar(&o.cont.interval, "change-interval", time.Second, "latency: spacing between changes (each should make its own version)")
+	flag.IntVar(&o.cont.resticChanges, "restic-changes", 3, "latency: restic backups of a one-file change per tree (median)")
+	flag.DurationVar(&o.cont.idle, "idle", 10*time.Second, "latency: idle window after the initial sync for the agent's CPU and RSS")
 	flag.Parse()
-	if o.runs < 1 || flag.NArg() > 0 {
+	var err error
+	o.cont.sizes, err = parseSizes(o.sizes)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "skbench:", err)
+		os.Exit(2)
+	}
+	if o.runs < 1 || o.cont.changes < 1 || o.cont.resticChanges < 1 || o.cont.idle <= 0 || flag.NArg() > 0 || o.parts() == nil {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -63,12 +84,32 @@ func main() {
 		logf("got %v; stopping the servers and cleaning up", s)
 		cancel()
 	}()
-	err := run(ctx, o)
+	err = run(ctx, o)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "skbench: FAILED: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// parts returns the parts -only selects (nil if it names an unknown one).
+func (o options) parts() map[string]bool {
+	if o.only == "" {
+		return map[string]bool{partTable: true, partLatency: true}
+	}
+	parts := map[string]bool{}
+	for _, p := range strings.Split(o.only, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case partTable, partLatency:
+			parts[p] = true
+		case "continuous":
+			parts[partLatency] = true
+		default:
+			fmt.Fprintf(os.Stderr, "skbench: -only: unknown part %q (want %s or %s)\n", p, partTable, partLatency)
+			return nil
+		}
+	}
+	return parts
 }
 
 // toolResult holds one tool's samples over all runs.
@@ -97,6 +138,7 @@ type bench struct {
 	resticVersion   string
 	loadStart       string
 	coordLog        string
+	cont            *contReport
 }
 
 func run(ctx context.Context, o options) (err error) {
@@ -146,9 +188,12 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}()
 
+	parts := o.parts()
 	// 1. The workspace, and what a correct restore must reproduce.
 	var info wsInfo
-	if o.workspace != "" {
+	if !parts[partTable] {
+		// The continuous-sync part generates its own trees.
+	} else if o.workspace != "" {
 		if b.ws, err = filepath.Abs(o.workspace); err != nil {
 			return err
 		}
@@ -156,14 +201,16 @@ func run(ctx context.Context, o options) (err error) {
 	} else if b.ws, info, err = referenceWorkspace(ctx, benchDir, o.sizeMB); err != nil {
 		return fmt.Errorf("reference workspace: %w", err)
 	}
-	logf("scanning %s (this also warms the page cache for both tools)", b.ws)
-	if b.want, err = scan(ctx, b.ws); err != nil {
-		return err
-	}
-	files, bytes := b.want.stats()
-	logf("workspace: %d files, %.1f MB", files, float64(bytes)/1e6)
-	if b.changeFile = pickChangeFile(b.ws, b.want); b.changeFile == "" {
-		return errors.New("the workspace has no writable file to change")
+	if parts[partTable] {
+		logf("scanning %s (this also warms the page cache for both tools)", b.ws)
+		if b.want, err = scan(ctx, b.ws); err != nil {
+			return err
+		}
+		files, bytes := b.want.stats()
+		logf("workspace: %d files, %.1f MB", files, float64(bytes)/1e6)
+		if b.changeFile = pickChangeFile(b.ws, b.want); b.changeFile == "" {
+			return errors.New("the workspace has no writable file to change")
+		}
 	}
 
 	// 2. versitygw, then 3. the coordinator on it.
@@ -182,12 +229,17 @@ func run(ctx context.Context, o options) (err error) {
 	defer b.coord.stop(syscall.SIGINT, 15*time.Second)
 	logf("coordinator on %s (blobs %s)", b.coord.addr, b.coord.blobs)
 
-	for i := 1; i <= o.runs; i++ {
+	for i := 1; parts[partTable] && i <= o.runs; i++ {
 		if err := b.runSandkeep(i); err != nil {
 			return fmt.Errorf("sandkeep (run %d): %w", i, err)
 		}
 		if err := b.runRestic(i); err != nil {
 			return fmt.Errorf("restic (run %d): %w", i, err)
+		}
+	}
+	if parts[partLatency] {
+		if b.cont, err = b.runContinuous(benchDir); err != nil {
+			return err
 		}
 	}
 	rep := b.report(info, logsDir)
@@ -197,7 +249,7 @@ func run(ctx context.Context, o options) (err error) {
 		enc.SetEscapeHTML(false)
 		return enc.Encode(rep)
 	}
-	printTable(rep)
+	printReport(rep)
 	return nil
 }
 
@@ -236,17 +288,10 @@ func (b *bench) withChange(i int, tool string) (*change, manifest, error) {
 
 func (b *bench) runSandkeep(i int) (err error) {
 	n := strconv.Itoa(i)
-	admin := []string{"--coordinator", b.coord.addr, "--data", b.coordData}
-	out, _, err := b.r.run("sk-project-create-"+n, "", nil, b.sandkeep, append([]string{"project", "create", "bench-" + n}, admin...)...)
+	project, token, err := b.newProject("sk-"+n, "bench-"+n)
 	if err != nil {
 		return err
 	}
-	project := strings.TrimSpace(out)
-	out, _, err = b.r.run("sk-token-create-"+n, "", nil, b.sandkeep, append([]string{"token", "create", "--project", project}, admin...)...)
-	if err != nil {
-		return err
-	}
-	token := strings.TrimSpace(out)
 	agentEnv := func(cacheDir string) []string {
 		return []string{"SANDKEEP_COORDINATOR=" + b.coord.addr, "SANDKEEP_TOKEN=" + token,
 			"SANDKEEP_CACHE_DIR=" + mkdir(b.tmp, cacheDir)}
@@ -410,6 +455,9 @@ type report struct {
 	CPUs          int        `json:"cpus"`
 	LoadStart     string     `json:"load_average_start"`
 	LoadEnd       string     `json:"load_average_end"`
+	// Continuous is the continuous-sync part (-only latency); nil when it
+	// did not run. The fields above it are empty when -only skips the table.
+	Continuous *contReport `json:"continuous,omitempty"`
 }
 
 // row is one line of the table: medians over the runs.
@@ -457,14 +505,18 @@ func (b *bench) report(info wsInfo, logsDir string) report {
 		return r
 	}
 	half := func(_, ratio float64) bool { return ratio <= 0.5 }
+	rep.Continuous = b.cont
+	rep.WallSeconds = time.Since(started).Seconds()
+	rep.CPUs, rep.LoadStart, rep.LoadEnd = runtime.NumCPU(), b.loadStart, loadAverage()
+	if len(b.sk.Initial) == 0 {
+		return rep // the table part did not run
+	}
 	rep.Rows = []row{
 		mk("initial sync", "s", secs(b.sk.Initial), secs(b.rs.Initial), "<= 0.50x", half),
 		mk("one-file change", "s", secs(b.sk.Change), secs(b.rs.Change), "p50 <= 1 s", func(sk, _ float64) bool { return sk <= 1 }),
 		mk("restore", "s", secs(b.sk.Restore), secs(b.rs.Restore), "<= 0.50x", half),
 		mk("bytes stored", "bytes", ints(b.sk.Stored), ints(b.rs.Stored), "<= 1.00x", func(_, ratio float64) bool { return ratio <= 1 }),
 	}
-	rep.WallSeconds = time.Since(started).Seconds()
-	rep.CPUs, rep.LoadStart, rep.LoadEnd = runtime.NumCPU(), b.loadStart, loadAverage()
 	return rep
 }
 
@@ -479,6 +531,26 @@ func median(v []float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
+// printReport prints the tables of the parts that ran, then where the logs are.
+func printReport(rep report) {
+	if len(rep.Rows) > 0 {
+		printTable(rep)
+	} else {
+		fmt.Printf("%s vs sandkeep, both on one versitygw (loopback); %d CPUs, load average %s at start, %s at end\n\n",
+			rep.ResticVersion, rep.CPUs, rep.LoadStart, rep.LoadEnd)
+	}
+	if rep.Continuous != nil {
+		printContinuous(rep.Continuous)
+		fmt.Println()
+	}
+	fmt.Printf("logs: %s; coordinator log: %d warning/error lines\n", rep.Logs, rep.CoordProblemN)
+	for _, l := range rep.CoordProblems {
+		fmt.Printf("  %s\n", l)
+	}
+	fmt.Printf("took %s\n", time.Duration(rep.WallSeconds*float64(time.Second)).Round(100*time.Millisecond))
+}
+
+// printTable prints the side-by-side table (sync --once, restore, bytes).
 func printTable(rep report) {
 	fmt.Printf("workspace: %d files, %.1f MB (%s: %s)\n", rep.Workspace.Files, float64(rep.Workspace.Bytes)/1e6,
 		rep.Workspace.Path, strings.Join(rep.Workspace.Sources, " + "))
@@ -512,12 +584,7 @@ func printTable(rep report) {
 		kinds(u), u.Objects, kinds(rep.Restic.Usage[len(rep.Restic.Usage)-1]), rep.Restic.Usage[len(rep.Restic.Usage)-1].Objects)
 	fmt.Printf("caches: sandkeep agent cache empty for the initial sync, kept for the change, fresh for the restore;\n" +
 		"  restic cache cold for the initial backup and the restore, warm (from the initial backup) for the change\n")
-	fmt.Printf("changed file: %s\n", rep.ChangedFile)
-	fmt.Printf("logs: %s; coordinator log: %d warning/error lines\n", rep.Logs, rep.CoordProblemN)
-	for _, l := range rep.CoordProblems {
-		fmt.Printf("  %s\n", l)
-	}
-	fmt.Printf("took %s\n", time.Duration(rep.WallSeconds*float64(time.Second)).Round(100*time.Millisecond))
+	fmt.Printf("changed file: %s\n\n", rep.ChangedFile)
 }
 
 func value(unit string, v float64) string {
