@@ -7,11 +7,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/sandkeep/sandkeep/internal/metastore"
+	"github.com/sandkeep/sandkeep/internal/metrics"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/sessions"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
@@ -24,7 +26,11 @@ type AgentServer struct {
 	repo     *repo.Repo
 	sessions *sessions.Registry
 	log      *slog.Logger
+	m        *metrics.Metrics
 }
+
+// SetMetrics makes the server record its work in m.
+func (s *AgentServer) SetMetrics(m *metrics.Metrics) { s.m = m }
 
 // NewAgentServer returns the agent API over r, registering session streams
 // in reg.
@@ -103,6 +109,10 @@ func (s *AgentServer) FindMissingChunks(ctx context.Context, req *pb.FindMissing
 	if err != nil {
 		return nil, toStatus(ctx, s.log, "find missing chunks", err)
 	}
+	if s.m != nil {
+		s.m.ChunksAsked.Add(float64(len(ids)))
+		s.m.ChunksMissing.Add(float64(len(missing)))
+	}
 	out := make([][]byte, len(missing))
 	for i, m := range missing {
 		out[i] = m.Bytes()
@@ -157,6 +167,17 @@ func (s *AgentServer) CompletePacks(ctx context.Context, req *pb.CompletePacksRe
 		return nil, err
 	}
 	n, err := s.repo.CompletePacks(ctx, pid, refs)
+	if s.m != nil {
+		if err != nil {
+			s.m.PacksCompleted.WithLabelValues("error").Inc()
+		} else {
+			s.m.PacksCompleted.WithLabelValues("ok").Add(float64(len(refs)))
+			for _, r := range refs {
+				s.m.PackBytes.Add(float64(r.Size))
+			}
+			s.m.ChunksIndexed.Add(float64(n))
+		}
+	}
 	if err != nil {
 		return nil, toStatus(ctx, s.log, "complete packs", err)
 	}
@@ -194,7 +215,19 @@ func (s *AgentServer) CommitVersion(ctx context.Context, req *pb.CommitVersionRe
 	if kind == metastore.KindRollback {
 		return nil, status.Error(codes.InvalidArgument, "agents cannot commit rollbacks")
 	}
+	start := time.Now()
 	v, err := s.repo.Commit(ctx, pid, repo.CommitRequest{Parent: req.GetParent(), Root: root, Kind: kind, SandboxID: req.GetSessionId()})
+	if s.m != nil {
+		result := "ok"
+		switch {
+		case errors.Is(err, metastore.ErrConflict):
+			result = "conflict"
+		case err != nil:
+			result = "error"
+		}
+		s.m.Commits.WithLabelValues(result, string(kind)).Inc()
+		s.m.CommitSeconds.Observe(time.Since(start).Seconds())
+	}
 	if err != nil {
 		return nil, toStatus(ctx, s.log, "commit version", err)
 	}
@@ -209,7 +242,17 @@ func (s *AgentServer) GetRestorePlan(req *pb.GetRestorePlanRequest, stream pb.Ag
 	if err != nil {
 		return err
 	}
-	return streamPlan(ctx, s.repo, s.log, pid, req.GetVersion(), stream.Send)
+	start := time.Now()
+	err = streamPlan(ctx, s.repo, s.log, pid, req.GetVersion(), stream.Send)
+	if s.m != nil {
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		s.m.RestorePlans.WithLabelValues(result).Inc()
+		s.m.RestoreSeconds.Observe(time.Since(start).Seconds())
+	}
+	return err
 }
 
 func streamPlan(ctx context.Context, r *repo.Repo, log *slog.Logger, pid string, number int64, send func(*pb.GetRestorePlanResponse) error) error {

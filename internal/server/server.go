@@ -28,6 +28,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/metastore/pgstore"
 	"github.com/sandkeep/sandkeep/internal/metastore/sqlitestore"
+	"github.com/sandkeep/sandkeep/internal/metrics"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/sessions"
 	"github.com/sandkeep/sandkeep/internal/urlsign"
@@ -43,6 +44,7 @@ type Server struct {
 	Repo       *repo.Repo
 	URLSigner  *urlsign.Signer
 	Sessions   *sessions.Registry
+	Metrics    *metrics.Metrics
 	AdminToken string // the admin token, when this server made or was given it
 	NewAdmin   bool   // the admin token was made on this start
 
@@ -243,7 +245,12 @@ func (s *Server) build() error {
 	)
 	s.grpc = grpc.NewServer(opts...)
 	s.Sessions = sessions.New(s.log)
-	pb.RegisterAgentServiceServer(s.grpc, api.NewAgentServer(s.Repo, s.Sessions, s.log))
+	s.Metrics = metrics.New()
+	s.Sessions.OnConnect = func(d int) { s.Metrics.AgentSessions.Add(float64(d)) }
+	s.Sessions.OnHeartbeat = func(string, *pb.Heartbeat) { s.Metrics.Heartbeats.Inc() }
+	agentSrv := api.NewAgentServer(s.Repo, s.Sessions, s.log)
+	agentSrv.SetMetrics(s.Metrics)
+	pb.RegisterAgentServiceServer(s.grpc, agentSrv)
 	pb.RegisterAdminServiceServer(s.grpc, api.NewAdminServer(s.Repo, s.Sessions, s.log))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -253,6 +260,7 @@ func (s *Server) build() error {
 	if s.fs != nil {
 		mux.Handle("/v1/blobs/", s.fs.Handler())
 	}
+	mux.Handle("GET /metrics", s.Metrics.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))

@@ -62,6 +62,9 @@ type Registry struct {
 	OnHeartbeat func(projectID string, hb *pb.Heartbeat)
 	// Forget is how long a disconnected session's last heartbeat is kept.
 	Forget time.Duration
+	// OnConnect, if set, is called with +1 when a stream opens and -1 when
+	// it ends (a gauge of connected agents).
+	OnConnect func(delta int)
 }
 
 // New returns an empty registry.
@@ -95,6 +98,10 @@ func (r *Registry) Serve(projectID string, s Stream) error {
 	r.conns[sid] = c
 	r.mu.Unlock()
 	r.heartbeat(c, hb)
+	if r.OnConnect != nil {
+		r.OnConnect(1)
+		defer r.OnConnect(-1)
+	}
 	defer func() {
 		r.mu.Lock()
 		c.info.Connected = false

@@ -1,0 +1,93 @@
+// Package metrics holds the coordinator's Prometheus metrics. They are
+// registered on a private registry served at /metrics on the HTTP listener.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the coordinator's instruments.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Commits        *prometheus.CounterVec // result: ok, conflict, error; kind: sync, flush, rollback
+	CommitSeconds  prometheus.Histogram   // coordinator-side commit latency
+	PacksCompleted *prometheus.CounterVec // result: ok, error
+	PackBytes      prometheus.Counter     // bytes of verified uploaded packs
+	ChunksIndexed  prometheus.Counter     // chunks newly indexed
+	ChunksAsked    prometheus.Counter     // chunk ids asked about by FindMissingChunks
+	ChunksMissing  prometheus.Counter     // of those, how many were missing (dedup ratio = 1 - missing/asked)
+	RestorePlans   *prometheus.CounterVec // result: ok, error
+	RestoreSeconds prometheus.Histogram   // time to stream a restore plan
+	AgentSessions  prometheus.Gauge       // connected agent session streams
+	Heartbeats     prometheus.Counter     // heartbeats received
+	ReaperActions  *prometheus.CounterVec // action: stop, destroy, ...; result
+	CostDollars    *prometheus.GaugeVec   // project, kind (compute, storage)
+	HTTPRequests   *prometheus.CounterVec // handler, code
+}
+
+// New makes and registers the metrics.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{
+		Registry: r,
+		Commits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "commits_total", Help: "Version commits (backups) by result and kind.",
+		}, []string{"result", "kind"}),
+		CommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "sandkeep", Name: "commit_seconds", Help: "Coordinator-side commit latency.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		PacksCompleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "packs_completed_total", Help: "Uploaded packs verified and indexed, by result.",
+		}, []string{"result"}),
+		PackBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "pack_bytes_total", Help: "Bytes of uploaded packs verified.",
+		}),
+		ChunksIndexed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "chunks_indexed_total", Help: "Chunks newly indexed.",
+		}),
+		ChunksAsked: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "chunks_asked_total", Help: "Chunk ids agents asked about (FindMissingChunks).",
+		}),
+		ChunksMissing: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "chunks_missing_total", Help: "Asked chunk ids that had to be uploaded; 1 - missing/asked is the dedup ratio.",
+		}),
+		RestorePlans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "restore_plans_total", Help: "Restore plans served, by result.",
+		}, []string{"result"}),
+		RestoreSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "sandkeep", Name: "restore_plan_seconds", Help: "Time to stream a restore plan (the agent's restore runs alongside).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}),
+		AgentSessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "sandkeep", Name: "agent_sessions", Help: "Connected agent session streams.",
+		}),
+		Heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "heartbeats_total", Help: "Agent heartbeats received.",
+		}),
+		ReaperActions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "reaper_actions_total", Help: "Lifecycle actions taken on sandboxes, by action and result.",
+		}, []string{"action", "result"}),
+		CostDollars: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "sandkeep", Name: "cost_dollars", Help: "Accumulated cost per project and kind (compute, storage).",
+		}, []string{"project", "kind"}),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "http_requests_total", Help: "HTTP requests by handler and status code.",
+		}, []string{"handler", "code"}),
+	}
+	r.MustRegister(m.Commits, m.CommitSeconds, m.PacksCompleted, m.PackBytes, m.ChunksIndexed, m.ChunksAsked,
+		m.ChunksMissing, m.RestorePlans, m.RestoreSeconds, m.AgentSessions, m.Heartbeats, m.ReaperActions,
+		m.CostDollars, m.HTTPRequests)
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
