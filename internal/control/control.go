@@ -124,8 +124,8 @@ func Serve(ctx context.Context, ln net.Listener, a Agent, log *slog.Logger) erro
 		_ = srv.Shutdown(sctx)
 	}()
 	err := srv.Serve(ln)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil // shut down, or the listener was closed by its owner
 	}
 	return err
 }
