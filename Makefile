@@ -31,7 +31,8 @@ tools: ## install the pinned test tools (versitygw for the S3 tests)
 # end-to-end and store packages run without it; every concurrent component
 # runs under it.
 RACE_PKGS := ./internal/agent/... ./internal/control/... ./internal/restore/... ./internal/snapshot/... \
-	./internal/watcher/... ./internal/sessions/... ./internal/blobstore/... ./internal/repo/... ./internal/chunker/... ./internal/pack/...
+	./internal/watcher/... ./internal/sessions/... ./internal/blobstore/... ./internal/repo/... ./internal/chunker/... ./internal/pack/... \
+	./internal/provider/...
 
 test: tools ## the whole test suite (unit, conformance on SQLite/PostgreSQL/local/S3, end to end)
 	$(GO) vet ./...

@@ -1,0 +1,222 @@
+// Package provider is the interface between sandkeep's lifecycle manager and
+// whatever runs sandboxes: Daytona (package daytona, its REST API) or the
+// local provider (package local, a directory plus a `sandkeep-agent run`
+// process) used by the demo and the tests. One conformance suite
+// (package providertest) holds both to the guarantees documented here.
+//
+// Every method takes a context and is bounded by it. Errors are wrapped with
+// %w around the sentinel errors below, so callers test them with errors.Is.
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// State is a sandbox's state in sandkeep's state machine. Providers map
+// their own states onto these (each provider documents its mapping) and keep
+// the raw one in Sandbox.ProviderState.
+type State string
+
+// The states, in the order of a sandbox's life.
+const (
+	StateCreating  State = "creating"
+	StateStarting  State = "starting"
+	StateStarted   State = "started"
+	StateStopping  State = "stopping"
+	StateStopped   State = "stopped"
+	StateArchived  State = "archived"
+	StateDestroyed State = "destroyed"
+	StateError     State = "error"
+)
+
+// States lists every state.
+func States() []State {
+	return []State{StateCreating, StateStarting, StateStarted, StateStopping, StateStopped, StateArchived, StateDestroyed, StateError}
+}
+
+// Valid reports whether s is one of the states.
+func (s State) Valid() bool {
+	_, ok := transitions[s]
+	return ok
+}
+
+// Transitional reports whether s is a state a sandbox passes through on its
+// own (creating, starting, stopping): a caller waits rather than acts.
+func (s State) Transitional() bool {
+	return s == StateCreating || s == StateStarting || s == StateStopping
+}
+
+// transitions is the legal-transition table. destroyed is final.
+var transitions = map[State][]State{
+	StateCreating:  {StateStarting, StateStarted, StateError, StateDestroyed},
+	StateStarting:  {StateStarted, StateError, StateStopped},
+	StateStarted:   {StateStopping, StateError, StateDestroyed},
+	StateStopping:  {StateStopped, StateError},
+	StateStopped:   {StateStarting, StateArchived, StateDestroyed},
+	StateArchived:  {StateStarting, StateDestroyed},
+	StateError:     {StateDestroyed, StateStarting, StateStopped},
+	StateDestroyed: {},
+}
+
+// Transition reports whether a sandbox may go from one state to another.
+// Staying in the same state is not a transition (false). Unknown states
+// have no transitions.
+func Transition(from, to State) bool {
+	for _, s := range transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// Sandbox is what a provider reports about one sandbox.
+type Sandbox struct {
+	ID            string
+	State         State
+	Labels        map[string]string
+	CreatedAt     time.Time
+	ProviderState string // the provider's own state name, unmapped (Daytona: "pulling_snapshot", …)
+	ErrorReason   string // why it is in StateError, when the provider says
+}
+
+// Label keys sandkeep puts on the sandboxes it creates.
+const (
+	LabelProject = "sandkeep.project" // the project id
+	LabelManaged = "sandkeep.managed" // "true": made by sandkeep (the reconciler lists by it)
+)
+
+// Environment variables a sandbox's agent reads (see the agent's README).
+const (
+	EnvCoordinator = "SANDKEEP_COORDINATOR"
+	EnvToken       = "SANDKEEP_TOKEN"
+	EnvSandboxID   = "SANDKEEP_SANDBOX_ID"
+)
+
+// CreateSpec describes a sandbox to create.
+type CreateSpec struct {
+	// Labels, including LabelProject; List selects on them.
+	Labels map[string]string
+	// Env is the sandbox's environment: SANDKEEP_COORDINATOR, SANDKEEP_TOKEN,
+	// SANDKEEP_SANDBOX_ID… (the local provider sets SANDKEEP_SANDBOX_ID to
+	// the id it assigns when Env lacks it; Daytona assigns ids itself, so
+	// there the caller's own id goes in Env).
+	Env map[string]string
+	// Image (a container image reference) or Snapshot (a provider snapshot
+	// name); at most one. Neither: the provider's default.
+	Image, Snapshot string
+	// Resources; 0 leaves the provider's default. Daytona accepts them only
+	// with an Image (a snapshot fixes its own resources).
+	CPU, MemoryGiB, DiskGiB int
+	// AutoStopMinutes is the provider's own idle timer. 0 disables it:
+	// sandkeep's lifecycle manager decides when a sandbox stops.
+	AutoStopMinutes int
+}
+
+// Provider runs sandboxes.
+//
+// Guarantees every implementation keeps (package providertest checks them):
+//   - Create returns once the provider accepted the sandbox, with its id; it
+//     may still be creating or starting. Callers use WaitForState.
+//   - Start on a started or starting sandbox, Stop on a stopped, stopping or
+//     archived one and Archive on an archived one succeed without doing
+//     anything. An operation the sandbox's state forbids (Stop while it is
+//     being created, Archive while it runs) is ErrConflict.
+//   - Start, Stop and Archive may return while the transition is in
+//     progress; WaitForState observes its end.
+//   - Delete is idempotent: deleting a missing sandbox is not an error.
+//     After Delete, Get reports ErrNotFound or StateDestroyed.
+//   - Get, Start, Stop, Archive on an unknown id: ErrNotFound.
+//   - List returns the sandboxes whose labels include every given label
+//     (an empty selector: all), destroyed ones excepted.
+type Provider interface {
+	Name() string
+	Create(ctx context.Context, spec CreateSpec) (Sandbox, error)
+	Start(ctx context.Context, id string) error
+	Stop(ctx context.Context, id string) error
+	// Archive moves a stopped sandbox to cheaper storage. Providers without
+	// archive return ErrUnsupported.
+	Archive(ctx context.Context, id string) error
+	Delete(ctx context.Context, id string) error
+	Get(ctx context.Context, id string) (Sandbox, error)
+	List(ctx context.Context, labels map[string]string) ([]Sandbox, error)
+}
+
+// Sentinel errors. Providers wrap them with %w.
+var (
+	ErrNotFound     = errors.New("sandbox not found")
+	ErrConflict     = errors.New("sandbox is in the wrong state for the operation")
+	ErrUnavailable  = errors.New("provider unavailable")
+	ErrQuota        = errors.New("provider quota exceeded")
+	ErrUnsupported  = errors.New("operation not supported by the provider")
+	ErrUnauthorized = errors.New("provider refused the credentials")
+	// ErrFailed: the sandbox is in StateError (WaitForState).
+	ErrFailed = errors.New("sandbox failed")
+)
+
+// DefaultPoll is WaitForState's polling period when given 0.
+const DefaultPoll = time.Second
+
+// WaitForState polls Get every poll until the sandbox is in state want and
+// returns it. It stops early with an error wrapping ErrFailed when the
+// sandbox is in StateError (unless that is what is wanted), ErrNotFound when
+// it is destroyed or gone (unless want is StateDestroyed, which a missing
+// sandbox satisfies), and the context's error, naming the last state seen,
+// when ctx ends. Errors from Get end the wait (the provider clients retry
+// transient failures themselves).
+func WaitForState(ctx context.Context, p Provider, id string, want State, poll time.Duration) (Sandbox, error) {
+	if poll <= 0 {
+		poll = DefaultPoll
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		sb, err := p.Get(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound) && want == StateDestroyed:
+			return Sandbox{ID: id, State: StateDestroyed}, nil
+		case err != nil:
+			if ctx.Err() != nil {
+				return sb, fmt.Errorf("wait for sandbox %s to be %s: %w", id, want, ctx.Err())
+			}
+			return sb, fmt.Errorf("wait for sandbox %s to be %s: %w", id, want, err)
+		case sb.State == want:
+			return sb, nil
+		case sb.State == StateError:
+			reason := sb.ErrorReason
+			if reason == "" {
+				reason = sb.ProviderState
+			}
+			return sb, fmt.Errorf("wait for sandbox %s to be %s: %w: %s", id, want, ErrFailed, reason)
+		case sb.State == StateDestroyed:
+			return sb, fmt.Errorf("wait for sandbox %s to be %s: it was destroyed: %w", id, want, ErrNotFound)
+		}
+		if timer == nil {
+			timer = time.NewTimer(poll)
+		} else {
+			timer.Reset(poll)
+		}
+		select {
+		case <-ctx.Done():
+			return sb, fmt.Errorf("wait for sandbox %s to be %s (last seen %s, %s): %w", id, want, sb.State, sb.ProviderState, ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+// MatchLabels reports whether labels include every key/value of selector.
+func MatchLabels(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
