@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -102,6 +104,7 @@ type runner struct {
 	// Owned by loop.
 	idx       *snapshot.Index
 	base      *pb.Version
+	tried     []id.ID // roots asked to commit on base, outcome unknown (see baseState.Committing)
 	pending   map[string]pendingPath
 	rescan    time.Time // zero: no full rescan pending
 	flushes   []flushReq
@@ -230,6 +233,9 @@ func (r *runner) start(ctx context.Context) error {
 		r.log.Warn("workspace is not empty and was never synced from here: keeping the disk as it is; the head stays in the version history", "head", head.GetNumber())
 	case st.Version == head.GetNumber():
 		r.base = head
+	case ownCommit(st.Version, st.Committing, head):
+		r.log.Info("the last commit before the agent stopped went through", "version", head.GetNumber())
+		r.base = head
 	default:
 		base := &pb.Version{Number: st.Version, Root: st.Root.Bytes()}
 		r.log.Info("head moved while the agent was away: merging", "base", st.Version, "head", head.GetNumber())
@@ -264,6 +270,25 @@ func (r *runner) start(ctx context.Context) error {
 	r.rescan = time.Now()
 	r.setState("syncing")
 	return nil
+}
+
+// reloadIgnore re-reads .sandkeepignore and, if its rules changed, applies
+// them to the next scan and to the watcher (which then asks for a rescan).
+// Every scan calls it first: a change of the ignore file made before a
+// flush must be in the flushed version even if its event is not in yet
+// (or was folded into a rescan).
+func (r *runner) reloadIgnore() {
+	m, err := ignore.Load(r.cfg.Workspace)
+	if err != nil {
+		r.log.Warn("reload .sandkeepignore; keeping the previous rules", "err", err)
+		return
+	}
+	if reflect.DeepEqual(m, r.ign) {
+		return
+	}
+	r.log.Info("ignore rules changed", "file", ignore.FileName)
+	r.ign = m
+	r.w.SetIgnore(r.ignoreFunc())
 }
 
 func (r *runner) ignoreFunc() func(string, bool) bool {
@@ -342,13 +367,8 @@ func (r *runner) noteEvent(ev watcher.Event) {
 		return
 	}
 	for _, p := range ev.Paths {
-		if p == ".sandkeepignore" {
-			if m, err := ignore.Load(r.cfg.Workspace); err == nil {
-				r.ign = m
-				r.w.SetIgnore(r.ignoreFunc())
-			} else {
-				r.log.Warn("reload .sandkeepignore", "err", err)
-			}
+		if p == ignore.FileName {
+			r.reloadIgnore()
 		}
 		pp, ok := r.pending[p]
 		if !ok {
@@ -451,6 +471,7 @@ func (r *runner) round(ctx context.Context) {
 // disk as of the scan.
 func (r *runner) syncOnce(ctx context.Context, full bool) (int64, error) {
 	r.setState("syncing")
+	r.reloadIgnore()
 	res, err := snapshot.Run(ctx, r.cfg.Workspace, r.c, r.idx, snapshot.Options{Ignore: r.ign, Logger: r.log})
 	if err != nil {
 		return 0, err
@@ -468,6 +489,12 @@ func (r *runner) syncOnce(ctx context.Context, full bool) (int64, error) {
 	if len(r.flushes) > 0 {
 		kind = pb.VersionKind_VERSION_KIND_FLUSH
 	}
+	// Record the attempt first: if the answer is lost (or the agent dies)
+	// a head made of this root is known to be this workspace's own.
+	if !slices.Contains(r.tried, res.Root) {
+		r.tried = append(r.tried[max(len(r.tried)-15, 0):], res.Root)
+		r.persist(false)
+	}
 	v, err := commit(ctx, r.c, r.base.GetNumber(), res.Root, kind)
 	if errors.Is(err, remote.ErrConflict) {
 		// The head moved under us (a rollback, another sandbox): merge it
@@ -480,7 +507,7 @@ func (r *runner) syncOnce(ctx context.Context, full bool) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	r.base = v
+	r.base, r.tried = v, nil
 	r.persist(true)
 	r.mu.Lock()
 	r.status.LastCommit = time.Now().UTC()
@@ -505,12 +532,20 @@ func (r *runner) followHead(ctx context.Context) error {
 }
 
 func (r *runner) mergeTo(ctx context.Context, head *pb.Version) error {
+	if ownCommit(r.base.GetNumber(), r.tried, head) {
+		// Our own commit whose answer was lost: nothing to merge.
+		r.log.Info("the head is this workspace's own commit", "version", head.GetNumber())
+		r.base, r.tried = head, nil
+		r.persist(true)
+		r.rescan = time.Now()
+		return nil
+	}
 	res, err := Reconcile(ctx, r.c, r.cfg.Workspace, r.idx, r.base, head, r.log)
 	if err != nil {
 		return err
 	}
 	r.log.Info("workspace brought to the new head", "version", head.GetNumber(), "applied", res.Applied, "deleted", res.Deleted, "kept_local", res.KeptLocal, "conflicts", len(res.Conflicts))
-	r.base = head
+	r.base, r.tried = head, nil
 	r.persist(true)
 	r.rescan = time.Now()
 	return nil
@@ -521,7 +556,7 @@ func (r *runner) mergeTo(ctx context.Context, head *pb.Version) error {
 func (r *runner) persist(force bool) {
 	pid := r.c.ProjectID()
 	if p, err := r.cfg.statePath(pid); err == nil && r.base != nil {
-		if err := saveState(p, pid, r.base); err != nil {
+		if err := saveState(p, pid, r.base, r.tried); err != nil {
 			r.log.Warn("save agent state", "err", err)
 		}
 	}
@@ -623,10 +658,33 @@ func (r *runner) shutdown(ctx context.Context) error {
 		select {
 		case <-sctx.Done():
 			r.persist(true)
+			// Name what the watcher reported meanwhile too (a write
+			// just before the signal may not have been noted yet).
+			r.drainEvents()
+			if err != nil {
+				// The disk could not be compared with the last version:
+				// whatever the pending list says, it is not saved.
+				return fmt.Errorf("%w (%v; last attempt: %v): %s", ErrNotSaved, sctx.Err(), err, r.pendingSummary())
+			}
 			return r.notSaved(sctx.Err())
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, r.opts.RetryMax)
+	}
+}
+
+// drainEvents notes the watcher's events that are ready, without waiting.
+func (r *runner) drainEvents() {
+	for {
+		select {
+		case ev, ok := <-r.w.Events():
+			if !ok {
+				return
+			}
+			r.noteEvent(ev)
+		default:
+			return
+		}
 	}
 }
 

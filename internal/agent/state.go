@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,26 @@ type baseState struct {
 	Version int64     `json:"version"`
 	Root    id.ID     `json:"root"`
 	Time    time.Time `json:"time"`
+	// Committing are roots this workspace asked to commit on Version
+	// without learning the outcome yet (recorded before each commit call).
+	// A head made of one of them on Version is this workspace's own commit
+	// (the agent died, or the answer was lost, before it recorded it), not
+	// another sandbox's: it needs no merge.
+	Committing []id.ID `json:"committing,omitempty"`
+}
+
+// ownCommit reports whether head is a commit of one of the roots tried on
+// base (see baseState.Committing).
+func ownCommit(base int64, tried []id.ID, head *pb.Version) bool {
+	if head == nil || head.GetParent() != base {
+		return false
+	}
+	for _, r := range tried {
+		if bytes.Equal(r.Bytes(), head.GetRoot()) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Config) statePath(projectID string) (string, error) {
@@ -47,12 +68,12 @@ func loadState(path, project string) (*baseState, error) {
 	return &s, nil
 }
 
-func saveState(path string, project string, v *pb.Version) error {
+func saveState(path string, project string, v *pb.Version, committing []id.ID) error {
 	root, err := id.FromBytes(v.GetRoot())
 	if err != nil {
 		return err
 	}
-	b, err := json.Marshal(baseState{Format: 1, Project: project, Version: v.GetNumber(), Root: root, Time: time.Now().UTC()})
+	b, err := json.Marshal(baseState{Format: 1, Project: project, Version: v.GetNumber(), Root: root, Time: time.Now().UTC(), Committing: committing})
 	if err != nil {
 		return err
 	}
