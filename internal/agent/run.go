@@ -466,13 +466,24 @@ func (r *runner) round(ctx context.Context) {
 	}
 }
 
-// syncOnce scans (the whole tree: the index makes unchanged files cheap),
+// syncOnce scans (the whole tree if full, where the index makes unchanged
+// files cheap; else only the directories on the way to the pending paths),
 // uploads and commits on the base. It returns the version that holds the
 // disk as of the scan.
 func (r *runner) syncOnce(ctx context.Context, full bool) (int64, error) {
 	r.setState("syncing")
+	ign := r.ign
 	r.reloadIgnore()
-	res, err := snapshot.Run(ctx, r.cfg.Workspace, r.c, r.idx, snapshot.Options{Ignore: r.ign, Logger: r.log})
+	opts := snapshot.Options{Ignore: r.ign, Logger: r.log}
+	if !full && r.idx != nil && r.ign == ign {
+		// Incremental: since r.idx, only what the watcher reported (the
+		// pending paths) may have changed. New ignore rules need it all.
+		opts.Dirty = make([]string, 0, len(r.pending))
+		for p := range r.pending {
+			opts.Dirty = append(opts.Dirty, p)
+		}
+	}
+	res, err := snapshot.Run(ctx, r.cfg.Workspace, r.c, r.idx, opts)
 	if err != nil {
 		return 0, err
 	}

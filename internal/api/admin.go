@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sandkeep/sandkeep/internal/auth"
+	"github.com/sandkeep/sandkeep/internal/links"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/sessions"
@@ -24,6 +25,7 @@ type AdminServer struct {
 	pb.UnimplementedAdminServiceServer
 	repo     *repo.Repo
 	sessions *sessions.Registry
+	links    *links.Linker
 	log      *slog.Logger
 }
 

@@ -11,7 +11,7 @@ import (
 )
 
 func newProject(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "project", Short: "Create and list projects"}
+	cmd := &cobra.Command{Use: "project", Short: "Create, list and delete projects"}
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a project; prints its id alone on stdout",
@@ -65,7 +65,7 @@ func newProject(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(create, list)
+	cmd.AddCommand(create, list, newProjectDelete(g))
 	return cmd
 }
 

@@ -79,7 +79,10 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		return envflag.Apply(cmd.Flags(), "coordinator", "admin-token", "data", "tls", "tls-ca")
 	}
-	root.AddCommand(newServe(g), newProject(g), newToken(g), newVersions(g))
+	root.AddCommand(newServe(g), newProject(g), newToken(g), newVersions(g),
+		newDiff(g), newFiles(g), newHistory(g), newGet(g), newRollback(g), newLink(g),
+		newGC(g), newVersion(g), newRetention(g), newSimulate(g))
+	root.AddCommand(newLifecycleCommands(g)...) // lifecycle: sandbox, lease, policy, cost
 	return root
 }
 

@@ -57,6 +57,7 @@ variable: --s3-bucket as SANDKEEP_S3_BUCKET, and so on.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key for TLS on the gRPC listener")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	lifecycleFlags(f, &cfg.Lifecycle) // lifecycle: --provider, --daytona-*, --local-*, policy and rates
 	// --admin-token (global) doubles as the token serve registers.
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
 		cfg.AdminToken = g.adminToken

@@ -20,6 +20,14 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict: a commit named a parent that is not the current head.
 	ErrConflict = errors.New("parent is not the head version")
+	// ErrMissing: a commit requires a blob (FileChanges.Requires) that the
+	// project's index does not hold, or holds only in a condemned pack.
+	ErrMissing = errors.New("referenced blob is not stored")
+	// ErrStale: AddPack or MoveBlobs was told a pack epoch older than the
+	// project's (garbage collection forgot packs since the caller verified
+	// the object), or the pack is being deleted by garbage collection.
+	// Nothing changed; verify the object again and retry.
+	ErrStale = errors.New("pack state changed since the object was verified")
 	// ErrAlreadyExists: a unique name or id is taken.
 	ErrAlreadyExists = errors.New("already exists")
 	// ErrInvalid: an argument is malformed (empty name, negative limit, ...).
@@ -63,12 +71,31 @@ const (
 )
 
 // Pack is one stored pack object.
+//
+// A pack's life: live (indexed by AddPack or MoveBlobs), condemned by
+// garbage collection when none of its indexed blobs is live (CondemnedAt
+// set; its blobs still resolve for reads but count as missing for uploads
+// and commits), then either un-condemned (a blob turned out live) or, after
+// a grace period, deleting (DeletePacks: its blobs leave the index, GC
+// deletes the object) and finally forgotten (DropPacks).
 type Pack struct {
 	ProjectID string
 	ID        id.ID
 	Type      BlobType // packs hold one type only
 	Size      int64
 	CreatedAt time.Time
+	// CondemnedAt is when garbage collection condemned the pack; zero while
+	// it is live. Set by CondemnPacks, cleared by UncondemnPacks and by
+	// AddPack/MoveBlobs of the same pack. Ignored by AddPack and MoveBlobs.
+	CondemnedAt time.Time
+	// Deleting says garbage collection is deleting the pack's object
+	// (DeletePacks was called and DropPacks not yet): its blobs are no
+	// longer indexed. Ignored by AddPack and MoveBlobs.
+	Deleting bool
+	// Epoch is an input of AddPack and MoveBlobs (ListPacks leaves it 0): the
+	// project's PackEpoch as read before the pack's object was last
+	// verified, or written, in the blob store. See PackEpoch.
+	Epoch int64
 }
 
 // BlobLocation says where one blob lives.
@@ -127,9 +154,41 @@ type ProjectFile struct {
 // replaces size, content type, checksum and UpdatedAt but keeps the row's
 // CreatedAt, and UserUploaded is sticky (once set, a later sync does not
 // clear it). Zero CreatedAt/UpdatedAt mean the commit's time.
+//
+// Requires is not a file change but a condition checked in the commit's
+// transaction: every blob in it must be indexed in a pack that is not
+// condemned, otherwise the commit fails with ErrMissing and changes nothing.
+// Garbage collection depends on it (see package gc): a commit lists the
+// blobs its tree references that its parent's tree does not.
 type FileChanges struct {
-	Upsert []ProjectFile
-	Delete []string // paths
+	Upsert   []ProjectFile
+	Delete   []string // paths
+	Requires []id.ID
+}
+
+// Retention says which versions of a project garbage collection keeps. A
+// version is kept if any rule keeps it: it is among the KeepLast newest, it
+// is younger than KeepWithin, it is pinned, or it is the head (always).
+// Versions are never renumbered: deleting some leaves gaps.
+type Retention struct {
+	// KeepLast keeps the newest KeepLast versions (the head counts as one).
+	// 0 keeps none by count.
+	KeepLast int
+	// KeepWithin keeps versions created less than KeepWithin ago. 0 keeps
+	// none by age. Stored with microsecond precision.
+	KeepWithin time.Duration
+}
+
+// Default retention of a project that has none set: the last 50 versions
+// and every version of the last 30 days (plus pinned ones and the head).
+const (
+	DefaultKeepLast   = 50
+	DefaultKeepWithin = 30 * 24 * time.Hour
+)
+
+// DefaultRetention is the retention of a project that has none set.
+func DefaultRetention() Retention {
+	return Retention{KeepLast: DefaultKeepLast, KeepWithin: DefaultKeepWithin}
 }
 
 // ListOptions pages a listing: rows strictly after After (in the listing's
@@ -149,26 +208,92 @@ type Store interface {
 	CreateProject(ctx context.Context, name string) (Project, error)
 	GetProject(ctx context.Context, projectID string) (Project, error)
 	ListProjects(ctx context.Context) ([]Project, error)
+	// DeleteProject deletes the project's row and with it every row of the
+	// project: tokens, packs, blobs, versions, files, retention. The caller
+	// deletes the objects (see repo.DeleteProject).
+	DeleteProject(ctx context.Context, projectID string) error
 
 	CreateToken(ctx context.Context, t Token) error
 	// GetToken finds a token by the hex SHA-256 of its secret.
 	GetToken(ctx context.Context, hash string) (Token, error)
+	// RevokeProjectTokens revokes every token of the project and returns how
+	// many were not revoked before.
+	RevokeProjectTokens(ctx context.Context, projectID string) (int, error)
 
 	// MissingBlobs returns the ids (in input order, deduplicated) that the
-	// project's index does not hold.
+	// project's index does not hold, or holds only in a condemned pack (an
+	// uploader then stores them again, in a new pack: see AddPack).
 	MissingBlobs(ctx context.Context, projectID string, ids []id.ID) ([]id.ID, error)
 	// AddPack records a verified pack and the blobs in it. It is idempotent:
-	// adding the same pack again changes nothing. A blob already indexed in
-	// another pack keeps its first location.
+	// adding the same pack again changes nothing, except that a condemned
+	// pack is un-condemned (its object was just verified). A blob already
+	// indexed in another pack keeps its first location, unless that pack is
+	// condemned: then the blob moves to p.
+	//
+	// p.Epoch must be the project's PackEpoch read before the object was
+	// verified (or written); if it is older, or the pack is being deleted,
+	// AddPack fails with ErrStale and changes nothing.
 	AddPack(ctx context.Context, p Pack, blobs []BlobLocation) error
 	// LocateBlobs returns the locations of the ids it knows; unknown ids are
-	// absent from the map.
+	// absent from the map. Blobs in condemned packs are located too.
 	LocateBlobs(ctx context.Context, projectID string, ids []id.ID) (map[id.ID]BlobLocation, error)
+
+	// ---- garbage collection (see package gc) ----
+
+	// PackEpoch returns a counter of the project that DropPacks advances.
+	// Whoever verifies (or writes) a pack object and then indexes it reads
+	// the epoch first and passes it as Pack.Epoch: a pack id reused while
+	// garbage collection deleted the same object cannot then be indexed
+	// over a deleted object.
+	PackEpoch(ctx context.Context, projectID string) (int64, error)
+	// ListPacks lists the project's packs in id order, every state; opts.After
+	// is a hex pack id.
+	ListPacks(ctx context.Context, projectID string, opts ListOptions) ([]Pack, error)
+	// CondemnPacks marks the given live packs condemned at time at (packs
+	// already condemned or deleting, and unknown ids, are left alone) and
+	// returns how many it marked.
+	CondemnPacks(ctx context.Context, projectID string, ids []id.ID, at time.Time) (int, error)
+	// UncondemnPacks makes condemned packs live again and returns how many
+	// it changed. Deleting packs stay deleting.
+	UncondemnPacks(ctx context.Context, projectID string, ids []id.ID) (int, error)
+	// MoveBlobs records pack p, written by garbage collection, and points
+	// each blob of blobs that is currently indexed in one of the packs from
+	// (or in a condemned pack) at its location in p. Blobs indexed elsewhere
+	// or not at all are left alone. It returns how many blobs it moved.
+	// p.Epoch works as for AddPack; a p that exists already is reused.
+	MoveBlobs(ctx context.Context, p Pack, blobs []BlobLocation, from []id.ID) (int, error)
+	// DeletePacks starts deleting each pack of packs (ID and CondemnedAt as
+	// ListPacks reported them) that is still condemned, at exactly
+	// CondemnedAt: it becomes deleting and its blobs leave the index, all in
+	// one transaction. A pack un-condemned or condemned again since is left
+	// alone. It returns the ids of packs that are deleting afterwards
+	// (including ones that already were); the caller deletes their objects,
+	// then calls DropPacks.
+	DeletePacks(ctx context.Context, projectID string, packs []Pack) ([]id.ID, error)
+	// DropPacks forgets deleting packs (other ids are left alone) and
+	// advances the project's PackEpoch.
+	DropPacks(ctx context.Context, projectID string, ids []id.ID) error
+
+	// GetRetention returns the project's retention, DefaultRetention() if
+	// none was set.
+	GetRetention(ctx context.Context, projectID string) (Retention, error)
+	// SetRetention stores the project's retention (negative values are
+	// ErrInvalid).
+	SetRetention(ctx context.Context, projectID string, r Retention) error
+	// SetPinned pins or unpins a version; pinned versions are never deleted.
+	SetPinned(ctx context.Context, projectID string, number int64, pinned bool) error
+	// DeleteVersions deletes the listed versions, except the head and pinned
+	// ones, and returns the numbers it deleted, ascending. Unknown numbers
+	// are ignored.
+	DeleteVersions(ctx context.Context, projectID string, numbers []int64) ([]int64, error)
 
 	// CommitVersion makes v the new head if v.Parent equals the current head
 	// (0 for a project with no versions), otherwise it returns ErrConflict and
 	// changes nothing. It assigns v.Number = head+1 and v.CreatedAt, and
-	// applies changes to project_files in the same transaction.
+	// applies changes to project_files in the same transaction. If a blob of
+	// changes.Requires is not stored in a live pack it returns ErrMissing and
+	// changes nothing; that check is atomic with the commit and with the
+	// garbage collection calls (CondemnPacks, DeletePacks, ...).
 	CommitVersion(ctx context.Context, v Version, changes FileChanges) (Version, error)
 	GetVersion(ctx context.Context, projectID string, number int64) (Version, error)
 	// HeadVersion returns the newest version, or ErrNotFound if there is none.

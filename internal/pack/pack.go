@@ -128,10 +128,18 @@ var (
 	decErr  error
 )
 
+// encoderWindow is the zstd window of the blobs writers compress. A blob
+// of at most this size is one segment whatever the window; a larger one
+// (a chunk of up to 4 MiB) loses only matches further back than this. Each
+// of the shared encoders keeps a history of the window's size, so the
+// fastest level's default of 4 MiB would cost the agent 4 MiB per encoder.
+const encoderWindow = 1 << 20
+
 func getEncoder() (*zstd.Encoder, error) {
 	encOnce.Do(func() {
 		encoder, encErr = zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.SpeedFastest),
+			zstd.WithWindowSize(encoderWindow),
 			zstd.WithEncoderConcurrency(coderConcurrency()),
 			zstd.WithLowerEncoderMem(true),
 			zstd.WithEncoderCRC(false),
@@ -152,19 +160,145 @@ func getDecoder() (*zstd.Decoder, error) {
 	return decoder, decErr
 }
 
-// Writer builds one pack at a time. It is not safe for concurrent use; use
-// one Writer per goroutine (compression itself is shared and concurrent).
-type Writer struct {
-	buf      []byte // stored bytes so far
-	entries  []Entry
-	index    map[id.ID]int // id -> position in entries
-	sizeHint int           // capacity to start the next buffer with
-	checkIDs bool          // re-hash plaintext in Add (tests)
+// Compressor turns plaintexts into the stored bytes of blobs, by the policy
+// every writer follows: zstd at the fastest level, kept only when it saves at
+// least ~3%. It reuses one output buffer, so compressing allocates nothing
+// once that buffer has grown to the largest blob. A Compressor is not safe
+// for concurrent use; the zstd encoders behind it are shared and concurrent.
+type Compressor struct {
+	buf []byte
 }
 
-// NewWriter returns an empty Writer.
-func NewWriter() *Writer {
-	return &Writer{index: make(map[id.ID]int)}
+// Compress returns the stored form of plaintext and its codec. The stored
+// bytes are plaintext itself when it is kept raw (codec None), otherwise
+// they live in the Compressor's buffer and are valid until the next call.
+func (c *Compressor) Compress(plaintext []byte) (stored []byte, codec Codec, err error) {
+	if len(plaintext) > MaxBlobSize {
+		return nil, None, fmt.Errorf("pack: compress: %d bytes, more than the maximum %d", len(plaintext), MaxBlobSize)
+	}
+	enc, err := getEncoder()
+	if err != nil {
+		return nil, None, fmt.Errorf("pack: zstd encoder: %w", err)
+	}
+	// Room for the worst case, so that the buffer grows once to the
+	// largest blob instead of step by step.
+	if bound := compressBound(len(plaintext)); cap(c.buf) < bound {
+		c.buf = make([]byte, 0, bound)
+	}
+	c.buf = enc.EncodeAll(plaintext, c.buf[:0])
+	clen := len(c.buf)
+	if clen == 0 || clen >= len(plaintext)-len(plaintext)/minSavingsDiv {
+		return plaintext, None, nil
+	}
+	return c.buf, Zstd, nil
+}
+
+// Writer builds one pack at a time. It is not safe for concurrent use (but
+// for Recycle); use one Writer per goroutine, or share one under a lock and
+// compress outside it with a Compressor per goroutine and AddStored. Add
+// compresses straight into the pack buffer when it has room for the worst
+// case, else through a scratch buffer of the writer's.
+//
+// A Writer's packs are meant to be finished once Size reaches its target
+// (NewWriterSize). Each pack is built in a buffer of a fixed capacity,
+// target + target/4, that Finish hands to the caller with the pack and
+// Recycle gives back for a later pack: a stream of packs allocates a few
+// buffers in all, and no pack is ever copied to grow. The footer's room is
+// kept free as blobs are added. A caller that checks Fits before adding
+// never outgrows the capacity; a blob that does not fit gets a larger,
+// one-off buffer, never recycled. The first pack starts in a small buffer,
+// moved (at most smallPack bytes) to a full-capacity one if it outgrows it,
+// so that a writer making one small pack never allocates a large one.
+type Writer struct {
+	buf      []byte // stored bytes so far, with room for the footer
+	entries  []Entry
+	index    map[id.ID]int // id -> position in entries
+	comp     Compressor    // for Add
+	target   int
+	capacity int
+	free     chan []byte // recycled buffers of capacity bytes
+	checkIDs bool        // re-hash plaintext in Add (tests)
+}
+
+// smallPack is the capacity of the first buffer of a writer's pack when no
+// recycled buffer is at hand and the first blob needs less.
+const smallPack = 256 << 10
+
+// recycledBuffers is how many buffers a Writer keeps for its next packs.
+const recycledBuffers = 2
+
+// NewWriter returns an empty Writer for packs of about TargetSize bytes.
+func NewWriter() *Writer { return NewWriterSize(TargetSize) }
+
+// NewWriterSize returns an empty Writer for packs of about target bytes
+// (TargetSize if target <= 0): its buffers hold target + target/4 bytes,
+// footer included.
+func NewWriterSize(target int) *Writer {
+	if target <= 0 {
+		target = TargetSize
+	}
+	return &Writer{
+		index:    make(map[id.ID]int),
+		target:   target,
+		capacity: target + target/4,
+		free:     make(chan []byte, recycledBuffers),
+	}
+}
+
+// Target returns the size at which the caller should finish a pack.
+func (w *Writer) Target() int { return w.target }
+
+// Fits reports whether a blob of n stored bytes can be added to the current
+// pack without outgrowing the writer's buffer capacity (footer included). A
+// blob's stored length is at most its plaintext length, so checking Fits
+// with the plaintext length before Add is safe. An empty writer always
+// accepts a blob (in a larger buffer if need be).
+func (w *Writer) Fits(n int) bool { return w.need(n) <= w.capacity }
+
+// need is the buffer size the pack needs with one more blob of n bytes.
+func (w *Writer) need(n int) int {
+	return len(w.buf) + n + (len(w.entries)+1)*EntrySize + TrailerSize
+}
+
+// reserve makes room in w.buf for one more blob of n stored bytes and the
+// footer entry that goes with it.
+func (w *Writer) reserve(n int) {
+	need := w.need(n)
+	if need <= cap(w.buf) {
+		return
+	}
+	var nb []byte
+	switch {
+	case need > w.capacity:
+		nb = make([]byte, 0, need) // one oversized pack
+	default:
+		select {
+		case b := <-w.free:
+			nb = b[:0]
+		default:
+			if len(w.buf) == 0 && need <= smallPack && smallPack < w.capacity {
+				nb = make([]byte, 0, smallPack)
+			} else {
+				nb = make([]byte, 0, w.capacity)
+			}
+		}
+	}
+	w.buf = append(nb, w.buf...)
+}
+
+// Recycle gives back the data of a pack returned by Finish once the caller
+// is done with it (uploaded), for a later pack to be built in. The caller
+// must not touch data afterwards. Buffers the writer did not allocate at
+// its capacity, and any beyond the few it keeps, are left to the garbage
+// collector. Recycle may be called concurrently with the other methods.
+func (w *Writer) Recycle(data []byte) {
+	if cap(data) != w.capacity {
+		return
+	}
+	select {
+	case w.free <- data[:0]:
+	default:
+	}
 }
 
 // Add appends one blob of type t whose plaintext is plaintext and whose id is
@@ -174,46 +308,99 @@ func NewWriter() *Writer {
 // existing entry (an error if it was added with another type). plaintext is
 // not retained.
 func (w *Writer) Add(t BlobType, blobID id.ID, plaintext []byte) (Entry, error) {
-	if !t.valid() {
-		return Entry{}, fmt.Errorf("pack: add blob %s: unknown type %d", blobID.Short(), uint8(t))
-	}
-	if len(plaintext) > MaxBlobSize {
-		return Entry{}, fmt.Errorf("pack: add blob %s: %d bytes, more than the maximum %d", blobID.Short(), len(plaintext), MaxBlobSize)
-	}
-	if i, ok := w.index[blobID]; ok {
-		e := w.entries[i]
-		if e.Type != t {
-			return Entry{}, fmt.Errorf("pack: add blob %s as %s: already added as %s", blobID.Short(), t, e.Type)
-		}
-		return e, nil
-	}
-	if len(w.entries) >= MaxEntries {
-		return Entry{}, fmt.Errorf("pack: add blob %s: pack already holds %d blobs", blobID.Short(), MaxEntries)
+	if e, done, err := w.check(t, blobID, len(plaintext)); done || err != nil {
+		return e, err
 	}
 	if w.checkIDs {
 		if got := id.Sum(plaintext); got != blobID {
 			return Entry{}, fmt.Errorf("pack: add blob %s: plaintext hashes to %s", blobID.Short(), got.Short())
 		}
 	}
-	enc, err := getEncoder()
+	if bound := compressBound(len(plaintext)); w.Fits(bound) {
+		// Room for the worst case: compress straight into the pack.
+		w.reserve(bound)
+		enc, err := getEncoder()
+		if err != nil {
+			return Entry{}, fmt.Errorf("pack: zstd encoder: %w", err)
+		}
+		start := len(w.buf)
+		e := Entry{ID: blobID, Offset: uint64(start), RawLength: uint32(len(plaintext)), Type: t, Codec: Zstd}
+		w.buf = enc.EncodeAll(plaintext, w.buf)
+		if clen := len(w.buf) - start; clen == 0 || clen >= len(plaintext)-len(plaintext)/minSavingsDiv {
+			w.buf = append(w.buf[:start], plaintext...)
+			e.Codec = None
+		}
+		e.Length = uint32(len(w.buf) - start)
+		w.index[blobID] = len(w.entries)
+		w.entries = append(w.entries, e)
+		return e, nil
+	}
+	stored, codec, err := w.comp.Compress(plaintext)
 	if err != nil {
-		return Entry{}, fmt.Errorf("pack: zstd encoder: %w", err)
+		return Entry{}, err
 	}
-	if w.buf == nil && w.sizeHint > 0 {
-		w.buf = make([]byte, 0, w.sizeHint)
+	return w.add(t, blobID, codec, len(plaintext), stored), nil
+}
+
+// compressBound bounds the stored size of a blob of n bytes compressed by
+// the writers' encoder: zstd's worst case is raw blocks with their headers.
+func compressBound(n int) int { return n + n>>8 + 1<<10 }
+
+// AddStored appends one blob already turned into its stored form by a
+// Compressor: stored holds the bytes to store, codec how they decode, and
+// rawLen the plaintext length, whose BLAKE3-256 must be blobID. The writer
+// trusts all of this (DecodeBlob checks it on read). Duplicates are handled
+// as by Add. stored is not retained.
+func (w *Writer) AddStored(t BlobType, blobID id.ID, codec Codec, rawLen int, stored []byte) (Entry, error) {
+	if e, done, err := w.check(t, blobID, rawLen); done || err != nil {
+		return e, err
 	}
-	start := len(w.buf)
-	e := Entry{ID: blobID, Offset: uint64(start), RawLength: uint32(len(plaintext)), Type: t, Codec: Zstd}
-	w.buf = enc.EncodeAll(plaintext, w.buf)
-	clen := len(w.buf) - start
-	if clen == 0 || clen >= len(plaintext)-len(plaintext)/minSavingsDiv {
-		w.buf = append(w.buf[:start], plaintext...)
-		e.Codec = None
+	switch {
+	case !codec.valid():
+		return Entry{}, fmt.Errorf("pack: add blob %s: unknown codec %d", blobID.Short(), uint8(codec))
+	case codec == None && len(stored) != rawLen:
+		return Entry{}, fmt.Errorf("pack: add blob %s: %d raw bytes stored for a plaintext of %d", blobID.Short(), len(stored), rawLen)
+	case codec == Zstd && (len(stored) == 0 || len(stored) > MaxBlobSize):
+		return Entry{}, fmt.Errorf("pack: add blob %s: %d stored bytes", blobID.Short(), len(stored))
 	}
-	e.Length = uint32(len(w.buf) - start)
+	if w.checkIDs {
+		e := Entry{ID: blobID, Length: uint32(len(stored)), RawLength: uint32(rawLen), Type: t, Codec: codec}
+		if _, err := DecodeBlob(e, stored, nil); err != nil {
+			return Entry{}, fmt.Errorf("pack: add blob %s: %w", blobID.Short(), err)
+		}
+	}
+	return w.add(t, blobID, codec, rawLen, stored), nil
+}
+
+// check validates a blob about to be added; done reports a duplicate, whose
+// entry is e.
+func (w *Writer) check(t BlobType, blobID id.ID, rawLen int) (e Entry, done bool, err error) {
+	if !t.valid() {
+		return Entry{}, false, fmt.Errorf("pack: add blob %s: unknown type %d", blobID.Short(), uint8(t))
+	}
+	if rawLen > MaxBlobSize || rawLen < 0 {
+		return Entry{}, false, fmt.Errorf("pack: add blob %s: %d bytes, more than the maximum %d", blobID.Short(), rawLen, MaxBlobSize)
+	}
+	if i, ok := w.index[blobID]; ok {
+		e := w.entries[i]
+		if e.Type != t {
+			return Entry{}, false, fmt.Errorf("pack: add blob %s as %s: already added as %s", blobID.Short(), t, e.Type)
+		}
+		return e, true, nil
+	}
+	if len(w.entries) >= MaxEntries {
+		return Entry{}, false, fmt.Errorf("pack: add blob %s: pack already holds %d blobs", blobID.Short(), MaxEntries)
+	}
+	return Entry{}, false, nil
+}
+
+func (w *Writer) add(t BlobType, blobID id.ID, codec Codec, rawLen int, stored []byte) Entry {
+	w.reserve(len(stored))
+	e := Entry{ID: blobID, Offset: uint64(len(w.buf)), Length: uint32(len(stored)), RawLength: uint32(rawLen), Type: t, Codec: codec}
+	w.buf = append(w.buf, stored...)
 	w.index[blobID] = len(w.entries)
 	w.entries = append(w.entries, e)
-	return e, nil
+	return e
 }
 
 // Len returns the number of blobs added since the last Finish.
@@ -227,7 +414,8 @@ func (w *Writer) Size() int { return len(w.buf) }
 // Finish appends the footer and trailer and returns the whole pack object,
 // its id and its entries. The writer is then empty and may be reused; the
 // returned slices belong to the caller and are never touched again by the
-// writer. Finish on an empty writer returns ErrEmpty.
+// writer, unless the caller hands data back with Recycle. Finish on an empty
+// writer returns ErrEmpty.
 func (w *Writer) Finish() (data []byte, packID id.ID, entries []Entry, err error) {
 	if len(w.entries) == 0 {
 		return nil, id.ID{}, nil, fmt.Errorf("pack: finish: %w", ErrEmpty)
@@ -236,7 +424,6 @@ func (w *Writer) Finish() (data []byte, packID id.ID, entries []Entry, err error
 	entries = w.entries
 	packID = id.Sum(data)
 
-	w.sizeHint = min(len(data), TargetSize+TargetSize/8)
 	w.buf = nil
 	w.entries = nil
 	clear(w.index)

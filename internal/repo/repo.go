@@ -154,21 +154,26 @@ func (r *Repo) CompletePacks(ctx context.Context, projectID string, packs []Pack
 		if err := checkPackRef(p); err != nil {
 			return total, err
 		}
-		entries, err := r.readFooter(ctx, projectID, p)
-		if err != nil {
-			return total, err
-		}
-		locs := make([]metastore.BlobLocation, 0, len(entries))
-		for _, e := range entries {
-			if e.Type != pack.Data {
-				return total, fmt.Errorf("%w: pack %s holds a blob of type %d; agents upload data packs only", ErrCorrupt, p.ID.Short(), e.Type)
+		n := 0
+		err := r.indexPack(ctx, metastore.Pack{ProjectID: projectID, ID: p.ID, Type: metastore.BlobData, Size: p.Size}, func() ([]metastore.BlobLocation, error) {
+			entries, err := r.readFooter(ctx, projectID, p)
+			if err != nil {
+				return nil, err
 			}
-			locs = append(locs, locationOf(p.ID, e))
-		}
-		if err := r.meta.AddPack(ctx, metastore.Pack{ProjectID: projectID, ID: p.ID, Type: metastore.BlobData, Size: p.Size}, locs); err != nil {
+			locs := make([]metastore.BlobLocation, 0, len(entries))
+			for _, e := range entries {
+				if e.Type != pack.Data {
+					return nil, fmt.Errorf("%w: pack %s holds a blob of type %d; agents upload data packs only", ErrCorrupt, p.ID.Short(), e.Type)
+				}
+				locs = append(locs, locationOf(p.ID, e))
+			}
+			n = len(entries)
+			return locs, nil
+		})
+		if err != nil {
 			return total, fmt.Errorf("index pack %s: %w", p.ID.Short(), err)
 		}
-		total += len(entries)
+		total += n
 	}
 	return total, nil
 }
@@ -302,15 +307,16 @@ func (r *Repo) PutTrees(ctx context.Context, projectID string, encoded [][]byte)
 			}
 		}
 	}
-	// Store the trees not stored yet, in one tree pack.
-	have, err := r.locateAll(ctx, projectID, ids)
+	// Store the trees not stored yet, in one tree pack. A tree stored only
+	// in a pack garbage collection condemned is stored again (see gchooks.go).
+	have, err := r.storedLive(ctx, projectID, ids)
 	if err != nil {
 		return nil, err
 	}
 	w := pack.NewWriter()
 	added := make(map[id.ID]bool)
 	for i, b := range encoded {
-		if _, ok := have[ids[i]]; ok || added[ids[i]] {
+		if have[ids[i]] || added[ids[i]] {
 			continue
 		}
 		added[ids[i]] = true
@@ -328,14 +334,17 @@ func (r *Repo) PutTrees(ctx context.Context, projectID string, encoded [][]byte)
 	if err != nil {
 		return nil, fmt.Errorf("finish tree pack: %w", err)
 	}
-	if err := r.store.Put(ctx, PackKey(projectID, packID), bytes.NewReader(data), int64(len(data))); err != nil {
-		return nil, fmt.Errorf("store tree pack: %w", err)
-	}
 	locsOut := make([]metastore.BlobLocation, len(entries))
 	for i, e := range entries {
 		locsOut[i] = locationOf(packID, e)
 	}
-	if err := r.meta.AddPack(ctx, metastore.Pack{ProjectID: projectID, ID: packID, Type: metastore.BlobTree, Size: int64(len(data))}, locsOut); err != nil {
+	err = r.indexPack(ctx, metastore.Pack{ProjectID: projectID, ID: packID, Type: metastore.BlobTree, Size: int64(len(data))}, func() ([]metastore.BlobLocation, error) {
+		if err := r.store.Put(ctx, PackKey(projectID, packID), bytes.NewReader(data), int64(len(data))); err != nil {
+			return nil, fmt.Errorf("store tree pack: %w", err)
+		}
+		return locsOut, nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("index tree pack: %w", err)
 	}
 	return ids, nil
@@ -400,10 +409,18 @@ func (r *Repo) Commit(ctx context.Context, projectID string, req CommitRequest) 
 	if err != nil {
 		return metastore.Version{}, err
 	}
+	// What garbage collection needs (see gchooks.go): the store commits only
+	// if every blob the new tree adds to the parent's is in a live pack.
+	if changes.Requires, err = r.newRefs(ctx, projectID, old.Root, req.Root); err != nil {
+		return metastore.Version{}, fmt.Errorf("references of the new tree: %w", err)
+	}
 	v, err := r.meta.CommitVersion(ctx, metastore.Version{
 		ProjectID: projectID, Parent: req.Parent, Root: req.Root, Kind: req.Kind,
 		SandboxID: req.SandboxID, Files: files, Bytes: bytes,
 	}, changes)
+	if errors.Is(err, metastore.ErrMissing) {
+		return metastore.Version{}, fmt.Errorf("commit: %w: %w", ErrMissing, err)
+	}
 	if err != nil {
 		return metastore.Version{}, fmt.Errorf("commit: %w", err)
 	}

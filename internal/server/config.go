@@ -47,6 +47,9 @@ type Config struct {
 	// TLSCert and TLSKey enable TLS on the gRPC listener.
 	TLSCert string
 	TLSKey  string
+
+	// Lifecycle configures the sandbox lifecycle manager (lifecycle.go). // lifecycle
+	Lifecycle LifecycleConfig
 }
 
 // Defaults.

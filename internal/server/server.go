@@ -25,10 +25,13 @@ import (
 	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/blobstore/fsstore"
 	"github.com/sandkeep/sandkeep/internal/blobstore/s3store"
+	"github.com/sandkeep/sandkeep/internal/lifecycle"
+	"github.com/sandkeep/sandkeep/internal/links"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/metastore/pgstore"
 	"github.com/sandkeep/sandkeep/internal/metastore/sqlitestore"
 	"github.com/sandkeep/sandkeep/internal/metrics"
+	"github.com/sandkeep/sandkeep/internal/provider"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/sessions"
 	"github.com/sandkeep/sandkeep/internal/urlsign"
@@ -47,6 +50,9 @@ type Server struct {
 	Metrics    *metrics.Metrics
 	AdminToken string // the admin token, when this server made or was given it
 	NewAdmin   bool   // the admin token was made on this start
+	// Lifecycle is the sandbox lifecycle manager (lifecycle.go). // lifecycle
+	Lifecycle *lifecycle.Manager
+	provider  provider.Provider // lifecycle
 
 	grpcLn net.Listener
 	httpLn net.Listener
@@ -54,6 +60,8 @@ type Server struct {
 	http   *http.Server
 	health *health.Server
 	fs     *fsstore.Store
+	// publicURL is how clients reach the HTTP listener (file links).
+	publicURL string
 }
 
 // New opens the stores and binds the listeners. Close it if Serve is not
@@ -104,6 +112,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 		public = "http://" + s.httpLn.Addr().String()
 	}
 	public = strings.TrimRight(public, "/")
+	s.publicURL = public
 
 	if cfg.S3Bucket != "" {
 		st, err := s3store.New(ctx, s3store.Config{
@@ -220,6 +229,7 @@ var Policy = auth.Policy{
 	Rules: []auth.Rule{
 		{Prefix: "/sandkeep.v1.AgentService/", Kind: metastore.TokenSandbox},
 		{Prefix: "/sandkeep.v1.AdminService/", Kind: metastore.TokenAdmin},
+		{Prefix: "/sandkeep.v1.LifecycleService/", Kind: metastore.TokenAdmin}, // lifecycle
 	},
 	Open: []string{"/grpc.health.v1.Health/", "/grpc.reflection."},
 }
@@ -247,11 +257,19 @@ func (s *Server) build() error {
 	s.Sessions = sessions.New(s.log)
 	s.Metrics = metrics.New()
 	s.Sessions.OnConnect = func(d int) { s.Metrics.AgentSessions.Add(float64(d)) }
-	s.Sessions.OnHeartbeat = func(string, *pb.Heartbeat) { s.Metrics.Heartbeats.Inc() }
+	// lifecycle: heartbeats also update the sandbox registry.
+	if err := s.buildLifecycle(); err != nil {
+		return err
+	}
+	s.Sessions.OnHeartbeat = func(project string, hb *pb.Heartbeat) {
+		s.Metrics.Heartbeats.Inc()
+		s.Lifecycle.OnHeartbeat(project, hb)
+	}
+	pb.RegisterLifecycleServiceServer(s.grpc, api.NewLifecycleServer(s.Lifecycle, s.log)) // lifecycle
 	agentSrv := api.NewAgentServer(s.Repo, s.Sessions, s.log)
 	agentSrv.SetMetrics(s.Metrics)
 	pb.RegisterAgentServiceServer(s.grpc, agentSrv)
-	pb.RegisterAdminServiceServer(s.grpc, api.NewAdminServer(s.Repo, s.Sessions, s.log))
+	pb.RegisterAdminServiceServer(s.grpc, api.NewAdminServer(s.Repo, s.Sessions, s.log).WithLinks(links.NewLinker(s.URLSigner, s.publicURL)))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -265,7 +283,17 @@ func (s *Server) build() error {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// File links bypass the mux, which would answer a path holding ".."
+	// with a redirect to a cleaned path: the links handler refuses it.
+	fileLinks := links.NewHandler(s.Repo, s.URLSigner, s.log)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, links.Prefix) {
+			fileLinks.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }
 
@@ -287,6 +315,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		errc <- nil
 	}()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	lcCtx, lcStop := context.WithCancel(ctx) // lifecycle
+	lcWait := s.runLifecycle(lcCtx)
 	s.log.Info("coordinator serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "blobs", s.Blobs.Name())
 	var err error
 	select {
@@ -294,6 +324,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	case err = <-errc:
 	}
 	s.health.Shutdown()
+	lcStop() // lifecycle
+	lcWait()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = s.http.Shutdown(shutCtx)
@@ -316,6 +348,7 @@ func (s *Server) Close() {
 	if s.httpLn != nil {
 		s.httpLn.Close()
 	}
+	s.closeProvider() // lifecycle
 	if s.Meta != nil {
 		s.Meta.Close()
 	}

@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/bits"
 	"sync"
@@ -14,38 +15,52 @@ import (
 )
 
 // chunkMsg carries a chunk that may need uploading from a hash worker to
-// the batcher. data is a pooled copy (see getBuf), counted in the budget.
+// the batcher. data is a recycled copy (see chunkBufs), counted in the budget.
 type chunkMsg struct {
 	id   id.ID
 	data []byte
+	// large: data is the large-chunk slot (see emitLarge), not a copy
+	// counted in the budget.
+	large bool
 }
 
-// chunkers keeps Chunkers (and their buffers of about 8 MiB) across Runs.
-var chunkers sync.Pool
-
-type pooledChunker struct {
-	p chunker.Params
-	c *chunker.Chunker
-}
-
-func getChunker(p chunker.Params) *pooledChunker {
-	if pc, ok := chunkers.Get().(*pooledChunker); ok && pc.p == p {
-		return pc
+// getChunker takes a chunker for a large file. A Run makes at most
+// maxChunkers, kept until it ends: their buffers (Params.Max plus a read of
+// up to 4 MiB: 8 MiB by default) are the largest the scan holds, and small
+// files (the many) need none. They are not kept across Runs, so that an
+// idle agent holds none.
+func (r *run) getChunker(ctx context.Context) (*chunker.Chunker, error) {
+	select {
+	case ch := <-r.chunkers:
+		return ch, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return &pooledChunker{p: p, c: chunker.New(nil, p)}
 }
 
-func putChunker(pc *pooledChunker) {
-	pc.c.Reset(nil)
-	chunkers.Put(pc)
+func (r *run) putChunker(ch *chunker.Chunker) {
+	ch.Reset(nil)
+	r.chunkers <- ch
 }
+
+// newChunkers returns the channel of a Run's chunkers: maxChunkers of them,
+// each made on first use.
+func newChunkers() chan *chunker.Chunker {
+	c := make(chan *chunker.Chunker, maxChunkers)
+	for range maxChunkers {
+		c <- nil
+	}
+	return c
+}
+
+// maxChunkers bounds the large files read at once in a Run: one chunks and
+// hashes at more than 1 GB/s, faster than the packers compress.
+const maxChunkers = 1
 
 // hashLoop is one hash worker.
 func (r *run) hashLoop(ctx context.Context) error {
-	pc := getChunker(r.opts.Params)
-	defer putChunker(pc)
 	for j := range r.jobs {
-		if err := r.hashFile(ctx, pc.c, j); err != nil {
+		if err := r.hashFile(ctx, j); err != nil {
 			return err
 		}
 		if err := r.release(j.dir); err != nil {
@@ -58,7 +73,7 @@ func (r *run) hashLoop(ctx context.Context) error {
 // hashFile fills the node of one file: read, chunk and hash it until two
 // stats around the read agree, then record its chunks. A file that keeps
 // changing or cannot be read keeps its previous version (or is left out).
-func (r *run) hashFile(ctx context.Context, ch *chunker.Chunker, j fileJob) error {
+func (r *run) hashFile(ctx context.Context, j fileJob) error {
 	node, ex := &j.dir.nodes[j.slot], &j.dir.extra[j.slot]
 	var known map[id.ID]struct{}
 	if j.prev != nil && len(j.prev.chunks) > 0 {
@@ -79,11 +94,13 @@ func (r *run) hashFile(ctx context.Context, ch *chunker.Chunker, j fileJob) erro
 			}
 		}
 		if err == nil {
-			res, err = r.readFile(ctx, ch, j, before, attempt, known)
+			res, err = r.readFile(ctx, j, before, attempt, known)
 		}
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
+		case errors.As(err, new(remoteError)):
+			return err
 		case err != nil && isNotExist(err):
 			ex.omit = true // vanished
 			return nil
@@ -135,6 +152,13 @@ type readResult struct {
 	racy   bool
 }
 
+// remoteError is an error of the remote met while a file is read: unlike
+// the file's own errors, it fails the Run.
+type remoteError struct{ err error }
+
+func (e remoteError) Error() string { return e.err.Error() }
+func (e remoteError) Unwrap() error { return e.err }
+
 // errNotRegular: the path no longer names a regular file.
 var errNotRegular = errors.New("not a regular file")
 
@@ -144,7 +168,7 @@ var errNotRegular = errors.New("not a regular file")
 // named the same inode when it was opened, and that inode did not change
 // while read. (A rename over the path during the read leaves the tree with
 // the complete old content; the new inode shows in the next scan.)
-func (r *run) readFile(ctx context.Context, ch *chunker.Chunker, j fileJob, before fileStat, attempt int, known map[id.ID]struct{}) (readResult, error) {
+func (r *run) readFile(ctx context.Context, j fileJob, before fileStat, attempt int, known map[id.ID]struct{}) (readResult, error) {
 	start := nowNs()
 	f, err := j.dir.h.openFile(j.name)
 	if err != nil {
@@ -154,6 +178,80 @@ func (r *run) readFile(ctx context.Context, ch *chunker.Chunker, j fileJob, befo
 		return readResult{}, err
 	}
 	defer f.Close()
+	var refs []tree.ChunkRef
+	var total int64
+	var small *chunkMsg
+	if before.size < int64(r.opts.Params.Min) {
+		// Shorter than the smallest chunk: one chunk (or none), read
+		// straight into the buffer that carries it to the packer.
+		small, err = r.readSmall(ctx, f, int(before.size))
+		if small != nil {
+			total = int64(len(small.data))
+		}
+	} else {
+		refs, total, err = r.readChunked(ctx, f, before, known)
+	}
+	r.c.bytesRead.Add(total)
+	if err != nil {
+		return readResult{}, err
+	}
+	if r.opts.afterRead != nil {
+		r.opts.afterRead(j.rel, attempt)
+	}
+	after, kind, err := f.stat()
+	stable := err == nil && kind == kindFile && sameFile(before, after) && before.mode == after.mode && total == after.size
+	if small != nil {
+		// Only a stable read's chunk is worth sending.
+		if !stable || len(small.data) == 0 {
+			r.drop(*small)
+		} else {
+			refs = []tree.ChunkRef{{ID: small.id, Size: uint32(len(small.data))}}
+			if _, ok := known[small.id]; ok {
+				r.c.chunksReused.Add(1)
+				r.drop(*small)
+			} else if err := r.send(ctx, *small); err != nil {
+				return readResult{}, err
+			}
+		}
+	}
+	if err != nil {
+		return readResult{}, err
+	}
+	return readResult{st: after, refs: refs, stable: stable, racy: isRacy(after, start)}, nil
+}
+
+// readSmall reads a file expected to be size bytes into a buffer counted
+// in the budget, and hashes it. Fewer bytes (the file shrank) are fine: the
+// stat after the read tells.
+func (r *run) readSmall(ctx context.Context, f *fileReader, size int) (*chunkMsg, error) {
+	if err := r.budget.Acquire(ctx, int64(bufCap(size))); err != nil {
+		return nil, err
+	}
+	buf := r.bufs.get(size)
+	n, err := io.ReadFull(f, buf)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		err = nil
+	}
+	c := chunkMsg{data: buf[:n]}
+	if err != nil {
+		r.drop(c)
+		return nil, err
+	}
+	c.id = id.Sum(c.data)
+	return &c, nil
+}
+
+// readChunked reads a large file through a chunker, sending each chunk
+// not in known to the batcher as it comes.
+func (r *run) readChunked(ctx context.Context, f *fileReader, before fileStat, known map[id.ID]struct{}) ([]tree.ChunkRef, int64, error) {
+	ch, err := r.getChunker(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if ch == nil {
+		ch = chunker.New(nil, r.opts.Params)
+	}
+	defer r.putChunker(ch)
 	refs := make([]tree.ChunkRef, 0, before.size/int64(r.opts.Params.Avg)+1)
 	var total int64
 	// Reading exactly the expected size spares the read that returns EOF;
@@ -162,15 +260,14 @@ func (r *run) readFile(ctx context.Context, ch *chunker.Chunker, j fileJob, befo
 	defer ch.Reset(nil)
 	for {
 		if err := ctx.Err(); err != nil {
-			return readResult{}, err
+			return nil, total, err
 		}
 		data, err := ch.Next()
 		if err == io.EOF {
-			break
+			return refs, total, nil
 		}
 		if err != nil {
-			r.c.bytesRead.Add(total)
-			return readResult{}, err
+			return nil, total, err
 		}
 		cid := id.Sum(data)
 		refs = append(refs, tree.ChunkRef{ID: cid, Size: uint32(len(data))})
@@ -179,53 +276,83 @@ func (r *run) readFile(ctx context.Context, ch *chunker.Chunker, j fileJob, befo
 			r.c.chunksReused.Add(1)
 			continue
 		}
-		if err := r.emit(ctx, cid, data); err != nil {
-			return readResult{}, err
+		if err := r.emitLarge(ctx, cid, data); err != nil {
+			return nil, total, err
 		}
 	}
-	r.c.bytesRead.Add(total)
-	if r.opts.afterRead != nil {
-		r.opts.afterRead(j.rel, attempt)
-	}
-	after, kind, err := f.stat()
-	if err != nil {
-		return readResult{}, err
-	}
-	stable := kind == kindFile && sameFile(before, after) && before.mode == after.mode && total == after.size
-	return readResult{st: after, refs: refs, stable: stable, racy: isRacy(after, start)}, nil
 }
 
-// emit copies a chunk into a pooled buffer, waits for room in the budget
-// and hands it to the batcher.
-func (r *run) emit(ctx context.Context, cid id.ID, data []byte) error {
-	n := int64(bufCap(len(data)))
-	if err := r.budget.Acquire(ctx, n); err != nil {
-		return err
+// emitLarge hands a chunk of a large file to the packers if the remote
+// lacks it. Large files are read one at a time (maxChunkers) and their
+// chunks skip the batcher: the worker asks the remote about each one
+// itself, while the packers compress the previous one, then copies it into
+// the Run's one large-chunk slot (Params.Max bytes, reused: no garbage),
+// which comes back once the chunk is in a pack. So a large file costs one
+// chunk of memory besides the chunker, and no scratch: the packer
+// compresses it straight into the pack.
+func (r *run) emitLarge(ctx context.Context, cid id.ID, data []byte) error {
+	if !r.inflight.add(cid) {
+		r.c.chunksReused.Add(1) // being packed: a copy in the same Run
+		return nil
 	}
-	buf := getBuf(len(data))
-	copy(buf, data)
+	missing, err := r.remote.FindMissing(ctx, []id.ID{cid})
+	if err != nil {
+		return remoteError{fmt.Errorf("find missing chunks: %w", err)}
+	}
+	if len(missing) == 0 {
+		r.inflight.remove(cid)
+		r.c.chunksReused.Add(1)
+		return nil
+	}
+	var buf []byte
 	select {
-	case r.chunks <- chunkMsg{id: cid, data: buf}:
+	case buf = <-r.largeSlot:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if buf == nil {
+		buf = make([]byte, 0, r.opts.Params.Max)
+	}
+	c := chunkMsg{id: cid, data: append(buf[:0], data...), large: true}
+	select {
+	case r.packs <- []chunkMsg{c}:
 		return nil
 	case <-ctx.Done():
-		r.budget.Release(n)
+		r.drop(c)
 		return ctx.Err()
 	}
 }
 
-// drop returns a chunk's buffer to the pool and its bytes to the budget.
-func (r *run) drop(c chunkMsg) {
-	r.budget.Release(int64(cap(c.data)))
-	putBuf(c.data)
+// send hands a chunk, counted in the budget, to the batcher.
+func (r *run) send(ctx context.Context, c chunkMsg) error {
+	select {
+	case r.chunks <- c:
+		return nil
+	case <-ctx.Done():
+		r.drop(c)
+		return ctx.Err()
+	}
 }
 
-// Chunk copies come from power-of-two size classes, pooled, so that a scan
-// does not allocate (and leave for the garbage collector) a copy of every
-// byte it reads. Copies of at most minPooled bytes are allocated exactly.
-const minPooled = 4 << 10
+// drop recycles a chunk's buffer and returns its bytes (its capacity,
+// which is what was counted) to the budget, or frees the large-chunk slot.
+func (r *run) drop(c chunkMsg) {
+	if c.large {
+		r.largeSlot <- c.data[:0]
+		return
+	}
+	r.budget.Release(int64(cap(c.data)))
+	r.bufs.put(c.data)
+}
 
-var bufPools [32]sync.Pool // by log2 of the capacity
+// Chunk copies come from power-of-two size classes, recycled within a Run,
+// so that a scan does not allocate (and leave for the garbage collector) a
+// copy of every byte it reads. Copies of at most minPooled bytes are
+// allocated exactly.
+const minPooled = 512
 
+// bufCap is the capacity of the buffer for a chunk of n bytes, which is
+// what it counts in the budget.
 func bufCap(n int) int {
 	if n <= minPooled {
 		return n
@@ -233,22 +360,62 @@ func bufCap(n int) int {
 	return 1 << bits.Len(uint(n-1))
 }
 
-func getBuf(n int) []byte {
-	if n <= minPooled {
-		return make([]byte, n)
-	}
-	k := bits.Len(uint(n - 1))
-	if p, ok := bufPools[k].Get().(*[]byte); ok {
-		return (*p)[:n]
-	}
-	return make([]byte, n, 1<<k)
+// chunkBufs recycles the chunk copies of one Run. The budget bounds the
+// buffers in use; of those given back it keeps up to limit bytes, making
+// room for a buffer given back by dropping free ones of other classes,
+// largest first: the free buffers follow what the scan reads now (small
+// files, or the chunks of a large one). So the copies of a Run take at
+// most the budget plus limit. Nothing is kept across Runs.
+type chunkBufs struct {
+	mu    sync.Mutex
+	free  [bits.UintSize][][]byte // by log2 of the capacity
+	held  int                     // bytes in free
+	limit int
 }
 
-func putBuf(b []byte) {
+// newChunkBufs returns the pool of a Run whose budget is budget bytes and
+// whose chunks in the budget are shorter than maxChunk bytes.
+func newChunkBufs(budget, maxChunk int) chunkBufs {
+	return chunkBufs{limit: max(budget/2, bufCap(maxChunk))}
+}
+
+func (p *chunkBufs) get(n int) []byte {
+	c := bufCap(n)
+	if c <= minPooled {
+		return make([]byte, n)
+	}
+	k := bits.Len(uint(c - 1))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := len(p.free[k]); l > 0 {
+		b := p.free[k][l-1]
+		p.free[k][l-1] = nil
+		p.free[k] = p.free[k][:l-1]
+		p.held -= cap(b)
+		return b[:n]
+	}
+	return make([]byte, n, c)
+}
+
+func (p *chunkBufs) put(b []byte) {
 	c := cap(b)
 	if c <= minPooled || c&(c-1) != 0 {
 		return
 	}
-	b = b[:0]
-	bufPools[bits.Len(uint(c-1))].Put(&b)
+	k := bits.Len(uint(c - 1))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for j := len(p.free) - 1; j >= 0 && p.held+c > p.limit; j-- {
+		for j != k && len(p.free[j]) > 0 && p.held+c > p.limit {
+			l := len(p.free[j])
+			p.held -= cap(p.free[j][l-1])
+			p.free[j][l-1] = nil
+			p.free[j] = p.free[j][:l-1]
+		}
+	}
+	if p.held+c > p.limit {
+		return
+	}
+	p.free[k] = append(p.free[k], b[:0])
+	p.held += c
 }

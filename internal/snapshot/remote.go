@@ -14,7 +14,9 @@ import (
 //     does not store, in input order; it accepts at most MaxIDs ids per call.
 //   - UploadPack stores a finished pack (as produced by pack.Writer.Finish)
 //     and returns only once its chunks are indexed (signed PUT + CompletePacks).
-//     It is idempotent: uploading the same pack twice is harmless.
+//     It is idempotent: uploading the same pack twice is harmless. Once it
+//     has returned successfully it keeps no reference to data, whose
+//     buffer the snapshot reuses for a later pack.
 //   - UploadTrees stores encoded trees. Every chunk and subtree a tree names
 //     must already be stored or come earlier in the same call. Trees must be
 //     sent children first. At most MaxTreeBytes of encoded trees per call.

@@ -14,9 +14,10 @@
 // (BLAKE3) them. Chunks not known to be stored are copied out of the
 // chunker's buffer to a batcher that asks Remote.FindMissing about batches
 // of them (at most MaxIDs ids), then to two packer goroutines that compress
-// the missing ones into packs of about PackSize bytes, uploaded by up to
-// UploadConcurrency goroutines. The plaintext between hashing and packing
-// is bounded by BufferBytes and the finished packs by UploadConcurrency, so
+// the missing ones into one shared pack of about PackSize bytes, uploaded
+// by up to UploadConcurrency goroutines. The plaintext between hashing and
+// packing is bounded by BufferBytes, and the packs by UploadConcurrency + 1
+// buffers of PackSize + PackSize/4 bytes, reused from pack to pack, so
 // memory stays bounded whatever the size of the workspace or of its files.
 //
 // A directory's tree is encoded as soon as its last entry is known (bottom
@@ -26,16 +27,31 @@
 // chunks the previous Index names are known to be stored and are not asked
 // about again.
 //
+// # Incremental scans
+//
+// With Options.Dirty (the paths a watcher reported since prev), a Run
+// visits only the directories on the way to those paths. Each visited
+// directory is either listed (it or one of its entries is dirty, or prev
+// has no complete entry for it), its entries lstat'ed against prev as in a
+// full scan, or rebuilt from prev's encoded tree with the new subtree ids
+// of the subdirectories below it that were visited. Every other directory
+// keeps its tree and index entries from prev, unread. A listed directory's
+// subdirectories with no dirty path below them are trusted only if their
+// inode and ctime are the ones prev recorded; otherwise they are listed
+// too, so a replaced directory or an unreported change of its entries is
+// not missed. The work is proportional to the dirty paths and the size of
+// the directories holding them, not to the workspace.
+//
 // # Consistency
 //
 // A file is stat'ed again after it was read; if its size, mtime, ctime or
 // inode moved, it is read again (Options.Retries times). A file that keeps
 // changing is never committed half-written: the tree keeps its previous
 // version from the Index (or leaves it out if it is new) and its path is
-// reported in Stats.FilesChangedDuringRead. A file changed less than
+// reported in Stats.FilesChangedDuringRead. A file whose mtime is less than
 // racyMarginNs before it was read is recorded as racy and read again by the
-// next Run, since a change within the same tick of the kernel's coarse
-// clock could leave its stat unchanged.
+// next Run that looks at it, since a write within the same tick of the
+// kernel's coarse clock could leave its stat unchanged.
 package snapshot
 
 import (
@@ -60,11 +76,15 @@ import (
 	"github.com/sandkeep/sandkeep/internal/pack"
 )
 
-// Defaults of Options.
+// Defaults of Options, chosen for the agent's memory budget (see
+// Options): with them a Run holds at most about 8 MiB of chunk plaintext,
+// 3 pack buffers of 10 MiB and a chunker buffer of 8 MiB per worker.
 const (
 	DefaultUploadConcurrency = 2
 	DefaultRetries           = 3
-	DefaultBufferBytes       = 32 << 20
+	DefaultBufferBytes       = 4 << 20
+	DefaultPackSize          = 8 << 20
+	DefaultMaxWorkers        = 4
 )
 
 // Options tune a Run. The zero value is usable.
@@ -77,7 +97,8 @@ type Options struct {
 	// (no "!" rule re-includes them), e.g. the agent's own state.
 	AlwaysIgnore []string
 	// Workers is the number of goroutines reading and hashing files
-	// (default GOMAXPROCS).
+	// (default GOMAXPROCS, at most DefaultMaxWorkers: each holds a chunker
+	// buffer of Params.Max plus a read of up to 4 MiB).
 	Workers int
 	// UploadConcurrency is the number of packs uploaded at once (default 2).
 	UploadConcurrency int
@@ -87,12 +108,22 @@ type Options struct {
 	// read again (default 3; negative for none).
 	Retries int
 	// PackSize is the stored size at which a pack is finished and uploaded
-	// (default pack.TargetSize).
+	// (default DefaultPackSize; packs are built in buffers of PackSize +
+	// PackSize/4 bytes).
 	PackSize int
 	// BufferBytes bounds the chunk plaintext held between hashing and
 	// packing; FindMissing is asked about batches of a quarter of it
-	// (default 32 MiB; raised to hold at least 4 maximum-size chunks).
+	// (default DefaultBufferBytes; raised to a batch plus a chunk of the
+	// largest size).
 	BufferBytes int
+	// Dirty, when non-nil, limits the scan to what may have changed since
+	// prev: workspace-relative slash paths (files or directories) as
+	// reported by the watcher. Directories not in Dirty and with no Dirty
+	// path below them are not listed: their tree id (and index entries)
+	// are taken from prev. nil means a full scan. A Dirty path may no
+	// longer exist; "." or "" is the root. An invalid path makes the Run a
+	// full scan. See "Incremental scans" in the package documentation.
+	Dirty []string
 
 	// afterRead, set by tests only (export_test.go), runs after a file was
 	// read and before it is stat'ed again.
@@ -107,7 +138,7 @@ func (o Options) withDefaults() (Options, error) {
 		return o, err
 	}
 	if o.Workers <= 0 {
-		o.Workers = runtime.GOMAXPROCS(0)
+		o.Workers = min(runtime.GOMAXPROCS(0), DefaultMaxWorkers)
 	}
 	if o.UploadConcurrency <= 0 {
 		o.UploadConcurrency = DefaultUploadConcurrency
@@ -122,21 +153,28 @@ func (o Options) withDefaults() (Options, error) {
 		o.Retries = 0
 	}
 	if o.PackSize <= 0 {
-		o.PackSize = pack.TargetSize
+		o.PackSize = DefaultPackSize
 	}
+	o.PackSize = min(o.PackSize, pack.MaxBlobSize)
 	if o.BufferBytes <= 0 {
 		o.BufferBytes = DefaultBufferBytes
 	}
-	// See run.batchBytes: a batch must hold a chunk of the largest size
-	// class, so that a worker can always make progress.
-	o.BufferBytes = max(o.BufferBytes, (packers(o.Workers)+2)*bufCap(o.Params.Max))
+	// The budget carries the chunks of small files (shorter than
+	// Params.Min; large files' chunks have a slot of their own). The
+	// batcher holds less than a batch (a quarter of the budget) while it
+	// waits for more chunks; the rest of the budget drains on its own. A
+	// worker can always make progress if what remains holds the largest.
+	o.BufferBytes = max(o.BufferBytes, bufCap(o.Params.Min)*4/3+4)
 	if len(o.AlwaysIgnore) > 0 {
 		o.Ignore = o.Ignore.WithAlways(o.AlwaysIgnore...)
 	}
 	return o, nil
 }
 
-// Stats describe one Run.
+// Stats describe one Run. Files, Dirs, Symlinks and Bytes describe the
+// whole snapshot, also in an incremental Run (the Index keeps the totals of
+// every subtree); the other counts are of what the Run looked at, which in
+// an incremental Run is only the directories it listed.
 type Stats struct {
 	Files    int64 // regular files in the snapshot
 	Dirs     int64 // directories in the snapshot, the root excluded
@@ -148,7 +186,7 @@ type Stats struct {
 	Ignored int64 // entries matched by the ignore rules (not descended into)
 	Bytes   int64 // total size of the files in the snapshot
 
-	FilesUnchanged int64 // files reused from the previous index without reading
+	FilesUnchanged int64 // files listed and reused from the previous index without reading
 	ChunksNew      int64 // chunks packed and uploaded
 	ChunksReused   int64 // chunk refs that needed no upload
 	BytesRead      int64 // file bytes read (re-reads included)
@@ -199,21 +237,31 @@ func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts
 	}
 	prev.prepare()
 	r := &run{
-		ws:     workspace,
-		remote: remote,
-		prev:   prev,
-		next:   NewIndex(),
-		opts:   opts,
-		log:    opts.Logger,
-		budget: semaphore.NewWeighted(int64(opts.BufferBytes)),
+		ws:        workspace,
+		remote:    remote,
+		prev:      prev,
+		rootSt:    statOf(fi),
+		full:      true,
+		opts:      opts,
+		log:       opts.Logger,
+		budget:    semaphore.NewWeighted(int64(opts.BufferBytes)),
+		chunkers:  newChunkers(),
+		largeSlot: make(chan []byte, 1),
+		inflight:  inflight{ids: make(map[id.ID]struct{})},
+		bufs:      newChunkBufs(opts.BufferBytes, opts.Params.Min),
 		// Batches of a quarter of the budget: one filling, one being
 		// looked up, two being packed.
-		batchBytes: opts.BufferBytes / (packers(opts.Workers) + 2),
+		batchBytes: opts.BufferBytes / 4,
 		packers:    packers(opts.Workers),
 		jobs:       make(chan fileJob, 4*opts.Workers),
 		chunks:     make(chan chunkMsg, 256),
 		packs:      make(chan []chunkMsg, 1),
 		open:       make(map[*dirHandle]struct{}),
+	}
+	r.largeSlot <- nil // made on first use
+	if opts.Dirty != nil && prev.root != nil {
+		r.dirty, r.full = dirtyTree(opts.Dirty)
+		r.full = !r.full
 	}
 	defer r.closeAll()
 	start := time.Now()
@@ -249,11 +297,11 @@ func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts
 		return Result{}, errors.New("snapshot: internal error: root tree not built")
 	}
 	st := r.stats()
-	r.log.Debug("snapshot done", "root", r.root.Short(), "files", st.Files, "bytes", st.Bytes,
-		"unchanged", st.FilesUnchanged, "read", st.BytesRead, "chunks_new", st.ChunksNew,
+	r.log.Debug("snapshot done", "root", r.root.tree.Short(), "files", st.Files, "bytes", st.Bytes,
+		"incremental", !r.full, "unchanged", st.FilesUnchanged, "read", st.BytesRead, "chunks_new", st.ChunksNew,
 		"uploaded", st.BytesUploaded, "packs", st.PacksUploaded, "trees", st.TreesUploaded,
 		"elapsed", time.Since(start))
-	return Result{Root: r.root, Files: st.Files, Bytes: st.Bytes, Stats: st, Index: r.next}, nil
+	return Result{Root: r.root.tree, Files: st.Files, Bytes: st.Bytes, Stats: st, Index: &Index{root: r.root}}, nil
 }
 
 // run is the state of one Run.
@@ -261,32 +309,37 @@ type run struct {
 	ws     string
 	remote Remote
 	prev   *Index
-	next   *Index
+	rootSt fileStat   // lstat of the workspace
+	full   bool       // list every directory
+	dirty  *dirtyNode // incremental: the directories to visit
 	opts   Options
 	log    *slog.Logger
 
-	budget     *semaphore.Weighted // chunk plaintext between hashing and packing
-	batchBytes int                 // plaintext per FindMissing batch
-	packers    int                 // goroutines compressing into packs
-	jobs       chan fileJob        // walker -> hash workers
-	chunks     chan chunkMsg       // hash workers -> batcher
-	packs      chan []chunkMsg     // batcher -> packer: chunks the remote lacks
+	budget     *semaphore.Weighted   // chunk plaintext between hashing and packing
+	bufs       chunkBufs             // recycled chunk copies
+	inflight   inflight              // chunks asked about or being packed
+	chunkers   chan *chunker.Chunker // free chunkers (nil: not made yet)
+	largeSlot  chan []byte           // the large-chunk slot when free (see emitLarge)
+	batchBytes int                   // plaintext per FindMissing batch
+	packers    int                   // goroutines compressing into packs
+	jobs       chan fileJob          // walker -> hash workers
+	chunks     chan chunkMsg         // hash workers -> batcher
+	packs      chan []chunkMsg       // batcher -> packer: chunks the remote lacks
 
-	mu      sync.Mutex // guards trees, next.dirs, changed and open
+	mu      sync.Mutex // guards trees, changed and open
 	open    map[*dirHandle]struct{}
 	trees   []builtTree
 	changed []string
 
-	root     id.ID
+	root     *dirIndex // the new index, once built
 	rootDone atomic.Bool
 
 	c counters
 }
 
 type counters struct {
-	files, dirs, symlinks, skipped, ignored, bytes atomic.Int64
-	unchanged, chunksNew, chunksReused, bytesRead  atomic.Int64
-	bytesUploaded, packs, trees                    atomic.Int64
+	skipped, ignored, unchanged, chunksNew, chunksReused atomic.Int64
+	bytesRead, bytesUploaded, packs, trees               atomic.Int64
 }
 
 func (r *run) stats() Stats {
@@ -294,9 +347,13 @@ func (r *run) stats() Stats {
 	changed := slices.Clone(r.changed)
 	r.mu.Unlock()
 	slices.Sort(changed)
+	var tot totals
+	if r.root != nil {
+		tot = r.root.tot
+	}
 	return Stats{
-		Files: r.c.files.Load(), Dirs: r.c.dirs.Load(), Symlinks: r.c.symlinks.Load(),
-		Skipped: r.c.skipped.Load(), Ignored: r.c.ignored.Load(), Bytes: r.c.bytes.Load(),
+		Files: tot.files, Dirs: tot.dirs, Symlinks: tot.links,
+		Skipped: r.c.skipped.Load(), Ignored: r.c.ignored.Load(), Bytes: tot.bytes,
 		FilesUnchanged: r.c.unchanged.Load(), ChunksNew: r.c.chunksNew.Load(),
 		ChunksReused: r.c.chunksReused.Load(), BytesRead: r.c.bytesRead.Load(),
 		BytesUploaded: r.c.bytesUploaded.Load(), PacksUploaded: int(r.c.packs.Load()),
@@ -304,24 +361,32 @@ func (r *run) stats() Stats {
 	}
 }
 
-// packers is the number of goroutines compressing chunks into packs: zstd
-// is the costliest stage of a first sync, so it must not be bound to one
-// core; two writers cost one more partial pack at the end of a large run.
+// packers is the number of goroutines compressing chunks into the shared
+// pack: zstd is the costliest stage of a first sync, so it must not be
+// bound to one core.
 func packers(workers int) int { return min(max(workers, 1), 2) }
 
-// racyMarginNs is how long before a file is read its last change must be
-// for its stat to be trusted next time. File timestamps come from a coarse
-// kernel clock (one tick, at most 10 ms); a change made in the same tick as
-// the recorded one could leave the stat identical. Files changed within
-// the margin are recorded as racy and read again by the next Run.
+// racyMarginNs is how long before a file is read (or recorded) its mtime
+// must be for its stat to be trusted next time. File timestamps come from a
+// coarse kernel clock (one tick, at most 10 ms): a write in the same tick as
+// the one recorded could leave the stat identical. Any later write sets the
+// mtime to the time of that write, so a file whose recorded mtime is older
+// than the margin cannot be changed without its stat changing (short of
+// setting the mtime back to the very value recorded within the same tick,
+// which also leaves the ctime unchanged only within that tick). Files with
+// a recent (or future) mtime are recorded as racy and read again by the
+// next Run that looks at them. The mtime, not the ctime, decides: restore
+// sets each file's original mtime just before recording it, and those files
+// must be trusted by the first scan after a restore.
 const racyMarginNs = int64(100 * time.Millisecond)
 
 func nowNs() int64 { return time.Now().UnixNano() }
 
-// isRacy reports whether st was taken too soon after the file's last change
-// (at time now) for an identical stat to prove the content unchanged later.
+// isRacy reports whether st was taken too soon after the file's last write
+// (now being the time of the read or record) for an identical stat to prove
+// the content unchanged later.
 func isRacy(st fileStat, now int64) bool {
-	return st.changeTime() >= now-racyMarginNs
+	return st.mtimeNs >= now-racyMarginNs
 }
 
 // isNotExist reports errors meaning the entry vanished or was replaced by

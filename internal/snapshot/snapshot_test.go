@@ -462,6 +462,10 @@ func TestTransientRemoteFailure(t *testing.T) {
 		inject func(f *fakeRemote)
 	}{
 		{"FindMissing", func(f *fakeRemote) { f.failFind = 3 }},
+		// Large files' chunks are asked about by the worker reading them,
+		// small files' by the batcher: fail either first.
+		{"FindMissing first call", func(f *fakeRemote) { f.failFind = 1 }},
+		{"FindMissing later", func(f *fakeRemote) { f.failFind = 9 }},
 		{"UploadPack", func(f *fakeRemote) { f.failPack = 2 }},
 		{"UploadTrees", func(f *fakeRemote) { f.failTrees = 1 }},
 	}

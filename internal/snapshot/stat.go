@@ -54,13 +54,3 @@ func treeMode(m fs.FileMode) uint32 {
 func sameFile(a, b fileStat) bool {
 	return a.inode == b.inode && a.size == b.size && a.mtimeNs == b.mtimeNs && a.ctimeNs == b.ctimeNs
 }
-
-// changeTime is the timestamp racy-entry detection relies on: ctime, which
-// every change of a file updates and no one can set, or the mtime where the
-// platform reports no ctime.
-func (s fileStat) changeTime() int64 {
-	if s.ctimeNs != 0 {
-		return s.ctimeNs
-	}
-	return s.mtimeNs
-}

@@ -32,6 +32,14 @@ func openDir(parent *dirHandle, name, path string) (*dirHandle, error) {
 
 func (d *dirHandle) close() {}
 
+func (d *dirHandle) stat() (fileStat, error) {
+	fi, err := os.Lstat(d.path)
+	if err != nil {
+		return fileStat{}, err
+	}
+	return statOf(fi), nil
+}
+
 func (d *dirHandle) names() ([]string, error) {
 	f, err := os.Open(d.path)
 	if err != nil {

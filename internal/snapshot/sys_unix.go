@@ -55,6 +55,16 @@ func openDir(parent *dirHandle, name, path string) (*dirHandle, error) {
 
 func (d *dirHandle) close() { unix.Close(d.fd) }
 
+// stat stats the open directory itself.
+func (d *dirHandle) stat() (fileStat, error) {
+	var st unix.Stat_t
+	if err := retry(func() error { return unix.Fstat(d.fd, &st) }); err != nil {
+		return fileStat{}, &os.PathError{Op: "fstat", Path: d.path, Err: err}
+	}
+	s, _ := fromSys(&st)
+	return s, nil
+}
+
 // names lists the directory (without "." and "..").
 func (d *dirHandle) names() ([]string, error) {
 	buf := make([]byte, 32<<10)

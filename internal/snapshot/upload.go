@@ -11,13 +11,38 @@ import (
 	"github.com/sandkeep/sandkeep/internal/pack"
 )
 
-// batch collects the chunks from the hash workers, drops those already seen
-// in this Run, asks the remote which of the others it lacks, in batches of
-// at most MaxIDs ids and batchBytes, and passes the missing ones
-// to the packer.
+// inflight is the set of chunks between the batcher and the remote: asked
+// about, or missing and not uploaded yet. A chunk arriving again meanwhile
+// (the same content in another file) is dropped; once the remote has it, it
+// leaves the set, and FindMissing answers for later copies. So the set is
+// bounded by what is in flight, not by the size of the Run.
+type inflight struct {
+	mu  sync.Mutex
+	ids map[id.ID]struct{}
+}
+
+// add reports whether cid was not in flight, and adds it.
+func (f *inflight) add(cid id.ID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.ids[cid]; ok {
+		return false
+	}
+	f.ids[cid] = struct{}{}
+	return true
+}
+
+func (f *inflight) remove(cid id.ID) {
+	f.mu.Lock()
+	delete(f.ids, cid)
+	f.mu.Unlock()
+}
+
+// batch collects the chunks from the hash workers, drops those already in
+// flight, asks the remote which of the others it lacks, in batches of at
+// most MaxIDs ids and batchBytes, and passes the missing ones to the
+// packers.
 func (r *run) batch(ctx context.Context) error {
-	defer close(r.packs)
-	seen := make(map[id.ID]struct{})
 	limit := int64(r.batchBytes)
 	var batch []chunkMsg
 	var held int64
@@ -43,6 +68,7 @@ func (r *run) batch(ctx context.Context) error {
 				out = append(out, c)
 			} else {
 				r.c.chunksReused.Add(1)
+				r.inflight.remove(c.id)
 				r.drop(c)
 			}
 		}
@@ -61,14 +87,21 @@ func (r *run) batch(ctx context.Context) error {
 		select {
 		case c, ok := <-r.chunks:
 			if !ok {
-				return flush()
+				// Every worker is done, so nothing else sends to
+				// r.packs (large chunks go there directly). On an error
+				// it stays open: the packers stop on the cancelled
+				// context, and a worker still sending gets the same.
+				if err := flush(); err != nil {
+					return err
+				}
+				close(r.packs)
+				return nil
 			}
-			if _, dup := seen[c.id]; dup {
+			if !r.inflight.add(c.id) {
 				r.c.chunksReused.Add(1)
 				r.drop(c)
 				continue
 			}
-			seen[c.id] = struct{}{}
 			batch = append(batch, c)
 			held += int64(cap(c.data))
 			if len(batch) >= MaxIDs || held >= limit {
@@ -82,85 +115,124 @@ func (r *run) batch(ctx context.Context) error {
 	}
 }
 
-// writers keeps pack writers across Runs: a used writer starts its next
-// pack with a buffer of the right size instead of growing one.
-var writers sync.Pool
+// maxPackBlobs bounds the blobs of one pack: a pack of tiny, compressible
+// chunks would otherwise hold hundreds of thousands, and the writer keeps
+// an entry and an index slot (about 110 bytes) for each until it finishes.
+// Their footer (56 bytes each) is then about 900 KiB.
+const maxPackBlobs = 16 << 10
 
-// pack compresses the missing chunks into packs on r.packers goroutines
-// (each batch goes whole to one of them, so a small change makes one pack)
-// and uploads each pack when it reaches PackSize, with at most
-// UploadConcurrency uploads in flight. It returns once every pack is
-// uploaded, and so indexed by the remote.
+// pack compresses the missing chunks on r.packers goroutines into one
+// shared pack writer (compression runs outside its lock; a small change
+// makes one pack), and uploads each pack when it reaches PackSize. A Run
+// holds at most UploadConcurrency pack buffers, each reused once its pack
+// is uploaded: the pack being filled and those being uploaded, so a new
+// pack starts only when fewer than UploadConcurrency are in flight. It
+// returns once every pack is uploaded, and so indexed by the remote.
 func (r *run) pack(ctx context.Context) error {
 	ug, uctx := errgroup.WithContext(ctx)
-	ug.SetLimit(r.opts.UploadConcurrency)
-	upload := func(packID id.ID, data []byte) {
-		// Go blocks while UploadConcurrency uploads are in flight, which
-		// bounds the finished packs held in memory.
+	w := pack.NewWriterSize(r.opts.PackSize)
+	slots := make(chan struct{}, r.opts.UploadConcurrency) // pack buffers in use
+	var mu sync.Mutex                                      // guards w
+	// finish hands the pack, which holds a slot, to an uploader; w's lock
+	// is held (or no packer is left).
+	finish := func() error {
+		data, packID, entries, err := w.Finish()
+		if err != nil {
+			return err
+		}
 		ug.Go(func() error {
+			defer func() { <-slots }()
 			if err := r.remote.UploadPack(uctx, packID, data); err != nil {
 				return fmt.Errorf("upload pack %s: %w", packID.Short(), err)
 			}
 			r.c.packs.Add(1)
 			r.c.bytesUploaded.Add(int64(len(data)))
+			w.Recycle(data) // the remote keeps no reference (see Remote)
+			for _, e := range entries {
+				r.inflight.remove(e.ID)
+			}
 			return nil
 		})
+		return nil
 	}
-	var pg errgroup.Group
+	// add adds c to the pack, compressed (stored, codec) or, for a large
+	// chunk, to be compressed straight into the pack.
+	add := func(c chunkMsg, codec pack.Codec, stored []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		n := len(stored)
+		if c.large {
+			n = len(c.data)
+		}
+		if w.Len() > 0 && !w.Fits(n) {
+			if err := finish(); err != nil {
+				return err
+			}
+		}
+		if w.Len() == 0 {
+			select {
+			case slots <- struct{}{}:
+			case <-uctx.Done():
+				return uctx.Err()
+			}
+		}
+		var err error
+		if c.large {
+			_, err = w.Add(pack.Data, c.id, c.data)
+		} else {
+			_, err = w.AddStored(pack.Data, c.id, codec, len(c.data), stored)
+		}
+		if err != nil {
+			return err
+		}
+		r.c.chunksNew.Add(1)
+		if w.Size() >= r.opts.PackSize || w.Len() >= maxPackBlobs {
+			return finish()
+		}
+		return nil
+	}
+	pg, pctx := errgroup.WithContext(uctx)
 	for range r.packers {
-		pg.Go(func() error { return r.packLoop(uctx, upload) })
+		pg.Go(func() error {
+			var comp pack.Compressor
+			for {
+				select {
+				case b, ok := <-r.packs:
+					if !ok {
+						return nil
+					}
+					for i, c := range b {
+						var stored []byte
+						var codec pack.Codec
+						var err error
+						if !c.large {
+							stored, codec, err = comp.Compress(c.data)
+						}
+						if err == nil {
+							err = add(c, codec, stored)
+						}
+						r.drop(c)
+						if err != nil {
+							for _, c := range b[i+1:] {
+								r.drop(c)
+							}
+							return err
+						}
+					}
+				case <-pctx.Done():
+					return pctx.Err()
+				}
+			}
+		})
 	}
 	perr := pg.Wait()
+	if perr == nil && w.Len() > 0 {
+		perr = finish()
+	}
 	if uerr := ug.Wait(); uerr != nil {
 		return uerr
 	}
 	return perr
-}
-
-func (r *run) packLoop(ctx context.Context, upload func(id.ID, []byte)) error {
-	w, _ := writers.Get().(*pack.Writer)
-	if w == nil {
-		w = pack.NewWriter()
-	}
-	finish := func() error {
-		data, packID, _, err := w.Finish()
-		if err != nil {
-			return err
-		}
-		upload(packID, data)
-		return nil
-	}
-	for {
-		select {
-		case b, ok := <-r.packs:
-			if !ok {
-				if w.Len() > 0 {
-					if err := finish(); err != nil {
-						return err
-					}
-				}
-				writers.Put(w)
-				return nil
-			}
-			for i, c := range b {
-				if _, err := w.Add(pack.Data, c.id, c.data); err != nil {
-					for _, c := range b[i:] {
-						r.drop(c)
-					}
-					return err
-				}
-				r.drop(c)
-				r.c.chunksNew.Add(1)
-				if w.Size() >= r.opts.PackSize {
-					if err := finish(); err != nil {
-						return err
-					}
-				}
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 }
 
 // uploadTrees sends the trees built by this Run that the remote lacks,

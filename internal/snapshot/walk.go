@@ -1,10 +1,12 @@
 package snapshot
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/sandkeep/sandkeep/internal/id"
@@ -24,9 +26,11 @@ type dirState struct {
 	parent  *dirState
 	slot    int       // index of this directory's node in parent.nodes
 	prev    *dirIndex // the previous index's entry, or nil
+	st      fileStat  // the directory's own lstat, if its parent was listed
 	nodes   []tree.Node
 	extra   []nodeExtra // parallel to nodes
 	pending atomic.Int64
+	idx     *dirIndex // the new index entry, once built
 }
 
 // nodeExtra is what the index needs beyond a node, and whether the node is
@@ -35,6 +39,7 @@ type nodeExtra struct {
 	st   fileStat // files: the stat the content was read under
 	racy bool
 	omit bool
+	sub  *dirIndex // directories: the subdirectory's new index entry
 }
 
 // builtTree is an encoded tree the remote may lack.
@@ -52,25 +57,118 @@ type fileJob struct {
 	prev *fileEntry // the previous index's entry, or nil
 }
 
+// dirtyNode is a directory on the way to a path an incremental Run was told
+// may have changed (Options.Dirty).
+type dirtyNode struct {
+	// list: the directory must be listed, because a dirty path is the
+	// directory itself or one of its entries.
+	list bool
+	kids map[string]*dirtyNode
+}
+
+func (t *dirtyNode) kid(name string) *dirtyNode {
+	if t == nil {
+		return nil
+	}
+	return t.kids[name]
+}
+
+// dirtyTree builds the tree of the directories to visit from Dirty paths;
+// ok is false if a path is not a valid workspace path (scan everything).
+func dirtyTree(paths []string) (root *dirtyNode, ok bool) {
+	root = &dirtyNode{}
+	for _, p := range paths {
+		p = strings.TrimSuffix(p, "/")
+		if p == "" || p == "." {
+			root.list = true
+			continue
+		}
+		elems, err := tree.SplitPath(p)
+		if err != nil {
+			return nil, false
+		}
+		n := root
+		for i, e := range elems {
+			if i == len(elems)-1 {
+				n.list = true // p's parent: an entry was created, changed or removed
+			}
+			c := n.kids[e]
+			if c == nil {
+				c = &dirtyNode{}
+				if n.kids == nil {
+					n.kids = make(map[string]*dirtyNode)
+				}
+				n.kids[e] = c
+			}
+			n = c
+		}
+		n.list = true // if p is a directory: its own listing may have changed
+	}
+	return root, true
+}
+
 // walk scans the workspace depth-first on one goroutine.
 func (r *run) walk(ctx context.Context) error {
 	defer close(r.jobs)
-	root := &dirState{prev: r.prev.dirs[""]}
+	root := &dirState{prev: r.prev.root, st: r.rootSt}
 	root.pending.Store(1)
-	return r.walkDir(ctx, root, r.ws)
+	return r.visit(ctx, root, r.ws, r.dirty, r.dirty == nil || r.dirty.list)
 }
 
-type subdir struct {
-	slot int
-	name string
-	rel  string
+// visit scans the directory d (called name in its parent, or the workspace
+// path for the root). It lists d if list is set, if the previous index has
+// no complete entry for it, if d's own stat differs from the one that entry
+// recorded, or if a dirty path goes through a subdirectory that entry does
+// not have; otherwise it rebuilds d's tree from that entry and visits only
+// the subdirectories on the way to dirty paths (t).
+func (r *run) visit(ctx context.Context, d *dirState, name string, t *dirtyNode, list bool) error {
+	h, err := r.enter(d, name)
+	if err != nil {
+		if d.parent == nil {
+			return fmt.Errorf("open workspace: %w", err)
+		}
+		return r.dirFailed(d, err)
+	}
+	if d.parent != nil && d.st == (fileStat{}) {
+		// The parent was not listed: its node for d has the previous
+		// index's mode and mtime, which d's own stat refreshes.
+		st, err := h.stat()
+		if err != nil {
+			r.closeDir(d)
+			return r.dirFailed(d, err)
+		}
+		d.st = st
+		n := &d.parent.nodes[d.slot]
+		n.Mode, n.MtimeNs = st.mode, st.mtimeNs
+	}
+	var v *dirView
+	if d.prev != nil && d.prev.loose == nil {
+		if v, err = d.prev.view(); err != nil {
+			// Cannot happen to entries a Run built or LoadIndex checked.
+			r.log.Warn("index entry unusable; listing the directory", "path", d.rel, "err", err)
+			d.prev = nil
+		}
+	}
+	if !r.full && !list && v != nil && trusted(d.prev, d.st) && onlySubdirs(t, v) {
+		return r.rebuildDir(ctx, d, t, v)
+	}
+	return r.walkDir(ctx, d, t, v)
 }
 
-// walkDir opens and lists d (called name in its parent, or the workspace
-// path for the root), fills the nodes it can, hands the files that need
-// reading to the workers and walks the subdirectories; then it drops its
-// hold on d.
-func (r *run) walkDir(ctx context.Context, d *dirState, name string) error {
+// onlySubdirs reports whether every directory t leads to is a directory of
+// the previous tree v.
+func onlySubdirs(t *dirtyNode, v *dirView) bool {
+	for name := range t.kids {
+		i, ok := v.find(name)
+		if !ok || v.nodes[i].Type != tree.Dir {
+			return false
+		}
+	}
+	return true
+}
+
+// enter opens d's directory (name in its parent's) and registers the handle.
+func (r *run) enter(d *dirState, name string) (*dirHandle, error) {
 	var parent *dirHandle
 	path := name
 	if d.parent != nil {
@@ -79,15 +177,36 @@ func (r *run) walkDir(ctx context.Context, d *dirState, name string) error {
 	}
 	h, err := openDir(parent, name, path)
 	if err != nil {
-		if d.parent == nil {
-			return fmt.Errorf("open workspace: %w", err)
-		}
-		return r.dirFailed(d, err)
+		return nil, err
 	}
 	r.mu.Lock()
 	r.open[h] = struct{}{}
 	r.mu.Unlock()
 	d.h = h
+	return h, nil
+}
+
+type subdir struct {
+	slot int
+	name string
+	rel  string
+	st   fileStat
+	t    *dirtyNode
+	prev *dirIndex
+}
+
+func join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// walkDir lists d (open), fills the nodes it can, hands the files that
+// need reading to the workers and visits the subdirectories that may have
+// changed (all of them in a full scan); then it drops its hold on d.
+func (r *run) walkDir(ctx context.Context, d *dirState, t *dirtyNode, v *dirView) error {
+	h := d.h
 	names, err := h.names()
 	if err != nil {
 		if d.parent == nil {
@@ -97,6 +216,7 @@ func (r *run) walkDir(ctx context.Context, d *dirState, name string) error {
 		return r.dirFailed(d, err)
 	}
 	slices.Sort(names)
+	prev := prevDir{d: d.prev, v: v}
 	d.nodes = make([]tree.Node, 0, len(names))
 	d.extra = make([]nodeExtra, 0, len(names))
 	var jobs []fileJob
@@ -105,10 +225,7 @@ func (r *run) walkDir(ctx context.Context, d *dirState, name string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		rel := name
-		if d.rel != "" {
-			rel = d.rel + "/" + name
-		}
+		rel := join(d.rel, name)
 		st, kind, err := h.lstat(name)
 		if err != nil {
 			if isNotExist(err) {
@@ -127,16 +244,20 @@ func (r *run) walkDir(ctx context.Context, d *dirState, name string) error {
 			slot := len(d.nodes)
 			d.nodes = append(d.nodes, tree.Node{Name: name, Type: tree.File, Mode: st.mode, MtimeNs: st.mtimeNs, Size: st.size})
 			d.extra = append(d.extra, nodeExtra{st: st})
-			pe := d.prev.lookup(name)
-			if pe != nil && !pe.racy && pe.st == st {
+			pe, ok := prev.file(name)
+			if ok && !pe.racy && pe.st == st {
 				d.nodes[slot].Chunks = pe.chunks
 				r.c.unchanged.Add(1)
 				r.c.chunksReused.Add(int64(len(pe.chunks)))
 				continue
 			}
-			jobs = append(jobs, fileJob{dir: d, slot: slot, name: name, rel: rel, prev: pe})
+			j := fileJob{dir: d, slot: slot, name: name, rel: rel}
+			if ok {
+				j.prev = &pe
+			}
+			jobs = append(jobs, j)
 		case kindDir:
-			subdirs = append(subdirs, subdir{slot: len(d.nodes), name: name, rel: rel})
+			subdirs = append(subdirs, subdir{slot: len(d.nodes), name: name, rel: rel, st: st, t: t.kid(name), prev: prev.dir(name, st)})
 			d.nodes = append(d.nodes, tree.Node{Name: name, Type: tree.Dir, Mode: st.mode, MtimeNs: st.mtimeNs})
 			d.extra = append(d.extra, nodeExtra{st: st})
 		case kindSymlink:
@@ -155,8 +276,21 @@ func (r *run) walkDir(ctx context.Context, d *dirState, name string) error {
 			r.log.Debug("skipping special file (socket, fifo or device)", "path", rel)
 		}
 	}
+	// In an incremental Run, a subdirectory no dirty path leads to is
+	// taken from the previous index as it is, unless its own stat shows
+	// it is not the directory that index knew (replaced, or its entries
+	// changed without the change being reported).
+	visits := subdirs[:0]
+	for _, s := range subdirs {
+		if !r.full && s.t == nil && trusted(s.prev, s.st) {
+			d.nodes[s.slot].Subtree = s.prev.tree
+			d.extra[s.slot].sub = s.prev
+			continue
+		}
+		visits = append(visits, s)
+	}
 	// From here on d.nodes is never reallocated.
-	d.pending.Add(int64(len(jobs) + len(subdirs)))
+	d.pending.Add(int64(len(jobs) + len(visits)))
 	for _, j := range jobs {
 		select {
 		case r.jobs <- j:
@@ -164,14 +298,93 @@ func (r *run) walkDir(ctx context.Context, d *dirState, name string) error {
 			return ctx.Err()
 		}
 	}
-	for _, s := range subdirs {
-		child := &dirState{rel: s.rel, parent: d, slot: s.slot, prev: r.prev.dirs[s.rel]}
+	for _, s := range visits {
+		child := &dirState{rel: s.rel, parent: d, slot: s.slot, prev: s.prev, st: s.st}
 		child.pending.Store(1)
-		if err := r.walkDir(ctx, child, s.name); err != nil {
+		list := r.full || s.t == nil || s.t.list || !trusted(s.prev, s.st)
+		if err := r.visit(ctx, child, s.name, s.t, list); err != nil {
 			return err
 		}
 	}
 	return r.release(d)
+}
+
+// trusted reports whether the previous index's complete entry prev still
+// describes the subdirectory whose lstat is st, as far as its own stat
+// tells: same inode, and same ctime (which changes whenever an entry is
+// created, removed or renamed in it, or it is chmodded or moved).
+func trusted(prev *dirIndex, st fileStat) bool {
+	return prev != nil && prev.loose == nil && prev.ino != 0 && prev.ino == st.inode && prev.ctime == st.ctimeNs
+}
+
+// rebuildDir makes d's tree from the previous index's entry v without
+// listing d (open, so that subdirectories are opened through it): only the
+// subdirectories on the way to dirty paths are visited, and their new
+// subtree ids (and own mode and mtime) replace the old ones.
+func (r *run) rebuildDir(ctx context.Context, d *dirState, t *dirtyNode, v *dirView) error {
+	d.nodes = v.nodes
+	d.extra = make([]nodeExtra, len(v.nodes))
+	var visits []subdir
+	for i := range d.nodes {
+		n := &d.nodes[i]
+		switch n.Type {
+		case tree.File:
+			d.extra[i] = nodeExtra{st: v.exts[i].stat(n), racy: v.exts[i].racy}
+		case tree.Dir:
+			d.extra[i].sub = v.subs[i]
+			if c := t.kid(n.Name); c != nil {
+				visits = append(visits, subdir{slot: i, name: n.Name, rel: join(d.rel, n.Name), t: c, prev: v.subs[i]})
+			}
+		}
+	}
+	d.pending.Add(int64(len(visits)))
+	for _, s := range visits {
+		child := &dirState{rel: s.rel, parent: d, slot: s.slot, prev: s.prev}
+		child.pending.Store(1)
+		if err := r.visit(ctx, child, s.name, s.t, s.t.list); err != nil {
+			return err
+		}
+	}
+	return r.release(d)
+}
+
+// prevDir is the previous index's entry of a directory being listed.
+type prevDir struct {
+	d *dirIndex
+	v *dirView // decoded, for a complete entry
+}
+
+func (p prevDir) file(name string) (fileEntry, bool) {
+	switch {
+	case p.v != nil:
+		if i, ok := p.v.find(name); ok && p.v.nodes[i].Type == tree.File {
+			return p.v.fileAt(i), true
+		}
+	case p.d != nil && p.d.loose != nil:
+		return p.d.loose.file(name)
+	}
+	return fileEntry{}, false
+}
+
+// dir returns the entry of the subdirectory name, whose lstat is st. A
+// directory new under that name may be one renamed within the parent: the
+// entry of the subdirectory that had its inode is a good guess of its
+// content (its files are still stat'ed, its subdirectories checked).
+func (p prevDir) dir(name string, st fileStat) *dirIndex {
+	switch {
+	case p.v != nil:
+		if i, ok := p.v.find(name); ok {
+			return p.v.subs[i]
+		}
+		for _, s := range p.d.subs {
+			if st.inode != 0 && s.ino == st.inode {
+				return s
+			}
+		}
+	case p.d != nil && p.d.loose != nil:
+		return p.d.loose.kids[name]
+	}
+	return nil
 }
 
 // dirFailed settles a directory that could not be listed: vanished or
@@ -182,13 +395,11 @@ func (r *run) dirFailed(d *dirState, err error) error {
 	switch {
 	case isNotExist(err) || isReplaced(err):
 		p.extra[d.slot].omit = true
-	case d.prev != nil && !d.prev.tree.IsZero():
+	case d.prev != nil && d.prev.loose == nil:
 		r.c.skipped.Add(1)
 		r.log.Warn("cannot list directory; keeping its previous version", "path", d.rel, "err", err)
 		p.nodes[d.slot].Subtree = d.prev.tree
-		r.mu.Lock()
-		r.next.dirs[d.rel] = d.prev
-		r.mu.Unlock()
+		p.extra[d.slot].sub = d.prev
 	default:
 		r.c.skipped.Add(1)
 		r.log.Warn("cannot list directory; left out of the snapshot", "path", d.rel, "err", err)
@@ -211,11 +422,12 @@ func (r *run) release(d *dirState) error {
 		}
 		p := d.parent
 		if p == nil {
-			r.root = tid
+			r.root = d.idx
 			r.rootDone.Store(true)
 			return nil
 		}
 		p.nodes[d.slot].Subtree = tid
+		p.extra[d.slot].sub = d.idx
 		d = p
 	}
 	return nil
@@ -243,27 +455,41 @@ func (r *run) closeAll() {
 	clear(r.open)
 }
 
-// finish builds, encodes and records d's tree, and d's index entry.
+// finish builds, encodes and records d's tree, and d's index entry (the
+// previous one, or parts of it, when nothing changed).
 func (r *run) finish(d *dirState) (id.ID, error) {
 	nodes := d.nodes[:0]
-	files := make([]fileEntry, 0, len(d.nodes))
-	var nFiles, nDirs, nLinks, nBytes int64
+	extLen, ndirs := 0, 0
 	for i := range d.nodes {
-		n, ex := d.nodes[i], d.extra[i]
+		switch ex := &d.extra[i]; {
+		case ex.omit:
+		case d.nodes[i].Type == tree.File:
+			extLen += extSize(ex.st, ex.racy)
+		case d.nodes[i].Type == tree.Dir:
+			ndirs++
+		}
+	}
+	ext := make([]byte, 0, extLen)
+	subs := make([]*dirIndex, 0, ndirs)
+	var tot totals
+	for i := range d.nodes {
+		n, ex := &d.nodes[i], &d.extra[i]
 		if ex.omit {
 			continue
 		}
 		switch n.Type {
 		case tree.File:
-			files = append(files, fileEntry{name: n.Name, st: ex.st, racy: ex.racy, chunks: n.Chunks})
-			nFiles++
-			nBytes += n.Size
+			ext = appendExt(ext, ex.st, ex.racy)
+			tot.files++
+			tot.bytes += n.Size
 		case tree.Dir:
-			nDirs++
+			subs = append(subs, ex.sub)
+			tot.dirs++
+			tot.add(ex.sub.tot)
 		case tree.Symlink:
-			nLinks++
+			tot.links++
 		}
-		nodes = append(nodes, n)
+		nodes = append(nodes, *n)
 	}
 	t := tree.Tree{Nodes: nodes}
 	enc, err := t.Encode()
@@ -271,16 +497,34 @@ func (r *run) finish(d *dirState) (id.ID, error) {
 		return id.ID{}, fmt.Errorf("directory %q: %w", d.rel, err)
 	}
 	tid := id.Sum(enc)
-	r.c.files.Add(nFiles)
-	r.c.dirs.Add(nDirs)
-	r.c.symlinks.Add(nLinks)
-	r.c.bytes.Add(nBytes)
+	x := &dirIndex{tree: tid, enc: enc, ext: ext, subs: subs, ino: d.st.inode, ctime: d.st.ctimeNs, tot: tot}
+	if p := d.prev; p != nil && p.loose == nil {
+		if x.ino == 0 { // not stat'ed: its parent was not listed
+			x.ino, x.ctime = p.ino, p.ctime
+		}
+		// Share what did not change with the previous index.
+		sameExt, sameSubs := bytes.Equal(p.ext, ext), slices.Equal(p.subs, subs)
+		switch {
+		case p.tree == tid && sameExt && sameSubs && p.ino == x.ino && p.ctime == x.ctime:
+			x = p
+		default:
+			if p.tree == tid {
+				x.enc = p.enc
+			}
+			if sameExt {
+				x.ext = p.ext
+			}
+			if sameSubs {
+				x.subs = p.subs
+			}
+		}
+	}
+	d.idx = x
 	r.mu.Lock()
 	// A tree the previous Run stored needs no upload and no question.
 	if d.prev == nil || d.prev.tree != tid {
 		r.trees = append(r.trees, builtTree{id: tid, enc: enc})
 	}
-	r.next.dirs[d.rel] = &dirIndex{tree: tid, files: slices.Clip(files), sorted: true}
 	r.mu.Unlock()
 	d.nodes, d.extra = nil, nil
 	return tid, nil

@@ -36,6 +36,11 @@ func Run(t *testing.T, open func(t *testing.T) metastore.Store) {
 		{"ConcurrentCommits", testConcurrentCommits},
 		{"ConcurrentProjects", testConcurrentProjects},
 		{"ContextCancellation", testContextCancellation},
+		{"Retention", testRetention},
+		{"PinsAndDeleteVersions", testPinsAndDeleteVersions},
+		{"PackLifecycle", testPackLifecycle},
+		{"DeleteProject", testDeleteProject},
+		{"ConcurrentGC", testConcurrentGC},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -938,6 +943,19 @@ func testContextCancellation(t *testing.T, s metastore.Store) {
 			{"ListVersions", func() error { _, err := s.ListVersions(ctx, p.ID, metastore.ListOptions{}); return err }},
 			{"ListProjectFiles", func() error { _, err := s.ListProjectFiles(ctx, p.ID, "", metastore.ListOptions{}); return err }},
 			{"GetProjectFile", func() error { _, err := s.GetProjectFile(ctx, p.ID, "keep"); return err }},
+			{"DeleteProject", func() error { return s.DeleteProject(ctx, p.ID) }},
+			{"RevokeProjectTokens", func() error { _, err := s.RevokeProjectTokens(ctx, p.ID); return err }},
+			{"PackEpoch", func() error { _, err := s.PackEpoch(ctx, p.ID); return err }},
+			{"ListPacks", func() error { _, err := s.ListPacks(ctx, p.ID, metastore.ListOptions{}); return err }},
+			{"CondemnPacks", func() error { _, err := s.CondemnPacks(ctx, p.ID, []id.ID{pack.ID}, time.Now()); return err }},
+			{"UncondemnPacks", func() error { _, err := s.UncondemnPacks(ctx, p.ID, []id.ID{pack.ID}); return err }},
+			{"MoveBlobs", func() error { _, err := s.MoveBlobs(ctx, pack, blobs, nil); return err }},
+			{"DeletePacks", func() error { _, err := s.DeletePacks(ctx, p.ID, []metastore.Pack{pack}); return err }},
+			{"DropPacks", func() error { return s.DropPacks(ctx, p.ID, []id.ID{pack.ID}) }},
+			{"GetRetention", func() error { _, err := s.GetRetention(ctx, p.ID); return err }},
+			{"SetRetention", func() error { return s.SetRetention(ctx, p.ID, metastore.Retention{KeepLast: 1}) }},
+			{"SetPinned", func() error { return s.SetPinned(ctx, p.ID, 1, true) }},
+			{"DeleteVersions", func() error { _, err := s.DeleteVersions(ctx, p.ID, []int64{1}); return err }},
 		}
 		for _, call := range calls {
 			wantErr(t, c.name+" "+call.name, call.call(), c.want)
@@ -951,6 +969,10 @@ func testContextCancellation(t *testing.T, s metastore.Store) {
 	_, err := s.GetToken(ctx, blobID("tok", 1).String())
 	wantErr(t, "GetToken", err, metastore.ErrNotFound)
 	same(t, "MissingBlobs", len(must[[]id.ID](t, "MissingBlobs")(s.MissingBlobs(ctx, p.ID, []id.ID{blobs[0].ID}))), 1)
+	same(t, "retention", must[metastore.Retention](t, "GetRetention")(s.GetRetention(ctx, p.ID)), metastore.DefaultRetention())
+	if v := must[metastore.Version](t, "GetVersion")(s.GetVersion(ctx, p.ID, 1)); v.Pinned {
+		t.Fatal("SetPinned with a canceled context pinned the version")
+	}
 	for _, lp := range must[[]metastore.Project](t, "ListProjects")(s.ListProjects(ctx)) {
 		if lp.Name == "never" {
 			t.Fatal("CreateProject with a canceled context created the project")

@@ -321,31 +321,21 @@ func (s *Store) GetToken(ctx context.Context, hash string) (metastore.Token, err
 // ---- blob index ----
 
 // MissingBlobs returns the ids (in input order, deduplicated) that the
-// project's index does not hold, or ErrNotFound for an unknown project. One
-// query whatever the number of ids: id = ANY($2).
+// project's index does not hold, or holds only in a condemned pack, or
+// ErrNotFound for an unknown project. One query whatever the number of ids:
+// id = ANY($2).
 func (s *Store) MissingBlobs(ctx context.Context, projectID string, ids []id.ID) ([]id.ID, error) {
 	if !storeutil.Storable(projectID) {
 		return nil, storeutil.NotFound("project %q", projectID)
 	}
 	ids = storeutil.Dedup(ids)
-	have := make(map[id.ID]struct{}, len(ids))
+	var have map[id.ID]struct{}
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
 		if err := needProject(ctx, c, projectID); err != nil {
 			return err
 		}
-		if len(ids) == 0 {
-			return nil
-		}
-		rows, err := c.Query(ctx, `SELECT id FROM blobs WHERE project_id = $1 AND id = ANY($2)`, projectID, storeutil.IDBytes(ids))
-		if err != nil {
-			return err
-		}
-		var b []byte
-		_, err = pgx.ForEachRow(rows, []any{&b}, func() error {
-			x, err := storeutil.ParseID(b, "blob id")
-			have[x] = struct{}{}
-			return err
-		})
+		var err error
+		have, err = liveBlobs(ctx, c, projectID, ids)
 		return err
 	})
 	if err != nil {
@@ -405,8 +395,9 @@ func (s *Store) LocateBlobs(ctx context.Context, projectID string, ids []id.ID) 
 
 // AddPack records a verified pack and the blobs in it, in one transaction
 // and one INSERT ... SELECT FROM unnest(...) for the blobs. Adding the same
-// pack again changes nothing; a blob already indexed keeps its first
-// location. An unknown project is ErrNotFound.
+// pack again changes nothing but un-condemning it; a blob already indexed
+// keeps its first location unless that pack is condemned. An unknown project
+// is ErrNotFound; an old p.Epoch or a pack being deleted is ErrStale.
 func (s *Store) AddPack(ctx context.Context, p metastore.Pack, blobs []metastore.BlobLocation) error {
 	p, blobs, err := storeutil.CheckPack(p, blobs)
 	if err != nil {
@@ -418,23 +409,28 @@ func (s *Store) AddPack(ctx context.Context, p metastore.Pack, blobs []metastore
 		ids[i], types[i], offsets[i], lengths[i], raws[i], codecs[i] = b.ID.Bytes(), int16(b.Type), b.Offset, b.Length, b.RawLength, int16(b.Codec)
 	}
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO packs (project_id, id, type, size, created_at) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (project_id, id) DO NOTHING`, p.ProjectID, p.ID.Bytes(), int16(p.Type), p.Size, p.CreatedAt); err != nil {
-			if hasCode(err, codeForeignKeyViolation) {
-				return fmt.Errorf("%w: project %q", metastore.ErrNotFound, p.ProjectID)
-			}
+		if err := shareProject(ctx, tx, p.ProjectID); err != nil {
+			return err
+		}
+		if err := claimPack(ctx, tx, p); err != nil {
 			return err
 		}
 		if n == 0 {
 			return nil
 		}
 		// The blobs come sorted by id, so concurrent AddPacks lock rows in
-		// the same order and cannot deadlock.
+		// the same order and cannot deadlock. A blob indexed in a condemned
+		// pack moves to this one: an uploader stores it again because
+		// MissingBlobs said so.
 		_, err := tx.Exec(ctx, `INSERT INTO blobs (project_id, id, type, pack_id, "offset", length, raw_length, codec)
 			SELECT $1, u.id, u.type, $2, u.off, u.len, u.raw, u.codec
 			FROM unnest($3::bytea[], $4::smallint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::smallint[])
 				AS u(id, type, off, len, raw, codec)
-			ON CONFLICT (project_id, id) DO NOTHING`,
+			ON CONFLICT (project_id, id) DO UPDATE SET
+				pack_id = excluded.pack_id, "offset" = excluded."offset", length = excluded.length,
+				raw_length = excluded.raw_length, codec = excluded.codec
+			WHERE blobs.type = excluded.type AND blobs.pack_id IN
+				(SELECT c.id FROM packs c WHERE c.project_id = blobs.project_id AND c.condemned_at IS NOT NULL)`,
 			p.ProjectID, p.ID.Bytes(), ids, types, offsets, lengths, raws, codecs)
 		return err
 	})
@@ -462,6 +458,14 @@ func (s *Store) CommitVersion(ctx context.Context, v metastore.Version, changes 
 	v.Number = v.Parent + 1
 	v.CreatedAt = now
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		if len(changes.Requires) > 0 {
+			// Shared with other commits and uploads, exclusive with the
+			// garbage collection transactions: the check below and the
+			// commit are atomic with respect to CondemnPacks, DeletePacks.
+			if err := shareProject(ctx, tx, v.ProjectID); err != nil {
+				return err
+			}
+		}
 		// The row lock this UPDATE takes serialises concurrent commits to
 		// the project; a loser re-reads the row after the winner commits and
 		// matches nothing.
@@ -479,6 +483,16 @@ func (s *Store) CommitVersion(ctx context.Context, v metastore.Version, changes 
 				return err
 			}
 			return fmt.Errorf("%w: head is %d, the commit names %d", metastore.ErrConflict, head, v.Parent)
+		}
+		if len(changes.Requires) > 0 {
+			req := storeutil.Dedup(changes.Requires)
+			have, err := liveBlobs(ctx, tx, v.ProjectID, req)
+			if err != nil {
+				return fmt.Errorf("check required blobs: %w", err)
+			}
+			if first, ok := storeutil.FirstMissing(req, have); ok {
+				return storeutil.MissingErr(len(req)-len(have), first)
+			}
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO versions
 			(project_id, number, parent, root, kind, sandbox_id, created_at, files, bytes, pinned)

@@ -406,37 +406,21 @@ func (s *Store) GetToken(ctx context.Context, hash string) (metastore.Token, err
 // ---- blob index ----
 
 // MissingBlobs returns the ids (in input order, deduplicated) that the
-// project's index does not hold, or ErrNotFound for an unknown project.
+// project's index does not hold, or holds only in a condemned pack, or
+// ErrNotFound for an unknown project.
 func (s *Store) MissingBlobs(ctx context.Context, projectID string, ids []id.ID) ([]id.ID, error) {
 	if !storeutil.Storable(projectID) {
 		return nil, storeutil.NotFound("project %q", projectID)
 	}
 	ids = storeutil.Dedup(ids)
-	have := make(map[id.ID]struct{}, len(ids))
+	var have map[id.ID]struct{}
 	err := s.readTx(ctx, func(tx *sql.Tx) error {
 		if err := needProject(ctx, tx, projectID); err != nil {
 			return err
 		}
-		return eachChunk(ids, func(chunk []id.ID) error {
-			rows, err := tx.QueryContext(ctx, `SELECT id FROM blobs WHERE project_id = ? AND id IN (`+
-				strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",")+`)`, idArgs(projectID, chunk)...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				var b []byte
-				if err := rows.Scan(&b); err != nil {
-					return err
-				}
-				x, err := storeutil.ParseID(b, "blob id")
-				if err != nil {
-					return err
-				}
-				have[x] = struct{}{}
-			}
-			return rows.Err()
-		})
+		var err error
+		have, err = liveBlobs(ctx, tx, projectID, ids)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("missing blobs of %s: %w", projectID, err)
@@ -523,19 +507,17 @@ func (s *Store) readTx(ctx context.Context, fn func(*sql.Tx) error) error {
 }
 
 // AddPack records a verified pack and the blobs in it, in one transaction.
-// Adding the same pack again changes nothing; a blob already indexed keeps
-// its first location. An unknown project is ErrNotFound.
+// Adding the same pack again changes nothing but un-condemning it; a blob
+// already indexed keeps its first location unless that pack is condemned.
+// An unknown project is ErrNotFound; an old p.Epoch or a pack being deleted
+// is ErrStale.
 func (s *Store) AddPack(ctx context.Context, p metastore.Pack, blobs []metastore.BlobLocation) error {
 	p, blobs, err := storeutil.CheckPack(p, blobs)
 	if err != nil {
 		return err
 	}
 	err = inTx(ctx, s.w, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO packs (project_id, id, type, size, created_at) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (project_id, id) DO NOTHING`, p.ProjectID, p.ID[:], p.Type, p.Size, fmtTime(p.CreatedAt)); err != nil {
-			if isForeignKey(err) {
-				return fmt.Errorf("%w: project %q", metastore.ErrNotFound, p.ProjectID)
-			}
+		if err := claimPack(ctx, tx, p); err != nil {
 			return err
 		}
 		for chunk := range slices.Chunk(blobs, rowChunk) {
@@ -543,8 +525,14 @@ func (s *Store) AddPack(ctx context.Context, p metastore.Pack, blobs []metastore
 			for _, b := range chunk {
 				args = append(args, p.ProjectID, b.ID[:], b.Type, b.PackID[:], b.Offset, b.Length, b.RawLength, b.Codec)
 			}
+			// A blob indexed in a condemned pack moves to this one: an
+			// uploader stores it again because MissingBlobs said so.
 			if _, err := tx.ExecContext(ctx, `INSERT INTO blobs (project_id, id, type, pack_id, "offset", length, raw_length, codec)
-				VALUES `+placeholders(len(chunk), 8)+` ON CONFLICT (project_id, id) DO NOTHING`, args...); err != nil {
+				VALUES `+placeholders(len(chunk), 8)+` ON CONFLICT (project_id, id) DO UPDATE SET
+					pack_id = excluded.pack_id, "offset" = excluded."offset", length = excluded.length,
+					raw_length = excluded.raw_length, codec = excluded.codec
+				WHERE blobs.type = excluded.type AND blobs.pack_id IN
+					(SELECT c.id FROM packs c WHERE c.project_id = blobs.project_id AND c.condemned_at IS NOT NULL)`, args...); err != nil {
 				return err
 			}
 		}
@@ -590,6 +578,18 @@ func (s *Store) CommitVersion(ctx context.Context, v metastore.Version, changes 
 				return err
 			}
 			return fmt.Errorf("%w: head is %d, the commit names %d", metastore.ErrConflict, head, v.Parent)
+		}
+		if len(changes.Requires) > 0 {
+			// On the single writer connection: atomic with CondemnPacks and
+			// DeletePacks, which write through it too.
+			req := storeutil.Dedup(changes.Requires)
+			have, err := liveBlobs(ctx, tx, v.ProjectID, req)
+			if err != nil {
+				return fmt.Errorf("check required blobs: %w", err)
+			}
+			if first, ok := storeutil.FirstMissing(req, have); ok {
+				return storeutil.MissingErr(len(req)-len(have), first)
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO versions
 			(project_id, number, parent, root, kind, sandbox_id, created_at, files, bytes, pinned)

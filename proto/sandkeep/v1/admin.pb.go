@@ -23,6 +23,60 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ChangeKind says how a path differs between two versions.
+type ChangeKind int32
+
+const (
+	ChangeKind_CHANGE_KIND_UNSPECIFIED ChangeKind = 0
+	ChangeKind_CHANGE_KIND_ADDED       ChangeKind = 1
+	// Content, mode, mtime, target or type changed.
+	ChangeKind_CHANGE_KIND_MODIFIED ChangeKind = 2
+	ChangeKind_CHANGE_KIND_DELETED  ChangeKind = 3
+)
+
+// Enum value maps for ChangeKind.
+var (
+	ChangeKind_name = map[int32]string{
+		0: "CHANGE_KIND_UNSPECIFIED",
+		1: "CHANGE_KIND_ADDED",
+		2: "CHANGE_KIND_MODIFIED",
+		3: "CHANGE_KIND_DELETED",
+	}
+	ChangeKind_value = map[string]int32{
+		"CHANGE_KIND_UNSPECIFIED": 0,
+		"CHANGE_KIND_ADDED":       1,
+		"CHANGE_KIND_MODIFIED":    2,
+		"CHANGE_KIND_DELETED":     3,
+	}
+)
+
+func (x ChangeKind) Enum() *ChangeKind {
+	p := new(ChangeKind)
+	*p = x
+	return p
+}
+
+func (x ChangeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChangeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_sandkeep_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (ChangeKind) Type() protoreflect.EnumType {
+	return &file_sandkeep_v1_admin_proto_enumTypes[0]
+}
+
+func (x ChangeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChangeKind.Descriptor instead.
+func (ChangeKind) EnumDescriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
 // CreateProjectRequest names the project.
 type CreateProjectRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -766,6 +820,1704 @@ func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
 	return nil
 }
 
+// FileInfo is one entry of a version's tree.
+type FileInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Slash-separated path relative to the workspace root.
+	Path string    `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Type EntryType `protobuf:"varint,2,opt,name=type,proto3,enum=sandkeep.v1.EntryType" json:"type,omitempty"`
+	// Permission bits (mode & 0o7777).
+	Mode    uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	MtimeNs int64  `protobuf:"varint,4,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
+	// File size in bytes; 0 for other types.
+	Size int64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	// Content hash of a file, also the ETag of its link: "blake3:<hex>" for a
+	// file of at most one chunk (what b3sum prints), "blake3-chunks:<hex>" for
+	// larger files. Empty for other types.
+	Checksum string `protobuf:"bytes,6,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	// Guessed from the extension; files only.
+	ContentType string `protobuf:"bytes,7,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// Symlink target.
+	Target        string `protobuf:"bytes,8,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileInfo) Reset() {
+	*x = FileInfo{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileInfo) ProtoMessage() {}
+
+func (x *FileInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
+func (*FileInfo) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *FileInfo) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FileInfo) GetType() EntryType {
+	if x != nil {
+		return x.Type
+	}
+	return EntryType_ENTRY_TYPE_UNSPECIFIED
+}
+
+func (x *FileInfo) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *FileInfo) GetMtimeNs() int64 {
+	if x != nil {
+		return x.MtimeNs
+	}
+	return 0
+}
+
+func (x *FileInfo) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileInfo) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
+}
+
+func (x *FileInfo) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *FileInfo) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+// FileChange is one path that differs between two versions.
+type FileChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Kind  ChangeKind             `protobuf:"varint,2,opt,name=kind,proto3,enum=sandkeep.v1.ChangeKind" json:"kind,omitempty"`
+	// The entry in the older version; unset when added.
+	OldFile *FileInfo `protobuf:"bytes,3,opt,name=old_file,json=oldFile,proto3" json:"old_file,omitempty"`
+	// The entry in the newer version; unset when deleted.
+	NewFile       *FileInfo `protobuf:"bytes,4,opt,name=new_file,json=newFile,proto3" json:"new_file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileChange) Reset() {
+	*x = FileChange{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileChange) ProtoMessage() {}
+
+func (x *FileChange) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileChange.ProtoReflect.Descriptor instead.
+func (*FileChange) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *FileChange) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FileChange) GetKind() ChangeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ChangeKind_CHANGE_KIND_UNSPECIFIED
+}
+
+func (x *FileChange) GetOldFile() *FileInfo {
+	if x != nil {
+		return x.OldFile
+	}
+	return nil
+}
+
+func (x *FileChange) GetNewFile() *FileInfo {
+	if x != nil {
+		return x.NewFile
+	}
+	return nil
+}
+
+// DiffVersionsRequest names two versions; 0 is the empty tree (before
+// version 1).
+type DiffVersionsRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId   string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	FromVersion int64                  `protobuf:"varint,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	ToVersion   int64                  `protobuf:"varint,3,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	// At most this many changes; 0 means 1000, the maximum is 10000.
+	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiffVersionsRequest) Reset() {
+	*x = DiffVersionsRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiffVersionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiffVersionsRequest) ProtoMessage() {}
+
+func (x *DiffVersionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiffVersionsRequest.ProtoReflect.Descriptor instead.
+func (*DiffVersionsRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DiffVersionsRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *DiffVersionsRequest) GetFromVersion() int64 {
+	if x != nil {
+		return x.FromVersion
+	}
+	return 0
+}
+
+func (x *DiffVersionsRequest) GetToVersion() int64 {
+	if x != nil {
+		return x.ToVersion
+	}
+	return 0
+}
+
+func (x *DiffVersionsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *DiffVersionsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// DiffVersionsResponse is one page, in path order.
+type DiffVersionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Changes       []*FileChange          `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiffVersionsResponse) Reset() {
+	*x = DiffVersionsResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiffVersionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiffVersionsResponse) ProtoMessage() {}
+
+func (x *DiffVersionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiffVersionsResponse.ProtoReflect.Descriptor instead.
+func (*DiffVersionsResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DiffVersionsResponse) GetChanges() []*FileChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *DiffVersionsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// ListFilesRequest pages a version's files.
+type ListFilesRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// 0 means the head (resolved on the first page; later pages stay on it).
+	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// A directory (or a file) path; empty for the whole tree.
+	Prefix string `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// At most this many files; 0 means 1000, the maximum is 10000.
+	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFilesRequest) Reset() {
+	*x = ListFilesRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFilesRequest) ProtoMessage() {}
+
+func (x *ListFilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFilesRequest.ProtoReflect.Descriptor instead.
+func (*ListFilesRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListFilesRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *ListFilesRequest) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ListFilesRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ListFilesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListFilesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListFilesResponse is one page, in path order (depth first: a directory's
+// entries come right after its own path).
+type ListFilesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*FileInfo            `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The version listed.
+	Version       *Version `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFilesResponse) Reset() {
+	*x = ListFilesResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFilesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFilesResponse) ProtoMessage() {}
+
+func (x *ListFilesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFilesResponse.ProtoReflect.Descriptor instead.
+func (*ListFilesResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListFilesResponse) GetFiles() []*FileInfo {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *ListFilesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListFilesResponse) GetVersion() *Version {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
+// ListFileHistoryRequest names a path.
+type ListFileHistoryRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	Path      string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// At most this many revisions; 0 means 100, the maximum is 1000. A page may
+	// hold fewer (even none) with a next_page_token when many versions were
+	// scanned without a change.
+	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFileHistoryRequest) Reset() {
+	*x = ListFileHistoryRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFileHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFileHistoryRequest) ProtoMessage() {}
+
+func (x *ListFileHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFileHistoryRequest.ProtoReflect.Descriptor instead.
+func (*ListFileHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListFileHistoryRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *ListFileHistoryRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ListFileHistoryRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListFileHistoryRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// FileRevision is one version in which a path changed.
+type FileRevision struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version *Version               `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Kind    ChangeKind             `protobuf:"varint,2,opt,name=kind,proto3,enum=sandkeep.v1.ChangeKind" json:"kind,omitempty"`
+	// The entry in that version; unset when it was deleted there.
+	File          *FileInfo `protobuf:"bytes,3,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileRevision) Reset() {
+	*x = FileRevision{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileRevision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileRevision) ProtoMessage() {}
+
+func (x *FileRevision) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileRevision.ProtoReflect.Descriptor instead.
+func (*FileRevision) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *FileRevision) GetVersion() *Version {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
+func (x *FileRevision) GetKind() ChangeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ChangeKind_CHANGE_KIND_UNSPECIFIED
+}
+
+func (x *FileRevision) GetFile() *FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+// ListFileHistoryResponse is one page, newest first.
+type ListFileHistoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revisions     []*FileRevision        `protobuf:"bytes,1,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFileHistoryResponse) Reset() {
+	*x = ListFileHistoryResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFileHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFileHistoryResponse) ProtoMessage() {}
+
+func (x *ListFileHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFileHistoryResponse.ProtoReflect.Descriptor instead.
+func (*ListFileHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListFileHistoryResponse) GetRevisions() []*FileRevision {
+	if x != nil {
+		return x.Revisions
+	}
+	return nil
+}
+
+func (x *ListFileHistoryResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// ReadFileRequest names a file and optionally a byte range.
+type ReadFileRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	Path      string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// 0 means the head.
+	Version int64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	Offset  int64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	// 0 means to the end of the file.
+	Length        int64 `protobuf:"varint,5,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileRequest) Reset() {
+	*x = ReadFileRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileRequest) ProtoMessage() {}
+
+func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
+func (*ReadFileRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ReadFileRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *ReadFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ReadFileRequest) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ReadFileRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadFileRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+// ReadFileResponse is one piece of the content, in order.
+type ReadFileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set in the first message.
+	File *FileInfo `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	// Set in the first message.
+	Version       *Version `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Data          []byte   `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileResponse) Reset() {
+	*x = ReadFileResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileResponse) ProtoMessage() {}
+
+func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
+func (*ReadFileResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ReadFileResponse) GetFile() *FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *ReadFileResponse) GetVersion() *Version {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
+func (x *ReadFileResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// RollbackProjectRequest names the version to bring back.
+type RollbackProjectRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	Version   int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// How long to wait for a connected agent to apply the rollback to its
+	// workspace; default 60s, at most 1h. The rollback is committed either way.
+	AgentTimeout  *durationpb.Duration `protobuf:"bytes,3,opt,name=agent_timeout,json=agentTimeout,proto3" json:"agent_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackProjectRequest) Reset() {
+	*x = RollbackProjectRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackProjectRequest) ProtoMessage() {}
+
+func (x *RollbackProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackProjectRequest.ProtoReflect.Descriptor instead.
+func (*RollbackProjectRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RollbackProjectRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *RollbackProjectRequest) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *RollbackProjectRequest) GetAgentTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.AgentTimeout
+	}
+	return nil
+}
+
+// RollbackProjectResponse returns the new head.
+type RollbackProjectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new head: kind rollback, root = the root of the requested version.
+	Version *Version `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// An agent of the project was connected to this coordinator.
+	AgentConnected bool `protobuf:"varint,2,opt,name=agent_connected,json=agentConnected,proto3" json:"agent_connected,omitempty"`
+	// The connected agent brought its workspace to the new head.
+	AgentApplied bool `protobuf:"varint,3,opt,name=agent_applied,json=agentApplied,proto3" json:"agent_applied,omitempty"`
+	// The version the agent's workspace is committed as after applying it.
+	AgentVersion int64 `protobuf:"varint,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// Why the agent did not apply it (timeout, failure); empty otherwise. The
+	// agent then follows the new head on its next commit.
+	AgentError    string `protobuf:"bytes,5,opt,name=agent_error,json=agentError,proto3" json:"agent_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackProjectResponse) Reset() {
+	*x = RollbackProjectResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackProjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackProjectResponse) ProtoMessage() {}
+
+func (x *RollbackProjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackProjectResponse.ProtoReflect.Descriptor instead.
+func (*RollbackProjectResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RollbackProjectResponse) GetVersion() *Version {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
+func (x *RollbackProjectResponse) GetAgentConnected() bool {
+	if x != nil {
+		return x.AgentConnected
+	}
+	return false
+}
+
+func (x *RollbackProjectResponse) GetAgentApplied() bool {
+	if x != nil {
+		return x.AgentApplied
+	}
+	return false
+}
+
+func (x *RollbackProjectResponse) GetAgentVersion() int64 {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return 0
+}
+
+func (x *RollbackProjectResponse) GetAgentError() string {
+	if x != nil {
+		return x.AgentError
+	}
+	return ""
+}
+
+// CreateFileLinkRequest names the file.
+type CreateFileLinkRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	Path      string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// 0 means the head at the time of the call (the link stays on that version).
+	Version int64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// Lifetime of the link; default 24h, at most 366 days.
+	Ttl           *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFileLinkRequest) Reset() {
+	*x = CreateFileLinkRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFileLinkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFileLinkRequest) ProtoMessage() {}
+
+func (x *CreateFileLinkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFileLinkRequest.ProtoReflect.Descriptor instead.
+func (*CreateFileLinkRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CreateFileLinkRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *CreateFileLinkRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *CreateFileLinkRequest) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CreateFileLinkRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+// CreateFileLinkResponse returns the link.
+type CreateFileLinkResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// {public-url}/v1/projects/{id}/files/{path}?exp=...&sig=...&version=N
+	Url        string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The version the link serves.
+	Version       int64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFileLinkResponse) Reset() {
+	*x = CreateFileLinkResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFileLinkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFileLinkResponse) ProtoMessage() {}
+
+func (x *CreateFileLinkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFileLinkResponse.ProtoReflect.Descriptor instead.
+func (*CreateFileLinkResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CreateFileLinkResponse) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CreateFileLinkResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *CreateFileLinkResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// CollectGarbageRequest scopes a GC run.
+type CollectGarbageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: every project.
+	ProjectId string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// Report what would be freed; delete nothing.
+	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectGarbageRequest) Reset() {
+	*x = CollectGarbageRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectGarbageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectGarbageRequest) ProtoMessage() {}
+
+func (x *CollectGarbageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectGarbageRequest.ProtoReflect.Descriptor instead.
+func (*CollectGarbageRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CollectGarbageRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *CollectGarbageRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// CollectGarbageResponse reports what was freed (for a dry run: what would
+// be). Pack objects are deleted by a run at least the grace period after
+// they were condemned, so bytes_freed of one run is what earlier runs
+// condemned.
+type CollectGarbageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Human-readable report.
+	Report string `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	// Projects collected without error.
+	Projects int64 `protobuf:"varint,2,opt,name=projects,proto3" json:"projects,omitempty"`
+	// Versions the retention policies dropped.
+	VersionsDeleted int64 `protobuf:"varint,3,opt,name=versions_deleted,json=versionsDeleted,proto3" json:"versions_deleted,omitempty"`
+	PacksDeleted    int64 `protobuf:"varint,4,opt,name=packs_deleted,json=packsDeleted,proto3" json:"packs_deleted,omitempty"`
+	BytesFreed      int64 `protobuf:"varint,5,opt,name=bytes_freed,json=bytesFreed,proto3" json:"bytes_freed,omitempty"`
+	// Packs condemned (unreferenced or repacked), and the bytes awaiting
+	// deletion after the grace period.
+	PacksCondemned int64 `protobuf:"varint,6,opt,name=packs_condemned,json=packsCondemned,proto3" json:"packs_condemned,omitempty"`
+	BytesCondemned int64 `protobuf:"varint,7,opt,name=bytes_condemned,json=bytesCondemned,proto3" json:"bytes_condemned,omitempty"`
+	// Total size of the pack objects before and after the run.
+	BytesBefore int64 `protobuf:"varint,8,opt,name=bytes_before,json=bytesBefore,proto3" json:"bytes_before,omitempty"`
+	BytesAfter  int64 `protobuf:"varint,9,opt,name=bytes_after,json=bytesAfter,proto3" json:"bytes_after,omitempty"`
+	// Projects whose collection failed ("id: error"), when every project was
+	// collected; the others were still collected.
+	Failed        []string `protobuf:"bytes,10,rep,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectGarbageResponse) Reset() {
+	*x = CollectGarbageResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectGarbageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectGarbageResponse) ProtoMessage() {}
+
+func (x *CollectGarbageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectGarbageResponse.ProtoReflect.Descriptor instead.
+func (*CollectGarbageResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CollectGarbageResponse) GetReport() string {
+	if x != nil {
+		return x.Report
+	}
+	return ""
+}
+
+func (x *CollectGarbageResponse) GetProjects() int64 {
+	if x != nil {
+		return x.Projects
+	}
+	return 0
+}
+
+func (x *CollectGarbageResponse) GetVersionsDeleted() int64 {
+	if x != nil {
+		return x.VersionsDeleted
+	}
+	return 0
+}
+
+func (x *CollectGarbageResponse) GetPacksDeleted() int64 {
+	if x != nil {
+		return x.PacksDeleted
+	}
+	return 0
+}
+
+func (x *CollectGarbageResponse) GetBytesFreed() int64 {
+	if x != nil {
+		return x.BytesFreed
+	}
+	return 0
+}
+
+func (x *CollectGarbageResponse) GetPacksCondemned() int64 {
+	if x != nil {
+		return x.PacksCondemned
+	}
+	return 0
+}
+
+func (x *CollectGarbageResponse) GetBytesCondemned() int64 {
+	if x != nil {
+		return x.BytesCondemned
+	}
+	return 0
+}
+
+func (x *CollectGarbageResponse) GetBytesBefore() int64 {
+	if x != nil {
+		return x.BytesBefore
+	}
+	return 0
+}
+
+func (x *CollectGarbageResponse) GetBytesAfter() int64 {
+	if x != nil {
+		return x.BytesAfter
+	}
+	return 0
+}
+
+func (x *CollectGarbageResponse) GetFailed() []string {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
+// DeleteProjectRequest names the project.
+type DeleteProjectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteProjectRequest) Reset() {
+	*x = DeleteProjectRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteProjectRequest) ProtoMessage() {}
+
+func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteProjectRequest.ProtoReflect.Descriptor instead.
+func (*DeleteProjectRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *DeleteProjectRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+// DeleteProjectResponse reports what was freed.
+type DeleteProjectResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ObjectsDeleted int64                  `protobuf:"varint,1,opt,name=objects_deleted,json=objectsDeleted,proto3" json:"objects_deleted,omitempty"`
+	BytesFreed     int64                  `protobuf:"varint,2,opt,name=bytes_freed,json=bytesFreed,proto3" json:"bytes_freed,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeleteProjectResponse) Reset() {
+	*x = DeleteProjectResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteProjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteProjectResponse) ProtoMessage() {}
+
+func (x *DeleteProjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteProjectResponse.ProtoReflect.Descriptor instead.
+func (*DeleteProjectResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DeleteProjectResponse) GetObjectsDeleted() int64 {
+	if x != nil {
+		return x.ObjectsDeleted
+	}
+	return 0
+}
+
+func (x *DeleteProjectResponse) GetBytesFreed() int64 {
+	if x != nil {
+		return x.BytesFreed
+	}
+	return 0
+}
+
+// PinVersionRequest pins or unpins a version.
+type PinVersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Pinned        bool                   `protobuf:"varint,3,opt,name=pinned,proto3" json:"pinned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PinVersionRequest) Reset() {
+	*x = PinVersionRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PinVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PinVersionRequest) ProtoMessage() {}
+
+func (x *PinVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PinVersionRequest.ProtoReflect.Descriptor instead.
+func (*PinVersionRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *PinVersionRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *PinVersionRequest) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *PinVersionRequest) GetPinned() bool {
+	if x != nil {
+		return x.Pinned
+	}
+	return false
+}
+
+// PinVersionResponse returns the version.
+type PinVersionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       *Version               `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PinVersionResponse) Reset() {
+	*x = PinVersionResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PinVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PinVersionResponse) ProtoMessage() {}
+
+func (x *PinVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PinVersionResponse.ProtoReflect.Descriptor instead.
+func (*PinVersionResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *PinVersionResponse) GetVersion() *Version {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
+// RetentionPolicy says which versions garbage collection keeps: a version is
+// kept if any rule keeps it; pinned versions and the head are always kept.
+// Default: the last 50 versions and those of the last 30 days.
+type RetentionPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keep the newest N versions (the head counts as one); 0 keeps none by
+	// count. Unset in SetRetention: unchanged.
+	KeepLast *int64 `protobuf:"varint,1,opt,name=keep_last,json=keepLast,proto3,oneof" json:"keep_last,omitempty"`
+	// Keep versions younger than this; 0 keeps none by age. Unset in
+	// SetRetention: unchanged.
+	KeepWithin    *durationpb.Duration `protobuf:"bytes,2,opt,name=keep_within,json=keepWithin,proto3" json:"keep_within,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionPolicy) Reset() {
+	*x = RetentionPolicy{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionPolicy) ProtoMessage() {}
+
+func (x *RetentionPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionPolicy.ProtoReflect.Descriptor instead.
+func (*RetentionPolicy) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RetentionPolicy) GetKeepLast() int64 {
+	if x != nil && x.KeepLast != nil {
+		return *x.KeepLast
+	}
+	return 0
+}
+
+func (x *RetentionPolicy) GetKeepWithin() *durationpb.Duration {
+	if x != nil {
+		return x.KeepWithin
+	}
+	return nil
+}
+
+// GetRetentionRequest names the project.
+type GetRetentionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRetentionRequest) Reset() {
+	*x = GetRetentionRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRetentionRequest) ProtoMessage() {}
+
+func (x *GetRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRetentionRequest.ProtoReflect.Descriptor instead.
+func (*GetRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *GetRetentionRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+// GetRetentionResponse returns the policy in effect.
+type GetRetentionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        *RetentionPolicy       `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRetentionResponse) Reset() {
+	*x = GetRetentionResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRetentionResponse) ProtoMessage() {}
+
+func (x *GetRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRetentionResponse.ProtoReflect.Descriptor instead.
+func (*GetRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *GetRetentionResponse) GetPolicy() *RetentionPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// SetRetentionRequest changes the fields set in policy.
+type SetRetentionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	Policy        *RetentionPolicy       `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRetentionRequest) Reset() {
+	*x = SetRetentionRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRetentionRequest) ProtoMessage() {}
+
+func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRetentionRequest.ProtoReflect.Descriptor instead.
+func (*SetRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *SetRetentionRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *SetRetentionRequest) GetPolicy() *RetentionPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// SetRetentionResponse returns the policy now in effect.
+type SetRetentionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        *RetentionPolicy       `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRetentionResponse) Reset() {
+	*x = SetRetentionResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRetentionResponse) ProtoMessage() {}
+
+func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
+func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *SetRetentionResponse) GetPolicy() *RetentionPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
 var File_sandkeep_v1_admin_proto protoreflect.FileDescriptor
 
 const file_sandkeep_v1_admin_proto_rawDesc = "" +
@@ -816,7 +2568,149 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\x0elast_seen_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x124\n" +
 	"\theartbeat\x18\x04 \x01(\v2\x16.sandkeep.v1.HeartbeatR\theartbeat\"D\n" +
 	"\x12ListAgentsResponse\x12.\n" +
-	"\x06agents\x18\x01 \x03(\v2\x16.sandkeep.v1.AgentInfoR\x06agents2\xea\x04\n" +
+	"\x06agents\x18\x01 \x03(\v2\x16.sandkeep.v1.AgentInfoR\x06agents\"\xe4\x01\n" +
+	"\bFileInfo\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12*\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x16.sandkeep.v1.EntryTypeR\x04type\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x19\n" +
+	"\bmtime_ns\x18\x04 \x01(\x03R\amtimeNs\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\x12\x1a\n" +
+	"\bchecksum\x18\x06 \x01(\tR\bchecksum\x12!\n" +
+	"\fcontent_type\x18\a \x01(\tR\vcontentType\x12\x16\n" +
+	"\x06target\x18\b \x01(\tR\x06target\"\xb1\x01\n" +
+	"\n" +
+	"FileChange\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12+\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x17.sandkeep.v1.ChangeKindR\x04kind\x120\n" +
+	"\bold_file\x18\x03 \x01(\v2\x15.sandkeep.v1.FileInfoR\aoldFile\x120\n" +
+	"\bnew_file\x18\x04 \x01(\v2\x15.sandkeep.v1.FileInfoR\anewFile\"\xb2\x01\n" +
+	"\x13DiffVersionsRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12!\n" +
+	"\ffrom_version\x18\x02 \x01(\x03R\vfromVersion\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x03 \x01(\x03R\ttoVersion\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"q\n" +
+	"\x14DiffVersionsResponse\x121\n" +
+	"\achanges\x18\x01 \x03(\v2\x17.sandkeep.v1.FileChangeR\achanges\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9f\x01\n" +
+	"\x10ListFilesRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x16\n" +
+	"\x06prefix\x18\x03 \x01(\tR\x06prefix\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\x98\x01\n" +
+	"\x11ListFilesResponse\x12+\n" +
+	"\x05files\x18\x01 \x03(\v2\x15.sandkeep.v1.FileInfoR\x05files\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12.\n" +
+	"\aversion\x18\x03 \x01(\v2\x14.sandkeep.v1.VersionR\aversion\"\x87\x01\n" +
+	"\x16ListFileHistoryRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\x96\x01\n" +
+	"\fFileRevision\x12.\n" +
+	"\aversion\x18\x01 \x01(\v2\x14.sandkeep.v1.VersionR\aversion\x12+\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x17.sandkeep.v1.ChangeKindR\x04kind\x12)\n" +
+	"\x04file\x18\x03 \x01(\v2\x15.sandkeep.v1.FileInfoR\x04file\"z\n" +
+	"\x17ListFileHistoryResponse\x127\n" +
+	"\trevisions\x18\x01 \x03(\v2\x19.sandkeep.v1.FileRevisionR\trevisions\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8e\x01\n" +
+	"\x0fReadFileRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x05 \x01(\x03R\x06length\"\x81\x01\n" +
+	"\x10ReadFileResponse\x12)\n" +
+	"\x04file\x18\x01 \x01(\v2\x15.sandkeep.v1.FileInfoR\x04file\x12.\n" +
+	"\aversion\x18\x02 \x01(\v2\x14.sandkeep.v1.VersionR\aversion\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\x91\x01\n" +
+	"\x16RollbackProjectRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12>\n" +
+	"\ragent_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\fagentTimeout\"\xdd\x01\n" +
+	"\x17RollbackProjectResponse\x12.\n" +
+	"\aversion\x18\x01 \x01(\v2\x14.sandkeep.v1.VersionR\aversion\x12'\n" +
+	"\x0fagent_connected\x18\x02 \x01(\bR\x0eagentConnected\x12#\n" +
+	"\ragent_applied\x18\x03 \x01(\bR\fagentApplied\x12#\n" +
+	"\ragent_version\x18\x04 \x01(\x03R\fagentVersion\x12\x1f\n" +
+	"\vagent_error\x18\x05 \x01(\tR\n" +
+	"agentError\"\x91\x01\n" +
+	"\x15CreateFileLinkRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\x12+\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\x81\x01\n" +
+	"\x16CreateFileLinkResponse\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\"O\n" +
+	"\x15CollectGarbageRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\xeb\x02\n" +
+	"\x16CollectGarbageResponse\x12\x16\n" +
+	"\x06report\x18\x01 \x01(\tR\x06report\x12\x1a\n" +
+	"\bprojects\x18\x02 \x01(\x03R\bprojects\x12)\n" +
+	"\x10versions_deleted\x18\x03 \x01(\x03R\x0fversionsDeleted\x12#\n" +
+	"\rpacks_deleted\x18\x04 \x01(\x03R\fpacksDeleted\x12\x1f\n" +
+	"\vbytes_freed\x18\x05 \x01(\x03R\n" +
+	"bytesFreed\x12'\n" +
+	"\x0fpacks_condemned\x18\x06 \x01(\x03R\x0epacksCondemned\x12'\n" +
+	"\x0fbytes_condemned\x18\a \x01(\x03R\x0ebytesCondemned\x12!\n" +
+	"\fbytes_before\x18\b \x01(\x03R\vbytesBefore\x12\x1f\n" +
+	"\vbytes_after\x18\t \x01(\x03R\n" +
+	"bytesAfter\x12\x16\n" +
+	"\x06failed\x18\n" +
+	" \x03(\tR\x06failed\"5\n" +
+	"\x14DeleteProjectRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\"a\n" +
+	"\x15DeleteProjectResponse\x12'\n" +
+	"\x0fobjects_deleted\x18\x01 \x01(\x03R\x0eobjectsDeleted\x12\x1f\n" +
+	"\vbytes_freed\x18\x02 \x01(\x03R\n" +
+	"bytesFreed\"d\n" +
+	"\x11PinVersionRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x16\n" +
+	"\x06pinned\x18\x03 \x01(\bR\x06pinned\"D\n" +
+	"\x12PinVersionResponse\x12.\n" +
+	"\aversion\x18\x01 \x01(\v2\x14.sandkeep.v1.VersionR\aversion\"}\n" +
+	"\x0fRetentionPolicy\x12 \n" +
+	"\tkeep_last\x18\x01 \x01(\x03H\x00R\bkeepLast\x88\x01\x01\x12:\n" +
+	"\vkeep_within\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"keepWithinB\f\n" +
+	"\n" +
+	"_keep_last\"4\n" +
+	"\x13GetRetentionRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\"L\n" +
+	"\x14GetRetentionResponse\x124\n" +
+	"\x06policy\x18\x01 \x01(\v2\x1c.sandkeep.v1.RetentionPolicyR\x06policy\"j\n" +
+	"\x13SetRetentionRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x124\n" +
+	"\x06policy\x18\x02 \x01(\v2\x1c.sandkeep.v1.RetentionPolicyR\x06policy\"L\n" +
+	"\x14SetRetentionResponse\x124\n" +
+	"\x06policy\x18\x01 \x01(\v2\x1c.sandkeep.v1.RetentionPolicyR\x06policy*s\n" +
+	"\n" +
+	"ChangeKind\x12\x1b\n" +
+	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x18\n" +
+	"\x14CHANGE_KIND_MODIFIED\x10\x02\x12\x17\n" +
+	"\x13CHANGE_KIND_DELETED\x10\x032\x99\f\n" +
 	"\fAdminService\x12V\n" +
 	"\rCreateProject\x12!.sandkeep.v1.CreateProjectRequest\x1a\".sandkeep.v1.CreateProjectResponse\x12M\n" +
 	"\n" +
@@ -826,7 +2720,19 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\fListVersions\x12 .sandkeep.v1.ListVersionsRequest\x1a!.sandkeep.v1.ListVersionsResponse\x12S\n" +
 	"\fFlushProject\x12 .sandkeep.v1.FlushProjectRequest\x1a!.sandkeep.v1.FlushProjectResponse\x12M\n" +
 	"\n" +
-	"ListAgents\x12\x1e.sandkeep.v1.ListAgentsRequest\x1a\x1f.sandkeep.v1.ListAgentsResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
+	"ListAgents\x12\x1e.sandkeep.v1.ListAgentsRequest\x1a\x1f.sandkeep.v1.ListAgentsResponse\x12S\n" +
+	"\fDiffVersions\x12 .sandkeep.v1.DiffVersionsRequest\x1a!.sandkeep.v1.DiffVersionsResponse\x12J\n" +
+	"\tListFiles\x12\x1d.sandkeep.v1.ListFilesRequest\x1a\x1e.sandkeep.v1.ListFilesResponse\x12\\\n" +
+	"\x0fListFileHistory\x12#.sandkeep.v1.ListFileHistoryRequest\x1a$.sandkeep.v1.ListFileHistoryResponse\x12I\n" +
+	"\bReadFile\x12\x1c.sandkeep.v1.ReadFileRequest\x1a\x1d.sandkeep.v1.ReadFileResponse0\x01\x12\\\n" +
+	"\x0fRollbackProject\x12#.sandkeep.v1.RollbackProjectRequest\x1a$.sandkeep.v1.RollbackProjectResponse\x12Y\n" +
+	"\x0eCreateFileLink\x12\".sandkeep.v1.CreateFileLinkRequest\x1a#.sandkeep.v1.CreateFileLinkResponse\x12Y\n" +
+	"\x0eCollectGarbage\x12\".sandkeep.v1.CollectGarbageRequest\x1a#.sandkeep.v1.CollectGarbageResponse\x12V\n" +
+	"\rDeleteProject\x12!.sandkeep.v1.DeleteProjectRequest\x1a\".sandkeep.v1.DeleteProjectResponse\x12M\n" +
+	"\n" +
+	"PinVersion\x12\x1e.sandkeep.v1.PinVersionRequest\x1a\x1f.sandkeep.v1.PinVersionResponse\x12S\n" +
+	"\fGetRetention\x12 .sandkeep.v1.GetRetentionRequest\x1a!.sandkeep.v1.GetRetentionResponse\x12S\n" +
+	"\fSetRetention\x12 .sandkeep.v1.SetRetentionRequest\x1a!.sandkeep.v1.SetRetentionResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
 
 var (
 	file_sandkeep_v1_admin_proto_rawDescOnce sync.Once
@@ -840,57 +2746,130 @@ func file_sandkeep_v1_admin_proto_rawDescGZIP() []byte {
 	return file_sandkeep_v1_admin_proto_rawDescData
 }
 
-var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_sandkeep_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_sandkeep_v1_admin_proto_goTypes = []any{
-	(*CreateProjectRequest)(nil),       // 0: sandkeep.v1.CreateProjectRequest
-	(*CreateProjectResponse)(nil),      // 1: sandkeep.v1.CreateProjectResponse
-	(*GetProjectRequest)(nil),          // 2: sandkeep.v1.GetProjectRequest
-	(*GetProjectResponse)(nil),         // 3: sandkeep.v1.GetProjectResponse
-	(*ListProjectsRequest)(nil),        // 4: sandkeep.v1.ListProjectsRequest
-	(*ListProjectsResponse)(nil),       // 5: sandkeep.v1.ListProjectsResponse
-	(*CreateSandboxTokenRequest)(nil),  // 6: sandkeep.v1.CreateSandboxTokenRequest
-	(*CreateSandboxTokenResponse)(nil), // 7: sandkeep.v1.CreateSandboxTokenResponse
-	(*ListVersionsRequest)(nil),        // 8: sandkeep.v1.ListVersionsRequest
-	(*ListVersionsResponse)(nil),       // 9: sandkeep.v1.ListVersionsResponse
-	(*FlushProjectRequest)(nil),        // 10: sandkeep.v1.FlushProjectRequest
-	(*FlushProjectResponse)(nil),       // 11: sandkeep.v1.FlushProjectResponse
-	(*ListAgentsRequest)(nil),          // 12: sandkeep.v1.ListAgentsRequest
-	(*AgentInfo)(nil),                  // 13: sandkeep.v1.AgentInfo
-	(*ListAgentsResponse)(nil),         // 14: sandkeep.v1.ListAgentsResponse
-	(*Project)(nil),                    // 15: sandkeep.v1.Project
-	(*Version)(nil),                    // 16: sandkeep.v1.Version
-	(*durationpb.Duration)(nil),        // 17: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 18: google.protobuf.Timestamp
-	(*Heartbeat)(nil),                  // 19: sandkeep.v1.Heartbeat
+	(ChangeKind)(0),                    // 0: sandkeep.v1.ChangeKind
+	(*CreateProjectRequest)(nil),       // 1: sandkeep.v1.CreateProjectRequest
+	(*CreateProjectResponse)(nil),      // 2: sandkeep.v1.CreateProjectResponse
+	(*GetProjectRequest)(nil),          // 3: sandkeep.v1.GetProjectRequest
+	(*GetProjectResponse)(nil),         // 4: sandkeep.v1.GetProjectResponse
+	(*ListProjectsRequest)(nil),        // 5: sandkeep.v1.ListProjectsRequest
+	(*ListProjectsResponse)(nil),       // 6: sandkeep.v1.ListProjectsResponse
+	(*CreateSandboxTokenRequest)(nil),  // 7: sandkeep.v1.CreateSandboxTokenRequest
+	(*CreateSandboxTokenResponse)(nil), // 8: sandkeep.v1.CreateSandboxTokenResponse
+	(*ListVersionsRequest)(nil),        // 9: sandkeep.v1.ListVersionsRequest
+	(*ListVersionsResponse)(nil),       // 10: sandkeep.v1.ListVersionsResponse
+	(*FlushProjectRequest)(nil),        // 11: sandkeep.v1.FlushProjectRequest
+	(*FlushProjectResponse)(nil),       // 12: sandkeep.v1.FlushProjectResponse
+	(*ListAgentsRequest)(nil),          // 13: sandkeep.v1.ListAgentsRequest
+	(*AgentInfo)(nil),                  // 14: sandkeep.v1.AgentInfo
+	(*ListAgentsResponse)(nil),         // 15: sandkeep.v1.ListAgentsResponse
+	(*FileInfo)(nil),                   // 16: sandkeep.v1.FileInfo
+	(*FileChange)(nil),                 // 17: sandkeep.v1.FileChange
+	(*DiffVersionsRequest)(nil),        // 18: sandkeep.v1.DiffVersionsRequest
+	(*DiffVersionsResponse)(nil),       // 19: sandkeep.v1.DiffVersionsResponse
+	(*ListFilesRequest)(nil),           // 20: sandkeep.v1.ListFilesRequest
+	(*ListFilesResponse)(nil),          // 21: sandkeep.v1.ListFilesResponse
+	(*ListFileHistoryRequest)(nil),     // 22: sandkeep.v1.ListFileHistoryRequest
+	(*FileRevision)(nil),               // 23: sandkeep.v1.FileRevision
+	(*ListFileHistoryResponse)(nil),    // 24: sandkeep.v1.ListFileHistoryResponse
+	(*ReadFileRequest)(nil),            // 25: sandkeep.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),           // 26: sandkeep.v1.ReadFileResponse
+	(*RollbackProjectRequest)(nil),     // 27: sandkeep.v1.RollbackProjectRequest
+	(*RollbackProjectResponse)(nil),    // 28: sandkeep.v1.RollbackProjectResponse
+	(*CreateFileLinkRequest)(nil),      // 29: sandkeep.v1.CreateFileLinkRequest
+	(*CreateFileLinkResponse)(nil),     // 30: sandkeep.v1.CreateFileLinkResponse
+	(*CollectGarbageRequest)(nil),      // 31: sandkeep.v1.CollectGarbageRequest
+	(*CollectGarbageResponse)(nil),     // 32: sandkeep.v1.CollectGarbageResponse
+	(*DeleteProjectRequest)(nil),       // 33: sandkeep.v1.DeleteProjectRequest
+	(*DeleteProjectResponse)(nil),      // 34: sandkeep.v1.DeleteProjectResponse
+	(*PinVersionRequest)(nil),          // 35: sandkeep.v1.PinVersionRequest
+	(*PinVersionResponse)(nil),         // 36: sandkeep.v1.PinVersionResponse
+	(*RetentionPolicy)(nil),            // 37: sandkeep.v1.RetentionPolicy
+	(*GetRetentionRequest)(nil),        // 38: sandkeep.v1.GetRetentionRequest
+	(*GetRetentionResponse)(nil),       // 39: sandkeep.v1.GetRetentionResponse
+	(*SetRetentionRequest)(nil),        // 40: sandkeep.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil),       // 41: sandkeep.v1.SetRetentionResponse
+	(*Project)(nil),                    // 42: sandkeep.v1.Project
+	(*Version)(nil),                    // 43: sandkeep.v1.Version
+	(*durationpb.Duration)(nil),        // 44: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 45: google.protobuf.Timestamp
+	(*Heartbeat)(nil),                  // 46: sandkeep.v1.Heartbeat
+	(EntryType)(0),                     // 47: sandkeep.v1.EntryType
 }
 var file_sandkeep_v1_admin_proto_depIdxs = []int32{
-	15, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
-	15, // 1: sandkeep.v1.GetProjectResponse.project:type_name -> sandkeep.v1.Project
-	15, // 2: sandkeep.v1.ListProjectsResponse.projects:type_name -> sandkeep.v1.Project
-	16, // 3: sandkeep.v1.ListVersionsResponse.versions:type_name -> sandkeep.v1.Version
-	17, // 4: sandkeep.v1.FlushProjectRequest.timeout:type_name -> google.protobuf.Duration
-	18, // 5: sandkeep.v1.AgentInfo.last_seen_time:type_name -> google.protobuf.Timestamp
-	19, // 6: sandkeep.v1.AgentInfo.heartbeat:type_name -> sandkeep.v1.Heartbeat
-	13, // 7: sandkeep.v1.ListAgentsResponse.agents:type_name -> sandkeep.v1.AgentInfo
-	0,  // 8: sandkeep.v1.AdminService.CreateProject:input_type -> sandkeep.v1.CreateProjectRequest
-	2,  // 9: sandkeep.v1.AdminService.GetProject:input_type -> sandkeep.v1.GetProjectRequest
-	4,  // 10: sandkeep.v1.AdminService.ListProjects:input_type -> sandkeep.v1.ListProjectsRequest
-	6,  // 11: sandkeep.v1.AdminService.CreateSandboxToken:input_type -> sandkeep.v1.CreateSandboxTokenRequest
-	8,  // 12: sandkeep.v1.AdminService.ListVersions:input_type -> sandkeep.v1.ListVersionsRequest
-	10, // 13: sandkeep.v1.AdminService.FlushProject:input_type -> sandkeep.v1.FlushProjectRequest
-	12, // 14: sandkeep.v1.AdminService.ListAgents:input_type -> sandkeep.v1.ListAgentsRequest
-	1,  // 15: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
-	3,  // 16: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
-	5,  // 17: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
-	7,  // 18: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
-	9,  // 19: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
-	11, // 20: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
-	14, // 21: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	42, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
+	42, // 1: sandkeep.v1.GetProjectResponse.project:type_name -> sandkeep.v1.Project
+	42, // 2: sandkeep.v1.ListProjectsResponse.projects:type_name -> sandkeep.v1.Project
+	43, // 3: sandkeep.v1.ListVersionsResponse.versions:type_name -> sandkeep.v1.Version
+	44, // 4: sandkeep.v1.FlushProjectRequest.timeout:type_name -> google.protobuf.Duration
+	45, // 5: sandkeep.v1.AgentInfo.last_seen_time:type_name -> google.protobuf.Timestamp
+	46, // 6: sandkeep.v1.AgentInfo.heartbeat:type_name -> sandkeep.v1.Heartbeat
+	14, // 7: sandkeep.v1.ListAgentsResponse.agents:type_name -> sandkeep.v1.AgentInfo
+	47, // 8: sandkeep.v1.FileInfo.type:type_name -> sandkeep.v1.EntryType
+	0,  // 9: sandkeep.v1.FileChange.kind:type_name -> sandkeep.v1.ChangeKind
+	16, // 10: sandkeep.v1.FileChange.old_file:type_name -> sandkeep.v1.FileInfo
+	16, // 11: sandkeep.v1.FileChange.new_file:type_name -> sandkeep.v1.FileInfo
+	17, // 12: sandkeep.v1.DiffVersionsResponse.changes:type_name -> sandkeep.v1.FileChange
+	16, // 13: sandkeep.v1.ListFilesResponse.files:type_name -> sandkeep.v1.FileInfo
+	43, // 14: sandkeep.v1.ListFilesResponse.version:type_name -> sandkeep.v1.Version
+	43, // 15: sandkeep.v1.FileRevision.version:type_name -> sandkeep.v1.Version
+	0,  // 16: sandkeep.v1.FileRevision.kind:type_name -> sandkeep.v1.ChangeKind
+	16, // 17: sandkeep.v1.FileRevision.file:type_name -> sandkeep.v1.FileInfo
+	23, // 18: sandkeep.v1.ListFileHistoryResponse.revisions:type_name -> sandkeep.v1.FileRevision
+	16, // 19: sandkeep.v1.ReadFileResponse.file:type_name -> sandkeep.v1.FileInfo
+	43, // 20: sandkeep.v1.ReadFileResponse.version:type_name -> sandkeep.v1.Version
+	44, // 21: sandkeep.v1.RollbackProjectRequest.agent_timeout:type_name -> google.protobuf.Duration
+	43, // 22: sandkeep.v1.RollbackProjectResponse.version:type_name -> sandkeep.v1.Version
+	44, // 23: sandkeep.v1.CreateFileLinkRequest.ttl:type_name -> google.protobuf.Duration
+	45, // 24: sandkeep.v1.CreateFileLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	43, // 25: sandkeep.v1.PinVersionResponse.version:type_name -> sandkeep.v1.Version
+	44, // 26: sandkeep.v1.RetentionPolicy.keep_within:type_name -> google.protobuf.Duration
+	37, // 27: sandkeep.v1.GetRetentionResponse.policy:type_name -> sandkeep.v1.RetentionPolicy
+	37, // 28: sandkeep.v1.SetRetentionRequest.policy:type_name -> sandkeep.v1.RetentionPolicy
+	37, // 29: sandkeep.v1.SetRetentionResponse.policy:type_name -> sandkeep.v1.RetentionPolicy
+	1,  // 30: sandkeep.v1.AdminService.CreateProject:input_type -> sandkeep.v1.CreateProjectRequest
+	3,  // 31: sandkeep.v1.AdminService.GetProject:input_type -> sandkeep.v1.GetProjectRequest
+	5,  // 32: sandkeep.v1.AdminService.ListProjects:input_type -> sandkeep.v1.ListProjectsRequest
+	7,  // 33: sandkeep.v1.AdminService.CreateSandboxToken:input_type -> sandkeep.v1.CreateSandboxTokenRequest
+	9,  // 34: sandkeep.v1.AdminService.ListVersions:input_type -> sandkeep.v1.ListVersionsRequest
+	11, // 35: sandkeep.v1.AdminService.FlushProject:input_type -> sandkeep.v1.FlushProjectRequest
+	13, // 36: sandkeep.v1.AdminService.ListAgents:input_type -> sandkeep.v1.ListAgentsRequest
+	18, // 37: sandkeep.v1.AdminService.DiffVersions:input_type -> sandkeep.v1.DiffVersionsRequest
+	20, // 38: sandkeep.v1.AdminService.ListFiles:input_type -> sandkeep.v1.ListFilesRequest
+	22, // 39: sandkeep.v1.AdminService.ListFileHistory:input_type -> sandkeep.v1.ListFileHistoryRequest
+	25, // 40: sandkeep.v1.AdminService.ReadFile:input_type -> sandkeep.v1.ReadFileRequest
+	27, // 41: sandkeep.v1.AdminService.RollbackProject:input_type -> sandkeep.v1.RollbackProjectRequest
+	29, // 42: sandkeep.v1.AdminService.CreateFileLink:input_type -> sandkeep.v1.CreateFileLinkRequest
+	31, // 43: sandkeep.v1.AdminService.CollectGarbage:input_type -> sandkeep.v1.CollectGarbageRequest
+	33, // 44: sandkeep.v1.AdminService.DeleteProject:input_type -> sandkeep.v1.DeleteProjectRequest
+	35, // 45: sandkeep.v1.AdminService.PinVersion:input_type -> sandkeep.v1.PinVersionRequest
+	38, // 46: sandkeep.v1.AdminService.GetRetention:input_type -> sandkeep.v1.GetRetentionRequest
+	40, // 47: sandkeep.v1.AdminService.SetRetention:input_type -> sandkeep.v1.SetRetentionRequest
+	2,  // 48: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
+	4,  // 49: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
+	6,  // 50: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
+	8,  // 51: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
+	10, // 52: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
+	12, // 53: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
+	15, // 54: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
+	19, // 55: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
+	21, // 56: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
+	24, // 57: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
+	26, // 58: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
+	28, // 59: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
+	30, // 60: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
+	32, // 61: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
+	34, // 62: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
+	36, // 63: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
+	39, // 64: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
+	41, // 65: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
+	48, // [48:66] is the sub-list for method output_type
+	30, // [30:48] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_sandkeep_v1_admin_proto_init() }
@@ -900,18 +2879,20 @@ func file_sandkeep_v1_admin_proto_init() {
 	}
 	file_sandkeep_v1_agent_proto_init()
 	file_sandkeep_v1_types_proto_init()
+	file_sandkeep_v1_admin_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandkeep_v1_admin_proto_rawDesc), len(file_sandkeep_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   15,
+			NumEnums:      1,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_sandkeep_v1_admin_proto_goTypes,
 		DependencyIndexes: file_sandkeep_v1_admin_proto_depIdxs,
+		EnumInfos:         file_sandkeep_v1_admin_proto_enumTypes,
 		MessageInfos:      file_sandkeep_v1_admin_proto_msgTypes,
 	}.Build()
 	File_sandkeep_v1_admin_proto = out.File

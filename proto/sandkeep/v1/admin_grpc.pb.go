@@ -26,6 +26,17 @@ const (
 	AdminService_ListVersions_FullMethodName       = "/sandkeep.v1.AdminService/ListVersions"
 	AdminService_FlushProject_FullMethodName       = "/sandkeep.v1.AdminService/FlushProject"
 	AdminService_ListAgents_FullMethodName         = "/sandkeep.v1.AdminService/ListAgents"
+	AdminService_DiffVersions_FullMethodName       = "/sandkeep.v1.AdminService/DiffVersions"
+	AdminService_ListFiles_FullMethodName          = "/sandkeep.v1.AdminService/ListFiles"
+	AdminService_ListFileHistory_FullMethodName    = "/sandkeep.v1.AdminService/ListFileHistory"
+	AdminService_ReadFile_FullMethodName           = "/sandkeep.v1.AdminService/ReadFile"
+	AdminService_RollbackProject_FullMethodName    = "/sandkeep.v1.AdminService/RollbackProject"
+	AdminService_CreateFileLink_FullMethodName     = "/sandkeep.v1.AdminService/CreateFileLink"
+	AdminService_CollectGarbage_FullMethodName     = "/sandkeep.v1.AdminService/CollectGarbage"
+	AdminService_DeleteProject_FullMethodName      = "/sandkeep.v1.AdminService/DeleteProject"
+	AdminService_PinVersion_FullMethodName         = "/sandkeep.v1.AdminService/PinVersion"
+	AdminService_GetRetention_FullMethodName       = "/sandkeep.v1.AdminService/GetRetention"
+	AdminService_SetRetention_FullMethodName       = "/sandkeep.v1.AdminService/SetRetention"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -52,6 +63,44 @@ type AdminServiceClient interface {
 	// ListAgents returns the latest heartbeat of each agent session of a
 	// project seen by this coordinator.
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
+	// DiffVersions pages the entries (files, symlinks, directories added or
+	// removed) that differ between two versions, in path order. It walks only
+	// the subtrees whose ids differ, so its cost follows the size of the
+	// change, not of the tree.
+	DiffVersions(ctx context.Context, in *DiffVersionsRequest, opts ...grpc.CallOption) (*DiffVersionsResponse, error)
+	// ListFiles pages the files and symlinks of a version (default: the head)
+	// under a directory, in path order.
+	ListFiles(ctx context.Context, in *ListFilesRequest, opts ...grpc.CallOption) (*ListFilesResponse, error)
+	// ListFileHistory pages the versions in which a path changed, newest
+	// first. It compares consecutive versions by descending only along the
+	// path: O(versions x depth), whatever the size of the trees.
+	ListFileHistory(ctx context.Context, in *ListFileHistoryRequest, opts ...grpc.CallOption) (*ListFileHistoryResponse, error)
+	// ReadFile streams a file's content (or a byte range of it) from the
+	// bucket; every chunk is verified against its hash before it is sent. The
+	// first message carries the file and the version.
+	ReadFile(ctx context.Context, in *ReadFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadFileResponse], error)
+	// RollbackProject commits a new head version (kind rollback) whose tree is
+	// an older version's tree: O(1), nothing is copied. If an agent of the
+	// project is connected it is told over its session stream, and the call
+	// waits (bounded) for it to bring its workspace to the new head.
+	RollbackProject(ctx context.Context, in *RollbackProjectRequest, opts ...grpc.CallOption) (*RollbackProjectResponse, error)
+	// CreateFileLink returns an expiring signed URL of the coordinator's HTTP
+	// listener that serves one file of one version, without any sandbox.
+	CreateFileLink(ctx context.Context, in *CreateFileLinkRequest, opts ...grpc.CallOption) (*CreateFileLinkResponse, error)
+	// CollectGarbage applies the retention policy of one project (or of every
+	// project) and deletes what no kept version references.
+	CollectGarbage(ctx context.Context, in *CollectGarbageRequest, opts ...grpc.CallOption) (*CollectGarbageResponse, error)
+	// DeleteProject removes every object and row of a project and revokes its
+	// tokens; its links stop working at once.
+	DeleteProject(ctx context.Context, in *DeleteProjectRequest, opts ...grpc.CallOption) (*DeleteProjectResponse, error)
+	// PinVersion pins (or unpins) a version: pinned versions are never
+	// collected.
+	PinVersion(ctx context.Context, in *PinVersionRequest, opts ...grpc.CallOption) (*PinVersionResponse, error)
+	// GetRetention returns a project's retention policy.
+	GetRetention(ctx context.Context, in *GetRetentionRequest, opts ...grpc.CallOption) (*GetRetentionResponse, error)
+	// SetRetention changes the fields of a project's retention policy that are
+	// set in the request.
+	SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error)
 }
 
 type adminServiceClient struct {
@@ -132,6 +181,125 @@ func (c *adminServiceClient) ListAgents(ctx context.Context, in *ListAgentsReque
 	return out, nil
 }
 
+func (c *adminServiceClient) DiffVersions(ctx context.Context, in *DiffVersionsRequest, opts ...grpc.CallOption) (*DiffVersionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DiffVersionsResponse)
+	err := c.cc.Invoke(ctx, AdminService_DiffVersions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListFiles(ctx context.Context, in *ListFilesRequest, opts ...grpc.CallOption) (*ListFilesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFilesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListFiles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListFileHistory(ctx context.Context, in *ListFileHistoryRequest, opts ...grpc.CallOption) (*ListFileHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFileHistoryResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListFileHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ReadFile(ctx context.Context, in *ReadFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadFileResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[0], AdminService_ReadFile_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadFileRequest, ReadFileResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_ReadFileClient = grpc.ServerStreamingClient[ReadFileResponse]
+
+func (c *adminServiceClient) RollbackProject(ctx context.Context, in *RollbackProjectRequest, opts ...grpc.CallOption) (*RollbackProjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackProjectResponse)
+	err := c.cc.Invoke(ctx, AdminService_RollbackProject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CreateFileLink(ctx context.Context, in *CreateFileLinkRequest, opts ...grpc.CallOption) (*CreateFileLinkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateFileLinkResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateFileLink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CollectGarbage(ctx context.Context, in *CollectGarbageRequest, opts ...grpc.CallOption) (*CollectGarbageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CollectGarbageResponse)
+	err := c.cc.Invoke(ctx, AdminService_CollectGarbage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteProject(ctx context.Context, in *DeleteProjectRequest, opts ...grpc.CallOption) (*DeleteProjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteProjectResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteProject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) PinVersion(ctx context.Context, in *PinVersionRequest, opts ...grpc.CallOption) (*PinVersionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PinVersionResponse)
+	err := c.cc.Invoke(ctx, AdminService_PinVersion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetRetention(ctx context.Context, in *GetRetentionRequest, opts ...grpc.CallOption) (*GetRetentionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRetentionResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetRetention_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetRetentionResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetRetention_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -156,6 +324,44 @@ type AdminServiceServer interface {
 	// ListAgents returns the latest heartbeat of each agent session of a
 	// project seen by this coordinator.
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
+	// DiffVersions pages the entries (files, symlinks, directories added or
+	// removed) that differ between two versions, in path order. It walks only
+	// the subtrees whose ids differ, so its cost follows the size of the
+	// change, not of the tree.
+	DiffVersions(context.Context, *DiffVersionsRequest) (*DiffVersionsResponse, error)
+	// ListFiles pages the files and symlinks of a version (default: the head)
+	// under a directory, in path order.
+	ListFiles(context.Context, *ListFilesRequest) (*ListFilesResponse, error)
+	// ListFileHistory pages the versions in which a path changed, newest
+	// first. It compares consecutive versions by descending only along the
+	// path: O(versions x depth), whatever the size of the trees.
+	ListFileHistory(context.Context, *ListFileHistoryRequest) (*ListFileHistoryResponse, error)
+	// ReadFile streams a file's content (or a byte range of it) from the
+	// bucket; every chunk is verified against its hash before it is sent. The
+	// first message carries the file and the version.
+	ReadFile(*ReadFileRequest, grpc.ServerStreamingServer[ReadFileResponse]) error
+	// RollbackProject commits a new head version (kind rollback) whose tree is
+	// an older version's tree: O(1), nothing is copied. If an agent of the
+	// project is connected it is told over its session stream, and the call
+	// waits (bounded) for it to bring its workspace to the new head.
+	RollbackProject(context.Context, *RollbackProjectRequest) (*RollbackProjectResponse, error)
+	// CreateFileLink returns an expiring signed URL of the coordinator's HTTP
+	// listener that serves one file of one version, without any sandbox.
+	CreateFileLink(context.Context, *CreateFileLinkRequest) (*CreateFileLinkResponse, error)
+	// CollectGarbage applies the retention policy of one project (or of every
+	// project) and deletes what no kept version references.
+	CollectGarbage(context.Context, *CollectGarbageRequest) (*CollectGarbageResponse, error)
+	// DeleteProject removes every object and row of a project and revokes its
+	// tokens; its links stop working at once.
+	DeleteProject(context.Context, *DeleteProjectRequest) (*DeleteProjectResponse, error)
+	// PinVersion pins (or unpins) a version: pinned versions are never
+	// collected.
+	PinVersion(context.Context, *PinVersionRequest) (*PinVersionResponse, error)
+	// GetRetention returns a project's retention policy.
+	GetRetention(context.Context, *GetRetentionRequest) (*GetRetentionResponse, error)
+	// SetRetention changes the fields of a project's retention policy that are
+	// set in the request.
+	SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -186,6 +392,39 @@ func (UnimplementedAdminServiceServer) FlushProject(context.Context, *FlushProje
 }
 func (UnimplementedAdminServiceServer) ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAgents not implemented")
+}
+func (UnimplementedAdminServiceServer) DiffVersions(context.Context, *DiffVersionsRequest) (*DiffVersionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DiffVersions not implemented")
+}
+func (UnimplementedAdminServiceServer) ListFiles(context.Context, *ListFilesRequest) (*ListFilesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFiles not implemented")
+}
+func (UnimplementedAdminServiceServer) ListFileHistory(context.Context, *ListFileHistoryRequest) (*ListFileHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFileHistory not implemented")
+}
+func (UnimplementedAdminServiceServer) ReadFile(*ReadFileRequest, grpc.ServerStreamingServer[ReadFileResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReadFile not implemented")
+}
+func (UnimplementedAdminServiceServer) RollbackProject(context.Context, *RollbackProjectRequest) (*RollbackProjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackProject not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateFileLink(context.Context, *CreateFileLinkRequest) (*CreateFileLinkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateFileLink not implemented")
+}
+func (UnimplementedAdminServiceServer) CollectGarbage(context.Context, *CollectGarbageRequest) (*CollectGarbageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CollectGarbage not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteProject(context.Context, *DeleteProjectRequest) (*DeleteProjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteProject not implemented")
+}
+func (UnimplementedAdminServiceServer) PinVersion(context.Context, *PinVersionRequest) (*PinVersionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PinVersion not implemented")
+}
+func (UnimplementedAdminServiceServer) GetRetention(context.Context, *GetRetentionRequest) (*GetRetentionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRetention not implemented")
+}
+func (UnimplementedAdminServiceServer) SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetRetention not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -334,6 +573,197 @@ func _AdminService_ListAgents_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_DiffVersions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DiffVersionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DiffVersions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DiffVersions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DiffVersions(ctx, req.(*DiffVersionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListFiles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFilesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListFiles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListFiles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListFiles(ctx, req.(*ListFilesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListFileHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFileHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListFileHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListFileHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListFileHistory(ctx, req.(*ListFileHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ReadFile_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadFileRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).ReadFile(m, &grpc.GenericServerStream[ReadFileRequest, ReadFileResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_ReadFileServer = grpc.ServerStreamingServer[ReadFileResponse]
+
+func _AdminService_RollbackProject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackProjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RollbackProject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RollbackProject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RollbackProject(ctx, req.(*RollbackProjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CreateFileLink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateFileLinkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateFileLink(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateFileLink_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateFileLink(ctx, req.(*CreateFileLinkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CollectGarbage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CollectGarbageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CollectGarbage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CollectGarbage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CollectGarbage(ctx, req.(*CollectGarbageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteProject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteProjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteProject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteProject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteProject(ctx, req.(*DeleteProjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_PinVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PinVersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).PinVersion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_PinVersion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).PinVersion(ctx, req.(*PinVersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetRetention_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRetentionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetRetention(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetRetention_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetRetention(ctx, req.(*GetRetentionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SetRetention_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetRetentionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetRetention(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetRetention_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetRetention(ctx, req.(*SetRetentionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -369,7 +799,53 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListAgents",
 			Handler:    _AdminService_ListAgents_Handler,
 		},
+		{
+			MethodName: "DiffVersions",
+			Handler:    _AdminService_DiffVersions_Handler,
+		},
+		{
+			MethodName: "ListFiles",
+			Handler:    _AdminService_ListFiles_Handler,
+		},
+		{
+			MethodName: "ListFileHistory",
+			Handler:    _AdminService_ListFileHistory_Handler,
+		},
+		{
+			MethodName: "RollbackProject",
+			Handler:    _AdminService_RollbackProject_Handler,
+		},
+		{
+			MethodName: "CreateFileLink",
+			Handler:    _AdminService_CreateFileLink_Handler,
+		},
+		{
+			MethodName: "CollectGarbage",
+			Handler:    _AdminService_CollectGarbage_Handler,
+		},
+		{
+			MethodName: "DeleteProject",
+			Handler:    _AdminService_DeleteProject_Handler,
+		},
+		{
+			MethodName: "PinVersion",
+			Handler:    _AdminService_PinVersion_Handler,
+		},
+		{
+			MethodName: "GetRetention",
+			Handler:    _AdminService_GetRetention_Handler,
+		},
+		{
+			MethodName: "SetRetention",
+			Handler:    _AdminService_SetRetention_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ReadFile",
+			Handler:       _AdminService_ReadFile_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "sandkeep/v1/admin.proto",
 }

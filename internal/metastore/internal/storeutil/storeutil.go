@@ -377,3 +377,81 @@ func ParseID(b []byte, what string) (id.ID, error) {
 	}
 	return v, nil
 }
+
+// SortIDs returns ids deduplicated and in byte order, so that transactions
+// lock rows in the same order.
+func SortIDs(ids []id.ID) []id.ID {
+	out := Dedup(ids)
+	slices.SortFunc(out, func(a, b id.ID) int { return strings.Compare(string(a[:]), string(b[:])) })
+	return out
+}
+
+// PacksAfter parses ListPacks' opts.After, a hex pack id, into the bytes that
+// listed ids must exceed (empty: from the start).
+func PacksAfter(opts metastore.ListOptions) ([]byte, error) {
+	after := opts.After
+	if after == "" {
+		return []byte{}, nil
+	}
+	v, err := id.Parse(after)
+	if err != nil {
+		return nil, fmt.Errorf("%w: After must be a hex pack id: %v", metastore.ErrInvalid, err)
+	}
+	return v.Bytes(), nil
+}
+
+// MaxKeepLast bounds Retention.KeepLast.
+const MaxKeepLast = 1 << 30
+
+// MaxKeepWithin bounds Retention.KeepWithin (about 100 years).
+const MaxKeepWithin = 100 * 365 * 24 * time.Hour
+
+// CheckRetention validates a retention policy.
+func CheckRetention(r metastore.Retention) error {
+	if r.KeepLast < 0 || r.KeepLast > MaxKeepLast {
+		return fmt.Errorf("%w: keep-last %d out of range [0, %d]", metastore.ErrInvalid, r.KeepLast, MaxKeepLast)
+	}
+	if r.KeepWithin < 0 || r.KeepWithin > MaxKeepWithin {
+		return fmt.Errorf("%w: keep-within %v out of range [0, %v]", metastore.ErrInvalid, r.KeepWithin, MaxKeepWithin)
+	}
+	return nil
+}
+
+// SortNumbers returns version numbers deduplicated, ascending, without
+// non-positive ones (no version has them).
+func SortNumbers(ns []int64) []int64 {
+	out := make([]int64, 0, len(ns))
+	for _, n := range ns {
+		if n > 0 {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// FirstMissing returns the first id of want (in order) not in have.
+func FirstMissing(want []id.ID, have map[id.ID]struct{}) (id.ID, bool) {
+	for _, x := range want {
+		if _, ok := have[x]; !ok {
+			return x, true
+		}
+	}
+	return id.ID{}, false
+}
+
+// MissingErr is the error of a commit whose Requires are not all stored.
+func MissingErr(count int, first id.ID) error {
+	return fmt.Errorf("%w: %d required blob(s) not stored in a live pack, first %s", metastore.ErrMissing, count, first.Short())
+}
+
+// StaleEpochErr is AddPack's error when the caller's epoch is old.
+func StaleEpochErr(p metastore.Pack, epoch int64) error {
+	return fmt.Errorf("%w: pack %s was verified at pack epoch %d, the project is at %d", metastore.ErrStale, p.ID.Short(), p.Epoch, epoch)
+}
+
+// DeletingErr is AddPack's error for a pack that garbage collection is
+// deleting.
+func DeletingErr(p metastore.Pack) error {
+	return fmt.Errorf("%w: pack %s is being deleted by garbage collection; upload it again later", metastore.ErrStale, p.ID.Short())
+}

@@ -1,0 +1,630 @@
+package coordcli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sandkeep/sandkeep/internal/cost"
+	"github.com/sandkeep/sandkeep/internal/policy"
+	"github.com/sandkeep/sandkeep/internal/server"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+// lifecycleFlags adds serve's provider, policy and rate flags.
+func lifecycleFlags(f *pflag.FlagSet, lc *server.LifecycleConfig) {
+	def := policy.Default()
+	rates := cost.DefaultRates()
+	lc.Policy, lc.Rates = def, rates
+	f.StringVar(&lc.Provider, "provider", "", "sandbox provider: local or daytona (default: none; sandbox operations then fail with \"no provider configured\")")
+	f.StringVar(&lc.DaytonaAPIURL, "daytona-api-url", "", "Daytona API base URL (default https://app.daytona.io/api)")
+	f.StringVar(&lc.DaytonaAPIKey, "daytona-api-key", "", "Daytona API key")
+	f.StringVar(&lc.DaytonaOrg, "daytona-org", "", "Daytona organization id (X-Daytona-Organization-ID)")
+	f.StringVar(&lc.DaytonaSnapshot, "daytona-snapshot", "", "Daytona snapshot of new sandboxes (one with sandkeep-agent installed by install.sh --boot)")
+	f.StringVar(&lc.DaytonaTarget, "daytona-target", "", "Daytona region of new sandboxes (default: the organization's)")
+	f.StringVar(&lc.LocalRoot, "local-root", "", "local provider: directory of the sandboxes (default <data>/sandboxes)")
+	f.StringVar(&lc.LocalAgent, "local-agent", "", "local provider: the sandkeep-agent binary (default: beside sandkeep, else in PATH)")
+	f.StringVar(&lc.AgentCoordinator, "agent-coordinator", "", "gRPC address the agents of created sandboxes reach (default: the --listen address)")
+	f.DurationVar(&lc.Policy.StopAfter, "stop-after", def.StopAfter, "global policy: stop a sandbox after this long idle (0: never)")
+	f.DurationVar(&lc.Policy.DestroyAfter, "destroy-after", def.DestroyAfter, "global policy: destroy after this long idle, once flushed and verified (0: never)")
+	f.DurationVar(&lc.Policy.ArchiveAfter, "archive-after", def.ArchiveAfter, "global policy: archive a stopped sandbox after this long idle (0: never)")
+	f.DurationVar(&lc.Policy.DeleteHistoryAfter, "delete-history-after", def.DeleteHistoryAfter, "global policy: delete a project's whole history this long after it went idle, once its sandbox is destroyed (0: never)")
+	f.DurationVar(&lc.Policy.NotifyGrace, "notify-grace", def.NotifyGrace, "global policy: call the webhook this long before each cleanup (0: no webhook)")
+	f.StringVar(&lc.Webhook, "lifecycle-webhook", "", "global cleanup webhook URL (projects may set their own with `policy set --webhook`)")
+	f.Float64Var(&lc.Rates.StartedPerHour, "rate-started", rates.StartedPerHour, "USD per hour of a running sandbox (default: Daytona's list price for 1 vCPU, 1 GiB, 3 GiB disk)")
+	f.Float64Var(&lc.Rates.StoppedPerHour, "rate-stopped", rates.StoppedPerHour, "USD per hour of a stopped sandbox (its disk)")
+	f.Float64Var(&lc.Rates.ArchivedPerHour, "rate-archived", rates.ArchivedPerHour, "USD per hour of an archived sandbox")
+	f.Float64Var(&lc.Rates.StoragePerGBMonth, "rate-storage", rates.StoragePerGBMonth, "USD per GiB-month of bucket storage (default: S3 Standard's list price)")
+	f.DurationVar(&lc.TickEvery, "lifecycle-tick", 5*time.Second, "how often the lifecycle manager looks at every sandbox")
+	f.DurationVar(&lc.ReconcileEvery, "reconcile-every", time.Minute, "how often the database is reconciled with the provider")
+}
+
+// lifecycle opens a LifecycleService client.
+func (g *globals) lifecycle() (pb.LifecycleServiceClient, *grpc.ClientConn, error) {
+	_, conn, err := g.admin()
+	if err != nil {
+		return nil, nil, err
+	}
+	return pb.NewLifecycleServiceClient(conn), conn, nil
+}
+
+// newLifecycleCommands are `sandbox`, `lease`, `policy` and `cost`.
+func newLifecycleCommands(g *globals) []*cobra.Command {
+	return []*cobra.Command{newSandbox(g), newLease(g), newPolicy(g), newCost(g)}
+}
+
+func fmtTime(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return "-"
+	}
+	return t.AsTime().Local().Format("2006-01-02 15:04:05")
+}
+
+// sandboxJSON is the JSON form of a sandbox.
+type sandboxJSON struct {
+	ID              string     `json:"id"`
+	ProjectID       string     `json:"project_id"`
+	Provider        string     `json:"provider"`
+	ProviderID      string     `json:"provider_id"`
+	State           string     `json:"state"`
+	StateSince      *time.Time `json:"state_since,omitempty"`
+	Created         *time.Time `json:"created,omitempty"`
+	LastActivity    *time.Time `json:"last_activity,omitempty"`
+	Backup          string     `json:"backup"`
+	CleanVersion    int64      `json:"clean_version"`
+	Flushed         bool       `json:"flushed"`
+	VerifiedVersion int64      `json:"verified_version"`
+	Head            int64      `json:"head"`
+	ReadyToDestroy  bool       `json:"ready_to_destroy"`
+	FlushFailures   int32      `json:"flush_failures,omitempty"`
+	LastFlushError  string     `json:"last_flush_error,omitempty"`
+	AgentState      string     `json:"agent_state,omitempty"`
+	PendingPaths    int64      `json:"pending_paths"`
+	PendingBytes    int64      `json:"pending_bytes"`
+	LastHeartbeat   *time.Time `json:"last_heartbeat,omitempty"`
+	ExtendedUntil   *time.Time `json:"extended_until,omitempty"`
+	LeaseUntil      *time.Time `json:"lease_until,omitempty"`
+	LastError       string     `json:"last_error,omitempty"`
+}
+
+func tptr(t *timestamppb.Timestamp) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := t.AsTime()
+	return &v
+}
+
+func toSandboxJSON(s *pb.Sandbox) sandboxJSON {
+	return sandboxJSON{ID: s.GetId(), ProjectID: s.GetProjectId(), Provider: s.GetProvider(), ProviderID: s.GetProviderId(),
+		State: s.GetState(), StateSince: tptr(s.GetStateSince()), Created: tptr(s.GetCreateTime()), LastActivity: tptr(s.GetLastActivityTime()),
+		Backup: s.GetBackupStatus(), CleanVersion: s.GetCleanVersion(), Flushed: s.GetFlushed(), VerifiedVersion: s.GetVerifiedVersion(),
+		Head: s.GetHeadVersion(), ReadyToDestroy: s.GetReadyToDestroy(), FlushFailures: s.GetFlushFailures(), LastFlushError: s.GetLastFlushError(),
+		AgentState: s.GetAgentState(), PendingPaths: s.GetPendingPaths(), PendingBytes: s.GetPendingBytes(), LastHeartbeat: tptr(s.GetLastHeartbeatTime()),
+		ExtendedUntil: tptr(s.GetExtendedUntil()), LeaseUntil: tptr(s.GetLeaseUntil()), LastError: s.GetLastError()}
+}
+
+func newSandbox(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "sandbox", Short: "Sandboxes: list, ensure, stop, destroy (needs serve --provider)"}
+	var project string
+	var asJSON, all bool
+	list := &cobra.Command{
+		Use:   "list [--project ID] [--all] [--json]",
+		Short: "Sandboxes: id, project, state, last activity, backup status, the version it is clean at",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, conn, err := g.lifecycle()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			resp, err := c.ListSandboxes(ctx, &pb.ListSandboxesRequest{ProjectId: project, IncludeDestroyed: all})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				out := []sandboxJSON{}
+				for _, s := range resp.GetSandboxes() {
+					out = append(out, toSandboxJSON(s))
+				}
+				return printJSON(g.stdout, out)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tPROJECT\tSTATE\tLAST ACTIVITY\tBACKUP\tCLEAN AT\tHEAD\tREADY")
+			for _, s := range resp.GetSandboxes() {
+				backup := s.GetBackupStatus()
+				if s.GetFlushed() {
+					backup += " (flushed)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%v\n", s.GetId(), s.GetProjectId(), s.GetState(), fmtTime(s.GetLastActivityTime()),
+					backup, s.GetCleanVersion(), s.GetHeadVersion(), s.GetReadyToDestroy())
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&project, "project", "", "only this project's sandboxes")
+	list.Flags().BoolVar(&all, "all", false, "include destroyed sandboxes")
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	var ensureProject string
+	var ensureJSON bool
+	var ensureTimeout time.Duration
+	ensure := &cobra.Command{
+		Use:   "ensure --project ID",
+		Short: "Return when a sandbox of the project is ready with the head restored: prints its id and the seconds taken",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ensureProject == "" {
+				return errors.New("--project is required")
+			}
+			c, conn, err := g.lifecycle()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), ensureTimeout)
+			defer cancel()
+			resp, err := c.EnsureSandbox(ctx, &pb.EnsureSandboxRequest{ProjectId: ensureProject})
+			if err != nil {
+				return err
+			}
+			if ensureJSON {
+				return printJSON(g.stdout, map[string]any{"sandbox": toSandboxJSON(resp.GetSandbox()), "seconds": resp.GetTook().AsDuration().Seconds(),
+					"created": resp.GetCreated(), "started": resp.GetStarted(), "version": resp.GetVersion()})
+			}
+			how := "already running"
+			switch {
+			case resp.GetCreated():
+				how = "created"
+			case resp.GetStarted():
+				how = "started"
+			}
+			fmt.Fprintf(g.stderr, "sandbox %s ready (%s, version %d)\n", resp.GetSandbox().GetId(), how, resp.GetVersion())
+			fmt.Fprintf(g.stdout, "%s %.3f\n", resp.GetSandbox().GetId(), resp.GetTook().AsDuration().Seconds())
+			return nil
+		},
+	}
+	ensure.Flags().StringVar(&ensureProject, "project", "", "project id")
+	ensure.Flags().BoolVar(&ensureJSON, "json", false, "print JSON")
+	ensure.Flags().DurationVar(&ensureTimeout, "timeout", 10*time.Minute, "give up after this long")
+
+	stop := &cobra.Command{
+		Use:   "stop ID",
+		Short: "Stop a sandbox now (its agent flushes on the way down)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, conn, err := g.lifecycle()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
+			defer cancel()
+			resp, err := c.StopSandbox(ctx, &pb.StopSandboxRequest{SandboxId: args[0]})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s %s\n", resp.GetSandbox().GetId(), resp.GetSandbox().GetState())
+			return nil
+		},
+	}
+
+	var force bool
+	destroy := &cobra.Command{
+		Use:   "destroy ID [--force]",
+		Short: "Destroy a sandbox; refused unless flushed at the head and the head verified (--force destroys anyway and says what it loses)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, conn, err := g.lifecycle()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
+			defer cancel()
+			resp, err := c.DestroySandbox(ctx, &pb.DestroySandboxRequest{SandboxId: args[0], Force: force})
+			if err != nil {
+				return err
+			}
+			if lost := resp.GetLost(); lost != "" {
+				fmt.Fprintf(g.stderr, "warning: destroyed without a verified flush: %s\n", lost)
+			}
+			fmt.Fprintf(g.stdout, "%s %s\n", resp.GetSandbox().GetId(), resp.GetSandbox().GetState())
+			return nil
+		},
+	}
+	destroy.Flags().BoolVar(&force, "force", false, "destroy even without a verified flush (reports what may be lost)")
+
+	var extendProject string
+	var extendFor time.Duration
+	extend := &cobra.Command{
+		Use:   "extend [ID | --project ID] --for 30m",
+		Short: "Postpone every cleanup of a sandbox (the answer to a cleanup webhook)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &pb.ExtendSandboxRequest{ProjectId: extendProject, Duration: durationpb.New(extendFor)}
+			if len(args) == 1 {
+				req.SandboxId = args[0]
+			}
+			c, conn, err := g.lifecycle()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			resp, err := c.ExtendSandbox(ctx, req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s extended until %s\n", resp.GetSandbox().GetId(), fmtTime(resp.GetSandbox().GetExtendedUntil()))
+			return nil
+		},
+	}
+	extend.Flags().StringVar(&extendProject, "project", "", "the project's live sandbox")
+	extend.Flags().DurationVar(&extendFor, "for", 30*time.Minute, "postpone cleanups this long from now")
+	cmd.AddCommand(list, ensure, stop, destroy, extend)
+	return cmd
+}
+
+func leaseLine(w io.Writer, l *pb.RunLease) {
+	end := l.GetExpireTime()
+	if l.GetReleaseTime() != nil {
+		end = l.GetReleaseTime()
+	}
+	fmt.Fprintf(w, "%s until %s\n", l.GetId(), end.AsTime().Format(time.RFC3339))
+}
+
+func newLease(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "lease", Short: "Run leases: a project's sandbox is never reaped while one is held"}
+	var project string
+	var ttl, renewTTL time.Duration
+	acquire := &cobra.Command{
+		Use:   "acquire --project ID [--ttl 10m]",
+		Short: "Take a run lease; prints its id alone on stdout",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if project == "" {
+				return errors.New("--project is required")
+			}
+			c, conn, err := g.lifecycle()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			resp, err := c.AcquireRunLease(ctx, &pb.AcquireRunLeaseRequest{ProjectId: project, Ttl: durationpb.New(ttl)})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "lease held until %s\n", resp.GetLease().GetExpireTime().AsTime().Format(time.RFC3339))
+			fmt.Fprintln(g.stdout, resp.GetLease().GetId())
+			return nil
+		},
+	}
+	acquire.Flags().StringVar(&project, "project", "", "project id")
+	acquire.Flags().DurationVar(&ttl, "ttl", 10*time.Minute, "the lease ends this long from now unless renewed")
+	renew := &cobra.Command{
+		Use:   "renew ID [--ttl 10m]",
+		Short: "Make a lease end ttl from now",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, conn, err := g.lifecycle()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			resp, err := c.RenewRunLease(ctx, &pb.RenewRunLeaseRequest{LeaseId: args[0], Ttl: durationpb.New(renewTTL)})
+			if err != nil {
+				return err
+			}
+			leaseLine(g.stdout, resp.GetLease())
+			return nil
+		},
+	}
+	renew.Flags().DurationVar(&renewTTL, "ttl", 10*time.Minute, "the lease ends this long from now")
+	release := &cobra.Command{
+		Use:   "release ID",
+		Short: "End a lease now",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, conn, err := g.lifecycle()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			resp, err := c.ReleaseRunLease(ctx, &pb.ReleaseRunLeaseRequest{LeaseId: args[0]})
+			if err != nil {
+				return err
+			}
+			leaseLine(g.stdout, resp.GetLease())
+			return nil
+		},
+	}
+	cmd.AddCommand(acquire, renew, release)
+	return cmd
+}
+
+// policyJSON is the JSON form of PolicyValues: Go duration strings, unset
+// fields left out.
+func policyValuesJSON(v *pb.PolicyValues) map[string]string {
+	out := map[string]string{}
+	for _, f := range []struct {
+		name string
+		d    *durationpb.Duration
+	}{{"stop_after", v.GetStopAfter()}, {"destroy_after", v.GetDestroyAfter()}, {"archive_after", v.GetArchiveAfter()},
+		{"delete_history_after", v.GetDeleteHistoryAfter()}, {"notify_grace", v.GetNotifyGrace()}} {
+		if f.d != nil {
+			out[f.name] = f.d.AsDuration().String()
+		}
+	}
+	return out
+}
+
+func printPolicy(w io.Writer, p *pb.ProjectPolicy, asJSON bool) error {
+	if asJSON {
+		return printJSON(w, map[string]any{"project_id": p.GetProjectId(), "effective": policyValuesJSON(p.GetEffective()),
+			"global": policyValuesJSON(p.GetGlobal()), "override": policyValuesJSON(p.GetOverride()),
+			"webhook_url": p.GetWebhookUrl(), "project_webhook_url": p.GetProjectWebhookUrl()})
+	}
+	eff, over := policyValuesJSON(p.GetEffective()), policyValuesJSON(p.GetOverride())
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SETTING\tVALUE\tFROM")
+	for _, k := range []string{"stop_after", "destroy_after", "archive_after", "delete_history_after", "notify_grace"} {
+		v, from := eff[k], "global"
+		if _, ok := over[k]; ok {
+			from = "project"
+		}
+		if v == "0s" {
+			v = "never"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", strings.ReplaceAll(k, "_", "-"), v, from)
+	}
+	hook, from := p.GetWebhookUrl(), "global"
+	if p.GetProjectWebhookUrl() != "" {
+		from = "project"
+	}
+	if hook == "" {
+		hook = "(none)"
+	}
+	fmt.Fprintf(tw, "webhook\t%s\t%s\n", hook, from)
+	return tw.Flush()
+}
+
+func newPolicy(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "policy", Short: "Lifecycle policies: the global one (serve flags) and per-project overrides"}
+	var project, webhook string
+	var asJSON, reset bool
+	var stopAfter, destroyAfter, archiveAfter, deleteHistoryAfter, notifyGrace time.Duration
+	set := &cobra.Command{
+		Use:   "set --project ID [--stop-after 10m] [--destroy-after 1h] [--archive-after D] [--delete-history-after D] [--notify-grace D] [--webhook URL] [--reset]",
+		Short: "Override the global policy for a project (given flags only; 0 means never); prints the result",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if project == "" {
+				return errors.New("--project is required (the global policy is set with serve's flags)")
+			}
+			f := cmd.Flags()
+			o := &pb.PolicyValues{}
+			for _, x := range []struct {
+				name string
+				v    time.Duration
+				dst  **durationpb.Duration
+			}{{"stop-after", stopAfter, &o.StopAfter}, {"destroy-after", destroyAfter, &o.DestroyAfter}, {"archive-after", archiveAfter, &o.ArchiveAfter},
+				{"delete-history-after", deleteHistoryAfter, &o.DeleteHistoryAfter}, {"notify-grace", notifyGrace, &o.NotifyGrace}} {
+				if f.Changed(x.name) {
+					*x.dst = durationpb.New(x.v)
+				}
+			}
+			req := &pb.SetPolicyRequest{ProjectId: project, Override: o, ResetOverride: reset}
+			if f.Changed("webhook") {
+				req.WebhookUrl = &webhook
+			}
+			c, conn, err := g.lifecycle()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			resp, err := c.SetPolicy(ctx, req)
+			if err != nil {
+				return err
+			}
+			return printPolicy(g.stdout, resp.GetPolicy(), asJSON)
+		},
+	}
+	sf := set.Flags()
+	sf.StringVar(&project, "project", "", "project id")
+	sf.DurationVar(&stopAfter, "stop-after", 0, "stop after this long idle (0: never)")
+	sf.DurationVar(&destroyAfter, "destroy-after", 0, "destroy after this long idle, once flushed and verified (0: never)")
+	sf.DurationVar(&archiveAfter, "archive-after", 0, "archive a stopped sandbox after this long idle (0: never)")
+	sf.DurationVar(&deleteHistoryAfter, "delete-history-after", 0, "delete the project's whole history after this long idle, once destroyed (0: never)")
+	sf.DurationVar(&notifyGrace, "notify-grace", 0, "call the webhook this long before each cleanup (0: no webhook)")
+	sf.StringVar(&webhook, "webhook", "", "the project's cleanup webhook URL (\"\": use the global one)")
+	sf.BoolVar(&reset, "reset", false, "drop the project's overrides first (then apply the given flags)")
+	sf.BoolVar(&asJSON, "json", false, "print JSON")
+
+	var showProject string
+	var showJSON bool
+	show := &cobra.Command{
+		Use:   "show [--project ID] [--json]",
+		Short: "The effective policy of a project (or the global one)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, conn, err := g.lifecycle()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			resp, err := c.GetPolicy(ctx, &pb.GetPolicyRequest{ProjectId: showProject})
+			if err != nil {
+				return err
+			}
+			return printPolicy(g.stdout, resp.GetPolicy(), showJSON)
+		},
+	}
+	show.Flags().StringVar(&showProject, "project", "", "project id (default: the global policy)")
+	show.Flags().BoolVar(&showJSON, "json", false, "print JSON")
+	cmd.AddCommand(set, show)
+	return cmd
+}
+
+// parseSince reads --since: RFC 3339, a date (YYYY-MM-DD, local), or a
+// duration back from now ("24h").
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.ParseInLocation("2006-01-02", s, time.Local); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("--since %q: want RFC 3339 (2026-01-02T15:04:05Z), a date (2026-01-02) or a duration back from now (24h)", s)
+}
+
+func newCost(g *globals) *cobra.Command {
+	var project, since string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "cost [--project ID] [--since T] [--json]",
+		Short: "Sandbox-hours by state, cost (compute + storage) and savings against always-on, per project and in total",
+		Long: `Prices the time each project's sandboxes spent in each state (the lifecycle
+registry's intervals) at serve's rates (--rate-started, --rate-stopped,
+--rate-archived), plus the bucket (the project's stored bytes now × the time ×
+--rate-storage), and compares it with an always-on baseline: a sandbox started
+for the whole period since the project's first sandbox was created. --since
+takes RFC 3339, a date, or a duration back from now (24h).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			t, err := parseSince(since, time.Now())
+			if err != nil {
+				return err
+			}
+			req := &pb.GetCostRequest{ProjectId: project}
+			if !t.IsZero() {
+				req.Since = timestamppb.New(t)
+			}
+			c, conn, err := g.lifecycle()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			resp, err := c.GetCost(ctx, req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(g.stdout, costJSON(resp))
+			}
+			return printCost(g.stdout, resp)
+		},
+	}
+	cmd.Flags().StringVar(&project, "project", "", "only this project")
+	cmd.Flags().StringVar(&since, "since", "", "from this time (RFC 3339, a date, or a duration back from now)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+type projectCostJSON struct {
+	ProjectID       string             `json:"project_id,omitempty"`
+	HoursByState    map[string]float64 `json:"hours_by_state"`
+	DollarsByState  map[string]float64 `json:"dollars_by_state"`
+	SandboxHours    float64            `json:"sandbox_hours"`
+	StoredBytes     int64              `json:"stored_bytes"`
+	ComputeDollars  float64            `json:"compute_dollars"`
+	StorageDollars  float64            `json:"storage_dollars"`
+	TotalDollars    float64            `json:"total_dollars"`
+	AlwaysOnHours   float64            `json:"always_on_hours"`
+	AlwaysOnDollars float64            `json:"always_on_dollars"`
+	Savings         float64            `json:"savings"`
+}
+
+func toProjectCostJSON(p *pb.ProjectCost) projectCostJSON {
+	out := projectCostJSON{ProjectID: p.GetProjectId(), HoursByState: map[string]float64{}, DollarsByState: map[string]float64{},
+		SandboxHours: p.GetSandboxHours(), StoredBytes: p.GetStoredBytes(), ComputeDollars: p.GetComputeDollars(),
+		StorageDollars: p.GetStorageDollars(), TotalDollars: p.GetTotalDollars(), AlwaysOnHours: p.GetAlwaysOnHours(),
+		AlwaysOnDollars: p.GetAlwaysOnDollars(), Savings: p.GetSavings()}
+	for _, s := range p.GetStates() {
+		out.HoursByState[s.GetState()] = s.GetSeconds() / 3600
+		out.DollarsByState[s.GetState()] = s.GetDollars()
+	}
+	return out
+}
+
+func costJSON(r *pb.GetCostResponse) map[string]any {
+	projects := []projectCostJSON{}
+	for _, p := range r.GetProjects() {
+		projects = append(projects, toProjectCostJSON(p))
+	}
+	out := map[string]any{"until": r.GetUntil().AsTime(), "projects": projects, "total": toProjectCostJSON(r.GetTotal()),
+		"rates": map[string]float64{"started_per_hour": r.GetRates().GetStartedPerHour(), "stopped_per_hour": r.GetRates().GetStoppedPerHour(),
+			"archived_per_hour": r.GetRates().GetArchivedPerHour(), "storage_per_gb_month": r.GetRates().GetStoragePerGbMonth()}}
+	if r.GetSince() != nil {
+		out["since"] = r.GetSince().AsTime()
+	}
+	return out
+}
+
+func printCost(w io.Writer, r *pb.GetCostResponse) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "PROJECT\tSTARTED h\tSTOPPED h\tARCHIVED h\tOTHER h\tSTORED\tCOMPUTE $\tSTORAGE $\tTOTAL $\tALWAYS-ON $\tSAVINGS\t")
+	row := func(name string, p *pb.ProjectCost) {
+		h := map[string]float64{}
+		for _, s := range p.GetStates() {
+			h[s.GetState()] = s.GetSeconds() / 3600
+		}
+		other := 0.0
+		for k, v := range h {
+			if k != "started" && k != "stopped" && k != "archived" {
+				other += v
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%.1f%%\t\n", name, h["started"], h["stopped"], h["archived"], other,
+			humanBytes(p.GetStoredBytes()), p.GetComputeDollars(), p.GetStorageDollars(), p.GetTotalDollars(), p.GetAlwaysOnDollars(), 100*p.GetSavings())
+	}
+	for _, p := range r.GetProjects() {
+		row(p.GetProjectId(), p)
+	}
+	row("TOTAL", r.GetTotal())
+	return tw.Flush()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,165 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sandkeep/sandkeep/internal/agent"
+	"github.com/sandkeep/sandkeep/internal/coordtest"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+// TestCLIMaintenanceContract: version pin, retention set/show, gc and
+// project delete through the built binaries.
+func TestCLIMaintenanceContract(t *testing.T) {
+	coord, agentBin := buildBinaries(t)
+	s := serveBinary(t, coord)
+	admin := []string{"SANDKEEP_COORDINATOR=" + s.grpc, "SANDKEEP_DATA=" + s.data}
+	run := func(env []string, wantOK bool, name string, args ...string) (string, string) {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Env = append(os.Environ(), env...)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		if wantOK != (err == nil) {
+			t.Fatalf("%s %v: err %v (want ok=%v)\nstdout: %s\nstderr: %s", filepath.Base(name), args, err, wantOK, out.String(), errb.String())
+		}
+		return out.String(), errb.String()
+	}
+	project, _ := run(admin, true, coord, "project", "create", "maint")
+	project = strings.TrimSpace(project)
+	token, _ := run(admin, true, coord, "token", "create", "--project", project)
+	token = strings.TrimSpace(token)
+	ws := filepath.Join(t.TempDir(), "ws")
+	agentEnv := []string{"SANDKEEP_COORDINATOR=" + s.grpc, "SANDKEEP_TOKEN=" + token, "SANDKEEP_CACHE_DIR=" + t.TempDir()}
+	for i := 1; i <= 3; i++ {
+		writeFile(t, ws, "f.txt", strings.Repeat("version "+strconv.Itoa(i)+" ", 1000))
+		out, _ := run(agentEnv, true, agentBin, "sync", "--once", "--workspace", ws)
+		if lastLine(out) != strconv.Itoa(i) {
+			t.Fatalf("sync %d printed %q", i, out)
+		}
+	}
+
+	// Pin version 1; keep only the newest otherwise.
+	if out, _ := run(admin, true, coord, "version", "pin", "--project", project, "--version", "1"); strings.TrimSpace(out) != "version 1 pinned" {
+		t.Fatalf("version pin printed %q", out)
+	}
+	var pol struct {
+		KeepLast int64   `json:"keep_last"`
+		KeepDays float64 `json:"keep_days"`
+	}
+	out, _ := run(admin, true, coord, "retention", "show", "--project", project, "--json")
+	if err := json.Unmarshal([]byte(out), &pol); err != nil || pol.KeepLast != 50 || pol.KeepDays != 30 {
+		t.Fatalf("default retention: %q, %v", out, err)
+	}
+	if out, _ := run(admin, true, coord, "retention", "set", "--project", project, "--keep-last", "1", "--keep-days", "0"); out != "keep-last 1\nkeep-days 0\n" {
+		t.Fatalf("retention set printed %q", out)
+	}
+	if out, _ := run(admin, true, coord, "retention", "set", "--project", project, "--keep-last", "2"); out != "keep-last 2\nkeep-days 0\n" {
+		t.Fatalf("retention set --keep-last alone printed %q (keep-days must be kept)", out)
+	}
+	run(admin, true, coord, "retention", "set", "--project", project, "--keep-last", "1")
+	run(admin, false, coord, "retention", "set", "--project", project)
+
+	// gc --dry-run changes nothing; gc drops version 2 (neither pinned,
+	// nor the newest, nor young enough).
+	countVersions := func() []int64 {
+		out, _ := run(admin, true, coord, "versions", "--project", project, "--json")
+		var vs []struct{ Number int64 }
+		if err := json.Unmarshal([]byte(out), &vs); err != nil {
+			t.Fatal(err)
+		}
+		var n []int64
+		for _, v := range vs {
+			n = append(n, v.Number)
+		}
+		return n
+	}
+	if out, _ := run(admin, true, coord, "gc", "--project", project, "--dry-run"); strings.TrimSpace(out) == "" {
+		t.Fatal("gc --dry-run printed nothing")
+	}
+	if n := countVersions(); len(n) != 3 {
+		t.Fatalf("versions after a dry run: %v", n)
+	}
+	if out, _ := run(admin, true, coord, "gc", "--project", project); strings.TrimSpace(out) == "" {
+		t.Fatal("gc printed nothing")
+	}
+	if n := countVersions(); len(n) != 2 || n[0] != 3 || n[1] != 1 {
+		t.Fatalf("versions after gc: %v, want [3 1]", n)
+	}
+	if out, _ := run(admin, true, coord, "get", "--project", project, "f.txt", "--version", "1"); out != strings.Repeat("version 1 ", 1000) {
+		t.Fatalf("pinned version 1 after gc: %d bytes", len(out))
+	}
+	if out, _ := run(admin, true, coord, "version", "unpin", "--project", project, "--version", "1"); strings.TrimSpace(out) != "version 1 unpinned" {
+		t.Fatalf("version unpin printed %q", out)
+	}
+	run(admin, true, coord, "gc") // every project
+
+	// project delete: prints the bytes freed; links and tokens stop at once.
+	link, _ := run(admin, true, coord, "link", "--project", project, "f.txt")
+	if resp, err := http.Get(strings.TrimSpace(link)); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("link before delete: %v %v", resp, err)
+	}
+	out, errOut := run(admin, true, coord, "project", "delete", project)
+	if n, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64); err != nil || n <= 0 {
+		t.Fatalf("project delete printed %q (stderr %q), want the bytes freed", out, errOut)
+	}
+	if resp, err := http.Get(strings.TrimSpace(link)); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("link after delete: %v %v", resp, err)
+	}
+	if _, errOut := run(admin, false, coord, "versions", "--project", project); !strings.Contains(errOut, "NotFound") {
+		t.Fatalf("versions of a deleted project: %q", errOut)
+	}
+	if _, errOut := run(agentEnv, false, agentBin, "sync", "--once", "--workspace", ws); !strings.Contains(errOut, "Unauthenticated") {
+		t.Fatalf("sync with a deleted project's token: %q", errOut)
+	}
+	if entries, err := os.ReadDir(filepath.Join(s.data, "blobs", "projects", project)); err == nil && len(entries) > 0 {
+		t.Fatalf("objects left under the deleted project's prefix: %v", entries)
+	}
+}
+
+// TestDeleteProjectStopsLinksAtOnce: over gRPC and HTTP, a deleted project's
+// signed links and admin-bearer URLs answer 404 at once, and its other
+// project is untouched.
+func TestDeleteProjectStopsLinksAtOnce(t *testing.T) {
+	c := coordtest.Start(t, coordtest.Options{})
+	ctx := context.Background()
+	pidA, tokA := c.Project(t, "a")
+	pidB, tokB := c.Project(t, "b")
+	for _, tok := range []string{tokA, tokB} {
+		ws := filepath.Join(t.TempDir(), "ws")
+		writeFile(t, ws, "x.txt", "data of "+tok[:8])
+		if _, err := agent.SyncOnce(ctx, agentConfig(c, tok, ws, t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	linkA, linkB := createLink(t, c, pidA, "x.txt", 0), createLink(t, c, pidB, "x.txt", 0)
+	resp, err := c.Admin.DeleteProject(ctx, &pb.DeleteProjectRequest{ProjectId: pidA})
+	if err != nil || resp.GetBytesFreed() <= 0 || resp.GetObjectsDeleted() <= 0 {
+		t.Fatalf("delete: %v, %v", resp, err)
+	}
+	if r := httpDo(t, "GET", linkA, nil); r.status != http.StatusNotFound {
+		t.Errorf("A's link after deletion: %d", r.status)
+	}
+	if r := httpDo(t, "GET", linkB, nil); r.status != 200 {
+		t.Errorf("B's link after A's deletion: %d", r.status)
+	}
+	if _, err := c.Admin.DeleteProject(ctx, &pb.DeleteProjectRequest{ProjectId: pidA}); status.Code(err) != codes.NotFound {
+		t.Errorf("deleting again: %v", err)
+	}
+	if _, err := c.AgentConn(t, tokA).OpenSession(ctx, &pb.OpenSessionRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("A's token after deletion: %v", err)
+	}
+}

@@ -1,0 +1,706 @@
+package gc_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sandkeep/sandkeep/internal/agent"
+	"github.com/sandkeep/sandkeep/internal/coordtest"
+	"github.com/sandkeep/sandkeep/internal/gc"
+	"github.com/sandkeep/sandkeep/internal/id"
+	"github.com/sandkeep/sandkeep/internal/metastore"
+	"github.com/sandkeep/sandkeep/internal/pack"
+	"github.com/sandkeep/sandkeep/internal/remote"
+	"github.com/sandkeep/sandkeep/internal/repo"
+	"github.com/sandkeep/sandkeep/internal/server"
+	"github.com/sandkeep/sandkeep/internal/testenv"
+	"github.com/sandkeep/sandkeep/internal/tree"
+	"github.com/sandkeep/sandkeep/internal/workspacetest"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+func agentConfig(c *coordtest.Coordinator, token, ws, cache string) agent.Config {
+	return agent.Config{
+		Remote:    remote.Config{Addr: c.Addr, Token: token, Version: "test"},
+		Workspace: ws,
+		CacheDir:  cache,
+		Logger:    slog.New(slog.DiscardHandler),
+	}
+}
+
+// snapshot reads a workspace like workspacetest.Snapshot, returning errors
+// instead of failing the test (it runs on other goroutines).
+func snapshot(dir string) (map[string]workspacetest.Entry, error) {
+	out := make(map[string]workspacetest.Entry)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == "." {
+			return nil
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		e := workspacetest.Entry{Type: fi.Mode().Type(), Mode: fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky), MtimeNs: fi.ModTime().UnixNano()}
+		if fi.Mode().IsRegular() {
+			e.Size = fi.Size()
+			if e.Content, err = os.ReadFile(p); err != nil {
+				return err
+			}
+		}
+		out[filepath.ToSlash(rel)] = e
+		return nil
+	})
+	return out, err
+}
+
+// writer changes a workspace at random: new files of assorted sizes,
+// rewrites, deletions, whole directories removed, and files brought back
+// to an older content (whose chunks GC may have condemned or deleted).
+type writer struct {
+	rng     *rand.Rand
+	ws      string
+	history [][]byte
+}
+
+func (w *writer) content() []byte {
+	if len(w.history) > 0 && w.rng.IntN(5) == 0 {
+		return w.history[w.rng.IntN(len(w.history))]
+	}
+	var n int
+	switch x := w.rng.IntN(20); {
+	case x < 10:
+		n = 1 + w.rng.IntN(3000)
+	case x < 17:
+		n = 5<<10 + w.rng.IntN(60<<10)
+	default:
+		n = 300<<10 + w.rng.IntN(1200<<10)
+	}
+	b := make([]byte, n)
+	if w.rng.IntN(2) == 0 {
+		for i := range b {
+			b[i] = byte(w.rng.Uint32())
+		}
+	} else {
+		word := []byte(fmt.Sprintf("line %d of some text; ", w.rng.IntN(1000)))
+		for i := range b {
+			b[i] = word[i%len(word)]
+		}
+	}
+	w.history = append(w.history, b)
+	return b
+}
+
+func (w *writer) files() []string {
+	var out []string
+	_ = filepath.WalkDir(w.ws, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+func (w *writer) mutate() error {
+	for range 1 + w.rng.IntN(6) {
+		files := w.files()
+		switch op := w.rng.IntN(10); {
+		case op < 4 || len(files) == 0: // new file
+			dir := filepath.Join(w.ws, "d"+strconv.Itoa(w.rng.IntN(4)))
+			if w.rng.IntN(3) == 0 {
+				dir = filepath.Join(dir, "sub"+strconv.Itoa(w.rng.IntN(2)))
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(dir, "f"+strconv.Itoa(w.rng.IntN(40))), w.content(), 0o644); err != nil {
+				return err
+			}
+		case op < 7: // rewrite
+			if err := os.WriteFile(files[w.rng.IntN(len(files))], w.content(), 0o644); err != nil {
+				return err
+			}
+		case op < 9: // delete a file
+			if err := os.Remove(files[w.rng.IntN(len(files))]); err != nil {
+				return err
+			}
+		default: // delete a directory
+			if err := os.RemoveAll(filepath.Join(w.ws, "d"+strconv.Itoa(w.rng.IntN(4)))); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// TestGCConcurrentWithSyncs is the randomized test: agents sync changing
+// workspaces (one per project, several projects) while the collector runs
+// over every project again and again, with a tiny grace period and a fake
+// clock far enough ahead that every pack is old (so even the packs an
+// agent uploads for a commit still on its way get condemned). Afterwards
+// every kept version restores to exactly what was committed, retention
+// kept what it should, and every indexed pack is in the bucket.
+func TestGCConcurrentWithSyncs(t *testing.T) {
+	seed := uint64(20250601)
+	if s := os.Getenv("SANDKEEP_GC_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (set SANDKEEP_GC_SEED to repeat)", seed)
+	for _, b := range []struct {
+		name string
+		opts coordtest.Options
+	}{{"sqlite", coordtest.Options{}}, {"postgres", coordtest.Options{Postgres: true}}} {
+		t.Run(b.name, func(t *testing.T) { testConcurrent(t, b.opts, seed) })
+	}
+}
+
+type syncedProject struct {
+	id, token string
+	keepLast  int
+	ws, cache string
+	// expected holds each committed version's workspace.
+	expected map[int64]map[string]workspacetest.Entry
+	pinned   []int64
+	last     int64
+	retries  int
+}
+
+func testConcurrent(t *testing.T, opts coordtest.Options, seed uint64) {
+	c := coordtest.Start(t, opts)
+	r := c.Server.Repo
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	writers, iterations := 3, 12
+	if testing.Short() {
+		iterations = 5
+	}
+	const grace = time.Millisecond
+	clock := newClock(time.Now().Add(time.Hour))
+
+	projects := make([]*syncedProject, writers)
+	for i := range projects {
+		pid, token := c.Project(t, fmt.Sprintf("race-%d", i))
+		p := &syncedProject{id: pid, token: token, keepLast: 2 + i%2, ws: filepath.Join(t.TempDir(), "ws"), cache: t.TempDir(),
+			expected: map[int64]map[string]workspacetest.Entry{}}
+		if err := os.MkdirAll(p.ws, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.SetRetention(ctx, pid, metastore.Retention{KeepLast: p.keepLast}); err != nil {
+			t.Fatal(err)
+		}
+		projects[i] = p
+	}
+
+	// The collector.
+	stop := make(chan struct{})
+	var gcRuns atomic.Int64
+	var collector sync.WaitGroup
+	var gcMu sync.Mutex
+	var total gc.Report
+	runGC := func() error {
+		clock.Advance(3 * grace)
+		rep, err := gc.Run(ctx, r, gc.Options{Grace: grace, Now: clock.Now, Logger: testLogger(t)})
+		gcMu.Lock()
+		defer gcMu.Unlock()
+		total.VersionsDeleted += rep.VersionsDeleted
+		total.PacksDeleted += rep.PacksDeleted
+		total.PacksCondemned += rep.PacksCondemned
+		total.PacksRepacked += rep.PacksRepacked
+		total.PacksRescued += rep.PacksRescued
+		total.BlobsMissing += rep.BlobsMissing
+		total.BlobsCorrupt += rep.BlobsCorrupt
+		gcRuns.Add(1)
+		return err
+	}
+	collector.Go(func() {
+		rng := rand.New(rand.NewPCG(seed, 1000))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := runGC(); err != nil && ctx.Err() == nil {
+				t.Errorf("gc: %v", err)
+				return
+			}
+			time.Sleep(time.Duration(rng.IntN(5000)) * time.Microsecond)
+		}
+	})
+
+	// The agents.
+	var agents sync.WaitGroup
+	errs := make(chan error, writers)
+	for i, p := range projects {
+		agents.Go(func() {
+			w := &writer{rng: rand.New(rand.NewPCG(seed, uint64(i))), ws: p.ws}
+			jitter := rand.New(rand.NewPCG(seed, uint64(100+i)))
+			cfg := agentConfig(c, p.token, p.ws, p.cache)
+			for it := range iterations {
+				if err := w.mutate(); err != nil {
+					errs <- err
+					return
+				}
+				snap, err := snapshot(p.ws)
+				if err != nil {
+					errs <- err
+					return
+				}
+				var res agent.SyncResult
+				for attempt := 0; ; attempt++ {
+					res, err = agent.SyncOnce(ctx, cfg)
+					if err == nil || attempt >= 40 || ctx.Err() != nil {
+						break
+					}
+					// A commit refused because GC condemned a chunk
+					// meanwhile, a pack being deleted: the next attempt
+					// uploads again.
+					p.retries++
+					time.Sleep(time.Duration(1+jitter.IntN(10)) * time.Millisecond)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("project %s, iteration %d: sync: %w", p.id, it, err)
+					return
+				}
+				if res.Changed {
+					n := res.Version.GetNumber()
+					p.expected[n], p.last = snap, n
+					if w.rng.IntN(6) == 0 {
+						if err := r.Pin(ctx, p.id, n, true); err != nil {
+							errs <- fmt.Errorf("pin %d: %w", n, err)
+							return
+						}
+						p.pinned = append(p.pinned, n)
+					}
+				}
+			}
+		})
+	}
+	agents.Wait()
+	close(stop)
+	collector.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Settle: run until a run finds nothing to delete or condemn.
+	for range 6 {
+		clock.Advance(time.Second)
+		if err := runGC(); err != nil {
+			t.Fatal(err)
+		}
+		gcMu.Lock()
+		before := total
+		gcMu.Unlock()
+		clock.Advance(time.Second)
+		if err := runGC(); err != nil {
+			t.Fatal(err)
+		}
+		gcMu.Lock()
+		idle := total.PacksDeleted == before.PacksDeleted && total.PacksCondemned == before.PacksCondemned
+		gcMu.Unlock()
+		if idle {
+			break
+		}
+	}
+	t.Logf("%d gc runs: %d versions deleted, %d packs condemned, %d repacked, %d deleted, %d rescued",
+		gcRuns.Load(), total.VersionsDeleted, total.PacksCondemned, total.PacksRepacked, total.PacksDeleted, total.PacksRescued)
+	if total.BlobsMissing != 0 || total.BlobsCorrupt != 0 {
+		t.Fatalf("gc saw %d missing and %d corrupt blobs", total.BlobsMissing, total.BlobsCorrupt)
+	}
+	if total.PacksDeleted == 0 || total.VersionsDeleted == 0 {
+		t.Fatalf("the collector did nothing (%d packs deleted, %d versions)", total.PacksDeleted, total.VersionsDeleted)
+	}
+
+	restored := 0
+	for _, p := range projects {
+		t.Logf("project %s: %d versions committed, %d sync retries, pinned %v", p.id, len(p.expected), p.retries, p.pinned)
+		vs, err := c.Server.Meta.ListVersions(ctx, p.id, metastore.ListOptions{Limit: 10000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var have []int64
+		for _, v := range vs {
+			have = append(have, v.Number)
+		}
+		// Retention: the keepLast newest and the pinned ones, nothing else.
+		var committed []int64
+		for n := range p.expected {
+			committed = append(committed, n)
+		}
+		slices.Sort(committed)
+		slices.Reverse(committed)
+		var want []int64
+		for i, n := range committed {
+			if i < p.keepLast || slices.Contains(p.pinned, n) {
+				want = append(want, n)
+			}
+		}
+		if !slices.Equal(have, want) {
+			t.Fatalf("project %s keeps versions %v, want %v (committed %v, pinned %v)", p.id, have, want, committed, p.pinned)
+		}
+		if have[0] != p.last {
+			t.Fatalf("project %s: head %d, last commit %d", p.id, have[0], p.last)
+		}
+		// Every kept version restores exactly.
+		for _, n := range have {
+			dir := filepath.Join(t.TempDir(), "r")
+			cfg := agentConfig(c, p.token, dir, t.TempDir())
+			if _, err := agent.Restore(ctx, cfg, n); err != nil {
+				t.Fatalf("project %s: restore version %d: %v", p.id, n, err)
+			}
+			got, err := snapshot(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := workspacetest.Diff(p.expected[n], got); len(d) > 0 {
+				t.Fatalf("project %s: version %d restores differently: %v", p.id, n, d[:min(len(d), 10)])
+			}
+			restored++
+		}
+		// Every indexed pack is in the bucket.
+		objs := listObjects(t, c.Server.Blobs, repo.ProjectPrefix(p.id))
+		packs, err := c.Server.Meta.ListPacks(ctx, p.id, metastore.ListOptions{Limit: 100000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pk := range packs {
+			if size, ok := objs[repo.PackKey(p.id, pk.ID)]; !pk.Deleting && (!ok || size != pk.Size) {
+				t.Fatalf("project %s: pack %s indexed (%d bytes) but %d bytes in the bucket (present %v)", p.id, pk.ID.Short(), pk.Size, size, ok)
+			}
+		}
+	}
+	t.Logf("restored %d kept versions, all identical", restored)
+}
+
+// liveStoredBytes is the stored size of the blobs version v references.
+func liveStoredBytes(t *testing.T, r *repo.Repo, projectID string, root id.ID) int64 {
+	t.Helper()
+	ctx := context.Background()
+	seen := map[id.ID]bool{}
+	var ids []id.ID
+	var walk func(tid id.ID)
+	walk = func(tid id.ID) {
+		if seen[tid] {
+			return
+		}
+		seen[tid] = true
+		ids = append(ids, tid)
+		tr, err := r.LoadTree(ctx, projectID, tid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range tr.Nodes {
+			switch n.Type {
+			case tree.Dir:
+				walk(n.Subtree)
+			case tree.File:
+				for _, c := range n.Chunks {
+					if !seen[c.ID] {
+						seen[c.ID] = true
+						ids = append(ids, c.ID)
+					}
+				}
+			}
+		}
+	}
+	walk(root)
+	locs, err := r.Meta().LocateBlobs(ctx, projectID, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, x := range ids {
+		l, ok := locs[x]
+		if !ok {
+			t.Fatalf("blob %s of the head is not indexed", x.Short())
+		}
+		n += l.Length + pack.EntrySize
+	}
+	return n
+}
+
+// TestGCFreesDownToHead: with a retention of the last version only, two runs
+// a grace period apart shrink the project's bucket prefix to about the
+// head's size, on the local store and on S3 (listed through the store's
+// List, which for S3 is ListObjectsV2 against versitygw).
+func TestGCFreesDownToHead(t *testing.T) {
+	for _, b := range []struct {
+		name string
+		opts coordtest.Options
+	}{{"local", coordtest.Options{}}, {"s3", coordtest.Options{S3: true}}} {
+		t.Run(b.name, func(t *testing.T) {
+			c := coordtest.Start(t, b.opts)
+			pid, token := c.Project(t, "shrink-"+b.name)
+			r := c.Server.Repo
+			ctx := context.Background()
+			ws := filepath.Join(t.TempDir(), "ws")
+			for i := range 20 {
+				p := filepath.Join(ws, "src", fmt.Sprintf("m%d", i%4), fmt.Sprintf("file%02d.txt", i))
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(fmt.Sprintf("static file %d\n", i)), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := agentConfig(c, token, ws, t.TempDir())
+			const versions, bigSize = 4, 3 << 20
+			for v := range versions {
+				workspacetest.RandomFile(t, filepath.Join(ws, "big.bin"), bigSize, uint64(100+v))
+				if err := os.WriteFile(filepath.Join(ws, "notes.txt"), []byte(fmt.Sprintf("version %d\n", v)), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if res, err := agent.SyncOnce(ctx, cfg); err != nil || !res.Changed {
+					t.Fatalf("sync %d: %+v, %v", v, res, err)
+				}
+			}
+			prefix := repo.ProjectPrefix(pid)
+			before := listObjects(t, c.Server.Blobs, prefix)
+			if packBytes(before) < versions*bigSize {
+				t.Fatalf("%d bytes of packs before gc, want at least %d", packBytes(before), versions*bigSize)
+			}
+			if err := r.SetRetention(ctx, pid, metastore.Retention{KeepLast: 1}); err != nil {
+				t.Fatal(err)
+			}
+			clock := newClock(time.Now().Add(2 * time.Hour))
+			run := func() gc.Report {
+				rep, err := gc.Run(ctx, r, gc.Options{ProjectID: pid, Now: clock.Now, Logger: testLogger(t)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("%v", rep)
+				return rep
+			}
+			first := run()
+			if first.VersionsDeleted != versions-1 || first.PacksCondemned == 0 {
+				t.Fatalf("first run: %v", first)
+			}
+			clock.Advance(gc.DefaultGrace)
+			second := run()
+			if second.PacksDeleted == 0 {
+				t.Fatalf("second run deleted nothing: %v", second)
+			}
+			after := listObjects(t, c.Server.Blobs, prefix)
+			head, err := r.Meta().HeadVersion(ctx, pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			headBytes := liveStoredBytes(t, r, pid, head.Root)
+			var total int64
+			for _, s := range after {
+				total += s
+			}
+			t.Logf("bucket: %d objects, %d bytes before; %d objects, %d bytes after; the head's blobs take %d bytes",
+				len(before), packBytes(before), len(after), total, headBytes)
+			if total < headBytes || total > headBytes+headBytes/20+32<<10 {
+				t.Fatalf("%d bytes left under %s, want about the head's %d", total, prefix, headBytes)
+			}
+			if second.BytesAfter != packBytes(after) {
+				t.Fatalf("report says %d bytes of packs, the bucket holds %d", second.BytesAfter, packBytes(after))
+			}
+			for k := range after {
+				if filepath.Dir(k) == filepath.Dir(repo.VersionKey(pid, 1)) && k != repo.VersionKey(pid, head.Number) {
+					t.Fatalf("version record %s of a deleted version left", k)
+				}
+			}
+			dir := filepath.Join(t.TempDir(), "r")
+			if _, err := agent.Restore(ctx, agentConfig(c, token, dir, t.TempDir()), 0); err != nil {
+				t.Fatal(err)
+			}
+			workspacetest.RequireEqual(t, ws, dir)
+		})
+	}
+}
+
+// TestDeleteProjectEverywhere deletes a project from a running
+// coordinator: zero objects under its prefix (on S3, listed with
+// ListObjectsV2 through versitygw), zero rows in every table, its token
+// refused at once, and another project untouched.
+func TestDeleteProjectEverywhere(t *testing.T) {
+	for _, b := range []struct {
+		name     string
+		s3, pgDB bool
+	}{{"s3-sqlite", true, false}, {"local-postgres", false, true}} {
+		t.Run(b.name, func(t *testing.T) {
+			opts := coordtest.Options{S3: b.s3}
+			var dsn string
+			if b.pgDB {
+				dsn = testenv.Postgres(t)
+				opts.Config = server.Config{DatabaseURL: dsn}
+			}
+			c := coordtest.Start(t, opts)
+			ctx := context.Background()
+			ids, tokens := make([]string, 2), make([]string, 2)
+			for i, name := range []string{"doomed", "kept"} {
+				ids[i], tokens[i] = c.Project(t, name)
+				ws := filepath.Join(t.TempDir(), "ws")
+				workspacetest.Generate(t, ws, workspacetest.Options{SmallFiles: 50, LargeSize: 600 << 10, Seed: uint64(i + 1)})
+				cfg := agentConfig(c, tokens[i], ws, t.TempDir())
+				if _, err := agent.SyncOnce(ctx, cfg); err != nil {
+					t.Fatal(err)
+				}
+				workspacetest.RandomFile(t, filepath.Join(ws, "more.bin"), 100<<10, 9)
+				if _, err := agent.SyncOnce(ctx, cfg); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Server.Repo.SetRetention(ctx, ids[i], metastore.Retention{KeepLast: 1}); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Server.Repo.Pin(ctx, ids[i], 2, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			countRows := rowCounter(t, c, dsn)
+			keptRows := countRows(ids[1])
+			keptObjects := listObjects(t, c.Server.Blobs, repo.ProjectPrefix(ids[1]))
+			objs := listObjects(t, c.Server.Blobs, repo.ProjectPrefix(ids[0]))
+			var size int64
+			for _, s := range objs {
+				size += s
+			}
+			if len(objs) == 0 || countRows(ids[0]) == 0 {
+				t.Fatal("nothing to delete")
+			}
+
+			n, freed, err := c.Server.Repo.DeleteProject(ctx, ids[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != len(objs) || freed != size {
+				t.Fatalf("DeleteProject reports %d objects, %d bytes; the bucket had %d, %d", n, freed, len(objs), size)
+			}
+			if left := listObjects(t, c.Server.Blobs, repo.ProjectPrefix(ids[0])); len(left) != 0 {
+				t.Fatalf("%d objects left under the prefix: %v", len(left), left)
+			}
+			if rows := countRows(ids[0]); rows != 0 {
+				t.Fatalf("%d rows of the deleted project left", rows)
+			}
+			// Its token is refused, on every call.
+			a := c.AgentConn(t, tokens[0])
+			if _, err := a.FindMissingChunks(ctx, &pb.FindMissingChunksRequest{}); status.Code(err) != codes.Unauthenticated {
+				t.Fatalf("FindMissingChunks with the deleted project's token: %v, want Unauthenticated", err)
+			}
+			if _, err := a.OpenSession(ctx, &pb.OpenSessionRequest{}); status.Code(err) != codes.Unauthenticated {
+				t.Fatalf("OpenSession with the deleted project's token: %v, want Unauthenticated", err)
+			}
+			// Again: nothing left to delete.
+			if _, _, err := c.Server.Repo.DeleteProject(ctx, ids[0]); !errors.Is(err, metastore.ErrNotFound) {
+				t.Fatalf("DeleteProject again: %v, want ErrNotFound", err)
+			}
+			// The other project is whole.
+			if got := countRows(ids[1]); got != keptRows {
+				t.Fatalf("the other project has %d rows, had %d", got, keptRows)
+			}
+			if got := listObjects(t, c.Server.Blobs, repo.ProjectPrefix(ids[1])); len(got) != len(keptObjects) {
+				t.Fatalf("the other project has %d objects, had %d", len(got), len(keptObjects))
+			}
+			if _, err := c.AgentConn(t, tokens[1]).FindMissingChunks(ctx, &pb.FindMissingChunksRequest{}); err != nil {
+				t.Fatalf("the other project's token: %v", err)
+			}
+		})
+	}
+}
+
+// rowCounter returns a function counting a project's rows in every table
+// that has a project_id column (found in the schema, so tables added later
+// count too) plus its projects row, read straight from the coordinator's
+// database.
+func rowCounter(t *testing.T, c *coordtest.Coordinator, dsn string) func(projectID string) int {
+	t.Helper()
+	ctx := context.Background()
+	var query func(q string, args ...any) (int, error)
+	var tablesQuery string
+	if dsn != "" {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close(ctx) })
+		query = func(q string, args ...any) (n int, err error) { err = conn.QueryRow(ctx, q, args...).Scan(&n); return }
+		tablesQuery = `SELECT table_name FROM information_schema.columns WHERE column_name = 'project_id' AND table_schema = current_schema()`
+		rows, err := conn.Query(ctx, tablesQuery)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return counter(t, query, tables)
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(c.DataDir, "sandkeep.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	query = func(q string, args ...any) (n int, err error) { err = db.QueryRow(q, args...).Scan(&n); return }
+	rows, err := db.Query(`SELECT m.name FROM sqlite_master m JOIN pragma_table_info(m.name) p
+		WHERE m.type = 'table' AND p.name = 'project_id'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var tables []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, name)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return counter(t, query, tables)
+}
+
+func counter(t *testing.T, query func(q string, args ...any) (int, error), tables []string) func(string) int {
+	t.Helper()
+	for _, want := range []string{"tokens", "packs", "blobs", "versions", "project_files", "retention"} {
+		if !slices.Contains(tables, want) {
+			t.Fatalf("tables with a project_id: %v, %s missing", tables, want)
+		}
+	}
+	t.Logf("counting rows in projects and %v", tables)
+	queries := []string{"SELECT count(*) FROM projects WHERE id = $1"}
+	for _, table := range tables {
+		queries = append(queries, "SELECT count(*) FROM "+table+" WHERE project_id = $1")
+	}
+	return func(projectID string) int {
+		total := 0
+		for _, q := range queries {
+			n, err := query(q, projectID)
+			if err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+			total += n
+		}
+		return total
+	}
+}
