@@ -79,7 +79,8 @@ func serveBinary(t *testing.T, coord string) servedCoordinator {
 }
 
 // TestCLIBrowseContract: the names, flags and outputs of diff, files,
-// history, get, rollback and link, through the built binaries.
+// history, get, rollback and link (and, in cliMaintenance, of version
+// pin|unpin, retention, gc and project delete), through the built binaries.
 func TestCLIBrowseContract(t *testing.T) {
 	coord, agentBin := buildBinaries(t)
 	s := serveBinary(t, coord)
@@ -278,6 +279,8 @@ func TestCLIBrowseContract(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(restored, "notes/new.txt")); !os.IsNotExist(err) {
 		t.Fatalf("restore after rollback has notes/new.txt: %v", err)
 	}
+
+	t.Run("maintenance", func(t *testing.T) { cliMaintenance(t, coord, agentBin, s) })
 
 	// Usage errors: non-zero, a message on stderr.
 	for _, args := range [][]string{

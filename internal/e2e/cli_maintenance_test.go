@@ -20,11 +20,10 @@ import (
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
-// TestCLIMaintenanceContract: version pin, retention set/show, gc and
-// project delete through the built binaries.
-func TestCLIMaintenanceContract(t *testing.T) {
-	coord, agentBin := buildBinaries(t)
-	s := serveBinary(t, coord)
+// cliMaintenance checks version pin|unpin, retention set|show, gc and
+// project delete through the built binaries (a part of
+// TestCLIBrowseContract, which builds them).
+func cliMaintenance(t *testing.T, coord, agentBin string, s servedCoordinator) {
 	admin := []string{"SANDKEEP_COORDINATOR=" + s.grpc, "SANDKEEP_DATA=" + s.data}
 	run := func(env []string, wantOK bool, name string, args ...string) (string, string) {
 		t.Helper()

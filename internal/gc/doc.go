@@ -66,10 +66,10 @@
 // R listed the packs at time p and the versions at s > p.
 //
 //   - If W committed after p: P was condemned throughout (D), so W's check
-//     (C) found X in another, live pack Q. For X's row to point at P later,
-//     it must have moved into P after W; but rows only move into packs that
-//     MoveBlobs creates (new, not in R's listing) or that AddPack adds
-//     (which un-condemns P, contradicting (D)).
+//     (C) found X in another, live pack. For X's row to point at P later,
+//     it must have moved into P after W; but index rows only move into a
+//     pack through AddPack or MoveBlobs, which make that pack live in the
+//     same transaction, contradicting (D).
 //   - If W committed before s: let H be the head at s; W ≤ H. If V ≤ H, V
 //     is in R's listing and, being kept, in R's mark. If H < V, X is
 //     reachable from H (W ≤ H ≤ V), and the head is never deleted. Either

@@ -142,9 +142,9 @@ func (r *Report) add(o Report) {
 	r.BytesCondemned += o.BytesCondemned
 }
 
-// String is the report for people, e.g.
+// String is the report for people (what `sandkeep gc` prints), e.g.
 //
-//	gc: 3 projects: 12 versions deleted; 4 packs deleted, 8.0 MiB freed; 2 packs repacked into 1 (1.1 MiB written); 5 packs condemned (10.2 MiB, deleted after 1h); bucket 45.6 MiB -> 38.7 MiB
+//	gc: 3 projects: 12 versions deleted; 4 packs deleted, 8.0 MiB freed; 2 packs repacked into 1 (1.1 MiB written); 5 packs condemned, 10.2 MiB awaiting deletion after 1h; bucket 45.6 MiB -> 38.7 MiB
 func (r Report) String() string {
 	var b strings.Builder
 	b.WriteString("gc")
@@ -157,7 +157,8 @@ func (r Report) String() string {
 		fmt.Fprintf(&b, "; %s repacked into %d (%s written)", plural(r.PacksRepacked, "pack"), r.PacksWritten, FormatBytes(r.BytesWritten))
 	}
 	if r.PacksCondemned > 0 || r.BytesCondemned > 0 {
-		fmt.Fprintf(&b, "; %s condemned, %s awaiting deletion after %v", plural(r.PacksCondemned, "pack"), FormatBytes(r.BytesCondemned), r.Grace)
+		fmt.Fprintf(&b, "; %s condemned, %s awaiting deletion after %s", plural(r.PacksCondemned, "pack"), FormatBytes(r.BytesCondemned),
+			shortDuration(r.Grace))
 	}
 	if r.PacksRescued > 0 {
 		fmt.Fprintf(&b, "; %s rescued", plural(r.PacksRescued, "pack"))
@@ -173,6 +174,15 @@ func (r Report) String() string {
 		fmt.Fprintf(&b, "; FAILED: %s", strings.Join(r.Failed, "; "))
 	}
 	return b.String()
+}
+
+// shortDuration prints 1h for 1h0m0s and 1h30m for 1h30m0s.
+func shortDuration(d time.Duration) string {
+	s := strings.TrimSuffix(strings.TrimSuffix(d.String(), "0s"), "0m")
+	if s == "" {
+		return "0s"
+	}
+	return s
 }
 
 func plural(n int, what string) string {

@@ -208,9 +208,10 @@ type Store interface {
 	CreateProject(ctx context.Context, name string) (Project, error)
 	GetProject(ctx context.Context, projectID string) (Project, error)
 	ListProjects(ctx context.Context) ([]Project, error)
-	// DeleteProject deletes the project's row and with it every row of the
-	// project: tokens, packs, blobs, versions, files, retention. The caller
-	// deletes the objects (see repo.DeleteProject).
+	// DeleteProject deletes the project's row and with it, in the same
+	// transaction, every row of the project (every table that has a
+	// project_id cascades: tokens, packs and their blobs, versions, files,
+	// retention, ...). The caller deletes the objects (repo.DeleteProject).
 	DeleteProject(ctx context.Context, projectID string) error
 
 	CreateToken(ctx context.Context, t Token) error
@@ -260,7 +261,9 @@ type Store interface {
 	// each blob of blobs that is currently indexed in one of the packs from
 	// (or in a condemned pack) at its location in p. Blobs indexed elsewhere
 	// or not at all are left alone. It returns how many blobs it moved.
-	// p.Epoch works as for AddPack; a p that exists already is reused.
+	// p.Epoch works as for AddPack; a p that exists already is reused, and
+	// un-condemned like AddPack does. (So index rows only ever move into a
+	// pack that is live: package gc's safety argument relies on it.)
 	MoveBlobs(ctx context.Context, p Pack, blobs []BlobLocation, from []id.ID) (int, error)
 	// DeletePacks starts deleting each pack of packs (ID and CondemnedAt as
 	// ListPacks reported them) that is still condemned, at exactly

@@ -539,7 +539,7 @@ func (f *browseFixture) subtree(root id.ID, dir string) id.ID {
 
 func bigTree() map[string]bfEntry {
 	files := map[string]bfEntry{}
-	for i := range 1200 {
+	for i := range 600 {
 		files[fmt.Sprintf("d%02d/e%02d/f%04d.txt", i%30, i%17, i)] = bfFile(fmt.Sprint(i))
 	}
 	return files

@@ -151,26 +151,28 @@ func (x *Index) RecordFile(relPath string, fi fs.FileInfo, chunks []tree.ChunkRe
 		return
 	}
 	st := statOf(fi)
-	rec := appendRec(nil, elems[len(elems)-1], st, isRacy(st, nowNs()), chunks)
-	x.root = x.record(x.root, elems[:len(elems)-1], rec)
-}
-
-// record appends rec to the directory dirs below d, making every directory
-// on the way loose (copies of complete ones: those may be shared).
-func (x *Index) record(d *dirIndex, dirs []string, rec []byte) *dirIndex {
-	d = d.loosened()
-	l := d.loose
-	if len(dirs) > 0 {
-		l.kids[dirs[0]] = x.record(l.kids[dirs[0]], dirs[1:], rec)
-		return d
-	}
-	if n := len(l.offs); n > 0 && string(recName(l.recs[l.offs[n-1]:])) >= string(recName(rec)) {
+	var l *looseDir
+	x.root, l = loosePath(x.root, elems[:len(elems)-1])
+	name := elems[len(elems)-1]
+	if n := len(l.offs); n > 0 && string(recName(l.recs[l.offs[n-1]:])) >= name {
 		l.sorted = false
 		x.unsorted = true
 	}
 	l.offs = append(l.offs, uint32(len(l.recs)))
-	l.recs = append(l.recs, rec...)
-	return d
+	l.recs = appendRec(l.recs, name, st, isRacy(st, nowNs()), chunks)
+}
+
+// loosePath makes the directories dirs below d loose (copies of complete
+// ones: those may be shared) and returns d's new entry and the last one's
+// records.
+func loosePath(d *dirIndex, dirs []string) (*dirIndex, *looseDir) {
+	d = d.loosened()
+	if len(dirs) == 0 {
+		return d, d.loose
+	}
+	kid, l := loosePath(d.loose.kids[dirs[0]], dirs[1:])
+	d.loose.kids[dirs[0]] = kid
+	return d, l
 }
 
 // loosened returns d if it is loose, else a loose copy of it (a new entry
@@ -1038,28 +1040,16 @@ func (r *indexReader) v1() (*dirIndex, error) {
 			prev = name
 			recs = append(recs, rec...)
 		}
-		d := x.dir(p)
-		if d == nil || d.loose == nil {
-			x.root = x.mkdirs(x.root, elems)
-			d = x.dir(p)
-		}
+		var l *looseDir
+		x.root, l = loosePath(x.root, elems)
 		for off := 0; off < len(recs); {
 			n := recLen(recs[off:])
-			d.loose.offs = append(d.loose.offs, uint32(len(d.loose.recs)))
-			d.loose.recs = append(d.loose.recs, recs[off:off+n]...)
+			l.offs = append(l.offs, uint32(len(l.recs)))
+			l.recs = append(l.recs, recs[off:off+n]...)
 			off += n
 		}
 	}
 	return x.root, nil
-}
-
-// mkdirs makes sure the loose directories dirs exist below d.
-func (x *Index) mkdirs(d *dirIndex, dirs []string) *dirIndex {
-	d = d.loosened()
-	if len(dirs) > 0 {
-		d.loose.kids[dirs[0]] = x.mkdirs(d.loose.kids[dirs[0]], dirs[1:])
-	}
-	return d
 }
 
 // v1file reads one file record of version 1 and returns its bytes.

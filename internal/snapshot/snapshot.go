@@ -10,15 +10,21 @@
 // followed, and a directory swapped for a symlink mid-scan cannot redirect
 // a read), applying the ignore rules before descending. Files whose stat
 // matches the previous Index reuse their chunk refs without being read; the
-// others go to Workers goroutines that read, chunk (FastCDC) and hash
-// (BLAKE3) them. Chunks not known to be stored are copied out of the
-// chunker's buffer to a batcher that asks Remote.FindMissing about batches
-// of them (at most MaxIDs ids), then to two packer goroutines that compress
-// the missing ones into one shared pack of about PackSize bytes, uploaded
-// by up to UploadConcurrency goroutines. The plaintext between hashing and
-// packing is bounded by BufferBytes, and the packs by UploadConcurrency + 1
-// buffers of PackSize + PackSize/4 bytes, reused from pack to pack, so
-// memory stays bounded whatever the size of the workspace or of its files.
+// others go to Workers goroutines that read and hash (BLAKE3) them. A file
+// shorter than Params.Min is one chunk, read straight into a buffer of the
+// chunk budget (BufferBytes); the chunks not known to be stored go to a
+// batcher that asks Remote.FindMissing about batches of them (at most
+// MaxIDs ids). Larger files are chunked (FastCDC) one at a time: the worker
+// asks about each chunk itself and copies a missing one into the Run's one
+// large-chunk slot. Two packer goroutines compress the missing chunks into
+// one shared pack of about PackSize bytes (a large chunk straight into the
+// pack buffer), uploaded by up to UploadConcurrency goroutines; a new pack
+// starts only when fewer than UploadConcurrency are in flight, and the
+// buffers of uploaded packs are reused. So a Run holds, whatever the size
+// of the workspace or of its files: BufferBytes of small chunks, one
+// chunker (Params.Max plus a read of up to 4 MiB) and one chunk of Max
+// bytes for large files, and UploadConcurrency pack buffers of PackSize +
+// PackSize/4 bytes, besides the Indexes.
 //
 // A directory's tree is encoded as soon as its last entry is known (bottom
 // up, so children before parents). Once every data pack is uploaded, and so
@@ -31,16 +37,21 @@
 //
 // With Options.Dirty (the paths a watcher reported since prev), a Run
 // visits only the directories on the way to those paths. Each visited
-// directory is either listed (it or one of its entries is dirty, or prev
-// has no complete entry for it), its entries lstat'ed against prev as in a
-// full scan, or rebuilt from prev's encoded tree with the new subtree ids
-// of the subdirectories below it that were visited. Every other directory
-// keeps its tree and index entries from prev, unread. A listed directory's
-// subdirectories with no dirty path below them are trusted only if their
-// inode and ctime are the ones prev recorded; otherwise they are listed
-// too, so a replaced directory or an unreported change of its entries is
-// not missed. The work is proportional to the dirty paths and the size of
-// the directories holding them, not to the workspace.
+// directory is opened and stat'ed, then either listed (it or one of its
+// entries is dirty; prev has no complete entry for it; its inode or ctime
+// is not the one prev recorded, so entries changed without a report), its
+// entries lstat'ed against prev as in a full scan, or rebuilt from prev's
+// encoded tree with the new subtree ids, modes and mtimes of the
+// subdirectories below it that were visited. Every other directory keeps
+// its tree and index entries from prev, unread. A listed directory's
+// subdirectories with no dirty path below them are likewise trusted only
+// if their inode and ctime are unchanged, so a replaced directory or an
+// unreported change of its entries is not missed; a directory renamed
+// within its parent is found by its inode, so its files are not read
+// again. The work is proportional to the dirty paths and the size of the
+// directories holding them, not to the workspace. Stats.Files, Bytes,
+// Dirs and Symlinks still describe the whole snapshot; the other counts
+// describe what the Run looked at.
 //
 // # Consistency
 //
@@ -76,15 +87,15 @@ import (
 	"github.com/sandkeep/sandkeep/internal/pack"
 )
 
-// Defaults of Options, chosen for the agent's memory budget (see
-// Options): with them a Run holds at most about 8 MiB of chunk plaintext,
-// 3 pack buffers of 10 MiB and a chunker buffer of 8 MiB per worker.
+// Defaults of Options, chosen for the agent's memory budget (DESIGN.md:
+// RSS <= 64 MiB syncing 100k files): with them and the default chunk sizes
+// a Run holds at most 4 MiB of small files' chunks, 8 + 4 MiB for the
+// large file being read and 2 pack buffers of 7.5 MiB (see Pipeline).
 const (
 	DefaultUploadConcurrency = 2
 	DefaultRetries           = 3
 	DefaultBufferBytes       = 4 << 20
-	DefaultPackSize          = 8 << 20
-	DefaultMaxWorkers        = 4
+	DefaultPackSize          = 6 << 20
 )
 
 // Options tune a Run. The zero value is usable.
@@ -97,10 +108,10 @@ type Options struct {
 	// (no "!" rule re-includes them), e.g. the agent's own state.
 	AlwaysIgnore []string
 	// Workers is the number of goroutines reading and hashing files
-	// (default GOMAXPROCS, at most DefaultMaxWorkers: each holds a chunker
-	// buffer of Params.Max plus a read of up to 4 MiB).
+	// (default GOMAXPROCS).
 	Workers int
-	// UploadConcurrency is the number of packs uploaded at once (default 2).
+	// UploadConcurrency is the number of packs uploaded at once, and of
+	// pack buffers (default 2).
 	UploadConcurrency int
 	// Logger receives debug and warning messages (default slog.Default()).
 	Logger *slog.Logger
@@ -111,10 +122,10 @@ type Options struct {
 	// (default DefaultPackSize; packs are built in buffers of PackSize +
 	// PackSize/4 bytes).
 	PackSize int
-	// BufferBytes bounds the chunk plaintext held between hashing and
-	// packing; FindMissing is asked about batches of a quarter of it
-	// (default DefaultBufferBytes; raised to a batch plus a chunk of the
-	// largest size).
+	// BufferBytes bounds the small files' chunks held between hashing and
+	// packing (large files' chunks go one at a time); FindMissing is asked
+	// about batches of a quarter of it (default DefaultBufferBytes; raised
+	// so that a batch and the largest such chunk fit).
 	BufferBytes int
 	// Dirty, when non-nil, limits the scan to what may have changed since
 	// prev: workspace-relative slash paths (files or directories) as
@@ -138,7 +149,7 @@ func (o Options) withDefaults() (Options, error) {
 		return o, err
 	}
 	if o.Workers <= 0 {
-		o.Workers = min(runtime.GOMAXPROCS(0), DefaultMaxWorkers)
+		o.Workers = runtime.GOMAXPROCS(0)
 	}
 	if o.UploadConcurrency <= 0 {
 		o.UploadConcurrency = DefaultUploadConcurrency
@@ -260,8 +271,9 @@ func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts
 	}
 	r.largeSlot <- nil // made on first use
 	if opts.Dirty != nil && prev.root != nil {
-		r.dirty, r.full = dirtyTree(opts.Dirty)
-		r.full = !r.full
+		if t, ok := dirtyTree(opts.Dirty); ok {
+			r.dirty, r.full = t, false
+		}
 	}
 	defer r.closeAll()
 	start := time.Now()
@@ -369,15 +381,15 @@ func packers(workers int) int { return min(max(workers, 1), 2) }
 // racyMarginNs is how long before a file is read (or recorded) its mtime
 // must be for its stat to be trusted next time. File timestamps come from a
 // coarse kernel clock (one tick, at most 10 ms): a write in the same tick as
-// the one recorded could leave the stat identical. Any later write sets the
-// mtime to the time of that write, so a file whose recorded mtime is older
-// than the margin cannot be changed without its stat changing (short of
-// setting the mtime back to the very value recorded within the same tick,
-// which also leaves the ctime unchanged only within that tick). Files with
-// a recent (or future) mtime are recorded as racy and read again by the
-// next Run that looks at them. The mtime, not the ctime, decides: restore
-// sets each file's original mtime just before recording it, and those files
-// must be trusted by the first scan after a restore.
+// the one recorded could leave the stat identical. A write sets the mtime
+// to its own time, so once the recorded mtime is older than the margin, no
+// later write can leave it unchanged (unless the writer also sets it back
+// to that very value, within the same tick as the record: the ctime then
+// shows nothing either; git's racy-clean check accepts the same case).
+// Files with a recent (or future) mtime are recorded as racy and read
+// again by the next Run that looks at them. The mtime, not the ctime,
+// decides: restore sets each file's original mtime just before recording
+// it, and the first scan after a restore must not read those files again.
 const racyMarginNs = int64(100 * time.Millisecond)
 
 func nowNs() int64 { return time.Now().UnixNano() }

@@ -21,16 +21,19 @@ import (
 // counts the slots not filled yet plus the walker's own hold, and whoever
 // drops it to zero builds the tree.
 type dirState struct {
-	rel     string     // workspace-relative path, "" for the root
-	h       *dirHandle // open while entries are scanned and files read
-	parent  *dirState
-	slot    int       // index of this directory's node in parent.nodes
-	prev    *dirIndex // the previous index's entry, or nil
-	st      fileStat  // the directory's own lstat, if its parent was listed
-	nodes   []tree.Node
-	extra   []nodeExtra // parallel to nodes
-	pending atomic.Int64
-	idx     *dirIndex // the new index entry, once built
+	rel    string     // workspace-relative path, "" for the root
+	h      *dirHandle // open while entries are scanned and files read
+	parent *dirState
+	slot   int       // index of this directory's node in parent.nodes
+	prev   *dirIndex // the previous index's entry, or nil
+	st     fileStat  // the directory's own lstat, if its parent was listed
+	// distrust: prev is only a guess (a directory renamed within its
+	// parent, or below one): list it and every directory below it.
+	distrust bool
+	nodes    []tree.Node
+	extra    []nodeExtra // parallel to nodes
+	pending  atomic.Int64
+	idx      *dirIndex // the new index entry, once built
 }
 
 // nodeExtra is what the index needs beyond a node, and whether the node is
@@ -149,7 +152,7 @@ func (r *run) visit(ctx context.Context, d *dirState, name string, t *dirtyNode,
 			d.prev = nil
 		}
 	}
-	if !r.full && !list && v != nil && trusted(d.prev, d.st) && onlySubdirs(t, v) {
+	if !r.full && !list && !d.distrust && v != nil && trusted(d.prev, d.st) && onlySubdirs(t, v) {
 		return r.rebuildDir(ctx, d, t, v)
 	}
 	return r.walkDir(ctx, d, t, v)
@@ -187,12 +190,13 @@ func (r *run) enter(d *dirState, name string) (*dirHandle, error) {
 }
 
 type subdir struct {
-	slot int
-	name string
-	rel  string
-	st   fileStat
-	t    *dirtyNode
-	prev *dirIndex
+	slot     int
+	name     string
+	rel      string
+	st       fileStat
+	t        *dirtyNode
+	prev     *dirIndex
+	distrust bool
 }
 
 func join(dir, name string) string {
@@ -216,7 +220,7 @@ func (r *run) walkDir(ctx context.Context, d *dirState, t *dirtyNode, v *dirView
 		return r.dirFailed(d, err)
 	}
 	slices.Sort(names)
-	prev := prevDir{d: d.prev, v: v}
+	prev := &prevDir{d: d.prev, v: v}
 	d.nodes = make([]tree.Node, 0, len(names))
 	d.extra = make([]nodeExtra, 0, len(names))
 	var jobs []fileJob
@@ -257,7 +261,8 @@ func (r *run) walkDir(ctx context.Context, d *dirState, t *dirtyNode, v *dirView
 			}
 			jobs = append(jobs, j)
 		case kindDir:
-			subdirs = append(subdirs, subdir{slot: len(d.nodes), name: name, rel: rel, st: st, t: t.kid(name), prev: prev.dir(name, st)})
+			sp, renamed := prev.dir(name, st)
+			subdirs = append(subdirs, subdir{slot: len(d.nodes), name: name, rel: rel, st: st, t: t.kid(name), prev: sp, distrust: d.distrust || renamed})
 			d.nodes = append(d.nodes, tree.Node{Name: name, Type: tree.Dir, Mode: st.mode, MtimeNs: st.mtimeNs})
 			d.extra = append(d.extra, nodeExtra{st: st})
 		case kindSymlink:
@@ -282,7 +287,7 @@ func (r *run) walkDir(ctx context.Context, d *dirState, t *dirtyNode, v *dirView
 	// changed without the change being reported).
 	visits := subdirs[:0]
 	for _, s := range subdirs {
-		if !r.full && s.t == nil && trusted(s.prev, s.st) {
+		if !r.full && !s.distrust && s.t == nil && trusted(s.prev, s.st) {
 			d.nodes[s.slot].Subtree = s.prev.tree
 			d.extra[s.slot].sub = s.prev
 			continue
@@ -299,9 +304,9 @@ func (r *run) walkDir(ctx context.Context, d *dirState, t *dirtyNode, v *dirView
 		}
 	}
 	for _, s := range visits {
-		child := &dirState{rel: s.rel, parent: d, slot: s.slot, prev: s.prev, st: s.st}
+		child := &dirState{rel: s.rel, parent: d, slot: s.slot, prev: s.prev, st: s.st, distrust: s.distrust}
 		child.pending.Store(1)
-		list := r.full || s.t == nil || s.t.list || !trusted(s.prev, s.st)
+		list := r.full || s.distrust || s.t == nil || s.t.list || !trusted(s.prev, s.st)
 		if err := r.visit(ctx, child, s.name, s.t, list); err != nil {
 			return err
 		}
@@ -350,11 +355,12 @@ func (r *run) rebuildDir(ctx context.Context, d *dirState, t *dirtyNode, v *dirV
 
 // prevDir is the previous index's entry of a directory being listed.
 type prevDir struct {
-	d *dirIndex
-	v *dirView // decoded, for a complete entry
+	d     *dirIndex
+	v     *dirView             // decoded, for a complete entry
+	byIno map[uint64]*dirIndex // its subdirectories by inode, once needed
 }
 
-func (p prevDir) file(name string) (fileEntry, bool) {
+func (p *prevDir) file(name string) (fileEntry, bool) {
 	switch {
 	case p.v != nil:
 		if i, ok := p.v.find(name); ok && p.v.nodes[i].Type == tree.File {
@@ -369,22 +375,30 @@ func (p prevDir) file(name string) (fileEntry, bool) {
 // dir returns the entry of the subdirectory name, whose lstat is st. A
 // directory new under that name may be one renamed within the parent: the
 // entry of the subdirectory that had its inode is a good guess of its
-// content (its files are still stat'ed, its subdirectories checked).
-func (p prevDir) dir(name string, st fileStat) *dirIndex {
+// content, but only a guess (renamed reports it): changes below it may
+// have been reported under its old name, so it must be listed all the way
+// down, its files stat'ed against the guess (and so not read again).
+func (p *prevDir) dir(name string, st fileStat) (prev *dirIndex, renamed bool) {
 	switch {
 	case p.v != nil:
 		if i, ok := p.v.find(name); ok {
-			return p.v.subs[i]
+			return p.v.subs[i], false
 		}
-		for _, s := range p.d.subs {
-			if st.inode != 0 && s.ino == st.inode {
-				return s
+		if st.inode == 0 || len(p.d.subs) == 0 {
+			return nil, false
+		}
+		if p.byIno == nil {
+			p.byIno = make(map[uint64]*dirIndex, len(p.d.subs))
+			for _, s := range p.d.subs {
+				p.byIno[s.ino] = s
 			}
 		}
+		prev = p.byIno[st.inode]
+		return prev, prev != nil
 	case p.d != nil && p.d.loose != nil:
-		return p.d.loose.kids[name]
+		return p.d.loose.kids[name], false
 	}
-	return nil
+	return nil, false
 }
 
 // dirFailed settles a directory that could not be listed: vanished or
