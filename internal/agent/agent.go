@@ -73,8 +73,10 @@ type SyncResult struct {
 }
 
 // SyncOnce scans the workspace, uploads what the coordinator lacks and
-// commits a version if anything changed. The workspace is the truth: the
-// commit goes on whatever the head is.
+// commits a version if anything changed. The disk wins: the commit goes on
+// the head. If the head moved since this workspace was last synced (a
+// rollback, another sandbox), it is merged in first by the same rule as
+// `run` (see catchUp and Reconcile), so a sync never undoes a rollback.
 func SyncOnce(ctx context.Context, cfg Config) (SyncResult, error) {
 	log := cfg.logger()
 	if err := checkWorkspace(cfg.Workspace); err != nil {
@@ -85,7 +87,12 @@ func SyncOnce(ctx context.Context, cfg Config) (SyncResult, error) {
 		return SyncResult{}, err
 	}
 	defer c.Close()
-	idxPath, err := cfg.indexPath(c.ProjectID())
+	pid := c.ProjectID()
+	idxPath, err := cfg.indexPath(pid)
+	if err != nil {
+		return SyncResult{}, err
+	}
+	stPath, err := cfg.statePath(pid)
 	if err != nil {
 		return SyncResult{}, err
 	}
@@ -94,29 +101,47 @@ func SyncOnce(ctx context.Context, cfg Config) (SyncResult, error) {
 		log.Warn("agent index unreadable; re-reading every file", "path", idxPath, "err", err)
 		prev = nil
 	}
+	st, err := loadState(stPath, pid)
+	if err != nil {
+		log.Warn("agent state unreadable", "err", err)
+	}
+	head := c.Session.GetHead()
+	if err := catchUp(ctx, c, cfg.Workspace, prev, st, head, log); err != nil {
+		return SyncResult{}, err
+	}
 	ign, err := ignore.Load(cfg.Workspace)
 	if err != nil {
 		return SyncResult{}, fmt.Errorf("load .sandkeepignore: %w", err)
 	}
-	res, err := snapshot.Run(ctx, cfg.Workspace, c, prev, snapshot.Options{Ignore: ign, Logger: log})
-	if err != nil {
-		return SyncResult{}, fmt.Errorf("scan %s: %w", cfg.Workspace, err)
+	var res snapshot.Result
+	var v *pb.Version
+	for attempt := 0; ; attempt++ {
+		v, res, err = syncOnce(ctx, c, cfg.Workspace, prev, ign, head, stPath, log)
+		if errors.Is(err, remote.ErrBlobMissing) && prev != nil && attempt == 0 {
+			log.Warn("the coordinator no longer stores chunks the agent index names; re-reading every file", "err", err)
+			prev = nil
+			continue
+		}
+		if err != nil {
+			return SyncResult{}, err
+		}
+		break
 	}
 	for _, p := range res.Stats.FilesChangedDuringRead {
 		log.Warn("file kept changing while read; its previous version is kept", "path", p)
 	}
-	head := c.Session.GetHead()
 	out := SyncResult{Version: head, Stats: res.Stats}
-	if head != nil && bytes.Equal(head.GetRoot(), res.Root.Bytes()) {
-		log.Info("no change", "version", head.GetNumber())
-	} else {
-		v, err := commit(ctx, c, head.GetNumber(), res.Root, pb.VersionKind_VERSION_KIND_SYNC)
-		if err != nil {
-			return SyncResult{}, err
-		}
+	if v != nil {
 		out.Version, out.Changed = v, true
 		log.Info("version committed", "version", v.GetNumber(), "files", v.GetFiles(), "bytes", v.GetBytes(),
 			"uploaded", res.Stats.BytesUploaded, "chunks_new", res.Stats.ChunksNew)
+	} else if head != nil {
+		log.Info("no change", "version", head.GetNumber())
+	}
+	if out.Version != nil {
+		if err := saveState(stPath, pid, out.Version, nil); err != nil {
+			log.Warn("save agent state", "path", stPath, "err", err)
+		}
 	}
 	if err := saveIndex(res.Index, idxPath); err != nil {
 		log.Warn("save agent index", "path", idxPath, "err", err)
@@ -125,6 +150,26 @@ func SyncOnce(ctx context.Context, cfg Config) (SyncResult, error) {
 		return out, &ChangingFilesError{Paths: res.Stats.FilesChangedDuringRead}
 	}
 	return out, nil
+}
+
+// syncOnce is one scan and, if the root differs from head's, one commit on
+// head (nil v: nothing changed). The root is recorded in the state at
+// stPath before the commit, so that a lost answer is recognised later.
+func syncOnce(ctx context.Context, c *remote.Client, ws string, prev *snapshot.Index, ign *ignore.Matcher, head *pb.Version, stPath string, log *slog.Logger) (*pb.Version, snapshot.Result, error) {
+	res, err := snapshot.Run(ctx, ws, c, prev, snapshot.Options{Ignore: ign, Logger: log})
+	if err != nil {
+		return nil, res, fmt.Errorf("scan %s: %w", ws, err)
+	}
+	if head != nil && bytes.Equal(head.GetRoot(), res.Root.Bytes()) {
+		return nil, res, nil
+	}
+	if head != nil {
+		if err := saveState(stPath, c.ProjectID(), head, []id.ID{res.Root}); err != nil {
+			log.Warn("save agent state", "path", stPath, "err", err)
+		}
+	}
+	v, err := commit(ctx, c, head.GetNumber(), res.Root, pb.VersionKind_VERSION_KIND_SYNC)
+	return v, res, err
 }
 
 // ChangingFilesError says some files kept changing while they were read;
@@ -200,6 +245,25 @@ func Restore(ctx context.Context, cfg Config, version int64) (RestoreResult, err
 	if idxPath, err := cfg.indexPath(c.ProjectID()); err == nil {
 		if err := saveIndex(idx, idxPath); err != nil {
 			log.Warn("save agent index", "path", idxPath, "err", err)
+		}
+	}
+	// The workspace now holds res.Version. If that is the head, it is the
+	// base of later syncs (which merge in whatever the head becomes). An
+	// older version restored on purpose is not: the next sync keeps the
+	// disk as it is, on top of the head (so it becomes the head's content,
+	// as a rollback would), rather than merging the head back in.
+	if stPath, err := cfg.statePath(c.ProjectID()); err == nil {
+		head := c.Session.GetHead()
+		if rv := res.Version; rv != nil && head != nil && rv.GetNumber() == head.GetNumber() {
+			err = saveState(stPath, c.ProjectID(), rv, nil)
+		} else {
+			err = os.Remove(stPath)
+			if errors.Is(err, os.ErrNotExist) {
+				err = nil
+			}
+		}
+		if err != nil {
+			log.Warn("save agent state", "path", stPath, "err", err)
 		}
 	}
 	return res, nil

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"syscall"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sandkeep/sandkeep/internal/remote"
@@ -61,6 +63,13 @@ func Reconcile(ctx context.Context, c *remote.Client, ws string, idx *snapshot.I
 		return res, fmt.Errorf("list version %d: %w", head.GetNumber(), err)
 	}
 	baseEntries, err := listing(ctx, c, base.GetNumber())
+	if status.Code(errors.Unwrap(err)) == codes.NotFound || status.Code(err) == codes.NotFound {
+		// The base was collected (retention) while the agent was away:
+		// as with no base, the disk wins on top of the head.
+		log.Warn("the version this workspace was synced from is gone (collected); keeping the disk as it is on top of the head",
+			"base", base.GetNumber(), "head", head.GetNumber())
+		return res, nil
+	}
 	if err != nil {
 		return res, fmt.Errorf("list version %d: %w", base.GetNumber(), err)
 	}
@@ -279,4 +288,35 @@ func (f *filteredPlan) Recv() (*pb.GetRestorePlanResponse, error) {
 			return out, nil
 		}
 	}
+}
+
+// catchUp applies the restart rule to a workspace that is not restored
+// from scratch: st is what the agent saved when it last synced it (nil if
+// never, or lost), head the project's head. With no saved state the disk
+// wins on top of the head; if the head is the version last synced (or this
+// workspace's own commit whose answer was lost) there is nothing to merge;
+// otherwise the head moved meanwhile (a rollback, another sandbox) and
+// Reconcile merges it in, path by path, without dropping either side.
+// Either way the next commit goes on head.
+func catchUp(ctx context.Context, c *remote.Client, ws string, idx *snapshot.Index, st *baseState, head *pb.Version, log *slog.Logger) error {
+	switch {
+	case head == nil:
+		return nil
+	case st == nil:
+		log.Warn("workspace is not empty and was never synced from here: keeping the disk as it is; the head stays in the version history", "head", head.GetNumber())
+		return nil
+	case st.Version == head.GetNumber():
+		return nil
+	case ownCommit(st.Version, st.Committing, head):
+		log.Info("the last commit before the agent stopped went through", "version", head.GetNumber())
+		return nil
+	}
+	base := &pb.Version{Number: st.Version, Root: st.Root.Bytes()}
+	log.Info("head moved since this workspace was last synced: merging", "base", st.Version, "head", head.GetNumber())
+	res, err := Reconcile(ctx, c, ws, idx, base, head, log)
+	if err != nil {
+		return fmt.Errorf("merge with version %d: %w", head.GetNumber(), err)
+	}
+	log.Info("merged", "applied", res.Applied, "deleted", res.Deleted, "kept_local", res.KeptLocal, "conflicts", len(res.Conflicts))
+	return nil
 }

@@ -7,10 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path"
+	"path/filepath"
 	"reflect"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -88,8 +87,6 @@ type flushReply struct {
 	err     error
 }
 
-type pendingPath struct{ first, last time.Time }
-
 // runner is the continuous agent. One goroutine (loop) owns the sync state;
 // the control socket and the session stream talk to it through channels and
 // read its status under mu.
@@ -105,8 +102,7 @@ type runner struct {
 	idx       *snapshot.Index
 	base      *pb.Version
 	tried     []id.ID // roots asked to commit on base, outcome unknown (see baseState.Committing)
-	pending   map[string]pendingPath
-	rescan    time.Time // zero: no full rescan pending
+	pending   *pendingSet
 	flushes   []flushReq
 	failures  int
 	nextRetry time.Time
@@ -130,7 +126,7 @@ func Run(ctx context.Context, stop <-chan struct{}, cfg Config, opts RunOptions)
 	opts.defaults()
 	r := &runner{
 		cfg: cfg, opts: opts, log: cfg.logger(),
-		pending: make(map[string]pendingPath),
+		pending: newPendingSet(opts.Quiet, opts.Cap),
 		flushCh: make(chan flushReq), cmdCh: make(chan *pb.Command, 4),
 		results: make(chan *pb.CommandResult, 4), kick: make(chan struct{}, 1),
 	}
@@ -229,21 +225,10 @@ func (r *runner) start(ctx context.Context) error {
 		if err := r.restoreHead(ctx, head); err != nil {
 			return err
 		}
-	case st == nil:
-		r.log.Warn("workspace is not empty and was never synced from here: keeping the disk as it is; the head stays in the version history", "head", head.GetNumber())
-	case st.Version == head.GetNumber():
-		r.base = head
-	case ownCommit(st.Version, st.Committing, head):
-		r.log.Info("the last commit before the agent stopped went through", "version", head.GetNumber())
-		r.base = head
 	default:
-		base := &pb.Version{Number: st.Version, Root: st.Root.Bytes()}
-		r.log.Info("head moved while the agent was away: merging", "base", st.Version, "head", head.GetNumber())
-		res, err := Reconcile(ctx, r.c, r.cfg.Workspace, r.idx, base, head, r.log)
-		if err != nil {
-			return fmt.Errorf("merge with version %d: %w", head.GetNumber(), err)
+		if err := catchUp(ctx, r.c, r.cfg.Workspace, r.idx, st, head, r.log); err != nil {
+			return err
 		}
-		r.log.Info("merged", "applied", res.Applied, "deleted", res.Deleted, "kept_local", res.KeptLocal, "conflicts", len(res.Conflicts))
 	}
 	if r.base == nil {
 		// Commits go on the head; the disk wins (see Reconcile).
@@ -267,7 +252,7 @@ func (r *runner) start(ctx context.Context) error {
 		r.log.Warn("watching by polling", "reason", ws.FallbackReason)
 	}
 	// Everything before the watcher started: one full scan.
-	r.rescan = time.Now()
+	r.pending.noteRescan(time.Now())
 	r.setState("syncing")
 	return nil
 }
@@ -320,6 +305,8 @@ func (r *runner) loop(ctx context.Context, stop <-chan struct{}) error {
 	events := r.w.Events()
 	full := time.NewTicker(r.opts.FullScanInterval)
 	defer full.Stop()
+	save := time.NewTicker(indexSaveInterval)
+	defer save.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -333,7 +320,7 @@ func (r *runner) loop(ctx context.Context, stop <-chan struct{}) error {
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
-				r.rescan = time.Now()
+				r.pending.noteRescan(time.Now())
 				continue
 			}
 			r.noteEvent(ev)
@@ -342,8 +329,10 @@ func (r *runner) loop(ctx context.Context, stop <-chan struct{}) error {
 		case cmd := <-r.cmdCh:
 			r.command(ctx, cmd)
 		case <-full.C:
-			if r.rescan.IsZero() {
-				r.rescan = time.Now()
+			r.pending.noteRescan(time.Now())
+		case <-save.C:
+			if r.idxDirty {
+				r.persist(false)
 			}
 		case <-timer.C:
 		}
@@ -361,21 +350,18 @@ func (r *runner) noteEvent(ev watcher.Event) {
 	r.status.LastWrite = now.UTC()
 	r.mu.Unlock()
 	if ev.Rescan {
-		if r.rescan.IsZero() {
-			r.rescan = now
-		}
+		r.pending.noteRescan(now)
 		return
 	}
 	for _, p := range ev.Paths {
 		if p == ignore.FileName {
 			r.reloadIgnore()
 		}
-		pp, ok := r.pending[p]
-		if !ok {
-			pp.first = now
+		var size int64
+		if fi, err := os.Lstat(filepath.Join(r.cfg.Workspace, filepath.FromSlash(p))); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
 		}
-		pp.last = now
-		r.pending[p] = pp
+		r.pending.note(p, now, size)
 	}
 }
 
@@ -384,113 +370,89 @@ func (r *runner) due() bool {
 	if time.Now().Before(r.nextRetry) {
 		return false
 	}
-	if len(r.flushes) > 0 {
-		return true
-	}
-	w := r.nextWake()
-	return w <= 0
+	return len(r.flushes) > 0 || r.nextWake() <= 0
 }
 
-// nextWake is how long until the debounce rule (quiet window, cap) says a
-// round is due; a pending full rescan follows the same rule.
+// nextWake is how long until a round is due: at once for a flush, else
+// when the first pending path (or rescan) is due under the per-path
+// debounce (see pendingSet); never before a scheduled retry.
 func (r *runner) nextWake() time.Duration {
-	now := time.Now()
+	wait := time.Hour
 	if len(r.flushes) > 0 {
-		return max(time.Until(r.nextRetry), 0)
+		wait = 0
+	} else if at, ok := r.pending.next(); ok {
+		wait = time.Until(at)
 	}
-	if len(r.pending) == 0 && r.rescan.IsZero() {
-		return time.Hour
-	}
-	var last, first time.Time
-	for _, p := range r.pending {
-		if p.last.After(last) {
-			last = p.last
-		}
-		if first.IsZero() || p.first.Before(first) {
-			first = p.first
-		}
-	}
-	if !r.rescan.IsZero() {
-		if first.IsZero() || r.rescan.Before(first) {
-			first = r.rescan
-		}
-		if r.rescan.After(last) {
-			last = r.rescan
-		}
-	}
-	wait := min(last.Add(r.opts.Quiet).Sub(now), first.Add(r.opts.Cap).Sub(now))
-	if retry := time.Until(r.nextRetry); retry > wait {
-		wait = retry
-	}
-	return max(wait, 0)
+	return max(wait, time.Until(r.nextRetry), 0)
 }
 
-// round runs one sync: scan, upload, commit. On failure the pending work
-// stays and a retry is scheduled with backoff.
+// round runs one sync: scan, upload, commit. A flush or a due rescan scans
+// the whole workspace (its unchanged files cost an lstat each); otherwise
+// only the due paths are looked at. On failure the pending work stays and a
+// retry is scheduled with backoff.
 func (r *runner) round(ctx context.Context) {
 	start := time.Now()
-	full := !r.rescan.IsZero() || len(r.flushes) > 0
-	v, err := r.syncOnce(ctx, full)
+	rescan, paths := r.pending.due(start)
+	full := rescan || len(r.flushes) > 0
+	if !full && len(paths) == 0 {
+		return
+	}
+	var dirty []string
+	if !full {
+		dirty = paths
+	}
+	v, err := r.syncOnce(ctx, dirty)
 	if err != nil {
 		r.failures++
 		backoff := min(r.opts.RetryMin<<min(r.failures-1, 16), r.opts.RetryMax)
 		r.nextRetry = time.Now().Add(backoff)
 		r.setError(err)
-		r.log.Warn("sync failed; retrying", "err", err, "in", backoff, "pending", len(r.pending))
+		r.log.Warn("sync failed; retrying", "err", err, "in", backoff, "pending", len(r.pending.paths))
 		return
 	}
 	r.failures, r.nextRetry = 0, time.Time{}
-	for p, pp := range r.pending {
-		if pp.last.Before(start) {
-			delete(r.pending, p)
+	r.pending.settle(start, full, paths)
+	if full {
+		// Every flush asked before this round's scan started is answered.
+		kept := r.flushes[:0]
+		for _, f := range r.flushes {
+			if f.at.Before(start) {
+				f.reply <- flushReply{version: v}
+			} else {
+				kept = append(kept, f)
+			}
 		}
+		r.flushes = kept
 	}
-	if full && r.rescan.Before(start) {
-		r.rescan = time.Time{}
-	}
-	// Every flush asked before this round's scan started is answered.
-	kept := r.flushes[:0]
-	for _, f := range r.flushes {
-		if f.at.Before(start) {
-			f.reply <- flushReply{version: v}
-		} else {
-			kept = append(kept, f)
-		}
-	}
-	r.flushes = kept
 	r.mu.Lock()
 	r.status.LastError = ""
 	r.mu.Unlock()
-	if len(r.pending) == 0 && r.rescan.IsZero() {
+	if r.pending.empty() {
 		r.setState("idle")
 	}
 }
 
-// syncOnce scans (the whole tree if full, where the index makes unchanged
-// files cheap; else only the directories on the way to the pending paths),
-// uploads and commits on the base. It returns the version that holds the
-// disk as of the scan.
-func (r *runner) syncOnce(ctx context.Context, full bool) (int64, error) {
+// syncOnce scans, uploads and commits on the base. With dirty == nil it
+// scans the whole tree (the index makes unchanged files cost an lstat);
+// else only the directories on the way to the dirty paths (the paths the
+// watcher reported since r.idx; others the watcher reported may be left
+// for a later round). It returns the version that holds what was scanned.
+func (r *runner) syncOnce(ctx context.Context, dirty []string) (int64, error) {
 	r.setState("syncing")
 	ign := r.ign
 	r.reloadIgnore()
 	opts := snapshot.Options{Ignore: r.ign, Logger: r.log}
-	if !full && r.idx != nil && r.ign == ign {
-		// Incremental: since r.idx, only what the watcher reported (the
-		// pending paths) may have changed. New ignore rules need it all.
-		opts.Dirty = make([]string, 0, len(r.pending))
-		for p := range r.pending {
-			opts.Dirty = append(opts.Dirty, p)
-		}
+	if dirty != nil && r.idx != nil && r.ign == ign {
+		opts.Dirty = dirty // new ignore rules need the whole tree
 	}
 	res, err := snapshot.Run(ctx, r.cfg.Workspace, r.c, r.idx, opts)
+	if errors.Is(err, remote.ErrBlobMissing) {
+		return 0, r.dropIndex(err)
+	}
 	if err != nil {
 		return 0, err
 	}
-	now := time.Now()
-	for _, p := range res.Stats.FilesChangedDuringRead {
-		r.pending[p] = pendingPath{first: now, last: now}
-	}
+	r.pending.retry(res.Stats.FilesChangedDuringRead, time.Now())
 	r.idx, r.idxDirty = res.Index, true
 	if r.base != nil && bytes.Equal(r.base.GetRoot(), res.Root.Bytes()) {
 		r.persist(false)
@@ -515,18 +477,38 @@ func (r *runner) syncOnce(ctx context.Context, full bool) (int64, error) {
 		}
 		return 0, fmt.Errorf("head moved; merged, committing again: %w", err)
 	}
+	if errors.Is(err, remote.ErrBlobMissing) {
+		return 0, r.dropIndex(err)
+	}
 	if err != nil {
 		return 0, err
 	}
 	r.base, r.tried = v, nil
-	r.persist(true)
 	r.mu.Lock()
+	r.status.Version = v.GetNumber()
 	r.status.LastCommit = time.Now().UTC()
 	r.status.Commits++
 	r.mu.Unlock()
+	// The base state is saved at once; the index (a cache: stat data and
+	// chunk refs, still true of the files it lists whatever version they
+	// went into) at most every 30 s, so that a commit does not cost a
+	// write of the whole index. An agent that dies re-reads only the files
+	// changed since the saved index.
+	r.persist(false)
 	r.log.Info("version committed", "version", v.GetNumber(), "files", v.GetFiles(), "bytes", v.GetBytes(), "uploaded", res.Stats.BytesUploaded, "kind", kind)
 	r.heartbeatNow()
 	return v.GetNumber(), nil
+}
+
+// dropIndex forgets the index after the coordinator said a chunk it names
+// is not stored (collected by GC after the versions holding it were
+// dropped, or lost): the next round, a full scan, reads every file again
+// and asks the coordinator what it lacks.
+func (r *runner) dropIndex(cause error) error {
+	r.log.Warn("the coordinator no longer stores chunks the agent index names; re-reading every file", "err", cause)
+	r.idx, r.idxDirty = nil, false
+	r.pending.noteRescan(time.Now())
+	return cause
 }
 
 // followHead merges the coordinator's current head into the workspace.
@@ -548,7 +530,7 @@ func (r *runner) mergeTo(ctx context.Context, head *pb.Version) error {
 		r.log.Info("the head is this workspace's own commit", "version", head.GetNumber())
 		r.base, r.tried = head, nil
 		r.persist(true)
-		r.rescan = time.Now()
+		r.pending.noteRescan(time.Now())
 		return nil
 	}
 	res, err := Reconcile(ctx, r.c, r.cfg.Workspace, r.idx, r.base, head, r.log)
@@ -558,9 +540,13 @@ func (r *runner) mergeTo(ctx context.Context, head *pb.Version) error {
 	r.log.Info("workspace brought to the new head", "version", head.GetNumber(), "applied", res.Applied, "deleted", res.Deleted, "kept_local", res.KeptLocal, "conflicts", len(res.Conflicts))
 	r.base, r.tried = head, nil
 	r.persist(true)
-	r.rescan = time.Now()
+	r.pending.noteRescan(time.Now())
 	return nil
 }
+
+// indexSaveInterval is how often at most the index is saved, but for
+// restores, merges and shutdown.
+const indexSaveInterval = 30 * time.Second
 
 // persist saves the base state (always) and the index (at most every 30s
 // unless forced: it is a cache).
@@ -571,7 +557,7 @@ func (r *runner) persist(force bool) {
 			r.log.Warn("save agent state", "err", err)
 		}
 	}
-	if r.idx == nil || (!force && time.Since(r.idxSaved) < 30*time.Second) {
+	if r.idx == nil || (!force && time.Since(r.idxSaved) < indexSaveInterval) {
 		return
 	}
 	if p, err := r.cfg.indexPath(pid); err == nil {
@@ -650,14 +636,10 @@ func (r *runner) shutdown(ctx context.Context) error {
 	backoff := r.opts.RetryMin
 	for {
 		start := time.Now()
-		_, err := r.syncOnce(sctx, true)
+		_, err := r.syncOnce(sctx, nil)
 		if err == nil {
-			for p, pp := range r.pending {
-				if pp.last.Before(start) {
-					delete(r.pending, p)
-				}
-			}
-			if len(r.pending) == 0 {
+			r.pending.settle(start, true, nil)
+			if r.pending.empty() {
 				r.persist(true)
 				r.log.Info("stopped; everything is committed", "version", r.base.GetNumber())
 				return nil
@@ -700,7 +682,7 @@ func (r *runner) drainEvents() {
 }
 
 func (r *runner) notSaved(cause error) error {
-	if len(r.pending) == 0 && r.rescan.IsZero() {
+	if r.pending.empty() {
 		if cause != nil && !errors.Is(cause, context.Canceled) {
 			return cause
 		}
@@ -710,13 +692,9 @@ func (r *runner) notSaved(cause error) error {
 }
 
 func (r *runner) pendingSummary() string {
-	paths := make([]string, 0, len(r.pending))
-	for p := range r.pending {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
+	paths := r.pending.all()
 	s := fmt.Sprintf("%d path(s) changed since version %d", len(paths), r.base.GetNumber())
-	if !r.rescan.IsZero() {
+	if r.pending.rescanPending() {
 		s += " (and a full rescan was pending)"
 	}
 	if len(paths) > 10 {
@@ -729,18 +707,13 @@ func (r *runner) pendingSummary() string {
 }
 
 func (r *runner) updatePending() {
-	var ex []string
-	for p := range r.pending {
-		if len(ex) < 10 {
-			ex = append(ex, p)
-		}
-	}
-	sort.Strings(ex)
+	ex := r.pending.examples(10)
 	ws := r.w.Status()
 	r.mu.Lock()
-	r.status.PendingPaths = int64(len(r.pending))
+	r.status.PendingPaths = int64(len(r.pending.paths))
+	r.status.PendingBytes = r.pending.bytes
 	r.status.PendingExamples = ex
-	r.status.Clean = len(r.pending) == 0 && r.rescan.IsZero() && r.status.LastError == ""
+	r.status.Clean = r.pending.empty() && r.status.LastError == ""
 	r.status.WatchMode = string(ws.Mode)
 	r.status.WatchReason = ws.FallbackReason
 	r.status.WatchedDirs = ws.WatchedDirs
@@ -818,6 +791,3 @@ func isEmptyDir(dir string) (bool, error) {
 	}
 	return true, nil
 }
-
-var _ = path.Join
-var _ = id.ID{}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/auth"
 	"github.com/sandkeep/sandkeep/internal/blobstore"
+	"github.com/sandkeep/sandkeep/internal/errinfo"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/pack"
@@ -30,6 +31,7 @@ func toStatus(ctx context.Context, log *slog.Logger, op string, err error) error
 		return err
 	}
 	var code codes.Code
+	var reason string
 	switch {
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
@@ -40,9 +42,9 @@ func toStatus(ctx context.Context, log *slog.Logger, op string, err error) error
 	case errors.Is(err, auth.ErrPermissionDenied):
 		code = codes.PermissionDenied
 	case errors.Is(err, metastore.ErrConflict):
-		code = codes.FailedPrecondition
+		code, reason = codes.FailedPrecondition, errinfo.HeadMoved
 	case errors.Is(err, repo.ErrMissing):
-		code = codes.FailedPrecondition
+		code, reason = codes.FailedPrecondition, errinfo.BlobMissing
 	case errors.Is(err, metastore.ErrNotFound), errors.Is(err, blobstore.ErrNotFound):
 		code = codes.NotFound
 	case errors.Is(err, metastore.ErrAlreadyExists):
@@ -58,7 +60,7 @@ func toStatus(ctx context.Context, log *slog.Logger, op string, err error) error
 		log.ErrorContext(ctx, "request failed", "op", op, "err", err)
 		return status.Error(codes.Internal, op+": internal error")
 	}
-	return status.Error(code, err.Error())
+	return errinfo.Error(code, err.Error(), reason)
 }
 
 func parseID(b []byte, what string) (id.ID, error) {

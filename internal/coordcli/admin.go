@@ -1,8 +1,10 @@
 package coordcli
 
 import (
+	"context"
+	"errors"
 	"fmt"
-	"text/tabwriter"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,19 +19,10 @@ func newProject(g *globals) *cobra.Command {
 		Short: "Create a project; prints its id alone on stdout",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, conn, err := g.admin()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := c.CreateProject(ctx, &pb.CreateProjectRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(g.stdout, resp.GetProject().GetId())
-			return nil
+			return adminRPC(g, cmd, callTimeout, pb.AdminServiceClient.CreateProject, &pb.CreateProjectRequest{Name: args[0]}, func(resp *pb.CreateProjectResponse) error {
+				fmt.Fprintln(g.stdout, resp.GetProject().GetId())
+				return nil
+			})
 		},
 	}
 	var asJSON bool
@@ -38,35 +31,21 @@ func newProject(g *globals) *cobra.Command {
 		Short: "List projects",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, conn, err := g.admin()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := c.ListProjects(ctx, &pb.ListProjectsRequest{})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				out := make([]map[string]any, 0, len(resp.GetProjects()))
-				for _, p := range resp.GetProjects() {
-					out = append(out, map[string]any{"id": p.GetId(), "name": p.GetName(), "created": p.GetCreateTime().AsTime(), "head": p.GetHead()})
-				}
-				return printJSON(g.stdout, out)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tHEAD\tCREATED")
-			for _, p := range resp.GetProjects() {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", p.GetId(), p.GetName(), p.GetHead(), p.GetCreateTime().AsTime().Format(time.RFC3339))
-			}
-			return tw.Flush()
+			return adminRPC(g, cmd, callTimeout, pb.AdminServiceClient.ListProjects, &pb.ListProjectsRequest{}, func(resp *pb.ListProjectsResponse) error {
+				return printList(g.stdout, asJSON, resp.GetProjects(), projectJSON, "ID\tNAME\tHEAD\tCREATED", func(w io.Writer, p *pb.Project) {
+					fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", p.GetId(), p.GetName(), p.GetHead(), p.GetCreateTime().AsTime().Format(time.RFC3339))
+				})
+			})
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.AddCommand(create, list, newProjectDelete(g))
 	return cmd
+}
+
+// projectJSON is one element of `sandkeep project list --json`.
+func projectJSON(p *pb.Project) map[string]any {
+	return map[string]any{"id": p.GetId(), "name": p.GetName(), "created": p.GetCreateTime().AsTime(), "head": p.GetHead()}
 }
 
 func newToken(g *globals) *cobra.Command {
@@ -78,25 +57,17 @@ func newToken(g *globals) *cobra.Command {
 		Short: "Create a sandbox token scoped to one project; prints it alone on stdout",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if project == "" {
-				return fmt.Errorf("--project is required")
+			if err := requireProject(project); err != nil {
+				return err
 			}
 			if ttl < 0 {
-				return fmt.Errorf("--ttl must not be negative")
+				return errors.New("--ttl must not be negative")
 			}
-			c, conn, err := g.admin()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := c.CreateSandboxToken(ctx, &pb.CreateSandboxTokenRequest{ProjectId: project, Note: note, TtlSeconds: int64(ttl / time.Second)})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(g.stdout, resp.GetToken())
-			return nil
+			req := &pb.CreateSandboxTokenRequest{ProjectId: project, Note: note, TtlSeconds: int64(ttl / time.Second)}
+			return adminRPC(g, cmd, callTimeout, pb.AdminServiceClient.CreateSandboxToken, req, func(resp *pb.CreateSandboxTokenResponse) error {
+				fmt.Fprintln(g.stdout, resp.GetToken())
+				return nil
+			})
 		},
 	}
 	create.Flags().StringVar(&project, "project", "", "project id")
@@ -117,6 +88,13 @@ type versionJSON struct {
 	Root      string    `json:"root"`
 	SandboxID string    `json:"sandbox_id,omitempty"`
 	Pinned    bool      `json:"pinned"`
+}
+
+func toVersionJSON(v *pb.Version) versionJSON {
+	return versionJSON{
+		Number: v.GetNumber(), Time: v.GetCreateTime().AsTime(), Files: v.GetFiles(), Bytes: v.GetBytes(),
+		Kind: kindName(v.GetKind()), Parent: v.GetParent(), Root: fmt.Sprintf("%x", v.GetRoot()), SandboxID: v.GetSandboxId(), Pinned: v.GetPinned(),
+	}
 }
 
 func kindName(k pb.VersionKind) string {
@@ -140,52 +118,34 @@ func newVersions(g *globals) *cobra.Command {
 		Short: "List a project's versions, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if project == "" {
-				return fmt.Errorf("--project is required")
-			}
-			if limit < 0 {
-				return fmt.Errorf("--limit must not be negative")
-			}
-			c, conn, err := g.admin()
-			if err != nil {
+			if err := requireProject(project); err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			var all []*pb.Version
-			token := ""
-			for {
-				size := int32(1000)
-				if limit > 0 && limit-len(all) < 1000 {
-					size = int32(limit - len(all))
-				}
-				resp, err := c.ListVersions(ctx, &pb.ListVersionsRequest{ProjectId: project, PageSize: size, PageToken: token})
-				if err != nil {
-					return err
-				}
-				all = append(all, resp.GetVersions()...)
-				token = resp.GetNextPageToken()
-				if token == "" || (limit > 0 && len(all) >= limit) {
-					break
-				}
+			if limit < 0 {
+				return errors.New("--limit must not be negative")
 			}
-			if asJSON {
-				out := make([]versionJSON, 0, len(all))
-				for _, v := range all {
-					out = append(out, versionJSON{
-						Number: v.GetNumber(), Time: v.GetCreateTime().AsTime(), Files: v.GetFiles(), Bytes: v.GetBytes(),
-						Kind: kindName(v.GetKind()), Parent: v.GetParent(), Root: fmt.Sprintf("%x", v.GetRoot()), SandboxID: v.GetSandboxId(), Pinned: v.GetPinned(),
-					})
+			return g.adminCall(cmd, func(ctx context.Context, c pb.AdminServiceClient) error {
+				var all []*pb.Version
+				token := ""
+				for {
+					size := int32(1000)
+					if limit > 0 && limit-len(all) < 1000 {
+						size = int32(limit - len(all))
+					}
+					resp, err := c.ListVersions(ctx, &pb.ListVersionsRequest{ProjectId: project, PageSize: size, PageToken: token})
+					if err != nil {
+						return err
+					}
+					all = append(all, resp.GetVersions()...)
+					token = resp.GetNextPageToken()
+					if token == "" || (limit > 0 && len(all) >= limit) {
+						break
+					}
 				}
-				return printJSON(g.stdout, out)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NUMBER\tTIME\tFILES\tBYTES\tKIND")
-			for _, v := range all {
-				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\n", v.GetNumber(), v.GetCreateTime().AsTime().Format(time.RFC3339), v.GetFiles(), v.GetBytes(), kindName(v.GetKind()))
-			}
-			return tw.Flush()
+				return printList(g.stdout, asJSON, all, toVersionJSON, "NUMBER\tTIME\tFILES\tBYTES\tKIND", func(w io.Writer, v *pb.Version) {
+					fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%s\n", v.GetNumber(), v.GetCreateTime().AsTime().Format(time.RFC3339), v.GetFiles(), v.GetBytes(), kindName(v.GetKind()))
+				})
+			})
 		},
 	}
 	cmd.Flags().StringVar(&project, "project", "", "project id")

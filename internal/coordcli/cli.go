@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -86,20 +85,26 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
-// admin opens an admin client.
-func (g *globals) admin() (pb.AdminServiceClient, *grpc.ClientConn, error) {
+// dial connects to the coordinator with the admin token (--admin-token,
+// else <data>/admin.token).
+func (g *globals) dial() (*grpc.ClientConn, error) {
 	tok := g.adminToken
 	if tok == "" {
 		b, err := os.ReadFile(server.AdminTokenFile(g.dataDir))
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
-				return nil, nil, fmt.Errorf("no admin token: set SANDKEEP_ADMIN_TOKEN, --admin-token, or --data pointing at the coordinator's data directory (%s not found)", server.AdminTokenFile(g.dataDir))
+				return nil, fmt.Errorf("no admin token: set SANDKEEP_ADMIN_TOKEN, --admin-token, or --data pointing at the coordinator's data directory (%s not found)", server.AdminTokenFile(g.dataDir))
 			}
-			return nil, nil, fmt.Errorf("read admin token: %w", err)
+			return nil, fmt.Errorf("read admin token: %w", err)
 		}
 		tok = strings.TrimSpace(string(b))
 	}
-	conn, err := dial.Dial(g.coordinator, dial.Options{Token: tok, TLS: g.tls, CAFile: g.caFile})
+	return dial.Dial(g.coordinator, dial.Options{Token: tok, TLS: g.tls, CAFile: g.caFile})
+}
+
+// admin opens an admin client.
+func (g *globals) admin() (pb.AdminServiceClient, *grpc.ClientConn, error) {
+	conn, err := g.dial()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -107,7 +112,7 @@ func (g *globals) admin() (pb.AdminServiceClient, *grpc.ClientConn, error) {
 }
 
 func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, 60*time.Second)
+	return context.WithTimeout(ctx, callTimeout)
 }
 
 func printJSON(w io.Writer, v any) error {

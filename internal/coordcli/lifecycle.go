@@ -1,7 +1,6 @@
 package coordcli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -47,15 +45,6 @@ func lifecycleFlags(f *pflag.FlagSet, lc *server.LifecycleConfig) {
 	f.Float64Var(&lc.Rates.StoragePerGBMonth, "rate-storage", rates.StoragePerGBMonth, "USD per GiB-month of bucket storage (default: S3 Standard's list price)")
 	f.DurationVar(&lc.TickEvery, "lifecycle-tick", 5*time.Second, "how often the lifecycle manager looks at every sandbox")
 	f.DurationVar(&lc.ReconcileEvery, "reconcile-every", time.Minute, "how often the database is reconciled with the provider")
-}
-
-// lifecycle opens a LifecycleService client.
-func (g *globals) lifecycle() (pb.LifecycleServiceClient, *grpc.ClientConn, error) {
-	_, conn, err := g.admin()
-	if err != nil {
-		return nil, nil, err
-	}
-	return pb.NewLifecycleServiceClient(conn), conn, nil
 }
 
 // newLifecycleCommands are `sandbox`, `lease`, `policy` and `cost`.
@@ -114,6 +103,14 @@ func toSandboxJSON(s *pb.Sandbox) sandboxJSON {
 		ExtendedUntil: tptr(s.GetExtendedUntil()), LeaseUntil: tptr(s.GetLeaseUntil()), LastError: s.GetLastError()}
 }
 
+// sandboxOpTimeout bounds `sandbox stop` and `sandbox destroy`.
+const sandboxOpTimeout = 10 * time.Minute
+
+// sandboxStateLine prints "ID STATE", the output of stop and destroy.
+func sandboxStateLine(w io.Writer, s *pb.Sandbox) {
+	fmt.Fprintf(w, "%s %s\n", s.GetId(), s.GetState())
+}
+
 func newSandbox(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sandbox", Short: "Sandboxes: list, ensure, stop, destroy (needs serve --provider)"}
 	var project string
@@ -123,35 +120,17 @@ func newSandbox(g *globals) *cobra.Command {
 		Short: "Sandboxes: id, project, state, last activity, backup status, the version it is clean at",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, conn, err := g.lifecycle()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := c.ListSandboxes(ctx, &pb.ListSandboxesRequest{ProjectId: project, IncludeDestroyed: all})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				out := []sandboxJSON{}
-				for _, s := range resp.GetSandboxes() {
-					out = append(out, toSandboxJSON(s))
-				}
-				return printJSON(g.stdout, out)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tPROJECT\tSTATE\tLAST ACTIVITY\tBACKUP\tCLEAN AT\tHEAD\tREADY")
-			for _, s := range resp.GetSandboxes() {
-				backup := s.GetBackupStatus()
-				if s.GetFlushed() {
-					backup += " (flushed)"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%v\n", s.GetId(), s.GetProjectId(), s.GetState(), fmtTime(s.GetLastActivityTime()),
-					backup, s.GetCleanVersion(), s.GetHeadVersion(), s.GetReadyToDestroy())
-			}
-			return tw.Flush()
+			req := &pb.ListSandboxesRequest{ProjectId: project, IncludeDestroyed: all}
+			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.ListSandboxes, req, func(resp *pb.ListSandboxesResponse) error {
+				return printList(g.stdout, asJSON, resp.GetSandboxes(), toSandboxJSON, "ID\tPROJECT\tSTATE\tLAST ACTIVITY\tBACKUP\tCLEAN AT\tHEAD\tREADY", func(w io.Writer, s *pb.Sandbox) {
+					backup := s.GetBackupStatus()
+					if s.GetFlushed() {
+						backup += " (flushed)"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%v\n", s.GetId(), s.GetProjectId(), s.GetState(), fmtTime(s.GetLastActivityTime()),
+						backup, s.GetCleanVersion(), s.GetHeadVersion(), s.GetReadyToDestroy())
+				})
+			})
 		},
 	}
 	list.Flags().StringVar(&project, "project", "", "only this project's sandboxes")
@@ -166,34 +145,26 @@ func newSandbox(g *globals) *cobra.Command {
 		Short: "Return when a sandbox of the project is ready with the head restored: prints its id and the seconds taken",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if ensureProject == "" {
-				return errors.New("--project is required")
-			}
-			c, conn, err := g.lifecycle()
-			if err != nil {
+			if err := requireProject(ensureProject); err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), ensureTimeout)
-			defer cancel()
-			resp, err := c.EnsureSandbox(ctx, &pb.EnsureSandboxRequest{ProjectId: ensureProject})
-			if err != nil {
-				return err
-			}
-			if ensureJSON {
-				return printJSON(g.stdout, map[string]any{"sandbox": toSandboxJSON(resp.GetSandbox()), "seconds": resp.GetTook().AsDuration().Seconds(),
-					"created": resp.GetCreated(), "started": resp.GetStarted(), "version": resp.GetVersion()})
-			}
-			how := "already running"
-			switch {
-			case resp.GetCreated():
-				how = "created"
-			case resp.GetStarted():
-				how = "started"
-			}
-			fmt.Fprintf(g.stderr, "sandbox %s ready (%s, version %d)\n", resp.GetSandbox().GetId(), how, resp.GetVersion())
-			fmt.Fprintf(g.stdout, "%s %.3f\n", resp.GetSandbox().GetId(), resp.GetTook().AsDuration().Seconds())
-			return nil
+			req := &pb.EnsureSandboxRequest{ProjectId: ensureProject}
+			return lifecycleRPC(g, cmd, ensureTimeout, pb.LifecycleServiceClient.EnsureSandbox, req, func(resp *pb.EnsureSandboxResponse) error {
+				if ensureJSON {
+					return printJSON(g.stdout, map[string]any{"sandbox": toSandboxJSON(resp.GetSandbox()), "seconds": resp.GetTook().AsDuration().Seconds(),
+						"created": resp.GetCreated(), "started": resp.GetStarted(), "version": resp.GetVersion()})
+				}
+				how := "already running"
+				switch {
+				case resp.GetCreated():
+					how = "created"
+				case resp.GetStarted():
+					how = "started"
+				}
+				fmt.Fprintf(g.stderr, "sandbox %s ready (%s, version %d)\n", resp.GetSandbox().GetId(), how, resp.GetVersion())
+				fmt.Fprintf(g.stdout, "%s %.3f\n", resp.GetSandbox().GetId(), resp.GetTook().AsDuration().Seconds())
+				return nil
+			})
 		},
 	}
 	ensure.Flags().StringVar(&ensureProject, "project", "", "project id")
@@ -205,19 +176,11 @@ func newSandbox(g *globals) *cobra.Command {
 		Short: "Stop a sandbox now (its agent flushes on the way down)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, conn, err := g.lifecycle()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
-			defer cancel()
-			resp, err := c.StopSandbox(ctx, &pb.StopSandboxRequest{SandboxId: args[0]})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "%s %s\n", resp.GetSandbox().GetId(), resp.GetSandbox().GetState())
-			return nil
+			req := &pb.StopSandboxRequest{SandboxId: args[0]}
+			return lifecycleRPC(g, cmd, sandboxOpTimeout, pb.LifecycleServiceClient.StopSandbox, req, func(resp *pb.StopSandboxResponse) error {
+				sandboxStateLine(g.stdout, resp.GetSandbox())
+				return nil
+			})
 		},
 	}
 
@@ -227,22 +190,14 @@ func newSandbox(g *globals) *cobra.Command {
 		Short: "Destroy a sandbox; refused unless flushed at the head and the head verified (--force destroys anyway and says what it loses)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, conn, err := g.lifecycle()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
-			defer cancel()
-			resp, err := c.DestroySandbox(ctx, &pb.DestroySandboxRequest{SandboxId: args[0], Force: force})
-			if err != nil {
-				return err
-			}
-			if lost := resp.GetLost(); lost != "" {
-				fmt.Fprintf(g.stderr, "warning: destroyed without a verified flush: %s\n", lost)
-			}
-			fmt.Fprintf(g.stdout, "%s %s\n", resp.GetSandbox().GetId(), resp.GetSandbox().GetState())
-			return nil
+			req := &pb.DestroySandboxRequest{SandboxId: args[0], Force: force}
+			return lifecycleRPC(g, cmd, sandboxOpTimeout, pb.LifecycleServiceClient.DestroySandbox, req, func(resp *pb.DestroySandboxResponse) error {
+				if lost := resp.GetLost(); lost != "" {
+					fmt.Fprintf(g.stderr, "warning: destroyed without a verified flush: %s\n", lost)
+				}
+				sandboxStateLine(g.stdout, resp.GetSandbox())
+				return nil
+			})
 		},
 	}
 	destroy.Flags().BoolVar(&force, "force", false, "destroy even without a verified flush (reports what may be lost)")
@@ -258,19 +213,10 @@ func newSandbox(g *globals) *cobra.Command {
 			if len(args) == 1 {
 				req.SandboxId = args[0]
 			}
-			c, conn, err := g.lifecycle()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := c.ExtendSandbox(ctx, req)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "%s extended until %s\n", resp.GetSandbox().GetId(), fmtTime(resp.GetSandbox().GetExtendedUntil()))
-			return nil
+			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.ExtendSandbox, req, func(resp *pb.ExtendSandboxResponse) error {
+				fmt.Fprintf(g.stdout, "%s extended until %s\n", resp.GetSandbox().GetId(), fmtTime(resp.GetSandbox().GetExtendedUntil()))
+				return nil
+			})
 		},
 	}
 	extend.Flags().StringVar(&extendProject, "project", "", "the project's live sandbox")
@@ -296,23 +242,15 @@ func newLease(g *globals) *cobra.Command {
 		Short: "Take a run lease; prints its id alone on stdout",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if project == "" {
-				return errors.New("--project is required")
-			}
-			c, conn, err := g.lifecycle()
-			if err != nil {
+			if err := requireProject(project); err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := c.AcquireRunLease(ctx, &pb.AcquireRunLeaseRequest{ProjectId: project, Ttl: durationpb.New(ttl)})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stderr, "lease held until %s\n", resp.GetLease().GetExpireTime().AsTime().Format(time.RFC3339))
-			fmt.Fprintln(g.stdout, resp.GetLease().GetId())
-			return nil
+			req := &pb.AcquireRunLeaseRequest{ProjectId: project, Ttl: durationpb.New(ttl)}
+			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.AcquireRunLease, req, func(resp *pb.AcquireRunLeaseResponse) error {
+				fmt.Fprintf(g.stderr, "lease held until %s\n", resp.GetLease().GetExpireTime().AsTime().Format(time.RFC3339))
+				fmt.Fprintln(g.stdout, resp.GetLease().GetId())
+				return nil
+			})
 		},
 	}
 	acquire.Flags().StringVar(&project, "project", "", "project id")
@@ -322,19 +260,11 @@ func newLease(g *globals) *cobra.Command {
 		Short: "Make a lease end ttl from now",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, conn, err := g.lifecycle()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := c.RenewRunLease(ctx, &pb.RenewRunLeaseRequest{LeaseId: args[0], Ttl: durationpb.New(renewTTL)})
-			if err != nil {
-				return err
-			}
-			leaseLine(g.stdout, resp.GetLease())
-			return nil
+			req := &pb.RenewRunLeaseRequest{LeaseId: args[0], Ttl: durationpb.New(renewTTL)}
+			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.RenewRunLease, req, func(resp *pb.RenewRunLeaseResponse) error {
+				leaseLine(g.stdout, resp.GetLease())
+				return nil
+			})
 		},
 	}
 	renew.Flags().DurationVar(&renewTTL, "ttl", 10*time.Minute, "the lease ends this long from now")
@@ -343,19 +273,11 @@ func newLease(g *globals) *cobra.Command {
 		Short: "End a lease now",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, conn, err := g.lifecycle()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := c.ReleaseRunLease(ctx, &pb.ReleaseRunLeaseRequest{LeaseId: args[0]})
-			if err != nil {
-				return err
-			}
-			leaseLine(g.stdout, resp.GetLease())
-			return nil
+			req := &pb.ReleaseRunLeaseRequest{LeaseId: args[0]}
+			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.ReleaseRunLease, req, func(resp *pb.ReleaseRunLeaseResponse) error {
+				leaseLine(g.stdout, resp.GetLease())
+				return nil
+			})
 		},
 	}
 	cmd.AddCommand(acquire, renew, release)
@@ -385,8 +307,7 @@ func printPolicy(w io.Writer, p *pb.ProjectPolicy, asJSON bool) error {
 			"webhook_url": p.GetWebhookUrl(), "project_webhook_url": p.GetProjectWebhookUrl()})
 	}
 	eff, over := policyValuesJSON(p.GetEffective()), policyValuesJSON(p.GetOverride())
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SETTING\tVALUE\tFROM")
+	tw := newTable(w, "SETTING\tVALUE\tFROM")
 	for _, k := range []string{"stop_after", "destroy_after", "archive_after", "delete_history_after", "notify_grace"} {
 		v, from := eff[k], "global"
 		if _, ok := over[k]; ok {
@@ -437,18 +358,9 @@ func newPolicy(g *globals) *cobra.Command {
 			if f.Changed("webhook") {
 				req.WebhookUrl = &webhook
 			}
-			c, conn, err := g.lifecycle()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := c.SetPolicy(ctx, req)
-			if err != nil {
-				return err
-			}
-			return printPolicy(g.stdout, resp.GetPolicy(), asJSON)
+			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.SetPolicy, req, func(resp *pb.SetPolicyResponse) error {
+				return printPolicy(g.stdout, resp.GetPolicy(), asJSON)
+			})
 		},
 	}
 	sf := set.Flags()
@@ -469,18 +381,10 @@ func newPolicy(g *globals) *cobra.Command {
 		Short: "The effective policy of a project (or the global one)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, conn, err := g.lifecycle()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := c.GetPolicy(ctx, &pb.GetPolicyRequest{ProjectId: showProject})
-			if err != nil {
-				return err
-			}
-			return printPolicy(g.stdout, resp.GetPolicy(), showJSON)
+			req := &pb.GetPolicyRequest{ProjectId: showProject}
+			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.GetPolicy, req, func(resp *pb.GetPolicyResponse) error {
+				return printPolicy(g.stdout, resp.GetPolicy(), showJSON)
+			})
 		},
 	}
 	show.Flags().StringVar(&showProject, "project", "", "project id (default: the global policy)")
@@ -529,21 +433,12 @@ takes RFC 3339, a date, or a duration back from now (24h).`,
 			if !t.IsZero() {
 				req.Since = timestamppb.New(t)
 			}
-			c, conn, err := g.lifecycle()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := c.GetCost(ctx, req)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(g.stdout, costJSON(resp))
-			}
-			return printCost(g.stdout, resp)
+			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.GetCost, req, func(resp *pb.GetCostResponse) error {
+				if asJSON {
+					return printJSON(g.stdout, costJSON(resp))
+				}
+				return printCost(g.stdout, resp)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&project, "project", "", "only this project")
@@ -579,11 +474,7 @@ func toProjectCostJSON(p *pb.ProjectCost) projectCostJSON {
 }
 
 func costJSON(r *pb.GetCostResponse) map[string]any {
-	projects := []projectCostJSON{}
-	for _, p := range r.GetProjects() {
-		projects = append(projects, toProjectCostJSON(p))
-	}
-	out := map[string]any{"until": r.GetUntil().AsTime(), "projects": projects, "total": toProjectCostJSON(r.GetTotal()),
+	out := map[string]any{"until": r.GetUntil().AsTime(), "projects": jsonList(r.GetProjects(), toProjectCostJSON), "total": toProjectCostJSON(r.GetTotal()),
 		"rates": map[string]float64{"started_per_hour": r.GetRates().GetStartedPerHour(), "stopped_per_hour": r.GetRates().GetStoppedPerHour(),
 			"archived_per_hour": r.GetRates().GetArchivedPerHour(), "storage_per_gb_month": r.GetRates().GetStoragePerGbMonth()}}
 	if r.GetSince() != nil {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"net/http"
@@ -15,68 +14,6 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/workspacetest"
 )
-
-// servedCoordinator is `sandkeep serve` run from the built binary.
-type servedCoordinator struct {
-	bin, data, grpc, http string
-}
-
-func serveBinary(t *testing.T, coord string) servedCoordinator {
-	t.Helper()
-	data := t.TempDir()
-	serve := exec.Command(coord, "serve", "--data", data, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
-	stdout, err := serve.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serveErr bytes.Buffer
-	serve.Stderr = &serveErr
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = serve.Process.Signal(os.Interrupt)
-		done := make(chan error, 1)
-		go func() { done <- serve.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = serve.Process.Kill()
-			<-done
-			t.Errorf("serve did not stop on SIGINT")
-		}
-		if t.Failed() {
-			t.Logf("serve stderr:\n%s", serveErr.String())
-		}
-	})
-	lines := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	listening := regexp.MustCompile(`grpc (127\.0\.0\.1:\d+), http (127\.0\.0\.1:\d+)`)
-	timeout := time.After(60 * time.Second)
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("serve exited early:\n%s", serveErr.String())
-			}
-			if m := listening.FindStringSubmatch(l); m != nil {
-				go func() { // keep draining
-					for range lines {
-					}
-				}()
-				return servedCoordinator{bin: coord, data: data, grpc: m[1], http: m[2]}
-			}
-		case <-timeout:
-			t.Fatalf("serve did not report its addresses:\n%s", serveErr.String())
-		}
-	}
-}
 
 // TestCLIBrowseContract: the names, flags and outputs of diff, files,
 // history, get, rollback and link (and, in cliMaintenance, of version
@@ -153,7 +90,7 @@ func TestCLIBrowseContract(t *testing.T) {
 	}
 	out := run(admin, coord, "files", "--project", project, "--prefix", "bin", "--json")
 	files = nil
-	if err := json.Unmarshal([]byte(out), &files); err != nil || len(files) != 3 {
+	if err := json.Unmarshal([]byte(out), &files); err != nil || len(files) != 4 { // run.sh, setuid-tool, setgid-tool, link-up
 		t.Fatalf("files --prefix bin: %v\n%s", err, out)
 	}
 	for _, f := range files {

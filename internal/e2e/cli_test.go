@@ -50,28 +50,17 @@ func moduleRoot(t *testing.T) string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-func TestCLIContract(t *testing.T) {
-	coord, agentBin := buildBinaries(t)
+// servedCoordinator is `sandkeep serve` run from the built binary on a fresh
+// data directory.
+type servedCoordinator struct {
+	bin, data, grpc, http string
+	adminToken            string // as printed on first start
+}
 
-	// The agent is static (no ELF interpreter) and at most 20 MB.
-	fi, err := os.Stat(agentBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Size() > 20<<20 {
-		t.Errorf("sandkeep-agent is %d bytes, want <= 20 MB", fi.Size())
-	}
-	ef, err := elf.Open(agentBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range ef.Progs {
-		if p.Type == elf.PT_INTERP {
-			t.Errorf("sandkeep-agent is dynamically linked")
-		}
-	}
-	ef.Close()
-
+// serveBinary runs `coord serve` on loopback ports until the test ends (then
+// SIGINT, which it must obey) and waits for it to report its addresses.
+func serveBinary(t *testing.T, coord string) servedCoordinator {
+	t.Helper()
 	data := t.TempDir()
 	serve := exec.Command(coord, "serve", "--data", data, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
 	stdout, err := serve.StdoutPipe()
@@ -107,25 +96,57 @@ func TestCLIContract(t *testing.T) {
 		}
 		close(lines)
 	}()
-	var addr, adminToken string
-	listening := regexp.MustCompile(`grpc (127\.0\.0\.1:\d+), http`)
+	s := servedCoordinator{bin: coord, data: data}
+	listening := regexp.MustCompile(`grpc (127\.0\.0\.1:\d+), http (127\.0\.0\.1:\d+)`)
 	timeout := time.After(60 * time.Second)
-	for addr == "" {
+	for {
 		select {
 		case l, ok := <-lines:
 			if !ok {
 				t.Fatalf("serve exited early:\n%s", serveErr.String())
 			}
-			if strings.HasPrefix(l, "admin token: ") {
-				adminToken = strings.TrimPrefix(l, "admin token: ")
+			if tok, ok := strings.CutPrefix(l, "admin token: "); ok {
+				s.adminToken = tok
 			}
 			if m := listening.FindStringSubmatch(l); m != nil {
-				addr = m[1]
+				go func() { // keep draining
+					for range lines {
+					}
+				}()
+				s.grpc, s.http = m[1], m[2]
+				return s
 			}
 		case <-timeout:
-			t.Fatalf("serve did not report its address:\n%s", serveErr.String())
+			t.Fatalf("serve did not report its addresses:\n%s", serveErr.String())
 		}
 	}
+}
+
+func TestCLIContract(t *testing.T) {
+	coord, agentBin := buildBinaries(t)
+
+	// The agent is static (no ELF interpreter) and at most 20 MB.
+	fi, err := os.Stat(agentBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > 20<<20 {
+		t.Errorf("sandkeep-agent is %d bytes, want <= 20 MB", fi.Size())
+	}
+	ef, err := elf.Open(agentBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("sandkeep-agent is dynamically linked")
+		}
+	}
+	ef.Close()
+
+	// serve prints the admin token on first start and keeps it in the data dir.
+	s := serveBinary(t, coord)
+	addr, data, adminToken := s.grpc, s.data, s.adminToken
 	if !strings.HasPrefix(adminToken, "ska_") {
 		t.Fatalf("serve printed no admin token on first start (got %q)", adminToken)
 	}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sandkeep/sandkeep/internal/dial"
+	"github.com/sandkeep/sandkeep/internal/errinfo"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/snapshot"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
@@ -27,6 +28,13 @@ import (
 // ErrConflict is returned (wrapped) by Commit when the parent is no longer
 // the head.
 var ErrConflict = errors.New("head moved")
+
+// ErrBlobMissing is returned (wrapped) by UploadTrees and Commit when what
+// is being committed names a chunk or tree the project does not store:
+// the caller's index trusted a chunk that is gone (collected by GC after
+// the version holding it was dropped, or never uploaded). Re-reading the
+// files without the index, which asks FindMissingChunks again, heals it.
+var ErrBlobMissing = errors.New("a referenced chunk is not stored")
 
 // Config says how to reach the coordinator.
 type Config struct {
@@ -185,9 +193,13 @@ func (c *Client) put(ctx context.Context, sr *pb.SignedRequest, data []byte) err
 	return fmt.Errorf("after %d attempts: %w", c.retries, last)
 }
 
-// UploadTrees implements snapshot.Remote.
+// UploadTrees implements snapshot.Remote. If a tree names a chunk the
+// project does not store, the error wraps ErrBlobMissing.
 func (c *Client) UploadTrees(ctx context.Context, trees [][]byte) error {
 	if _, err := c.api.UploadTrees(ctx, &pb.UploadTreesRequest{Trees: trees}); err != nil {
+		if errinfo.Reason(err) == errinfo.BlobMissing {
+			return fmt.Errorf("upload trees: %w: %v", ErrBlobMissing, status.Convert(err).Message())
+		}
 		return fmt.Errorf("upload trees: %w", err)
 	}
 	return nil
@@ -198,6 +210,9 @@ func (c *Client) UploadTrees(ctx context.Context, trees [][]byte) error {
 func (c *Client) Commit(ctx context.Context, parent int64, root id.ID, kind pb.VersionKind) (*pb.Version, error) {
 	resp, err := c.api.CommitVersion(ctx, &pb.CommitVersionRequest{Parent: parent, Root: root.Bytes(), Kind: kind, SessionId: c.Session.GetSessionId()})
 	if status.Code(err) == codes.FailedPrecondition {
+		if errinfo.Reason(err) == errinfo.BlobMissing {
+			return nil, fmt.Errorf("commit on version %d: %w: %v", parent, ErrBlobMissing, status.Convert(err).Message())
+		}
 		return nil, fmt.Errorf("commit on version %d: %w: %v", parent, ErrConflict, status.Convert(err).Message())
 	}
 	if err != nil {

@@ -49,7 +49,13 @@ func Generate(t testing.TB, dir string, opts Options) {
 	write("README.md", []byte("# hello\n"), 0o644)
 	write("empty.txt", nil, 0o644)
 	write("bin/run.sh", []byte("#!/bin/sh\necho hi\n"), 0o755)
-	write("bin/setuid-tool", []byte("x"), 0o4755)
+	write("bin/setuid-tool", []byte("x"), os.ModeSetuid|0o755) // os.Chmod takes Go mode bits, not 0o4000
+	write("bin/setgid-tool", []byte("x"), os.ModeSetgid|0o750)
+	for rel, bit := range map[string]os.FileMode{"bin/setuid-tool": os.ModeSetuid, "bin/setgid-tool": os.ModeSetgid} {
+		if fi, err := os.Lstat(filepath.Join(dir, rel)); err != nil || fi.Mode()&bit == 0 {
+			t.Fatalf("fixture: %s lacks its %v bit (%v, %v)", rel, bit, fi.Mode(), err)
+		}
+	}
 	write("with space/file name.txt", []byte("spaces"), 0o600)
 	write("ünïcödé/日本語.txt", []byte("こんにちは"), 0o644)
 	write("deep/a/b/c/d/e/f.txt", []byte("deep"), 0o644)
