@@ -2,9 +2,10 @@
 // the blob index (blob -> pack, offset, length), versions and the head
 // version's file listing (project_files).
 //
-// Two implementations share one schema (see /migrations) and one conformance
-// suite (metastoretest): SQLite (pure Go, the embedded default) and
-// PostgreSQL (production; several coordinators over one database).
+// Two implementations share one schema (see /migrations), one body of code
+// (internal/sqlstore, over a driver each) and one conformance suite
+// (metastoretest): SQLite (pure Go, the embedded default) and PostgreSQL
+// (production; several coordinators over one database).
 package metastore
 
 import (

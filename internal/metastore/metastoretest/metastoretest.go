@@ -23,10 +23,7 @@ import (
 // closes it when the test ends. Groups run in parallel, each on its own
 // store.
 func Run(t *testing.T, open func(t *testing.T) metastore.Store) {
-	groups := []struct {
-		name string
-		fn   func(t *testing.T, s metastore.Store)
-	}{
+	runGroups(t, open, []group[metastore.Store]{
 		{"Projects", testProjects},
 		{"Tokens", testTokens},
 		{"BlobIndex", testBlobIndex},
@@ -41,7 +38,18 @@ func Run(t *testing.T, open func(t *testing.T) metastore.Store) {
 		{"PackLifecycle", testPackLifecycle},
 		{"DeleteProject", testDeleteProject},
 		{"ConcurrentGC", testConcurrentGC},
-	}
+	})
+}
+
+// group is one group of tests of a suite, run on a store of its own.
+type group[S any] struct {
+	name string
+	fn   func(t *testing.T, s S)
+}
+
+// runGroups runs the groups in parallel, each on a store from open that is
+// closed when the group ends.
+func runGroups[S interface{ Close() error }](t *testing.T, open func(t *testing.T) S, groups []group[S]) {
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
 			t.Parallel()

@@ -21,10 +21,7 @@ type LifecycleStore interface {
 // open must return a new, empty, migrated store; it is closed when the test
 // ends.
 func RunSandboxStore(t *testing.T, open func(t *testing.T) LifecycleStore) {
-	groups := []struct {
-		name string
-		fn   func(t *testing.T, s LifecycleStore)
-	}{
+	runGroups(t, open, []group[LifecycleStore]{
 		{"Registry", testSandboxRegistry},
 		{"StateMachine", testSandboxStateMachine},
 		{"OneLivePerProject", testOneLivePerProject},
@@ -32,19 +29,7 @@ func RunSandboxStore(t *testing.T, open func(t *testing.T) LifecycleStore) {
 		{"Policies", testLifecyclePolicies},
 		{"StoredBytesAndTokens", testStoredBytesAndTokens},
 		{"DeleteProjectCascades", testLifecycleDeleteProject},
-	}
-	for _, g := range groups {
-		t.Run(g.name, func(t *testing.T) {
-			t.Parallel()
-			s := open(t)
-			t.Cleanup(func() {
-				if err := s.Close(); err != nil {
-					t.Errorf("Close: %v", err)
-				}
-			})
-			g.fn(t, s)
-		})
-	}
+	})
 }
 
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 123456000, time.UTC)

@@ -1,11 +1,10 @@
-package sqlitestore
+package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/metastore"
@@ -15,59 +14,37 @@ import (
 
 // The lifecycle tables (migration 0003_lifecycle): see metastore.SandboxStore.
 
-var _ metastore.SandboxStore = (*Store)(nil)
-
 const sandboxCols = `id, project_id, provider, provider_id, state, state_since, created_at, last_activity,
 	backup, clean_version, flushed, verified_version, flush_failures, last_attempt, last_flush_error,
 	agent_state, agent_version, pending_paths, pending_bytes, last_heartbeat, notified, extended_until,
 	token_hash, last_error`
 
-func nullTime(t time.Time) any {
+// trunc is t as stored: UTC, microseconds.
+func trunc(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+func truncZero(t time.Time) time.Time {
 	if t.IsZero() {
-		return nil
+		return t
 	}
-	return fmtTime(t)
+	return trunc(t)
 }
 
-func parseNullTime(ns sql.NullString) (time.Time, error) {
-	if !ns.Valid {
-		return time.Time{}, nil
-	}
-	return parseTime(ns.String)
-}
-
-func scanSandbox(sc interface{ Scan(...any) error }) (metastore.Sandbox, error) {
+func scanSandbox(r Row) (metastore.Sandbox, error) {
 	var sb metastore.Sandbox
-	var state, since, created, activity, backup, notified string
-	var flushed int
-	var lastAttempt, lastHB, extended sql.NullString
-	if err := sc.Scan(&sb.ID, &sb.ProjectID, &sb.Provider, &sb.ProviderID, &state, &since, &created, &activity,
-		&backup, &sb.CleanVersion, &flushed, &sb.VerifiedVersion, &sb.FlushFailures, &lastAttempt, &sb.LastFlushError,
+	var state, backup, notified string
+	var lastAttempt, lastHB, extended *time.Time
+	if err := r.Scan(&sb.ID, &sb.ProjectID, &sb.Provider, &sb.ProviderID, &state, &sb.StateSince, &sb.CreatedAt, &sb.LastActivity,
+		&backup, &sb.CleanVersion, &sb.Flushed, &sb.VerifiedVersion, &sb.FlushFailures, &lastAttempt, &sb.LastFlushError,
 		&sb.AgentState, &sb.AgentVersion, &sb.PendingPaths, &sb.PendingBytes, &lastHB, &notified, &extended,
 		&sb.TokenHash, &sb.LastError); err != nil {
 		return sb, err
 	}
-	sb.State = provider.State(state)
-	sb.Backup = metastore.BackupState(backup)
-	sb.Flushed = flushed != 0
-	var err error
-	var errs []error
-	sb.StateSince, err = parseTime(since)
-	errs = append(errs, err)
-	sb.CreatedAt, err = parseTime(created)
-	errs = append(errs, err)
-	sb.LastActivity, err = parseTime(activity)
-	errs = append(errs, err)
-	sb.LastAttempt, err = parseNullTime(lastAttempt)
-	errs = append(errs, err)
-	sb.LastHeartbeat, err = parseNullTime(lastHB)
-	errs = append(errs, err)
-	sb.ExtendedUntil, err = parseNullTime(extended)
-	errs = append(errs, err)
+	sb.State, sb.Backup = provider.State(state), metastore.BackupState(backup)
+	sb.LastAttempt, sb.LastHeartbeat, sb.ExtendedUntil = deref(lastAttempt), deref(lastHB), deref(extended)
 	if err := json.Unmarshal([]byte(notified), &sb.NotifiedAt); err != nil {
-		errs = append(errs, fmt.Errorf("stored notified %q: %w", notified, err))
+		return sb, fmt.Errorf("stored notified %q: %w", notified, err)
 	}
-	return sb, errors.Join(errs...)
+	return sb, nil
 }
 
 func checkSandboxText(sb metastore.Sandbox) error {
@@ -87,9 +64,8 @@ func (s *Store) CreateSandbox(ctx context.Context, sb metastore.Sandbox) (metast
 	if err := checkSandboxText(sb); err != nil {
 		return sb, err
 	}
-	now := storeutil.Now()
 	if sb.CreatedAt.IsZero() {
-		sb.CreatedAt = now
+		sb.CreatedAt = storeutil.Now()
 	}
 	if sb.StateSince.IsZero() {
 		sb.StateSince = sb.CreatedAt
@@ -108,23 +84,24 @@ func (s *Store) CreateSandbox(ctx context.Context, sb metastore.Sandbox) (metast
 	if err != nil {
 		return sb, err
 	}
-	err = inTx(ctx, s.w, func(tx *sql.Tx) error {
-		if err := needProject(ctx, tx, sb.ProjectID); err != nil {
+	err = s.d.Write(ctx, func(q Querier) error {
+		if err := needProject(ctx, q, sb.ProjectID); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes (`+sandboxCols+`) VALUES `+placeholders(1, 24),
-			sb.ID, sb.ProjectID, sb.Provider, sb.ProviderID, string(sb.State), fmtTime(sb.StateSince), fmtTime(sb.CreatedAt), fmtTime(sb.LastActivity),
-			string(sb.Backup), sb.CleanVersion, boolInt(sb.Flushed), sb.VerifiedVersion, sb.FlushFailures, nullTime(sb.LastAttempt), sb.LastFlushError,
+		_, err := q.Exec(ctx, `INSERT INTO sandboxes (`+sandboxCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+			$13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)`,
+			sb.ID, sb.ProjectID, sb.Provider, sb.ProviderID, string(sb.State), sb.StateSince, sb.CreatedAt, sb.LastActivity,
+			string(sb.Backup), sb.CleanVersion, sb.Flushed, sb.VerifiedVersion, sb.FlushFailures, nullTime(sb.LastAttempt), sb.LastFlushError,
 			sb.AgentState, sb.AgentVersion, sb.PendingPaths, sb.PendingBytes, nullTime(sb.LastHeartbeat), string(notified), nullTime(sb.ExtendedUntil),
 			sb.TokenHash, sb.LastError)
-		if isUnique(err) {
+		if s.d.IsUnique(err) {
 			return fmt.Errorf("%w: sandbox %s, or a live sandbox of project %s", metastore.ErrAlreadyExists, sb.ID, sb.ProjectID)
 		}
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO sandbox_intervals (sandbox_id, seq, project_id, state, started_at) VALUES (?, 1, ?, ?, ?)`,
-			sb.ID, sb.ProjectID, string(sb.State), fmtTime(sb.StateSince))
+		_, err = q.Exec(ctx, `INSERT INTO sandbox_intervals (sandbox_id, seq, project_id, state, started_at) VALUES ($1, 1, $2, $3, $4)`,
+			sb.ID, sb.ProjectID, string(sb.State), sb.StateSince)
 		return err
 	})
 	if err != nil {
@@ -133,26 +110,10 @@ func (s *Store) CreateSandbox(ctx context.Context, sb metastore.Sandbox) (metast
 	return sb, nil
 }
 
-func trunc(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// GetSandbox implements metastore.SandboxStore.
-func (s *Store) GetSandbox(ctx context.Context, id string) (metastore.Sandbox, error) {
-	if !storeutil.Storable(id) {
-		return metastore.Sandbox{}, storeutil.NotFound("sandbox %q", id)
-	}
-	return getSandbox(ctx, s.r, `id = ?`, id)
-}
-
-func getSandbox(ctx context.Context, q querier, where string, arg string) (metastore.Sandbox, error) {
-	sb, err := scanSandbox(q.QueryRowContext(ctx, `SELECT `+sandboxCols+` FROM sandboxes WHERE `+where, arg))
-	if errors.Is(err, sql.ErrNoRows) {
+// getSandbox reads the sandbox where (with $1 = arg) holds.
+func getSandbox(ctx context.Context, q Querier, where, arg string) (metastore.Sandbox, error) {
+	sb, err := scanSandbox(q.QueryRow(ctx, `SELECT `+sandboxCols+` FROM sandboxes WHERE `+where, arg))
+	if noRows(err) {
 		return sb, storeutil.NotFound("sandbox %q", arg)
 	}
 	if err != nil {
@@ -161,39 +122,39 @@ func getSandbox(ctx context.Context, q querier, where string, arg string) (metas
 	return sb, nil
 }
 
+// GetSandbox implements metastore.SandboxStore.
+func (s *Store) GetSandbox(ctx context.Context, id string) (metastore.Sandbox, error) {
+	if !storeutil.Storable(id) {
+		return metastore.Sandbox{}, storeutil.NotFound("sandbox %q", id)
+	}
+	return getSandbox(ctx, s.d.Reader(), `id = $1`, id)
+}
+
 // LiveSandbox implements metastore.SandboxStore.
 func (s *Store) LiveSandbox(ctx context.Context, projectID string) (metastore.Sandbox, error) {
 	if !storeutil.Storable(projectID) {
 		return metastore.Sandbox{}, storeutil.NotFound("sandbox of project %q", projectID)
 	}
-	return getSandbox(ctx, s.r, `project_id = ? AND state <> 'destroyed'`, projectID)
+	return getSandbox(ctx, s.d.Reader(), `project_id = $1 AND state <> 'destroyed'`, projectID)
 }
 
 // ListSandboxes implements metastore.SandboxStore.
 func (s *Store) ListSandboxes(ctx context.Context, f metastore.SandboxFilter) ([]metastore.Sandbox, error) {
-	q := `SELECT ` + sandboxCols + ` FROM sandboxes WHERE 1=1`
+	q := `SELECT ` + sandboxCols + ` FROM sandboxes WHERE true`
 	var args []any
 	if f.ProjectID != "" {
-		q += ` AND project_id = ?`
 		args = append(args, f.ProjectID)
+		q += fmt.Sprintf(` AND project_id = $%d`, len(args))
 	}
 	if f.LiveOnly {
 		q += ` AND state <> 'destroyed'`
 	}
-	rows, err := s.r.QueryContext(ctx, q+` ORDER BY project_id, created_at, id`, args...)
+	b := s.dl.Bytewise
+	out, err := collect(ctx, s.d.Reader(), scanSandbox, q+` ORDER BY project_id`+b+`, created_at, id`+b, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list sandboxes: %w", err)
 	}
-	defer rows.Close()
-	var out []metastore.Sandbox
-	for rows.Next() {
-		sb, err := scanSandbox(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list sandboxes: %w", err)
-		}
-		out = append(out, sb)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // UpdateSandbox implements metastore.SandboxStore.
@@ -202,16 +163,14 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*metastore
 		return metastore.Sandbox{}, storeutil.NotFound("sandbox %q", id)
 	}
 	var out metastore.Sandbox
-	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
-		cur, err := getSandbox(ctx, tx, `id = ?`, id)
+	err := s.d.Write(ctx, func(q Querier) error {
+		cur, err := getSandbox(ctx, q, `id = $1`+s.dl.ForUpdate, id)
 		if err != nil {
 			return err
 		}
 		next := cur
 		next.NotifiedAt = make(map[string]time.Time, len(cur.NotifiedAt))
-		for k, v := range cur.NotifiedAt {
-			next.NotifiedAt[k] = v
-		}
+		maps.Copy(next.NotifiedAt, cur.NotifiedAt)
 		if err := fn(&next); err != nil {
 			return err
 		}
@@ -235,12 +194,12 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*metastore
 		}
 		next.LastActivity, next.LastAttempt = trunc(next.LastActivity), truncZero(next.LastAttempt)
 		next.LastHeartbeat, next.ExtendedUntil = truncZero(next.LastHeartbeat), truncZero(next.ExtendedUntil)
-		_, err = tx.ExecContext(ctx, `UPDATE sandboxes SET provider_id = ?, last_activity = ?, backup = ?, clean_version = ?,
-			flushed = ?, verified_version = ?, flush_failures = ?, last_attempt = ?, last_flush_error = ?, agent_state = ?,
-			agent_version = ?, pending_paths = ?, pending_bytes = ?, last_heartbeat = ?, notified = ?, extended_until = ?,
-			token_hash = ?, last_error = ? WHERE id = ?`,
-			next.ProviderID, fmtTime(next.LastActivity), string(next.Backup), next.CleanVersion,
-			boolInt(next.Flushed), next.VerifiedVersion, next.FlushFailures, nullTime(next.LastAttempt), next.LastFlushError, next.AgentState,
+		_, err = q.Exec(ctx, `UPDATE sandboxes SET provider_id = $1, last_activity = $2, backup = $3, clean_version = $4,
+			flushed = $5, verified_version = $6, flush_failures = $7, last_attempt = $8, last_flush_error = $9, agent_state = $10,
+			agent_version = $11, pending_paths = $12, pending_bytes = $13, last_heartbeat = $14, notified = $15, extended_until = $16,
+			token_hash = $17, last_error = $18 WHERE id = $19`,
+			next.ProviderID, next.LastActivity, string(next.Backup), next.CleanVersion,
+			next.Flushed, next.VerifiedVersion, next.FlushFailures, nullTime(next.LastAttempt), next.LastFlushError, next.AgentState,
 			next.AgentVersion, next.PendingPaths, next.PendingBytes, nullTime(next.LastHeartbeat), string(notified), nullTime(next.ExtendedUntil),
 			next.TokenHash, next.LastError, id)
 		out = next
@@ -250,13 +209,6 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*metastore
 		return out, fmt.Errorf("update sandbox %s: %w", id, err)
 	}
 	return out, nil
-}
-
-func truncZero(t time.Time) time.Time {
-	if t.IsZero() {
-		return t
-	}
-	return trunc(t)
 }
 
 // TransitionSandbox implements metastore.SandboxStore.
@@ -272,8 +224,8 @@ func (s *Store) TransitionSandbox(ctx context.Context, id string, to provider.St
 	}
 	at = trunc(at)
 	var tr metastore.Transition
-	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
-		cur, err := getSandbox(ctx, tx, `id = ?`, id)
+	err := s.d.Write(ctx, func(q Querier) error {
+		cur, err := getSandbox(ctx, q, `id = $1`+s.dl.ForUpdate, id)
 		if err != nil {
 			return err
 		}
@@ -285,25 +237,31 @@ func (s *Store) TransitionSandbox(ctx context.Context, id string, to provider.St
 			at = cur.StateSince // intervals never run backwards
 		}
 		var seq int
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(max(seq), 0) FROM sandbox_intervals WHERE sandbox_id = ?`, id).Scan(&seq); err != nil {
+		if err := q.QueryRow(ctx, `SELECT COALESCE(max(seq), 0) FROM sandbox_intervals WHERE sandbox_id = $1`, id).Scan(&seq); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE sandbox_intervals SET ended_at = ? WHERE sandbox_id = ? AND ended_at IS NULL`, fmtTime(at), id); err != nil {
+		if _, err := q.Exec(ctx, `UPDATE sandbox_intervals SET ended_at = $1 WHERE sandbox_id = $2 AND ended_at IS NULL`, at, id); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO sandbox_intervals (sandbox_id, seq, project_id, state, started_at, ended_at, illegal) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			id, seq+1, cur.ProjectID, string(to), fmtTime(at), destroyedEnd(to, at), boolInt(tr.Illegal)); err != nil {
+		// The interval of the final state closes at once: a destroyed
+		// sandbox costs nothing.
+		var end *time.Time
+		if to == provider.StateDestroyed {
+			end = &at
+		}
+		if _, err := q.Exec(ctx, `INSERT INTO sandbox_intervals (sandbox_id, seq, project_id, state, started_at, ended_at, illegal)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, seq+1, cur.ProjectID, string(to), at, end, tr.Illegal); err != nil {
 			return err
 		}
 		lastErr := cur.LastError
 		if tr.Illegal {
-			lastErr = fmt.Sprintf("illegal transition %s -> %s observed at %s", cur.State, to, fmtTime(at))
+			lastErr = fmt.Sprintf("illegal transition %s -> %s observed at %s", cur.State, to, at.Format(time.RFC3339Nano))
 			if note != "" {
 				lastErr += ": " + note
 			}
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE sandboxes SET state = ?, state_since = ?, last_error = ? WHERE id = ?`, string(to), fmtTime(at), lastErr, id)
-		if isUnique(err) {
+		_, err = q.Exec(ctx, `UPDATE sandboxes SET state = $1, state_since = $2, last_error = $3 WHERE id = $4`, string(to), at, lastErr, id)
+		if s.d.IsUnique(err) {
 			return fmt.Errorf("%w: project %s has another live sandbox", metastore.ErrAlreadyExists, cur.ProjectID)
 		}
 		return err
@@ -314,77 +272,51 @@ func (s *Store) TransitionSandbox(ctx context.Context, id string, to provider.St
 	return tr, nil
 }
 
-// destroyedEnd closes the interval of the final state at once: a destroyed
-// sandbox costs nothing and its interval has no length.
-func destroyedEnd(to provider.State, at time.Time) any {
-	if to == provider.StateDestroyed {
-		return fmtTime(at)
-	}
-	return nil
-}
-
 // SandboxIntervals implements metastore.SandboxStore.
 func (s *Store) SandboxIntervals(ctx context.Context, projectID string, since time.Time) ([]metastore.SandboxInterval, error) {
-	q := `SELECT sandbox_id, project_id, state, started_at, ended_at, illegal FROM sandbox_intervals WHERE 1=1`
+	q := `SELECT sandbox_id, project_id, state, started_at, ended_at, illegal FROM sandbox_intervals WHERE true`
 	var args []any
 	if projectID != "" {
-		q += ` AND project_id = ?`
 		args = append(args, projectID)
+		q += fmt.Sprintf(` AND project_id = $%d`, len(args))
 	}
 	if !since.IsZero() {
-		q += ` AND (ended_at IS NULL OR ended_at > ?)`
-		args = append(args, fmtTime(since))
+		args = append(args, since)
+		q += fmt.Sprintf(` AND (ended_at IS NULL OR ended_at > $%d)`, len(args))
 	}
-	rows, err := s.r.QueryContext(ctx, q+` ORDER BY started_at, sandbox_id, seq`, args...)
+	out, err := collect(ctx, s.d.Reader(), func(r Row) (metastore.SandboxInterval, error) {
+		var iv metastore.SandboxInterval
+		var state string
+		var to *time.Time
+		err := r.Scan(&iv.SandboxID, &iv.ProjectID, &state, &iv.From, &to, &iv.Illegal)
+		iv.State, iv.To = provider.State(state), deref(to)
+		return iv, err
+	}, q+` ORDER BY started_at, sandbox_id`+s.dl.Bytewise+`, seq`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox intervals: %w", err)
 	}
-	defer rows.Close()
-	var out []metastore.SandboxInterval
-	for rows.Next() {
-		var iv metastore.SandboxInterval
-		var state, from string
-		var to sql.NullString
-		var illegal int
-		if err := rows.Scan(&iv.SandboxID, &iv.ProjectID, &state, &from, &to, &illegal); err != nil {
-			return nil, err
-		}
-		iv.State, iv.Illegal = provider.State(state), illegal != 0
-		if iv.From, err = parseTime(from); err != nil {
-			return nil, err
-		}
-		if iv.To, err = parseNullTime(to); err != nil {
-			return nil, err
-		}
-		out = append(out, iv)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // ---- run leases ----
 
 const leaseCols = `id, project_id, created_at, expires_at, released_at`
 
-func scanLease(sc interface{ Scan(...any) error }) (metastore.RunLease, error) {
+func scanLease(r Row) (metastore.RunLease, error) {
 	var l metastore.RunLease
-	var created, expires string
-	var released sql.NullString
-	if err := sc.Scan(&l.ID, &l.ProjectID, &created, &expires, &released); err != nil {
-		return l, err
-	}
-	var errs [3]error
-	l.CreatedAt, errs[0] = parseTime(created)
-	l.ExpiresAt, errs[1] = parseTime(expires)
-	l.ReleasedAt, errs[2] = parseNullTime(released)
-	return l, errors.Join(errs[:]...)
+	var released *time.Time
+	err := r.Scan(&l.ID, &l.ProjectID, &l.CreatedAt, &l.ExpiresAt, &released)
+	l.ReleasedAt = deref(released)
+	return l, err
 }
 
-func getLease(ctx context.Context, q querier, id string) (metastore.RunLease, error) {
+// lockLease reads a lease that the transaction of q goes on to change.
+func (s *Store) lockLease(ctx context.Context, q Querier, id string) (metastore.RunLease, error) {
 	if !storeutil.Storable(id) {
 		return metastore.RunLease{}, storeutil.NotFound("run lease %q", id)
 	}
-	l, err := scanLease(q.QueryRowContext(ctx, `SELECT `+leaseCols+` FROM run_leases WHERE id = ?`, id))
-	if errors.Is(err, sql.ErrNoRows) {
+	l, err := scanLease(q.QueryRow(ctx, `SELECT `+leaseCols+` FROM run_leases WHERE id = $1`+s.dl.ForUpdate, id))
+	if noRows(err) {
 		return l, storeutil.NotFound("run lease %q", id)
 	}
 	return l, err
@@ -400,12 +332,12 @@ func (s *Store) AcquireRunLease(ctx context.Context, projectID string, now time.
 	}
 	now = trunc(now)
 	l := metastore.RunLease{ID: metastore.NewRunLeaseID(), ProjectID: projectID, CreatedAt: now, ExpiresAt: trunc(now.Add(ttl))}
-	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
-		if err := needProject(ctx, tx, projectID); err != nil {
+	err := s.d.Write(ctx, func(q Querier) error {
+		if err := needProject(ctx, q, projectID); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO run_leases (id, project_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
-			l.ID, l.ProjectID, fmtTime(l.CreatedAt), fmtTime(l.ExpiresAt))
+		_, err := q.Exec(ctx, `INSERT INTO run_leases (id, project_id, created_at, expires_at) VALUES ($1, $2, $3, $4)`,
+			l.ID, l.ProjectID, l.CreatedAt, l.ExpiresAt)
 		return err
 	})
 	if err != nil {
@@ -420,16 +352,16 @@ func (s *Store) RenewRunLease(ctx context.Context, id string, now time.Time, ttl
 		return metastore.RunLease{}, fmt.Errorf("%w: lease ttl must be positive", metastore.ErrInvalid)
 	}
 	var l metastore.RunLease
-	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
+	err := s.d.Write(ctx, func(q Querier) error {
 		var err error
-		if l, err = getLease(ctx, tx, id); err != nil {
+		if l, err = s.lockLease(ctx, q, id); err != nil {
 			return err
 		}
 		if !l.Until().After(now) {
-			return fmt.Errorf("%w: %s ended at %s", metastore.ErrLeaseEnded, id, fmtTime(l.Until()))
+			return fmt.Errorf("%w: %s ended at %s", metastore.ErrLeaseEnded, id, l.Until().Format(time.RFC3339Nano))
 		}
 		l.ExpiresAt = trunc(now.Add(ttl))
-		_, err = tx.ExecContext(ctx, `UPDATE run_leases SET expires_at = ? WHERE id = ?`, fmtTime(l.ExpiresAt), id)
+		_, err = q.Exec(ctx, `UPDATE run_leases SET expires_at = $1 WHERE id = $2`, l.ExpiresAt, id)
 		return err
 	})
 	if err != nil {
@@ -441,16 +373,16 @@ func (s *Store) RenewRunLease(ctx context.Context, id string, now time.Time, ttl
 // ReleaseRunLease implements metastore.SandboxStore.
 func (s *Store) ReleaseRunLease(ctx context.Context, id string, now time.Time) (metastore.RunLease, error) {
 	var l metastore.RunLease
-	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
+	err := s.d.Write(ctx, func(q Querier) error {
 		var err error
-		if l, err = getLease(ctx, tx, id); err != nil {
+		if l, err = s.lockLease(ctx, q, id); err != nil {
 			return err
 		}
 		if !l.ReleasedAt.IsZero() || !l.ExpiresAt.After(now) {
 			return nil // released or expired already
 		}
 		l.ReleasedAt = trunc(now)
-		_, err = tx.ExecContext(ctx, `UPDATE run_leases SET released_at = ? WHERE id = ?`, fmtTime(l.ReleasedAt), id)
+		_, err = q.Exec(ctx, `UPDATE run_leases SET released_at = $1 WHERE id = $2`, l.ReleasedAt, id)
 		return err
 	})
 	if err != nil {
@@ -461,32 +393,23 @@ func (s *Store) ReleaseRunLease(ctx context.Context, id string, now time.Time) (
 
 // RunLeaseUntil implements metastore.SandboxStore.
 func (s *Store) RunLeaseUntil(ctx context.Context, projectID string) (time.Time, error) {
-	var until sql.NullString
-	err := s.r.QueryRowContext(ctx, `SELECT max(CASE WHEN released_at IS NOT NULL AND released_at < expires_at THEN released_at ELSE expires_at END)
-		FROM run_leases WHERE project_id = ?`, projectID).Scan(&until)
+	var until *time.Time
+	err := s.d.Reader().QueryRow(ctx, `SELECT max(CASE WHEN released_at IS NOT NULL AND released_at < expires_at THEN released_at ELSE expires_at END)
+		FROM run_leases WHERE project_id = $1`, projectID).Scan(&until)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("run lease of %s: %w", projectID, err)
 	}
-	return parseNullTime(until)
+	return deref(until), nil
 }
 
 // ListRunLeases implements metastore.SandboxStore.
 func (s *Store) ListRunLeases(ctx context.Context, projectID string, now time.Time) ([]metastore.RunLease, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+leaseCols+` FROM run_leases WHERE project_id = ? AND expires_at > ?
-		AND (released_at IS NULL OR released_at > ?) ORDER BY expires_at, id`, projectID, fmtTime(now), fmtTime(now))
+	out, err := collect(ctx, s.d.Reader(), scanLease, `SELECT `+leaseCols+` FROM run_leases WHERE project_id = $1 AND expires_at > $2
+		AND (released_at IS NULL OR released_at > $2) ORDER BY expires_at, id`+s.dl.Bytewise, projectID, now)
 	if err != nil {
 		return nil, fmt.Errorf("list run leases: %w", err)
 	}
-	defer rows.Close()
-	var out []metastore.RunLease
-	for rows.Next() {
-		l, err := scanLease(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, l)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // ---- policies ----
@@ -497,10 +420,10 @@ func (s *Store) GetLifecyclePolicy(ctx context.Context, projectID string) (metas
 	if !storeutil.Storable(projectID) {
 		return p, storeutil.NotFound("policy of project %q", projectID)
 	}
-	var override, updated string
-	err := s.r.QueryRowContext(ctx, `SELECT override, webhook_url, updated_at FROM lifecycle_policies WHERE project_id = ?`, projectID).
-		Scan(&override, &p.WebhookURL, &updated)
-	if errors.Is(err, sql.ErrNoRows) {
+	var override string
+	err := s.d.Reader().QueryRow(ctx, `SELECT override, webhook_url, updated_at FROM lifecycle_policies WHERE project_id = $1`, projectID).
+		Scan(&override, &p.WebhookURL, &p.UpdatedAt)
+	if noRows(err) {
 		return p, storeutil.NotFound("policy of project %q", projectID)
 	}
 	if err != nil {
@@ -509,14 +432,13 @@ func (s *Store) GetLifecyclePolicy(ctx context.Context, projectID string) (metas
 	if err := json.Unmarshal([]byte(override), &p.Override); err != nil {
 		return p, fmt.Errorf("stored policy of %s: %w", projectID, err)
 	}
-	p.UpdatedAt, err = parseTime(updated)
-	return p, err
+	return p, nil
 }
 
 // SetLifecyclePolicy implements metastore.SandboxStore.
 func (s *Store) SetLifecyclePolicy(ctx context.Context, p metastore.LifecyclePolicy) error {
-	if !storeutil.Storable(p.WebhookURL) {
-		return fmt.Errorf("%w: webhook url", metastore.ErrInvalid)
+	if !storeutil.Storable(p.WebhookURL) || !storeutil.Storable(p.ProjectID) {
+		return fmt.Errorf("%w: webhook url or project id", metastore.ErrInvalid)
 	}
 	override, err := json.Marshal(p.Override)
 	if err != nil {
@@ -525,13 +447,13 @@ func (s *Store) SetLifecyclePolicy(ctx context.Context, p metastore.LifecyclePol
 	if p.UpdatedAt.IsZero() {
 		p.UpdatedAt = storeutil.Now()
 	}
-	return inTx(ctx, s.w, func(tx *sql.Tx) error {
-		if err := needProject(ctx, tx, p.ProjectID); err != nil {
+	return s.d.Write(ctx, func(q Querier) error {
+		if err := needProject(ctx, q, p.ProjectID); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO lifecycle_policies (project_id, override, webhook_url, updated_at) VALUES (?, ?, ?, ?)
+		_, err := q.Exec(ctx, `INSERT INTO lifecycle_policies (project_id, override, webhook_url, updated_at) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (project_id) DO UPDATE SET override = excluded.override, webhook_url = excluded.webhook_url, updated_at = excluded.updated_at`,
-			p.ProjectID, string(override), p.WebhookURL, fmtTime(p.UpdatedAt))
+			p.ProjectID, string(override), p.WebhookURL, trunc(p.UpdatedAt))
 		return err
 	})
 }
@@ -540,11 +462,17 @@ func (s *Store) SetLifecyclePolicy(ctx context.Context, p metastore.LifecyclePol
 
 // StoredBytes implements metastore.SandboxStore.
 func (s *Store) StoredBytes(ctx context.Context, projectID string) (int64, error) {
-	if err := needProject(ctx, s.r, projectID); err != nil {
-		return 0, err
+	if !storeutil.Storable(projectID) {
+		return 0, storeutil.NotFound("project %q", projectID)
 	}
 	var n int64
-	if err := s.r.QueryRowContext(ctx, `SELECT COALESCE(sum(size), 0) FROM packs WHERE project_id = ? AND deleting = 0`, projectID).Scan(&n); err != nil {
+	err := s.d.Read(ctx, func(q Querier) error {
+		if err := needProject(ctx, q, projectID); err != nil {
+			return err
+		}
+		return q.QueryRow(ctx, `SELECT CAST(COALESCE(sum(size), 0) AS bigint) FROM packs WHERE project_id = $1 AND NOT deleting`, projectID).Scan(&n)
+	})
+	if err != nil {
 		return 0, fmt.Errorf("stored bytes of %s: %w", projectID, err)
 	}
 	return n, nil
@@ -555,7 +483,7 @@ func (s *Store) RevokeToken(ctx context.Context, hash string) error {
 	if hash == "" || !storeutil.Storable(hash) {
 		return nil
 	}
-	if _, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked = 1 WHERE hash = ?`, hash); err != nil {
+	if _, err := s.d.Writer().Exec(ctx, `UPDATE tokens SET revoked = true WHERE hash = $1`, hash); err != nil {
 		return fmt.Errorf("revoke token: %w", err)
 	}
 	return nil
