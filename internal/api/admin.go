@@ -27,6 +27,7 @@ type AdminServer struct {
 	sessions *sessions.Registry
 	links    *links.Linker
 	log      *slog.Logger
+	gcGrace  time.Duration // gc.Options.Grace of CollectGarbage (0: gc's default)
 }
 
 // NewAdminServer returns the admin API over r and the agent sessions reg.
@@ -48,7 +49,7 @@ func (s *AdminServer) FlushProject(ctx context.Context, req *pb.FlushProjectRequ
 	}
 	v, err := s.sessions.Flush(ctx, req.GetProjectId(), timeout)
 	switch {
-	case errors.Is(err, sessions.ErrNoAgent):
+	case errors.Is(err, sessions.ErrNoAgent), errors.Is(err, sessions.ErrAgentGone):
 		return nil, status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, sessions.ErrAgentFailed):
 		return nil, status.Error(codes.Aborted, err.Error())

@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	"math"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -16,6 +17,14 @@ import (
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
+// WithGCGrace sets the grace period of CollectGarbage's runs (see
+// gc.Options.Grace; 0: gc.DefaultGrace), the one the coordinator's periodic
+// collection uses.
+func (s *AdminServer) WithGCGrace(d time.Duration) *AdminServer {
+	s.gcGrace = d
+	return s
+}
+
 // CollectGarbage implements pb.AdminServiceServer.
 func (s *AdminServer) CollectGarbage(ctx context.Context, req *pb.CollectGarbageRequest) (*pb.CollectGarbageResponse, error) {
 	if pid := req.GetProjectId(); pid != "" {
@@ -23,7 +32,7 @@ func (s *AdminServer) CollectGarbage(ctx context.Context, req *pb.CollectGarbage
 			return nil, toStatus(ctx, s.log, "collect garbage", err)
 		}
 	}
-	rep, err := gc.Run(ctx, s.repo, gc.Options{ProjectID: req.GetProjectId(), DryRun: req.GetDryRun(), Logger: s.log})
+	rep, err := gc.Run(ctx, s.repo, gc.Options{ProjectID: req.GetProjectId(), DryRun: req.GetDryRun(), Grace: s.gcGrace, Logger: s.log})
 	if err != nil && (req.GetProjectId() != "" || len(rep.Failed) == 0) {
 		return nil, toStatus(ctx, s.log, "collect garbage", err)
 	}

@@ -51,6 +51,8 @@ func (s *AgentServer) Session(stream pb.AgentService_SessionServer) error {
 		return nil
 	case errors.Is(err, sessions.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, sessions.ErrDisconnected):
+		return status.Error(codes.Unauthenticated, err.Error())
 	}
 	if st, ok := status.FromError(err); ok {
 		return st.Err()

@@ -367,6 +367,12 @@ func (s *AdminServer) RollbackProject(ctx context.Context, req *pb.RollbackProje
 	case err == nil:
 		out.AgentConnected, out.AgentApplied, out.AgentVersion = true, true, av
 	case errors.Is(err, sessions.ErrNoAgent):
+	case errors.Is(err, sessions.ErrAgentGone):
+		// It was leaving (stopped, or its stream broke) as the rollback was
+		// sent: no agent runs it now, and the next one to start follows the
+		// new head (the restart rule), as if none had been connected.
+		out.AgentError = err.Error()
+		s.log.InfoContext(ctx, "the agent left before applying the rollback", "project", req.GetProjectId(), "version", v.Number, "err", err)
 	default:
 		out.AgentConnected = true
 		out.AgentError = err.Error()

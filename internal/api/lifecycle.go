@@ -49,7 +49,8 @@ func (s *LifecycleServer) status(ctx context.Context, op string, err error) erro
 		errors.Is(err, metastore.ErrLeaseEnded), errors.Is(err, metastore.ErrIllegalTransition),
 		errors.Is(err, provider.ErrConflict), errors.Is(err, provider.ErrUnsupported):
 		code = codes.FailedPrecondition
-	case errors.Is(err, lifecycle.ErrNotReady), errors.Is(err, provider.ErrUnavailable), errors.Is(err, sessions.ErrNoAgent):
+	case errors.Is(err, lifecycle.ErrNotReady), errors.Is(err, provider.ErrUnavailable), errors.Is(err, sessions.ErrNoAgent),
+		errors.Is(err, sessions.ErrAgentGone):
 		code = codes.Unavailable
 	case errors.Is(err, provider.ErrQuota):
 		code = codes.ResourceExhausted

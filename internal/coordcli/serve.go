@@ -26,6 +26,9 @@ variable: --s3-bucket as SANDKEEP_S3_BUCKET, and so on.`,
 				return err
 			}
 			cfg.DataDir = g.dataDir
+			if f := cmd.Flags().Lookup("gc-grace"); f.Changed && cfg.GC.Grace <= 0 {
+				return fmt.Errorf("--gc-grace must be positive (it is what keeps a pack an agent is still uploading for from being deleted)")
+			}
 			log, err := newLogger(g.stderr, logLevel, logFormat)
 			if err != nil {
 				return err
@@ -58,6 +61,8 @@ variable: --s3-bucket as SANDKEEP_S3_BUCKET, and so on.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	lifecycleFlags(f, &cfg.Lifecycle) // lifecycle: --provider, --daytona-*, --local-*, policy and rates
+	f.DurationVar(&cfg.GC.Interval, "gc-interval", server.DefaultGCInterval, "collect garbage in every project this often: retention, then deletion of what no kept version references (0: never; `sandkeep gc` still works)")
+	f.DurationVar(&cfg.GC.Grace, "gc-grace", server.DefaultGCGrace, "how long a condemned pack waits before deletion, and how old a pack must be to be condemned; must exceed the longest agent upload and the longest restore")
 	// --admin-token (global) doubles as the token serve registers.
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
 		cfg.AdminToken = g.adminToken

@@ -5,21 +5,29 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sandkeep/sandkeep/internal/agent"
 	"github.com/sandkeep/sandkeep/internal/coordtest"
@@ -159,8 +167,13 @@ func (w *writer) mutate() error {
 // over every project again and again, with a tiny grace period and a fake
 // clock far enough ahead that every pack is old (so even the packs an
 // agent uploads for a commit still on its way get condemned). Afterwards
-// every kept version restores to exactly what was committed, retention
-// kept what it should, and every indexed pack is in the bucket.
+// every kept version restores to exactly what was committed (every file's
+// bytes, modes and mtimes compared; rollbacks, made now and then, to
+// exactly their target's files), retention kept what it should, and
+// every indexed pack is in the bucket. It is bounded (a fixed number of
+// syncs per agent, of retries per sync, and of settling runs; a 3-minute
+// context) and runs on SQLite and PostgreSQL with a local blob directory,
+// and on PostgreSQL with S3 (versitygw, under a key prefix).
 func TestGCConcurrentWithSyncs(t *testing.T) {
 	seed := uint64(20250601)
 	if s := os.Getenv("SANDKEEP_GC_SEED"); s != "" {
@@ -174,7 +187,11 @@ func TestGCConcurrentWithSyncs(t *testing.T) {
 	for _, b := range []struct {
 		name string
 		opts coordtest.Options
-	}{{"sqlite", coordtest.Options{}}, {"postgres", coordtest.Options{Postgres: true}}} {
+	}{
+		{"sqlite", coordtest.Options{}},
+		{"postgres", coordtest.Options{Postgres: true}},
+		{"postgres-s3", coordtest.Options{Postgres: true, S3: true, Config: server.Config{S3Prefix: "tenant/"}}},
+	} {
 		t.Run(b.name, func(t *testing.T) { testConcurrent(t, b.opts, seed) })
 	}
 }
@@ -188,6 +205,70 @@ type syncedProject struct {
 	pinned   []int64
 	last     int64
 	retries  int
+	// rollbacks made, and refused because GC dropped the target meanwhile.
+	rollbacks, refused int
+}
+
+// rollback rolls the project back to one of its versions still listed
+// (not the head), at random, and brings the workspace there (emptied, then
+// restored, as a fresh sandbox would); the rollback version must restore
+// exactly the target's files. A target that GC drops meanwhile makes the
+// rollback fail (NotFound, or its blobs condemned: ErrMissing): then nothing
+// happens.
+func (p *syncedProject) rollback(ctx context.Context, c *coordtest.Coordinator, rng *rand.Rand) error {
+	r := c.Server.Repo
+	vs, err := r.Meta().ListVersions(ctx, p.id, metastore.ListOptions{Limit: 10000})
+	if err != nil {
+		return err
+	}
+	var targets []int64
+	for _, v := range vs[1:] {
+		if _, ok := p.expected[v.Number]; ok {
+			targets = append(targets, v.Number)
+		}
+	}
+	if len(targets) == 0 {
+		return nil
+	}
+	target := targets[rng.IntN(len(targets))]
+	v, err := r.Rollback(ctx, p.id, target)
+	if errors.Is(err, metastore.ErrNotFound) || errors.Is(err, repo.ErrMissing) {
+		p.refused++
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("rollback to %d: %w", target, err)
+	}
+	p.expected[v.Number], p.last = p.expected[target], v.Number
+	p.rollbacks++
+	// The restore may race a repack whose old pack GC deletes after this
+	// test's tiny grace period: a restore error is retried, a wrong byte is
+	// not.
+	cfg := agentConfig(c, p.token, p.ws, p.cache)
+	for attempt := 0; ; attempt++ {
+		if err := os.RemoveAll(p.ws); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(p.ws, 0o755); err != nil {
+			return err
+		}
+		_, err := agent.Restore(ctx, cfg, v.Number)
+		if err == nil {
+			break
+		}
+		if attempt >= 40 || ctx.Err() != nil {
+			return fmt.Errorf("restore of rollback version %d: %w", v.Number, err)
+		}
+		p.retries++
+	}
+	got, err := snapshot(p.ws)
+	if err != nil {
+		return err
+	}
+	if d := workspacetest.Diff(p.expected[target], got); len(d) > 0 {
+		return fmt.Errorf("rollback version %d restores differently from version %d: %v", v.Number, target, d[:min(len(d), 10)])
+	}
+	return nil
 }
 
 func testConcurrent(t *testing.T, opts coordtest.Options, seed uint64) {
@@ -260,6 +341,7 @@ func testConcurrent(t *testing.T, opts coordtest.Options, seed uint64) {
 		agents.Go(func() {
 			w := &writer{rng: rand.New(rand.NewPCG(seed, uint64(i))), ws: p.ws}
 			jitter := rand.New(rand.NewPCG(seed, uint64(100+i)))
+			rb := rand.New(rand.NewPCG(seed, uint64(200+i)))
 			cfg := agentConfig(c, p.token, p.ws, p.cache)
 			for it := range iterations {
 				if err := w.mutate(); err != nil {
@@ -296,6 +378,12 @@ func testConcurrent(t *testing.T, opts coordtest.Options, seed uint64) {
 							return
 						}
 						p.pinned = append(p.pinned, n)
+					}
+				}
+				if rb.IntN(4) == 0 {
+					if err := p.rollback(ctx, c, rb); err != nil {
+						errs <- fmt.Errorf("project %s, iteration %d: %w", p.id, it, err)
+						return
 					}
 				}
 			}
@@ -339,7 +427,8 @@ func testConcurrent(t *testing.T, opts coordtest.Options, seed uint64) {
 
 	restored := 0
 	for _, p := range projects {
-		t.Logf("project %s: %d versions committed, %d sync retries, pinned %v", p.id, len(p.expected), p.retries, p.pinned)
+		t.Logf("project %s: %d versions committed (%d of them rollbacks; %d rollbacks refused), %d retries, pinned %v",
+			p.id, len(p.expected), p.rollbacks, p.refused, p.retries, p.pinned)
 		vs, err := c.Server.Meta.ListVersions(ctx, p.id, metastore.ListOptions{Limit: 10000})
 		if err != nil {
 			t.Fatal(err)
@@ -447,8 +536,8 @@ func liveStoredBytes(t *testing.T, r *repo.Repo, projectID string, root id.ID) i
 
 // TestGCFreesDownToHead: with a retention of the last version only, two runs
 // a grace period apart shrink the project's bucket prefix to about the
-// head's size, on the local store and on S3 (listed through the store's
-// List, which for S3 is ListObjectsV2 against versitygw).
+// head's size, on the local store and on S3 (versitygw; the whole bucket
+// also listed with ListObjectsV2 straight against it).
 func TestGCFreesDownToHead(t *testing.T) {
 	for _, b := range []struct {
 		name string
@@ -521,6 +610,20 @@ func TestGCFreesDownToHead(t *testing.T) {
 			if total < headBytes || total > headBytes+headBytes/20+32<<10 {
 				t.Fatalf("%d bytes left under %s, want about the head's %d", total, prefix, headBytes)
 			}
+			if c.S3 != nil {
+				// The same, as S3 itself lists the bucket.
+				raw := rawBucket(t, c)()
+				var rawTotal int64
+				for k, n := range raw {
+					if _, ok := after[k]; !ok {
+						t.Fatalf("the bucket holds %s, which the store does not list", k)
+					}
+					rawTotal += n
+				}
+				if len(raw) != len(after) || rawTotal != total {
+					t.Fatalf("ListObjectsV2: %d objects, %d bytes; the store lists %d, %d", len(raw), rawTotal, len(after), total)
+				}
+			}
 			if second.BytesAfter != packBytes(after) {
 				t.Fatalf("report says %d bytes of packs, the bucket holds %d", second.BytesAfter, packBytes(after))
 			}
@@ -539,23 +642,27 @@ func TestGCFreesDownToHead(t *testing.T) {
 }
 
 // TestDeleteProjectEverywhere deletes a project from a running
-// coordinator: zero objects under its prefix (on S3, listed with
-// ListObjectsV2 through versitygw), zero rows in every table, its token
-// refused at once, and another project untouched.
+// coordinator: zero objects under its prefix (on S3, the whole bucket
+// listed with ListObjectsV2 straight against versitygw, not through the
+// blob store), zero rows in every table of SQLite or PostgreSQL, its token
+// refused at once, its signed links and the admin's bearer URLs answering
+// 404, and another project untouched.
 func TestDeleteProjectEverywhere(t *testing.T) {
 	for _, b := range []struct {
 		name     string
 		s3, pgDB bool
-	}{{"s3-sqlite", true, false}, {"local-postgres", false, true}} {
+		prefix   string
+	}{{"s3-sqlite", true, false, ""}, {"s3-postgres", true, true, "tenant-a/"}, {"local-postgres", false, true, ""}} {
 		t.Run(b.name, func(t *testing.T) {
-			opts := coordtest.Options{S3: b.s3}
+			opts := coordtest.Options{S3: b.s3, Config: server.Config{S3Prefix: b.prefix}}
 			var dsn string
 			if b.pgDB {
 				dsn = testenv.Postgres(t)
-				opts.Config = server.Config{DatabaseURL: dsn}
+				opts.Config.DatabaseURL = dsn
 			}
 			c := coordtest.Start(t, opts)
 			ctx := context.Background()
+			lc := pb.NewLifecycleServiceClient(c.Conn(t, c.Server.AdminToken))
 			ids, tokens := make([]string, 2), make([]string, 2)
 			for i, name := range []string{"doomed", "kept"} {
 				ids[i], tokens[i] = c.Project(t, name)
@@ -575,6 +682,13 @@ func TestDeleteProjectEverywhere(t *testing.T) {
 				if err := c.Server.Repo.Pin(ctx, ids[i], 2, true); err != nil {
 					t.Fatal(err)
 				}
+				// Rows in the lifecycle tables too: a run lease and a policy.
+				if _, err := lc.AcquireRunLease(ctx, &pb.AcquireRunLeaseRequest{ProjectId: ids[i], Ttl: durationpb.New(time.Hour)}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := lc.SetPolicy(ctx, &pb.SetPolicyRequest{ProjectId: ids[i], Override: &pb.PolicyValues{StopAfter: durationpb.New(time.Hour)}}); err != nil {
+					t.Fatal(err)
+				}
 			}
 			countRows := rowCounter(t, c, dsn)
 			keptRows := countRows(ids[1])
@@ -584,22 +698,59 @@ func TestDeleteProjectEverywhere(t *testing.T) {
 			for _, s := range objs {
 				size += s
 			}
-			if len(objs) == 0 || countRows(ids[0]) == 0 {
+			doomedRows := countRows(ids[0])
+			for _, table := range []string{"projects", "tokens", "packs", "blobs", "versions", "project_files", "retention", "run_leases", "lifecycle_policies"} {
+				if doomedRows[table] == 0 {
+					t.Fatalf("the project to delete has no rows in %s: the check below would prove nothing (%v)", table, doomedRows)
+				}
+			}
+			if len(objs) == 0 {
 				t.Fatal("nothing to delete")
 			}
+			// The bucket as S3 itself lists it: what the store listed, under
+			// the configured prefix.
+			var raw func() map[string]int64
+			if b.s3 {
+				raw = rawBucket(t, c)
+				inBucket := 0
+				for k, n := range raw() {
+					if strings.Contains(k, "projects/"+ids[0]+"/") {
+						inBucket++
+						if want, ok := objs[strings.TrimPrefix(k, b.prefix)]; !ok || want != n || !strings.HasPrefix(k, b.prefix) {
+							t.Fatalf("object %s (%d bytes) in the bucket; the store listed %d bytes (%v)", k, n, want, ok)
+						}
+					}
+				}
+				if inBucket != len(objs) {
+					t.Fatalf("the bucket holds %d objects of the project, the store listed %d", inBucket, len(objs))
+				}
+			}
+			link := createLink(t, c, ids[0], "README.md")
+			admin := map[string]string{"Authorization": "Bearer " + c.Server.AdminToken}
+			bearerURL := c.HTTP + "/v1/projects/" + ids[0] + "/files/README.md"
+			if got := httpStatus(t, link, nil); got != http.StatusOK {
+				t.Fatalf("the link before deletion: %d", got)
+			}
 
-			n, freed, err := c.Server.Repo.DeleteProject(ctx, ids[0])
+			resp, err := c.Admin.DeleteProject(ctx, &pb.DeleteProjectRequest{ProjectId: ids[0]})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n != len(objs) || freed != size {
-				t.Fatalf("DeleteProject reports %d objects, %d bytes; the bucket had %d, %d", n, freed, len(objs), size)
+			if resp.GetObjectsDeleted() != int64(len(objs)) || resp.GetBytesFreed() != size {
+				t.Fatalf("DeleteProject reports %d objects, %d bytes; the bucket had %d, %d", resp.GetObjectsDeleted(), resp.GetBytesFreed(), len(objs), size)
 			}
 			if left := listObjects(t, c.Server.Blobs, repo.ProjectPrefix(ids[0])); len(left) != 0 {
 				t.Fatalf("%d objects left under the prefix: %v", len(left), left)
 			}
-			if rows := countRows(ids[0]); rows != 0 {
-				t.Fatalf("%d rows of the deleted project left", rows)
+			if raw != nil {
+				for k := range raw() {
+					if strings.Contains(k, ids[0]) {
+						t.Fatalf("object %s of the deleted project is still in the bucket", k)
+					}
+				}
+			}
+			if rows := countRows(ids[0]); sumRows(rows) != 0 {
+				t.Fatalf("rows of the deleted project left: %v", rows)
 			}
 			// Its token is refused, on every call.
 			a := c.AgentConn(t, tokens[0])
@@ -609,29 +760,107 @@ func TestDeleteProjectEverywhere(t *testing.T) {
 			if _, err := a.OpenSession(ctx, &pb.OpenSessionRequest{}); status.Code(err) != codes.Unauthenticated {
 				t.Fatalf("OpenSession with the deleted project's token: %v, want Unauthenticated", err)
 			}
+			// Its links are dead: the signed one and the admin's bearer URL.
+			if got := httpStatus(t, link, nil); got != http.StatusNotFound {
+				t.Fatalf("the signed link after deletion: %d, want 404", got)
+			}
+			if got := httpStatus(t, bearerURL, admin); got != http.StatusNotFound {
+				t.Fatalf("the admin bearer URL after deletion: %d, want 404", got)
+			}
 			// Again: nothing left to delete.
 			if _, _, err := c.Server.Repo.DeleteProject(ctx, ids[0]); !errors.Is(err, metastore.ErrNotFound) {
 				t.Fatalf("DeleteProject again: %v, want ErrNotFound", err)
 			}
 			// The other project is whole.
-			if got := countRows(ids[1]); got != keptRows {
-				t.Fatalf("the other project has %d rows, had %d", got, keptRows)
+			if got := countRows(ids[1]); !maps.Equal(got, keptRows) {
+				t.Fatalf("the other project has rows %v, had %v", got, keptRows)
 			}
-			if got := listObjects(t, c.Server.Blobs, repo.ProjectPrefix(ids[1])); len(got) != len(keptObjects) {
+			if got := listObjects(t, c.Server.Blobs, repo.ProjectPrefix(ids[1])); !maps.Equal(got, keptObjects) {
 				t.Fatalf("the other project has %d objects, had %d", len(got), len(keptObjects))
 			}
 			if _, err := c.AgentConn(t, tokens[1]).FindMissingChunks(ctx, &pb.FindMissingChunksRequest{}); err != nil {
 				t.Fatalf("the other project's token: %v", err)
 			}
+			dir := filepath.Join(t.TempDir(), "r")
+			if _, err := agent.Restore(ctx, agentConfig(c, tokens[1], dir, t.TempDir()), 0); err != nil {
+				t.Fatalf("restore of the other project: %v", err)
+			}
 		})
 	}
 }
 
-// rowCounter returns a function counting a project's rows in every table
-// that has a project_id column (found in the schema, so tables added later
-// count too) plus its projects row, read straight from the coordinator's
-// database.
-func rowCounter(t *testing.T, c *coordtest.Coordinator, dsn string) func(projectID string) int {
+// rawBucket returns a function listing the coordinator's whole bucket (key
+// -> size) with ListObjectsV2 straight against the S3 server, pages of 100.
+func rawBucket(t *testing.T, c *coordtest.Coordinator) func() map[string]int64 {
+	t.Helper()
+	client := s3.New(s3.Options{
+		BaseEndpoint: aws.String(c.S3.Endpoint),
+		Region:       c.S3.Region,
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(c.S3.AccessKey, c.S3.SecretKey, ""),
+	})
+	return func() map[string]int64 {
+		t.Helper()
+		out := map[string]int64{}
+		p := s3.NewListObjectsV2Paginator(client, &s3.ListObjectsV2Input{Bucket: aws.String(c.Bucket), MaxKeys: aws.Int32(100)})
+		for pages := 0; p.HasMorePages(); pages++ {
+			if pages > 10000 {
+				t.Fatal("ListObjectsV2 does not end")
+			}
+			page, err := p.NextPage(context.Background())
+			if err != nil {
+				t.Fatalf("ListObjectsV2 %s: %v", c.Bucket, err)
+			}
+			for _, o := range page.Contents {
+				out[aws.ToString(o.Key)] = aws.ToInt64(o.Size)
+			}
+		}
+		return out
+	}
+}
+
+func createLink(t *testing.T, c *coordtest.Coordinator, project, path string) string {
+	t.Helper()
+	resp, err := c.Admin.CreateFileLink(context.Background(), &pb.CreateFileLinkRequest{ProjectId: project, Path: path})
+	if err != nil {
+		t.Fatalf("link %s: %v", path, err)
+	}
+	return resp.GetUrl()
+}
+
+func httpStatus(t *testing.T, url string, hdr map[string]string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode
+}
+
+func sumRows(rows map[string]int) int {
+	n := 0
+	for _, r := range rows {
+		n += r
+	}
+	return n
+}
+
+// rowCounter returns a function counting a project's rows, per table, in
+// every table that has a project_id column (found in the schema, so tables
+// added later count too) plus its projects row, read straight from the
+// coordinator's database.
+func rowCounter(t *testing.T, c *coordtest.Coordinator, dsn string) func(projectID string) map[string]int {
 	t.Helper()
 	ctx := context.Background()
 	var query func(q string, args ...any) (int, error)
@@ -680,27 +909,27 @@ func rowCounter(t *testing.T, c *coordtest.Coordinator, dsn string) func(project
 	return counter(t, query, tables)
 }
 
-func counter(t *testing.T, query func(q string, args ...any) (int, error), tables []string) func(string) int {
+func counter(t *testing.T, query func(q string, args ...any) (int, error), tables []string) func(string) map[string]int {
 	t.Helper()
-	for _, want := range []string{"tokens", "packs", "blobs", "versions", "project_files", "retention"} {
+	for _, want := range []string{"tokens", "packs", "blobs", "versions", "project_files", "retention", "run_leases", "lifecycle_policies", "sandboxes"} {
 		if !slices.Contains(tables, want) {
 			t.Fatalf("tables with a project_id: %v, %s missing", tables, want)
 		}
 	}
 	t.Logf("counting rows in projects and %v", tables)
-	queries := []string{"SELECT count(*) FROM projects WHERE id = $1"}
+	queries := map[string]string{"projects": "SELECT count(*) FROM projects WHERE id = $1"}
 	for _, table := range tables {
-		queries = append(queries, "SELECT count(*) FROM "+table+" WHERE project_id = $1")
+		queries[table] = "SELECT count(*) FROM " + table + " WHERE project_id = $1"
 	}
-	return func(projectID string) int {
-		total := 0
-		for _, q := range queries {
+	return func(projectID string) map[string]int {
+		out := map[string]int{}
+		for table, q := range queries {
 			n, err := query(q, projectID)
 			if err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}
-			total += n
+			out[table] = n
 		}
-		return total
+		return out
 	}
 }

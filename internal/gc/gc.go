@@ -176,11 +176,16 @@ func (r Report) String() string {
 	return b.String()
 }
 
-// shortDuration prints 1h for 1h0m0s and 1h30m for 1h30m0s.
+// shortDuration prints 1h for 1h0m0s, 1h30m for 1h30m0s and 10m for
+// 10m0s.
 func shortDuration(d time.Duration) string {
-	s := strings.TrimSuffix(strings.TrimSuffix(d.String(), "0s"), "0m")
-	if s == "" {
-		return "0s"
+	s := d.String()
+	if d == 0 || d%time.Minute != 0 {
+		return s
+	}
+	s = strings.TrimSuffix(s, "0s")
+	if d%time.Hour == 0 {
+		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
 }

@@ -626,6 +626,20 @@ func TestFormatBytes(t *testing.T) {
 	}
 }
 
+// TestReportString: the report says how long condemned packs wait.
+func TestReportString(t *testing.T) {
+	for _, tt := range []struct {
+		grace time.Duration
+		want  string
+	}{{time.Hour, "after 1h;"}, {10 * time.Minute, "after 10m;"}, {90 * time.Minute, "after 1h30m;"}, {20 * time.Hour, "after 20h;"},
+		{90 * time.Second, "after 1m30s;"}, {time.Millisecond, "after 1ms;"}, {0, "after 0s;"}} {
+		r := gc.Report{Grace: tt.grace, PacksCondemned: 1, BytesCondemned: 10}
+		if got := r.String(); !strings.Contains(got, tt.want) {
+			t.Errorf("grace %s: %q lacks %q", tt.grace, got, tt.want)
+		}
+	}
+}
+
 // TestCommitRequiresOnlyWhatItAdds: a commit checks the blobs its tree adds
 // to its parent's (repo's newRefs), not the ones it shares with it: a
 // chunk unchanged since the parent may sit in a pack a racing run

@@ -28,6 +28,10 @@ type Metrics struct {
 	ReaperActions  *prometheus.CounterVec // action: stop, destroy, ...; result
 	CostDollars    *prometheus.GaugeVec   // project, kind (compute, storage)
 	HTTPRequests   *prometheus.CounterVec // handler, code
+	GCRuns         *prometheus.CounterVec // periodic garbage collections, result: ok, error
+	GCBytesFreed   prometheus.Counter     // pack bytes they deleted
+	GCVersions     prometheus.Counter     // versions their retention deleted
+	GCLastSuccess  prometheus.Gauge       // unix time of the last one that succeeded
 }
 
 // New makes and registers the metrics.
@@ -80,11 +84,36 @@ func New() *Metrics {
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "sandkeep", Name: "http_requests_total", Help: "HTTP requests by handler and status code.",
 		}, []string{"handler", "code"}),
+		GCRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "gc_runs_total", Help: "Periodic garbage collections of every project, by result.",
+		}, []string{"result"}),
+		GCBytesFreed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "gc_bytes_freed_total", Help: "Bytes of pack objects deleted by periodic garbage collections.",
+		}),
+		GCVersions: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "gc_versions_deleted_total", Help: "Versions deleted by the retention policies in periodic garbage collections.",
+		}),
+		GCLastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "sandkeep", Name: "gc_last_success_timestamp_seconds", Help: "Unix time at which the last successful periodic garbage collection ended (0: none yet).",
+		}),
 	}
 	r.MustRegister(m.Commits, m.CommitSeconds, m.PacksCompleted, m.PackBytes, m.ChunksIndexed, m.ChunksAsked,
 		m.ChunksMissing, m.RestorePlans, m.RestoreSeconds, m.AgentSessions, m.Heartbeats, m.ReaperActions,
-		m.CostDollars, m.HTTPRequests)
+		m.CostDollars, m.HTTPRequests, m.GCRuns, m.GCBytesFreed, m.GCVersions, m.GCLastSuccess)
 	return m
+}
+
+// ObserveGC records a periodic garbage collection: what it freed and
+// whether it succeeded (for every project).
+func (m *Metrics) ObserveGC(bytesFreed int64, versionsDeleted int, ok bool) {
+	m.GCBytesFreed.Add(float64(bytesFreed))
+	m.GCVersions.Add(float64(versionsDeleted))
+	if !ok {
+		m.GCRuns.WithLabelValues("error").Inc()
+		return
+	}
+	m.GCRuns.WithLabelValues("ok").Inc()
+	m.GCLastSuccess.SetToCurrentTime()
 }
 
 // Handler serves the registry in the Prometheus text format.

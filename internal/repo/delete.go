@@ -16,7 +16,9 @@ import (
 //
 // Order, so that a failure at any step leaves something a retry finishes:
 //  1. revoke the project's tokens: its agents and links stop working at
-//     once (the rows still exist, so the revocation is what shows);
+//     once (the rows still exist, so the revocation is what shows), and
+//     call Options.OnTokensRevoked (which ends the agents' open session
+//     streams);
 //  2. delete every object under projects/{id}/ (a LIST of the prefix: the
 //     one place besides tests where the coordinator lists the bucket);
 //  3. delete the project's rows (one transaction; everything cascades);
@@ -48,6 +50,9 @@ func (r *Repo) DeleteProject(ctx context.Context, projectID string) (objects int
 		exists = false
 	case err != nil:
 		return 0, 0, fmt.Errorf("revoke tokens: %w", err)
+	}
+	if exists && r.onRevoked != nil {
+		r.onRevoked(projectID)
 	}
 	prefix := ProjectPrefix(projectID)
 	sweep := func() error {

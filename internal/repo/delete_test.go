@@ -249,3 +249,35 @@ func TestDeleteProjectRefusesBadIDs(t *testing.T) {
 		t.Fatal("a refused deletion deleted objects")
 	}
 }
+
+// TestDeleteProjectCallsOnTokensRevoked: the hook (which ends the agents'
+// session streams) runs once the tokens are revoked and before any object
+// goes; never for a project that does not exist.
+func TestDeleteProjectCallsOnTokensRevoked(t *testing.T) {
+	f := newDelFixture(t)
+	var calls []string
+	listed := false
+	pid, hash, _ := f.project(t, "doomed")
+	f.r = repo.New(f.meta, f.store, repo.Options{OnTokensRevoked: func(projectID string) {
+		calls = append(calls, projectID)
+		if tok, err := f.meta.GetToken(f.ctx, hash); err != nil || !tok.Revoked {
+			t.Errorf("in OnTokensRevoked the token is %+v (%v), want revoked", tok, err)
+		}
+		if listed {
+			t.Error("OnTokensRevoked ran after the objects were listed for deletion")
+		}
+	}})
+	f.store.onList = func() { listed = true }
+	if _, _, err := f.r.DeleteProject(f.ctx, pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.r.DeleteProject(f.ctx, pid); !errors.Is(err, metastore.ErrNotFound) {
+		t.Fatalf("DeleteProject again: %v", err)
+	}
+	if _, _, err := f.r.DeleteProject(f.ctx, "prj_never"); !errors.Is(err, metastore.ErrNotFound) {
+		t.Fatalf("DeleteProject of an unknown project: %v", err)
+	}
+	if len(calls) != 1 || calls[0] != pid {
+		t.Fatalf("OnTokensRevoked calls: %v, want [%s]", calls, pid)
+	}
+}

@@ -52,6 +52,10 @@ type Options struct {
 	// TreeCacheBytes bounds the decoded-tree cache (default 64 MiB).
 	TreeCacheBytes int64
 	Logger         *slog.Logger
+	// OnTokensRevoked, if set, is called by DeleteProject once the
+	// project's tokens are revoked, before anything is deleted (the server
+	// ends the project's agent sessions).
+	OnTokensRevoked func(projectID string)
 }
 
 // Repo serves every project of one coordinator.
@@ -61,6 +65,8 @@ type Repo struct {
 	trees  *treeCache
 	urlTTL time.Duration
 	log    *slog.Logger
+	// onRevoked is Options.OnTokensRevoked.
+	onRevoked func(projectID string)
 }
 
 // New returns a Repo over meta and store.
@@ -74,7 +80,8 @@ func New(meta metastore.Store, store blobstore.Backend, opts Options) *Repo {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Repo{meta: meta, store: store, trees: newTreeCache(opts.TreeCacheBytes), urlTTL: opts.URLTTL, log: opts.Logger}
+	return &Repo{meta: meta, store: store, trees: newTreeCache(opts.TreeCacheBytes), urlTTL: opts.URLTTL, log: opts.Logger,
+		onRevoked: opts.OnTokensRevoked}
 }
 
 // Meta returns the metadata store.

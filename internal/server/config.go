@@ -50,6 +50,11 @@ type Config struct {
 
 	// Lifecycle configures the sandbox lifecycle manager (lifecycle.go). // lifecycle
 	Lifecycle LifecycleConfig
+
+	// GC configures garbage collection (gc.go): periodic runs and the grace
+	// period. Left at zero, the coordinator runs no periodic collection
+	// (`sandkeep serve` defaults to one every hour).
+	GC GCConfig
 }
 
 // Defaults.
@@ -77,6 +82,9 @@ func (c *Config) setDefaults() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.GC.Grace < 0 {
+		return fmt.Errorf("--gc-grace must be positive, not %s", c.GC.Grace)
 	}
 	if c.S3Bucket == "" && (c.S3Endpoint != "" || c.S3Prefix != "") {
 		return fmt.Errorf("--s3-endpoint and --s3-prefix need --s3-bucket")

@@ -13,7 +13,6 @@ import (
 	"github.com/sandkeep/sandkeep/internal/cost"
 	"github.com/sandkeep/sandkeep/internal/lifecycle"
 	"github.com/sandkeep/sandkeep/internal/metastore"
-	"github.com/sandkeep/sandkeep/internal/metastore/pgstore"
 	"github.com/sandkeep/sandkeep/internal/policy"
 	"github.com/sandkeep/sandkeep/internal/provider"
 	"github.com/sandkeep/sandkeep/internal/provider/daytona"
@@ -136,10 +135,7 @@ func (s *Server) buildLifecycle() error {
 	if s.cfg.TLSCert != "" {
 		agentEnv = map[string]string{"SANDKEEP_TLS": "true"}
 	}
-	var leader metastore.Leader
-	if pg, ok := s.Meta.(*pgstore.Store); ok {
-		leader = pg.LifecycleLeader()
-	}
+	leader := s.backgroundLeader() // shared with the periodic GC (gc.go)
 	spec := provider.CreateSpec{}
 	if lc.Provider == ProviderDaytona {
 		spec.Snapshot = lc.DaytonaSnapshot

@@ -62,6 +62,14 @@ type Server struct {
 	fs     *fsstore.Store
 	// publicURL is how clients reach the HTTP listener (file links).
 	publicURL string
+
+	// leader elects the replica running the background jobs (gc.go).
+	leader metastore.Leader
+	// Tests of the periodic GC (gc.go): gcTicks replaces its ticker, gcNow
+	// its clock, and gcRan is told what each tick did.
+	gcTicks <-chan time.Time
+	gcNow   func() time.Time
+	gcRan   func(gcRun)
 }
 
 // New opens the stores and binds the listeners. Close it if Serve is not
@@ -131,7 +139,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 		s.fs = st
 		s.Blobs = st
 	}
-	s.Repo = repo.New(s.Meta, s.Blobs, repo.Options{URLTTL: cfg.URLTTL, Logger: log})
+	s.Repo = repo.New(s.Meta, s.Blobs, repo.Options{URLTTL: cfg.URLTTL, Logger: log, OnTokensRevoked: func(projectID string) {
+		// A deleted project's agents are cut off at once, open streams too.
+		if s.Sessions != nil {
+			if n := s.Sessions.Disconnect(projectID); n > 0 {
+				s.log.Info("agent sessions of a deleted project closed", "project", projectID, "sessions", n)
+			}
+		}
+	}})
 	if err := s.ensureAdminToken(ctx); err != nil {
 		return nil, err
 	}
@@ -269,7 +284,8 @@ func (s *Server) build() error {
 	agentSrv := api.NewAgentServer(s.Repo, s.Sessions, s.log)
 	agentSrv.SetMetrics(s.Metrics)
 	pb.RegisterAgentServiceServer(s.grpc, agentSrv)
-	pb.RegisterAdminServiceServer(s.grpc, api.NewAdminServer(s.Repo, s.Sessions, s.log).WithLinks(links.NewLinker(s.URLSigner, s.publicURL)))
+	pb.RegisterAdminServiceServer(s.grpc, api.NewAdminServer(s.Repo, s.Sessions, s.log).WithLinks(links.NewLinker(s.URLSigner, s.publicURL)).
+		WithGCGrace(s.cfg.GC.grace()))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -317,6 +333,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	lcCtx, lcStop := context.WithCancel(ctx) // lifecycle
 	lcWait := s.runLifecycle(lcCtx)
+	gcWait := s.runGC(lcCtx)
 	s.log.Info("coordinator serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "blobs", s.Blobs.Name())
 	var err error
 	select {
@@ -324,8 +341,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	case err = <-errc:
 	}
 	s.health.Shutdown()
-	lcStop() // lifecycle
+	lcStop() // lifecycle, gc
 	lcWait()
+	gcWait()
+	if s.leader != nil {
+		s.leader.Resign()
+	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = s.http.Shutdown(shutCtx)

@@ -28,6 +28,8 @@ var (
 	ErrNoAgent = errors.New("no agent of this project is connected")
 	// ErrAgentFailed: the agent answered the command with an error.
 	ErrAgentFailed = errors.New("agent reported a failure")
+	// ErrAgentGone: the agent's session ended before it answered.
+	ErrAgentGone = errors.New("agent disconnected before answering")
 )
 
 // Stream is the server side of one Session stream.
@@ -50,13 +52,19 @@ type conn struct {
 	info    Info
 	send    chan *pb.Command
 	waiting map[string]chan *pb.CommandResult
+	// closed is closed by Disconnect: Serve then ends the stream.
+	closed chan struct{}
 }
 
 // Registry is safe for concurrent use.
 type Registry struct {
 	mu    sync.Mutex
 	conns map[string]*conn // by session id
-	log   *slog.Logger
+	// gone holds the projects Disconnect closed, with the time, for a while:
+	// a stream authenticated just before the project's tokens were revoked
+	// may reach Serve after Disconnect ran.
+	gone map[string]time.Time
+	log  *slog.Logger
 	// OnHeartbeat, if set, is called with every heartbeat (for persistence
 	// and metrics). It must not block for long.
 	OnHeartbeat func(projectID string, hb *pb.Heartbeat)
@@ -72,7 +80,7 @@ func New(log *slog.Logger) *Registry {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Registry{conns: make(map[string]*conn), log: log, Forget: time.Hour}
+	return &Registry{conns: make(map[string]*conn), gone: make(map[string]time.Time), log: log, Forget: time.Hour}
 }
 
 // MaxCommandsQueued bounds commands waiting for one agent.
@@ -89,8 +97,13 @@ func (r *Registry) Serve(projectID string, s Stream) error {
 		return fmt.Errorf("%w: the first session message must be a heartbeat with a session id", ErrInvalid)
 	}
 	sid := hb.GetSessionId()
-	c := &conn{info: Info{SessionID: sid, ProjectID: projectID, Connected: true}, send: make(chan *pb.Command, MaxCommandsQueued), waiting: make(map[string]chan *pb.CommandResult)}
+	c := &conn{info: Info{SessionID: sid, ProjectID: projectID, Connected: true}, send: make(chan *pb.Command, MaxCommandsQueued),
+		waiting: make(map[string]chan *pb.CommandResult), closed: make(chan struct{})}
 	r.mu.Lock()
+	if _, gone := r.gone[projectID]; gone {
+		r.mu.Unlock()
+		return ErrDisconnected
+	}
 	if old, ok := r.conns[sid]; ok && old.info.ProjectID != projectID {
 		r.mu.Unlock()
 		return fmt.Errorf("%w: session id belongs to another project", ErrInvalid)
@@ -140,6 +153,8 @@ func (r *Registry) Serve(projectID string, s Stream) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-c.closed:
+			return ErrDisconnected
 		case err := <-errc:
 			return err
 		case cmd := <-c.send:
@@ -152,6 +167,42 @@ func (r *Registry) Serve(projectID string, s Stream) error {
 
 // ErrInvalid: a malformed session message.
 var ErrInvalid = errors.New("invalid session message")
+
+// ErrDisconnected: Disconnect closed the session (its project was deleted).
+var ErrDisconnected = errors.New("session closed: the project was deleted and its tokens revoked")
+
+// goneFor is how long Disconnect refuses new sessions of a project: longer
+// than a stream takes from authentication to Serve.
+const goneFor = 10 * time.Minute
+
+// Disconnect ends every session of the project at once, and refuses new
+// ones for a while (goneFor): the project was deleted and its tokens were
+// revoked, so its agents must stop. It returns the number of sessions
+// ended.
+func (r *Registry) Disconnect(projectID string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	for p, t := range r.gone {
+		if now.Sub(t) > goneFor {
+			delete(r.gone, p)
+		}
+	}
+	r.gone[projectID] = now
+	n := 0
+	for id, c := range r.conns {
+		if c.info.ProjectID != projectID {
+			continue
+		}
+		if c.info.Connected {
+			close(c.closed)
+			c.info.Connected = false // no command is sent to it any more
+			n++
+		}
+		delete(r.conns, id)
+	}
+	return n
+}
 
 func (r *Registry) heartbeat(c *conn, hb *pb.Heartbeat) {
 	r.mu.Lock()
@@ -229,7 +280,7 @@ func (r *Registry) send(ctx context.Context, projectID string, cmd *pb.Command) 
 		select {
 		case res, ok := <-ch:
 			if !ok {
-				return 0, fmt.Errorf("agent %s disconnected before answering", targets[i].info.SessionID)
+				return 0, fmt.Errorf("%w: agent %s", ErrAgentGone, targets[i].info.SessionID)
 			}
 			if res.GetError() != "" {
 				return 0, fmt.Errorf("%w: %s", ErrAgentFailed, res.GetError())

@@ -203,6 +203,14 @@ func (s *Store) createTemp(dir string) (*os.File, string, error) {
 	for attempt := 0; ; attempt++ {
 		if dir != "." {
 			if err := s.root.MkdirAll(dir, dirPerm); err != nil {
+				// A concurrent Delete may have removed, as empty, a
+				// directory MkdirAll had just made or found, before it made
+				// the next level (ENOENT) or checked what it found (EEXIST
+				// on a name that is gone): make them again. A name that
+				// exists and is not a directory is a real conflict.
+				if retry := errors.Is(err, fs.ErrNotExist) || (errors.Is(err, syscall.EEXIST) && s.dirOrGone(dir)); retry && attempt < mkdirRetries {
+					continue
+				}
 				if isConflict(err) {
 					err = fmt.Errorf("%w: %w", ErrKeyConflict, err)
 				}
@@ -214,12 +222,20 @@ func (s *Store) createTemp(dir string) (*os.File, string, error) {
 		if err == nil {
 			return f, tmp, nil
 		}
-		// A concurrent Delete may have removed dir as empty between
-		// MkdirAll and OpenFile: make it again.
+		// Likewise, dir itself may have been removed between MkdirAll and
+		// OpenFile.
 		if !errors.Is(err, fs.ErrNotExist) || attempt >= mkdirRetries {
 			return nil, "", err
 		}
 	}
+}
+
+// dirOrGone reports whether dir is a directory or does not exist (it, or
+// a parent): what a concurrent Delete and Put may leave, unlike a file in
+// the way.
+func (s *Store) dirOrGone(dir string) bool {
+	fi, err := s.root.Lstat(dir)
+	return errors.Is(err, fs.ErrNotExist) || (err == nil && fi.IsDir())
 }
 
 func (s *Store) syncDir(dir string) error {

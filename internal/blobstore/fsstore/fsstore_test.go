@@ -3,6 +3,7 @@ package fsstore
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -381,3 +383,38 @@ func TestExpiry(t *testing.T) {
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// TestPutRacesDeletesOfEmptyParents: Puts of deep keys while Deletes of
+// their neighbours remove the parent directories they leave empty (what
+// garbage collection does beside uploads: projects/P/packs/hh/...). A Put
+// whose freshly made parent vanishes before the next level is made, or
+// before its temporary file is created, makes it again: it never fails.
+func TestPutRacesDeletesOfEmptyParents(t *testing.T) {
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	const workers, rounds = 8, 150
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for r := range rounds {
+				// Every worker shares the upper levels; each Delete leaves
+				// them empty whenever no other key is in them.
+				key := fmt.Sprintf("projects/p/packs/%d/%d-%d", r%3, w, r)
+				if err := s.Put(ctx, key, strings.NewReader("x"), 1); err != nil {
+					errs <- fmt.Errorf("Put(%q): %w", key, err)
+					return
+				}
+				if err := s.Delete(ctx, key); err != nil {
+					errs <- fmt.Errorf("Delete(%q): %w", key, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
