@@ -3,9 +3,12 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
@@ -52,7 +55,16 @@ func (r *runner) sessionLoop(ctx context.Context) {
 		if time.Since(start) > time.Minute {
 			backoff = r.opts.RetryMin
 		}
-		r.log.Debug("session stream ended; reconnecting", "err", err, "in", backoff)
+		if c := status.Code(err); c == codes.Unauthenticated || c == codes.PermissionDenied {
+			// The token was revoked or the project deleted. Nothing on
+			// disk is touched; the agent keeps what it has and retries
+			// slowly, in case the operator restores access.
+			backoff = r.opts.RetryMax
+			r.setError(fmt.Errorf("coordinator refused this agent's token (revoked, or the project was deleted): %w", err))
+			r.log.Error("coordinator refused this agent's token (revoked, or the project was deleted); retrying", "err", err, "in", backoff)
+		} else {
+			r.log.Debug("session stream ended; reconnecting", "err", err, "in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return
