@@ -23,28 +23,10 @@ import (
 	"github.com/sandkeep/sandkeep/internal/policy"
 	"github.com/sandkeep/sandkeep/internal/provider/local"
 	"github.com/sandkeep/sandkeep/internal/server"
+	"github.com/sandkeep/sandkeep/internal/testclock"
 	"github.com/sandkeep/sandkeep/internal/workspacetest"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
-
-// lcClock is the lifecycle manager's fake clock: it starts at the real now
-// (agents stamp heartbeats with real time) and moves only when told.
-type lcClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *lcClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *lcClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 var (
 	lcAgentOnce sync.Once
@@ -84,7 +66,7 @@ func buildAgentOnce(t *testing.T) string {
 type lcEnv struct {
 	t     *testing.T
 	c     *coordtest.Coordinator
-	clock *lcClock
+	clock *testclock.Clock // starts at the real now (agents stamp heartbeats with real time), moves only when told
 	lc    pb.LifecycleServiceClient
 	m     *lifecycle.Manager
 	prov  *local.Provider
@@ -93,7 +75,7 @@ type lcEnv struct {
 func startLifecycle(t *testing.T, mod func(*server.Config)) *lcEnv {
 	t.Helper()
 	agentBin := buildAgentOnce(t)
-	clock := &lcClock{t: time.Now().UTC()}
+	clock := testclock.New(time.Now().UTC())
 	cfg := server.Config{Lifecycle: server.LifecycleConfig{
 		Provider: server.ProviderLocal, LocalAgent: agentBin, LocalRoot: filepath.Join(t.TempDir(), "sandboxes"),
 		// The agent's final flush on SIGTERM is bounded: a stop with S3 down

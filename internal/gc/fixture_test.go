@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,29 +22,12 @@ import (
 	"github.com/sandkeep/sandkeep/internal/metastore/sqlitestore"
 	"github.com/sandkeep/sandkeep/internal/pack"
 	"github.com/sandkeep/sandkeep/internal/repo"
+	"github.com/sandkeep/sandkeep/internal/testclock"
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *fakeClock { return &fakeClock{t: t.UTC().Truncate(time.Microsecond)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
-}
+// newClock is a clock tests move by hand, at database precision.
+func newClock(t time.Time) *testclock.Clock { return testclock.New(t.UTC().Truncate(time.Microsecond)) }
 
 // testLogger writes to the test log at Warn and above.
 func testLogger(t testing.TB) *slog.Logger {
@@ -71,7 +53,7 @@ type fixture struct {
 	store blobstore.Backend
 	r     *repo.Repo
 	pid   string
-	clock *fakeClock
+	clock *testclock.Clock
 }
 
 func newFixture(t *testing.T) *fixture {

@@ -21,31 +21,15 @@ import (
 	"github.com/sandkeep/sandkeep/internal/provider"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/sessions"
+	"github.com/sandkeep/sandkeep/internal/testclock"
 	"github.com/sandkeep/sandkeep/internal/tree"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
 // ---- fake clock ----
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2031, 5, 6, 7, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+func newClock() *testclock.Clock {
+	return testclock.New(time.Date(2031, 5, 6, 7, 0, 0, 0, time.UTC))
 }
 
 // ---- fake provider ----
@@ -370,7 +354,7 @@ type env struct {
 	repo    *repo.Repo
 	prov    *fakeProvider
 	agents  *fakeAgents
-	clock   *fakeClock
+	clock   *testclock.Clock
 	metrics *metrics.Metrics
 	logs    *logBuffer
 }

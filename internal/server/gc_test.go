@@ -22,6 +22,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/remote"
 	"github.com/sandkeep/sandkeep/internal/repo"
+	"github.com/sandkeep/sandkeep/internal/testclock"
 	"github.com/sandkeep/sandkeep/internal/testenv"
 	"github.com/sandkeep/sandkeep/internal/workspacetest"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
@@ -174,24 +175,6 @@ func agentCfg(s *Server, token, ws, cache string) agent.Config {
 		Logger: slog.New(slog.DiscardHandler)}
 }
 
-// testClock is a clock the test moves.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // TestPeriodicGC: the coordinator's periodic collection applies retention
 // and frees the space of dropped versions, with the configured grace period
 // (not gc's default), every project at each tick, while the head stays whole.
@@ -200,9 +183,9 @@ func TestPeriodicGC(t *testing.T) {
 	ticks := make(chan time.Time)
 	ran := make(chan gcRun)
 	// Packs written now are older than the grace period at the first run.
-	clock := &testClock{t: time.Now().Add(time.Hour)}
+	clock := testclock.New(time.Now().Add(time.Hour))
 	s, admin := testServer(t, Config{GC: GCConfig{Interval: time.Hour, Grace: grace}}, func(s *Server) {
-		s.gcTicks, s.gcNow, s.gcRan = ticks, clock.now, func(r gcRun) { ran <- r }
+		s.gcTicks, s.gcNow, s.gcRan = ticks, clock.Now, func(r gcRun) { ran <- r }
 	})
 	tick := func() gc.Report {
 		t.Helper()
@@ -252,11 +235,11 @@ func TestPeriodicGC(t *testing.T) {
 		t.Fatalf("first run: %v", first)
 	}
 	// Within the grace period: nothing is deleted.
-	clock.advance(grace - time.Minute)
+	clock.Advance(grace - time.Minute)
 	if r := tick(); r.PacksDeleted != 0 {
 		t.Fatalf("a run within the grace period deleted packs: %v", r)
 	}
-	clock.advance(time.Minute)
+	clock.Advance(time.Minute)
 	third := tick()
 	if third.PacksDeleted == 0 || third.BytesFreed < 4<<20 {
 		t.Fatalf("a run after the grace period: %v", third)
