@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"sync"
 	"syscall"
 
@@ -31,18 +30,9 @@ const (
 	exitPartial = 3 // sync committed, but some files kept changing and were not saved
 )
 
-// DefaultMemoryLimit is the soft memory limit (runtime/debug.SetMemoryLimit)
-// the agent runs under unless GOMEMLIMIT is set: DESIGN.md budgets 64 MiB of
-// RSS while syncing 100k files. Near the limit the garbage collector runs
-// more often instead of letting the heap grow to twice the live data; the
-// agent's live data (index, chunk and pack buffers) stays well below it.
-const DefaultMemoryLimit = 56 << 20
-
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(DefaultMemoryLimit)
-	}
+	setMemoryPolicy()
 	code := exitOK
 	sig := &signals{stop: make(chan struct{})}
 	root := newRoot(stdout, stderr, &code, sig)

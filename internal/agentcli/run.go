@@ -1,6 +1,7 @@
 package agentcli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -78,6 +79,9 @@ non-zero naming what was not saved.`,
 			sig.mu.Lock()
 			sig.graceful = true
 			sig.mu.Unlock()
+			tctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			go trimMemory(tctx)
 			return agent.Run(cmd.Context(), sig.stop, g.cfg, opts)
 		},
 	}

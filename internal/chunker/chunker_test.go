@@ -553,6 +553,49 @@ func TestLowEntropy(t *testing.T) {
 	}
 }
 
+// Ready does not change the chunks, and while it reports true the chunks
+// returned before stay intact through the next call of Next: a caller may
+// keep every chunk since the last time Ready reported false. Reads of odd
+// sizes make the refills fall anywhere.
+func TestReadyKeepsChunks(t *testing.T) {
+	for _, p := range []Params{DefaultParams, smallParams} {
+		data := randBytes(31, 7*p.Max+123)
+		copy(data[2*p.Max:], bytes.Repeat([]byte{7}, p.Max+p.Max/2)) // no cut point: a chunk of Max
+		want := lengths(chunkAll(t, bytes.NewReader(data), p))
+		c := New(iotest.HalfReader(bytes.NewReader(data)), p)
+		var kept [][]byte // chunks returned since Ready last reported false
+		var keptAt []int  // their offsets in data
+		var got []int
+		off := 0
+		for {
+			if !c.Ready() {
+				kept, keptAt = nil, nil
+			}
+			b, err := c.Next()
+			for i, k := range kept {
+				if !bytes.Equal(k, data[keptAt[i]:keptAt[i]+len(k)]) {
+					t.Fatalf("chunk at %d overwritten although Ready reported true", keptAt[i])
+				}
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept, keptAt = append(kept, b), append(keptAt, off)
+			got = append(got, len(b))
+			off += len(b)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("with Ready: lengths %v, want %v", got, want)
+		}
+		if off != len(data) {
+			t.Fatalf("chunks cover %d bytes of %d", off, len(data))
+		}
+	}
+}
+
 func TestResetReusesBuffer(t *testing.T) {
 	p := smallParams
 	data := randBytes(9, 100<<10)
@@ -587,7 +630,7 @@ func TestResetReusesBuffer(t *testing.T) {
 	if &c.buf[0] != buf {
 		t.Error("buffer was reallocated")
 	}
-	if bufferSize(DefaultParams) != 8<<20 || bufferSize(Params{64, 1 << 20, 64 << 20}) != 68<<20 {
+	if bufferSize(DefaultParams) != 5<<20 || bufferSize(Params{64, 1 << 20, 64 << 20}) != 65<<20 {
 		t.Error("unexpected buffer sizes")
 	}
 }

@@ -200,10 +200,11 @@ func (c *Compressor) Compress(plaintext []byte) (stored []byte, codec Codec, err
 // case, else through a scratch buffer of the writer's.
 //
 // A Writer's packs are meant to be finished once Size reaches its target
-// (NewWriterSize). Each pack is built in a buffer of a fixed capacity,
-// target + target/4, that Finish hands to the caller with the pack and
-// Recycle gives back for a later pack: a stream of packs allocates a few
-// buffers in all, and no pack is ever copied to grow. The footer's room is
+// (NewWriterSize, NewWriterCap). Each pack is built in a buffer of a fixed
+// capacity, target + target/4 or the one given to NewWriterCap, that
+// Finish hands to the caller with the pack and Recycle gives back for a
+// later pack: a stream of packs allocates a few buffers in all, and no
+// pack is ever copied to grow. The footer's room is
 // kept free as blobs are added. A caller that checks Fits before adding
 // never outgrows the capacity; a blob that does not fit gets a larger,
 // one-off buffer, never recycled. The first pack starts in a small buffer,
@@ -237,13 +238,34 @@ func NewWriterSize(target int) *Writer {
 	if target <= 0 {
 		target = TargetSize
 	}
+	return NewWriterCap(target, target+target/4)
+}
+
+// NewWriterCap returns an empty Writer for packs of about target bytes
+// (TargetSize if target <= 0) built in buffers of capacity bytes, footer
+// included (at least target + EntrySize + TrailerSize). A caller that
+// checks Fits finishes a pack before it outgrows the capacity, so the room
+// above target only decides how far a pack can go past its target, and
+// how many blobs' footer entries fit; a blob of n plaintext bytes fits in
+// an empty pack if the capacity is at least EmptyPackNeeds(n). The buffers
+// are what a Writer costs in memory.
+func NewWriterCap(target, capacity int) *Writer {
+	if target <= 0 {
+		target = TargetSize
+	}
 	return &Writer{
 		index:    make(map[id.ID]int),
 		target:   target,
-		capacity: target + target/4,
+		capacity: max(capacity, target+EntrySize+TrailerSize),
 		free:     make(chan []byte, recycledBuffers),
 	}
 }
+
+// EmptyPackNeeds returns the buffer capacity an empty pack needs to take a
+// blob of n plaintext bytes, whatever its stored size (up to the
+// worst-case expansion of compression) without a one-off buffer: the
+// blob, its footer entry and the trailer.
+func EmptyPackNeeds(n int) int { return compressBound(n) + EntrySize + TrailerSize }
 
 // Target returns the size at which the caller should finish a pack.
 func (w *Writer) Target() int { return w.target }
@@ -254,6 +276,12 @@ func (w *Writer) Target() int { return w.target }
 // with the plaintext length before Add is safe. An empty writer always
 // accepts a blob (in a larger buffer if need be).
 func (w *Writer) Fits(n int) bool { return w.need(n) <= w.capacity }
+
+// FitsDirect reports whether Add of a plaintext of n bytes compresses it
+// straight into the current pack, with room for the worst case, rather than
+// through the writer's scratch buffer (which then keeps the size of the
+// largest such blob for the writer's life).
+func (w *Writer) FitsDirect(n int) bool { return w.Fits(compressBound(n)) }
 
 // need is the buffer size the pack needs with one more blob of n bytes.
 func (w *Writer) need(n int) int {

@@ -97,6 +97,52 @@ func TestWriterOversizedBlob(t *testing.T) {
 	}
 }
 
+// A writer of capacity EmptyPackNeeds(n) takes an incompressible blob of n
+// bytes into an empty pack in its own recycled buffer, compressed straight
+// into it (FitsDirect): no one-off buffer, no scratch. A caller that checks
+// FitsDirect before adding such a blob to a pack that is not empty never
+// needs the scratch either.
+func TestWriterCapForLargestBlob(t *testing.T) {
+	const n = 1 << 20
+	capacity := EmptyPackNeeds(n)
+	w := NewWriterCap(n/2, capacity)
+	w.checkIDs = true
+	big := randomBytes(7, n)
+	small := textBytes(100 << 10)
+	for round := range 3 {
+		for _, p := range [][]byte{small, big, small, big} {
+			if w.Len() > 0 && !w.FitsDirect(len(p)) {
+				data, _, _, err := w.Finish()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if round > 0 && cap(data) != capacity {
+					t.Fatalf("pack in a buffer of %d bytes, want %d", cap(data), capacity)
+				}
+				if err := decodeAll(data); err != nil {
+					t.Fatal(err)
+				}
+				w.Recycle(data)
+			}
+			if !w.FitsDirect(len(p)) {
+				t.Fatalf("an empty pack cannot take %d bytes directly", len(p))
+			}
+			if _, err := w.Add(Data, id.Sum(p), append([]byte(nil), p...)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		small = append(small, byte(round)) // new ids for the next round
+		big = append(big[:0:0], big...)
+		big[0] ^= 1
+	}
+	if cap(w.comp.buf) != 0 {
+		t.Fatalf("the scratch buffer grew to %d bytes", cap(w.comp.buf))
+	}
+	if w := NewWriterCap(1<<20, 10); w.capacity < 1<<20+EntrySize+TrailerSize {
+		t.Fatalf("capacity %d below the target", w.capacity)
+	}
+}
+
 // Compressing outside the writer and adding with AddStored makes the same
 // pack as Add.
 func TestAddStoredMatchesAdd(t *testing.T) {

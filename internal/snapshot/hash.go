@@ -19,14 +19,14 @@ import (
 type chunkMsg struct {
 	id   id.ID
 	data []byte
-	// large: data is the large-chunk slot (see emitLarge), not a copy
-	// counted in the budget.
+	// large: data is a chunk of a large file in the Run's chunker buffer
+	// (see emitLarge), not a copy counted in the budget.
 	large bool
 }
 
 // getChunker takes a chunker for a large file. A Run makes at most
 // maxChunkers, kept until it ends: their buffers (Params.Max plus a read of
-// up to 4 MiB: 8 MiB by default) are the largest the scan holds, and small
+// up to 1 MiB: 5 MiB by default) are the largest the scan holds, and small
 // files (the many) need none. They are not kept across Runs, so that an
 // idle agent holds none.
 func (r *run) getChunker(ctx context.Context) (*chunker.Chunker, error) {
@@ -251,16 +251,27 @@ func (r *run) readChunked(ctx context.Context, f *fileReader, before fileStat, k
 	if ch == nil {
 		ch = chunker.New(nil, r.opts.Params)
 	}
-	defer r.putChunker(ch)
+	// The chunk emitLarge handed to the packers last is in ch's buffer:
+	// the buffer is read again (and so overwritten), and ch reused, only
+	// once they are done with it.
+	defer func() {
+		if r.largeDone(ctx) {
+			r.putChunker(ch)
+		} else {
+			r.chunkers <- nil // a packer may still read it: not reused
+		}
+	}()
 	refs := make([]tree.ChunkRef, 0, before.size/int64(r.opts.Params.Avg)+1)
 	var total int64
 	// Reading exactly the expected size spares the read that returns EOF;
 	// a file that grew meanwhile shows in the second lstat.
 	ch.Reset(&io.LimitedReader{R: f, N: before.size})
-	defer ch.Reset(nil)
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, total, err
+		}
+		if !ch.Ready() && !r.largeDone(ctx) {
+			return nil, total, ctx.Err()
 		}
 		data, err := ch.Next()
 		if err == io.EOF {
@@ -285,11 +296,13 @@ func (r *run) readChunked(ctx context.Context, f *fileReader, before fileStat, k
 // emitLarge hands a chunk of a large file to the packers if the remote
 // lacks it. Large files are read one at a time (maxChunkers) and their
 // chunks skip the batcher: the worker asks the remote about each one
-// itself, while the packers compress the previous one, then copies it into
-// the Run's one large-chunk slot (Params.Max bytes, reused: no garbage),
-// which comes back once the chunk is in a pack. So a large file costs one
-// chunk of memory besides the chunker, and no scratch: the packer
-// compresses it straight into the pack.
+// itself, while the packers compress the previous one. The chunk is not
+// copied: the packer compresses it straight from the chunker's buffer into
+// the pack, and the worker goes on cutting the chunks that follow in that
+// buffer meanwhile; it waits for the packer (largeDone) only before the
+// chunker reads into its buffer again (chunker.Ready), and before the
+// chunker is reused. At most one such chunk is in flight (largeFree). So a
+// large file costs its chunker and nothing else: no copy, no scratch.
 func (r *run) emitLarge(ctx context.Context, cid id.ID, data []byte) error {
 	if !r.inflight.add(cid) {
 		r.c.chunksReused.Add(1) // being packed: a copy in the same Run
@@ -304,22 +317,30 @@ func (r *run) emitLarge(ctx context.Context, cid id.ID, data []byte) error {
 		r.c.chunksReused.Add(1)
 		return nil
 	}
-	var buf []byte
 	select {
-	case buf = <-r.largeSlot:
+	case <-r.largeFree:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if buf == nil {
-		buf = make([]byte, 0, r.opts.Params.Max)
-	}
-	c := chunkMsg{id: cid, data: append(buf[:0], data...), large: true}
+	c := chunkMsg{id: cid, data: data, large: true}
 	select {
 	case r.packs <- []chunkMsg{c}:
 		return nil
 	case <-ctx.Done():
 		r.drop(c)
 		return ctx.Err()
+	}
+}
+
+// largeDone waits until no chunk handed over by emitLarge is in flight; it
+// reports false if ctx is done first (a packer may then still read it).
+func (r *run) largeDone(ctx context.Context) bool {
+	select {
+	case <-r.largeFree:
+		r.largeFree <- struct{}{}
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -335,10 +356,11 @@ func (r *run) send(ctx context.Context, c chunkMsg) error {
 }
 
 // drop recycles a chunk's buffer and returns its bytes (its capacity,
-// which is what was counted) to the budget, or frees the large-chunk slot.
+// which is what was counted) to the budget, or, for a chunk of a large
+// file, tells its worker that the chunk is no longer read.
 func (r *run) drop(c chunkMsg) {
 	if c.large {
-		r.largeSlot <- c.data[:0]
+		r.largeFree <- struct{}{}
 		return
 	}
 	r.budget.Release(int64(cap(c.data)))

@@ -15,16 +15,17 @@
 // chunk budget (BufferBytes); the chunks not known to be stored go to a
 // batcher that asks Remote.FindMissing about batches of them (at most
 // MaxIDs ids). Larger files are chunked (FastCDC) one at a time: the worker
-// asks about each chunk itself and copies a missing one into the Run's one
-// large-chunk slot. Two packer goroutines compress the missing chunks into
+// asks about each chunk itself and hands a missing one to the packers
+// without copying it (it waits for them only before its chunker reads into
+// the buffer again). Two packer goroutines compress the missing chunks into
 // one shared pack of about PackSize bytes (a large chunk straight into the
 // pack buffer), uploaded by up to UploadConcurrency goroutines; a new pack
 // starts only when fewer than UploadConcurrency are in flight, and the
 // buffers of uploaded packs are reused. So a Run holds, whatever the size
-// of the workspace or of its files: BufferBytes of small chunks, one
-// chunker (Params.Max plus a read of up to 4 MiB) and one chunk of Max
-// bytes for large files, and UploadConcurrency pack buffers of PackSize +
-// PackSize/4 bytes, besides the Indexes.
+// of the workspace or of its files: BufferBytes of small chunks (and up to
+// half as much of free buffers), one chunker (Params.Max plus a read of up
+// to 1 MiB) for large files, and UploadConcurrency pack buffers of
+// PackSize + PackSize/16 bytes (see Options.PackSize), besides the Indexes.
 //
 // A directory's tree is encoded as soon as its last entry is known (bottom
 // up, so children before parents). Once every data pack is uploaded, and so
@@ -89,13 +90,19 @@ import (
 
 // Defaults of Options, chosen for the agent's memory budget (DESIGN.md:
 // RSS <= 64 MiB syncing 100k files): with them and the default chunk sizes
-// a Run holds at most 4 MiB of small files' chunks, 8 + 4 MiB for the
-// large file being read and 2 pack buffers of 7.5 MiB (see Pipeline).
+// a Run holds at most 4 MiB of small files' chunks (and 2 MiB of free
+// ones), a chunker of 5 MiB for the large file being read and 2 pack
+// buffers of 4.25 MiB (see Pipeline). Packs of 4 MiB still make a
+// workspace of 100k small files (about 130 MB compressed) a few dozen
+// PUTs, and their buffers hold an incompressible chunk of Params.Max (4
+// MiB) whole. The chunk budget is not smaller because it sets the size of
+// FindMissing batches (a quarter of it), which are asked one at a time:
+// each costs a round trip to the coordinator.
 const (
 	DefaultUploadConcurrency = 2
 	DefaultRetries           = 3
 	DefaultBufferBytes       = 4 << 20
-	DefaultPackSize          = 6 << 20
+	DefaultPackSize          = 4 << 20
 )
 
 // Options tune a Run. The zero value is usable.
@@ -120,7 +127,8 @@ type Options struct {
 	Retries int
 	// PackSize is the stored size at which a pack is finished and uploaded
 	// (default DefaultPackSize; packs are built in buffers of PackSize +
-	// PackSize/4 bytes).
+	// PackSize/16 bytes, or what a pack of one incompressible chunk of
+	// Params.Max bytes needs if that is more).
 	PackSize int
 	// BufferBytes bounds the small files' chunks held between hashing and
 	// packing (large files' chunks go one at a time); FindMissing is asked
@@ -257,7 +265,7 @@ func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts
 		log:       opts.Logger,
 		budget:    semaphore.NewWeighted(int64(opts.BufferBytes)),
 		chunkers:  newChunkers(),
-		largeSlot: make(chan []byte, 1),
+		largeFree: make(chan struct{}, 1),
 		inflight:  inflight{ids: make(map[id.ID]struct{})},
 		bufs:      newChunkBufs(opts.BufferBytes, opts.Params.Min),
 		// Batches of a quarter of the budget: one filling, one being
@@ -269,7 +277,7 @@ func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts
 		packs:      make(chan []chunkMsg, 1),
 		open:       make(map[*dirHandle]struct{}),
 	}
-	r.largeSlot <- nil // made on first use
+	r.largeFree <- struct{}{}
 	if opts.Dirty != nil && prev.root != nil {
 		if t, ok := dirtyTree(opts.Dirty); ok {
 			r.dirty, r.full = t, false
@@ -331,7 +339,7 @@ type run struct {
 	bufs       chunkBufs             // recycled chunk copies
 	inflight   inflight              // chunks asked about or being packed
 	chunkers   chan *chunker.Chunker // free chunkers (nil: not made yet)
-	largeSlot  chan []byte           // the large-chunk slot when free (see emitLarge)
+	largeFree  chan struct{}         // holds a token when no large chunk is in flight (see emitLarge)
 	batchBytes int                   // plaintext per FindMissing batch
 	packers    int                   // goroutines compressing into packs
 	jobs       chan fileJob          // walker -> hash workers

@@ -121,6 +121,16 @@ func (r *run) batch(ctx context.Context) error {
 // Their footer (56 bytes each) is then about 900 KiB.
 const maxPackBlobs = 16 << 10
 
+// packCapacity is the size of the pack buffers for packs of target bytes
+// and chunks of at most maxChunk bytes: a sixteenth above the target (room
+// for the footer of a few thousand small chunks; a pack of more is
+// finished a little below its target), and never less than an empty pack
+// needs to take the largest chunk, which is compressed straight into the
+// buffer (see emitLarge), whole.
+func packCapacity(target, maxChunk int) int {
+	return max(target+target/16, pack.EmptyPackNeeds(maxChunk))
+}
+
 // pack compresses the missing chunks on r.packers goroutines into one
 // shared pack writer (compression runs outside its lock; a small change
 // makes one pack), and uploads each pack when it reaches PackSize. A Run
@@ -130,7 +140,7 @@ const maxPackBlobs = 16 << 10
 // returns once every pack is uploaded, and so indexed by the remote.
 func (r *run) pack(ctx context.Context) error {
 	ug, uctx := errgroup.WithContext(ctx)
-	w := pack.NewWriterSize(r.opts.PackSize)
+	w := pack.NewWriterCap(r.opts.PackSize, packCapacity(r.opts.PackSize, r.opts.Params.Max))
 	slots := make(chan struct{}, r.opts.UploadConcurrency) // pack buffers in use
 	var mu sync.Mutex                                      // guards w
 	// finish hands the pack, which holds a slot, to an uploader; w's lock
@@ -160,11 +170,13 @@ func (r *run) pack(ctx context.Context) error {
 	add := func(c chunkMsg, codec pack.Codec, stored []byte) error {
 		mu.Lock()
 		defer mu.Unlock()
-		n := len(stored)
+		fits := w.Fits(len(stored))
 		if c.large {
-			n = len(c.data)
+			// Compressed straight into the pack (no scratch buffer as
+			// large as the chunk), so with room for the worst case.
+			fits = w.FitsDirect(len(c.data))
 		}
-		if w.Len() > 0 && !w.Fits(n) {
+		if w.Len() > 0 && !fits {
 			if err := finish(); err != nil {
 				return err
 			}

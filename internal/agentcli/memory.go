@@ -1,0 +1,143 @@
+package agentcli
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+)
+
+// The agent's memory policy. DESIGN.md budgets 64 MiB of RSS while syncing
+// 100k files, and about 13 MiB of that are the binary's own pages (text and
+// read-only data, which the kernel maps in as they are touched); the rest
+// is the Go runtime's, which these settings bound.
+const (
+	// DefaultMemoryLimit is the soft memory limit
+	// (runtime/debug.SetMemoryLimit) unless GOMEMLIMIT is set: near it the
+	// garbage collector runs more often instead of letting the heap grow.
+	// What a sync holds (see snapshot's Pipeline: the index, the chunk
+	// budget, a large file's chunker and chunk, two pack buffers) stays
+	// well below it.
+	DefaultMemoryLimit = 44 << 20
+	// DefaultGCPercent is the garbage collector's target (GOGC) unless
+	// GOGC is set: the heap may grow to 1.5 times the live data between
+	// collections, not twice. Most of the agent's heap is byte buffers
+	// with no pointers to scan, so collections are cheap.
+	DefaultGCPercent = 50
+)
+
+// setMemoryPolicy applies the defaults the environment does not override.
+func setMemoryPolicy() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(DefaultMemoryLimit)
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(DefaultGCPercent)
+	}
+}
+
+// Trimming: the Go runtime keeps the pages a burst of work (an initial
+// sync, a restore, a large change) used and then freed, and returns them to
+// the kernel only slowly (and none of them while the heap stays below its
+// last goal), so an idle agent would keep the RSS of its last burst.
+// trimMemory gives them back once the agent is quiet after a burst.
+const (
+	trimEvery = time.Second // how often the runtime's metrics are read
+	// trimQuiet: allocating less than this in a period (trimEvery) is
+	// quiet: the agent waits (for changes, or for the coordinator).
+	trimQuiet = 1 << 20
+	// trimSlack is the least a trim must give back to count as useful.
+	// (Whether a trim is worth it cannot be told beforehand: the live heap
+	// the runtime reports is that of the last collection, made during the
+	// burst.)
+	trimSlack = 4 << 20
+	// trimAfter is how much must have been allocated since the last trim
+	// for another one; it doubles after each trim that gave back less
+	// than trimSlack (up to trimAfterMax) and comes back to trimAfter
+	// after one that gave back more. So a trim during a pause of a sync
+	// (waiting for a commit) is followed by another once the sync is
+	// over, and an idle agent (a heartbeat now and then) soon stops
+	// trimming.
+	trimAfter    = 4 << 20
+	trimAfterMax = 256 << 20
+)
+
+// trimmer decides when to trim from the runtime's metrics.
+type trimmer struct {
+	samples   []metrics.Sample
+	started   bool
+	lastAlloc uint64 // allocated bytes at the previous check
+	trimAlloc uint64 // allocated bytes at the last trim
+	after     uint64 // the current trimAfter
+}
+
+func newTrimmer() *trimmer {
+	return &trimmer{after: trimAfter, samples: []metrics.Sample{
+		{Name: "/gc/heap/allocs:bytes"},              // cumulative
+		{Name: "/memory/classes/heap/objects:bytes"}, // live and unswept dead objects
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"}, // free, not returned to the OS
+	}}
+}
+
+// read returns the cumulative allocation and the heap memory the process
+// holds.
+func (t *trimmer) read() (alloc, retained uint64) {
+	metrics.Read(t.samples)
+	v := func(i int) uint64 {
+		if t.samples[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return t.samples[i].Value.Uint64()
+	}
+	return v(0), v(1) + v(2) + v(3)
+}
+
+// due reports whether to trim now, given the cumulative allocation.
+func (t *trimmer) due(alloc uint64) bool {
+	if !t.started {
+		t.started, t.lastAlloc = true, alloc
+		return false
+	}
+	quiet := alloc-t.lastAlloc < trimQuiet
+	t.lastAlloc = alloc
+	return quiet && alloc-t.trimAlloc >= t.after
+}
+
+// trimmed records a trim made at allocation alloc that took the retained
+// heap from before to after bytes.
+func (t *trimmer) trimmed(alloc, before, after uint64) {
+	t.trimAlloc, t.lastAlloc = alloc, alloc
+	if before >= after+trimSlack {
+		t.after = trimAfter
+	} else {
+		t.after = min(2*t.after, trimAfterMax)
+	}
+}
+
+// trimMemory returns the heap's free memory to the kernel whenever the
+// agent is quiet after a burst, until ctx is done: two collections (the
+// second frees what sync.Pools, gRPC's buffer pools among them, kept
+// through the first), then debug.FreeOSMemory's scavenge.
+func trimMemory(ctx context.Context) {
+	t := newTrimmer()
+	tick := time.NewTicker(trimEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			alloc, before := t.read()
+			if !t.due(alloc) {
+				continue
+			}
+			runtime.GC()
+			debug.FreeOSMemory()
+			alloc, after := t.read()
+			t.trimmed(alloc, before, after)
+		}
+	}
+}
