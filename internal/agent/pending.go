@@ -171,3 +171,35 @@ func (s *pendingSet) examples(n int) []string {
 	slices.Sort(out)
 	return out
 }
+
+// pacer spaces rounds during a sustained burst of writes to many paths
+// (npm install, tar x, git checkout), where the per-path rule alone would
+// start a round the moment the previous one ends, committing a version
+// every few tens of milliseconds. A round that starts within gap+quiet of
+// the previous one's end is "busy": the gap before the next doubles (from
+// quiet, up to cap); a round after a calmer spell resets it to zero. So
+// isolated changes go out after their quiet window, and a 10 s burst makes
+// about ten versions, not hundreds. Flushes ignore the pacer.
+type pacer struct {
+	quiet, cap time.Duration
+	lastEnd    time.Time
+	gap        time.Duration
+}
+
+// earliest is when the next round may start.
+func (p *pacer) earliest() time.Time {
+	if p.lastEnd.IsZero() {
+		return time.Time{}
+	}
+	return p.lastEnd.Add(p.gap)
+}
+
+// done records a round that ran from start to end.
+func (p *pacer) done(start, end time.Time) {
+	if !p.lastEnd.IsZero() && start.Sub(p.lastEnd) <= p.gap+p.quiet {
+		p.gap = min(max(2*p.gap, p.quiet), p.cap)
+	} else {
+		p.gap = 0
+	}
+	p.lastEnd = end
+}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -147,4 +148,106 @@ func TestPendingSetSettle(t *testing.T) {
 	if ex := s.examples(10); !slices.Equal(ex, []string{"e"}) {
 		t.Errorf("examples = %q", ex)
 	}
+}
+
+// simulateRounds runs the agent's round scheduling (pendingSet + pacer) in
+// virtual time: writes is when each path is written (ms), a round takes
+// roundMs. It returns the round start times (ms) and the time the last
+// path was settled.
+func simulateRounds(t *testing.T, writes map[string][]int, roundMs int) (rounds []int, lastSettled int) {
+	t.Helper()
+	const quiet, cap = 250 * time.Millisecond, 2 * time.Second
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	type ev struct {
+		ms   int
+		path string
+	}
+	var evs []ev
+	end := 0
+	for p, ms := range writes {
+		for _, m := range ms {
+			evs = append(evs, ev{m, p})
+			end = max(end, m)
+		}
+	}
+	slices.SortFunc(evs, func(a, b ev) int { return a.ms - b.ms })
+	s := newPendingSet(quiet, cap)
+	pc := pacer{quiet: quiet, cap: cap}
+	i := 0
+	for now := 0; now <= end+10_000; now++ {
+		for i < len(evs) && evs[i].ms <= now {
+			s.note(evs[i].path, at(evs[i].ms), 0)
+			i++
+		}
+		next, ok := s.next()
+		if !ok {
+			continue
+		}
+		if e := pc.earliest(); e.After(next) {
+			next = e
+		}
+		if next.After(at(now)) {
+			continue
+		}
+		full, paths := s.due(at(now))
+		rounds = append(rounds, now)
+		// Writes during the round are noted before it settles.
+		for i < len(evs) && evs[i].ms < now+roundMs {
+			s.note(evs[i].path, at(evs[i].ms), 0)
+			i++
+		}
+		s.settle(at(now), full, paths)
+		pc.done(at(now), at(now+roundMs))
+		if s.empty() {
+			lastSettled = now
+		}
+		now += roundMs
+	}
+	if !s.empty() {
+		t.Fatalf("paths left pending: %q", s.all())
+	}
+	return rounds, lastSettled
+}
+
+func TestRoundPacing(t *testing.T) {
+	t.Run("a 10 s burst of new files makes about ten rounds", func(t *testing.T) {
+		w := make(map[string][]int)
+		for ms := range 10_000 {
+			w[fmt.Sprintf("node_modules/p%05d", ms)] = []int{ms}
+		}
+		rounds, last := simulateRounds(t, w, 20)
+		t.Logf("%d rounds, at %v ms; last write settled at %d ms", len(rounds), rounds, last)
+		if len(rounds) > 15 {
+			t.Errorf("%d rounds for a 10 s burst (at %v ms), want about ten", len(rounds), rounds)
+		}
+		if last > 10_000+2_500 {
+			t.Errorf("the last write was settled at %d ms, more than the cap after the burst", last)
+		}
+	})
+	t.Run("isolated changes each go out after the quiet window", func(t *testing.T) {
+		w := map[string][]int{}
+		for i := range 20 {
+			w[fmt.Sprintf("f%02d", i)] = []int{i * 1000}
+		}
+		rounds, _ := simulateRounds(t, w, 30)
+		if len(rounds) != 20 {
+			t.Fatalf("%d rounds, want 20", len(rounds))
+		}
+		for i, r := range rounds {
+			if r != i*1000+250 {
+				t.Errorf("change %d went out at %d ms, want %d", i, r, i*1000+250)
+			}
+		}
+	})
+	t.Run("a busy log does not hold back another file", func(t *testing.T) {
+		var log []int
+		for ms := 0; ms < 6000; ms += 50 {
+			log = append(log, ms)
+		}
+		rounds, _ := simulateRounds(t, map[string][]int{"app.log": log, "main.go": {3100}}, 20)
+		if !slices.Contains(rounds, 3350) {
+			t.Errorf("main.go (written at 3100 ms) not synced at 3350 ms: rounds at %v", rounds)
+		}
+	})
 }

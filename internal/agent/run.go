@@ -103,6 +103,7 @@ type runner struct {
 	base      *pb.Version
 	tried     []id.ID // roots asked to commit on base, outcome unknown (see baseState.Committing)
 	pending   *pendingSet
+	pace      pacer
 	flushes   []flushReq
 	failures  int
 	nextRetry time.Time
@@ -127,6 +128,7 @@ func Run(ctx context.Context, stop <-chan struct{}, cfg Config, opts RunOptions)
 	r := &runner{
 		cfg: cfg, opts: opts, log: cfg.logger(),
 		pending: newPendingSet(opts.Quiet, opts.Cap),
+		pace:    pacer{quiet: opts.Quiet, cap: opts.Cap},
 		flushCh: make(chan flushReq), cmdCh: make(chan *pb.Command, 4),
 		results: make(chan *pb.CommandResult, 4), kick: make(chan struct{}, 1),
 	}
@@ -381,6 +383,9 @@ func (r *runner) nextWake() time.Duration {
 	if len(r.flushes) > 0 {
 		wait = 0
 	} else if at, ok := r.pending.next(); ok {
+		if e := r.pace.earliest(); e.After(at) {
+			at = e
+		}
 		wait = time.Until(at)
 	}
 	return max(wait, time.Until(r.nextRetry), 0)
@@ -402,6 +407,9 @@ func (r *runner) round(ctx context.Context) {
 		dirty = paths
 	}
 	v, err := r.syncOnce(ctx, dirty)
+	if len(r.flushes) == 0 {
+		r.pace.done(start, time.Now())
+	}
 	if err != nil {
 		r.failures++
 		backoff := min(r.opts.RetryMin<<min(r.failures-1, 16), r.opts.RetryMax)
