@@ -63,7 +63,7 @@ func Reconcile(ctx context.Context, c *remote.Client, ws string, idx *snapshot.I
 		return res, fmt.Errorf("list version %d: %w", head.GetNumber(), err)
 	}
 	baseEntries, err := listing(ctx, c, base.GetNumber())
-	if status.Code(errors.Unwrap(err)) == codes.NotFound || status.Code(err) == codes.NotFound {
+	if status.Code(err) == codes.NotFound { // status.Code sees through wrapping
 		// The base was collected (retention) while the agent was away:
 		// as with no base, the disk wins on top of the head.
 		log.Warn("the version this workspace was synced from is gone (collected); keeping the disk as it is on top of the head",

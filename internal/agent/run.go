@@ -184,7 +184,7 @@ func (r *runner) connect(ctx context.Context) (*remote.Client, error) {
 		if err == nil {
 			return c, nil
 		}
-		if code := status.Code(errors.Unwrap(err)); code == codes.Unauthenticated || code == codes.PermissionDenied || ctx.Err() != nil {
+		if code := status.Code(err); code == codes.Unauthenticated || code == codes.PermissionDenied || ctx.Err() != nil {
 			return nil, err
 		}
 		r.setError(err)
@@ -574,9 +574,6 @@ func (r *runner) persist(force bool) {
 		}
 	}
 	r.idxSaved, r.idxDirty = time.Now(), false
-	r.mu.Lock()
-	r.status.Version = r.base.GetNumber()
-	r.mu.Unlock()
 }
 
 // command runs a coordinator command (from the session stream).
