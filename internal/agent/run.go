@@ -729,10 +729,18 @@ func (r *runner) updatePending() {
 	r.mu.Unlock()
 }
 
+// setState records what the agent is doing. While it syncs, restores or
+// stops, the status is not clean: the watcher's events are read between
+// rounds, so a change made just before (or during) a round may not be
+// counted in the pending paths yet, and the round itself is not
+// committed until it ends. The loop recomputes Clean after the round.
 func (r *runner) setState(s string) {
 	r.mu.Lock()
 	changed := r.status.State != s
 	r.status.State = s
+	if s != "idle" {
+		r.status.Clean = false
+	}
 	r.mu.Unlock()
 	if changed {
 		r.heartbeatNow()
