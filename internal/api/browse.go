@@ -408,7 +408,7 @@ func (s *AdminServer) CreateFileLink(ctx context.Context, req *pb.CreateFileLink
 	if n.Type != tree.File {
 		return nil, status.Errorf(codes.InvalidArgument, "%s is a %s, not a file", p, n.Type)
 	}
-	exp := time.Now().Add(ttl).Truncate(time.Second)
+	exp := s.links.Expiry(ttl)
 	return &pb.CreateFileLinkResponse{
 		Url:        s.links.Sign(req.GetProjectId(), p, v.Number, exp),
 		ExpireTime: timestamppb.New(exp),

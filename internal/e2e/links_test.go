@@ -23,6 +23,8 @@ import (
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/links"
 	"github.com/sandkeep/sandkeep/internal/repo"
+	"github.com/sandkeep/sandkeep/internal/server"
+	"github.com/sandkeep/sandkeep/internal/testclock"
 	"github.com/sandkeep/sandkeep/internal/urlsign"
 	"github.com/sandkeep/sandkeep/internal/workspacetest"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
@@ -214,7 +216,10 @@ func checksumTag(c string) string { return `"` + c + `"` }
 
 // TestFileLinkAccess: who may read what, and that refusals reveal nothing.
 func TestFileLinkAccess(t *testing.T) {
-	c := coordtest.Start(t, coordtest.Options{})
+	// Links expire by this clock (it starts at the real now; the links
+	// signed below with real-time expiries are seconds or more apart from it).
+	clock := testclock.New(time.Now())
+	c := coordtest.Start(t, coordtest.Options{Config: server.Config{Now: clock.Now}})
 	ctx := context.Background()
 	pidA, tokA := c.Project(t, "a")
 	pidB, tokB := c.Project(t, "b")
@@ -319,7 +324,10 @@ func TestFileLinkAccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Until(short.GetExpireTime().AsTime()) + 10*time.Millisecond) // wait out the link's lifetime
+	if r := httpDo(t, "GET", short.GetUrl(), nil); r.status != 200 {
+		t.Errorf("link within its lifetime: %d", r.status)
+	}
+	clock.Advance(short.GetExpireTime().AsTime().Sub(clock.Now()) + time.Second) // past the link's expiry
 	if r := httpDo(t, "GET", short.GetUrl(), nil); r.status != http.StatusForbidden {
 		t.Errorf("link past its expiry: %d", r.status)
 	}

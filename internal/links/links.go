@@ -81,13 +81,26 @@ func escapedPath(projectID, filePath string) string {
 type Linker struct {
 	signer *urlsign.Signer
 	base   string
+	now    func() time.Time
 }
 
 // NewLinker returns a Linker for links under publicURL (the scheme, host and
 // optional path prefix under which the coordinator's HTTP listener is
 // reached).
 func NewLinker(signer *urlsign.Signer, publicURL string) *Linker {
-	return &Linker{signer: signer, base: strings.TrimRight(publicURL, "/")}
+	return &Linker{signer: signer, base: strings.TrimRight(publicURL, "/"), now: time.Now}
+}
+
+// WithClock makes l read the time from now (tests; default time.Now).
+func (l *Linker) WithClock(now func() time.Time) *Linker {
+	l.now = now
+	return l
+}
+
+// Expiry is when a link made now with lifetime ttl expires (whole seconds,
+// as signed).
+func (l *Linker) Expiry(ttl time.Duration) time.Time {
+	return l.now().Add(ttl).Truncate(time.Second)
 }
 
 // Sign returns a link to filePath (a valid workspace path) of version
@@ -115,6 +128,12 @@ func NewHandler(r *repo.Repo, signer *urlsign.Signer, log *slog.Logger) *Handler
 		log = slog.Default()
 	}
 	return &Handler{repo: r, signer: signer, authn: auth.NewAuthenticator(r.Meta()), log: log, now: time.Now}
+}
+
+// WithClock makes h check expiries against now (tests; default time.Now).
+func (h *Handler) WithClock(now func() time.Time) *Handler {
+	h.now = now
+	return h
 }
 
 // Fixed answers: the same status and body whatever is (or is not) stored.

@@ -55,6 +55,10 @@ type Config struct {
 	// period. Left at zero, the coordinator runs no periodic collection
 	// (`sandkeep serve` defaults to one every hour).
 	GC GCConfig
+
+	// Now is the clock of file links, which expire (nil: time.Now; tests
+	// move a fake clock instead of waiting a link's lifetime out).
+	Now func() time.Time
 }
 
 // Defaults.

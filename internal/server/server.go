@@ -284,7 +284,7 @@ func (s *Server) build() error {
 	agentSrv := api.NewAgentServer(s.Repo, s.Sessions, s.log)
 	agentSrv.SetMetrics(s.Metrics)
 	pb.RegisterAgentServiceServer(s.grpc, agentSrv)
-	pb.RegisterAdminServiceServer(s.grpc, api.NewAdminServer(s.Repo, s.Sessions, s.log).WithLinks(links.NewLinker(s.URLSigner, s.publicURL)).
+	pb.RegisterAdminServiceServer(s.grpc, api.NewAdminServer(s.Repo, s.Sessions, s.log).WithLinks(links.NewLinker(s.URLSigner, s.publicURL).WithClock(s.now)).
 		WithGCGrace(s.cfg.GC.grace()))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -301,7 +301,7 @@ func (s *Server) build() error {
 	})
 	// File links bypass the mux, which would answer a path holding ".."
 	// with a redirect to a cleaned path: the links handler refuses it.
-	fileLinks := links.NewHandler(s.Repo, s.URLSigner, s.log)
+	fileLinks := links.NewHandler(s.Repo, s.URLSigner, s.log).WithClock(s.now)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, links.Prefix) {
 			fileLinks.ServeHTTP(w, r)
@@ -311,6 +311,14 @@ func (s *Server) build() error {
 	})
 	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	return nil
+}
+
+// now is the clock of file links (Config.Now, else time.Now).
+func (s *Server) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
 }
 
 // GRPCAddr is the bound gRPC address.
