@@ -8,21 +8,19 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/blobstore"
-	"github.com/sandkeep/sandkeep/internal/blobstore/fsstore"
 	"github.com/sandkeep/sandkeep/internal/gc"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
-	"github.com/sandkeep/sandkeep/internal/metastore/sqlitestore"
 	"github.com/sandkeep/sandkeep/internal/pack"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/testclock"
+	"github.com/sandkeep/sandkeep/internal/testenv"
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
 
@@ -65,16 +63,7 @@ func newFixture(t *testing.T) *fixture {
 func newFixtureWith(t *testing.T, wrap func(metastore.Store) metastore.Store) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	meta, err := sqlitestore.Open(ctx, filepath.Join(dir, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	st, err := fsstore.New(filepath.Join(dir, "blobs"), fsstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, st := testenv.Local(t)
 	p, err := meta.CreateProject(ctx, "gc")
 	if err != nil {
 		t.Fatal(err)

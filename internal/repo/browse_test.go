@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"path"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -16,11 +15,10 @@ import (
 	"testing"
 
 	"github.com/sandkeep/sandkeep/internal/blobstore"
-	"github.com/sandkeep/sandkeep/internal/blobstore/fsstore"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
-	"github.com/sandkeep/sandkeep/internal/metastore/sqlitestore"
 	"github.com/sandkeep/sandkeep/internal/pack"
+	"github.com/sandkeep/sandkeep/internal/testenv"
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
 
@@ -48,16 +46,7 @@ type bfEntry struct {
 func newBrowseFixture(t testing.TB) *browseFixture {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	meta, err := sqlitestore.Open(ctx, filepath.Join(dir, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	st, err := fsstore.New(filepath.Join(dir, "blobs"), fsstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, st := testenv.Local(t)
 	p, err := meta.CreateProject(ctx, "browse")
 	if err != nil {
 		t.Fatal(err)

@@ -4,18 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/sandkeep/sandkeep/internal/blobstore"
-	"github.com/sandkeep/sandkeep/internal/blobstore/fsstore"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
-	"github.com/sandkeep/sandkeep/internal/metastore/sqlitestore"
 	"github.com/sandkeep/sandkeep/internal/pack"
 	"github.com/sandkeep/sandkeep/internal/repo"
+	"github.com/sandkeep/sandkeep/internal/testenv"
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
 
@@ -51,16 +49,7 @@ type delFixture struct {
 func newDelFixture(t *testing.T) *delFixture {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	meta, err := sqlitestore.Open(ctx, filepath.Join(dir, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	fs, err := fsstore.New(filepath.Join(dir, "blobs"), fsstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, fs := testenv.Local(t)
 	st := &hookStore{Backend: fs}
 	return &delFixture{ctx: ctx, meta: meta, store: st, r: repo.New(meta, st, repo.Options{})}
 }
