@@ -406,7 +406,11 @@ func (r *runner) round(ctx context.Context) {
 	if !full {
 		dirty = paths
 	}
+	untap := r.tapEvents(r.w.Events())
 	v, err := r.syncOnce(ctx, dirty)
+	for _, ev := range untap() {
+		r.noteEvent(ev) // as of now: after start, so they stay pending
+	}
 	if len(r.flushes) == 0 {
 		r.pace.done(start, time.Now())
 	}
@@ -437,6 +441,59 @@ func (r *runner) round(ctx context.Context) {
 	r.mu.Unlock()
 	if r.pending.empty() {
 		r.setState("idle")
+	}
+}
+
+// tapMaxPaths bounds the paths tapEvents holds; beyond it they are folded
+// into one rescan.
+const tapMaxPaths = 10000
+
+// tapEvents reads the watcher's events while a round runs (the loop,
+// which reads them otherwise, is busy with the round) until the returned
+// function is called, which returns them for the loop to note. Each one
+// marks the status not clean at once: a write made just before a flush,
+// or during a round stuck retrying an unreachable coordinator, must not
+// leave the status (and the heartbeats) saying clean. A closed channel is
+// left for the loop to see.
+func (r *runner) tapEvents(events <-chan watcher.Event) (untap func() []watcher.Event) {
+	done := make(chan struct{})
+	out := make(chan []watcher.Event, 1)
+	go func() {
+		var evs []watcher.Event
+		paths, rescan := 0, false
+		defer func() {
+			if rescan {
+				evs = []watcher.Event{{Rescan: true}}
+			}
+			out <- evs
+		}()
+		for {
+			select {
+			case <-done:
+				return
+			case ev, ok := <-events:
+				if !ok {
+					return
+				}
+				paths += len(ev.Paths)
+				rescan = rescan || ev.Rescan || paths > tapMaxPaths
+				if !rescan {
+					evs = append(evs, ev)
+				}
+				r.mu.Lock()
+				wasClean := r.status.Clean
+				r.status.Clean = false
+				r.status.PendingPaths += int64(len(ev.Paths))
+				r.mu.Unlock()
+				if wasClean {
+					r.heartbeatNow()
+				}
+			}
+		}
+	}()
+	return func() []watcher.Event {
+		close(done)
+		return <-out
 	}
 }
 
@@ -729,18 +786,10 @@ func (r *runner) updatePending() {
 	r.mu.Unlock()
 }
 
-// setState records what the agent is doing. While it syncs, restores or
-// stops, the status is not clean: the watcher's events are read between
-// rounds, so a change made just before (or during) a round may not be
-// counted in the pending paths yet, and the round itself is not
-// committed until it ends. The loop recomputes Clean after the round.
 func (r *runner) setState(s string) {
 	r.mu.Lock()
 	changed := r.status.State != s
 	r.status.State = s
-	if s != "idle" {
-		r.status.Clean = false
-	}
 	r.mu.Unlock()
 	if changed {
 		r.heartbeatNow()

@@ -40,7 +40,7 @@ type Status struct {
 	WatchedDirs     int       `json:"watched_dirs"`
 	Overflows       int64     `json:"overflows"`
 	Commits         int64     `json:"commits"`
-	Clean           bool      `json:"clean"` // nothing pending, no error, and no round in progress: every change the agent knows of is committed
+	Clean           bool      `json:"clean"` // nothing pending (the watcher's reports during a round count) and no error
 	CoordinatorUp   bool      `json:"coordinator_up"`
 	StartedAt       time.Time `json:"started_at"`
 	PendingExamples []string  `json:"pending_examples,omitempty"`
