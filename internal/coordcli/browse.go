@@ -80,16 +80,10 @@ func display(f *pb.FileInfo) string {
 	return f.GetPath()
 }
 
-// adminCall runs fn with an admin client and a bounded context.
+// adminCall runs fn with an admin client and a context bounded by
+// callTimeout.
 func (g *globals) adminCall(cmd *cobra.Command, fn func(ctx context.Context, c pb.AdminServiceClient) error) error {
-	c, conn, err := g.admin()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := withTimeout(cmd.Context())
-	defer cancel()
-	return fn(ctx, c)
+	return dialCall(g, cmd, callTimeout, pb.NewAdminServiceClient, fn)
 }
 
 func requireProject(project string) error {
@@ -349,26 +343,21 @@ beside FILE, then renamed), and a failure leaves no partial FILE.`,
 			if version < 0 {
 				return errors.New("--version must not be negative")
 			}
-			c, conn, err := g.admin()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
 			// No overall deadline: a large file takes as long as it takes;
 			// the stream fails if the coordinator goes away.
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
-			stream, err := c.ReadFile(ctx, &pb.ReadFileRequest{ProjectId: project, Path: args[0], Version: version})
-			if err != nil {
-				return err
-			}
-			if output == "" || output == "-" {
-				_, err := copyStream(g.stdout, stream)
-				return err
-			}
-			return writeAtomically(output, func(w io.Writer) error {
-				_, err := copyStream(w, stream)
-				return err
+			return dialCall(g, cmd, 0, pb.NewAdminServiceClient, func(ctx context.Context, c pb.AdminServiceClient) error {
+				stream, err := c.ReadFile(ctx, &pb.ReadFileRequest{ProjectId: project, Path: args[0], Version: version})
+				if err != nil {
+					return err
+				}
+				if output == "" || output == "-" {
+					_, err := copyStream(g.stdout, stream)
+					return err
+				}
+				return writeAtomically(output, func(w io.Writer) error {
+					_, err := copyStream(w, stream)
+					return err
+				})
 			})
 		},
 	}
@@ -457,27 +446,19 @@ alone on stdout; what the agent did goes to stderr.`,
 			if version <= 0 {
 				return errors.New("--version is required (a positive version number)")
 			}
-			c, conn, err := g.admin()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), wait+30*time.Second)
-			defer cancel()
-			resp, err := c.RollbackProject(ctx, &pb.RollbackProjectRequest{ProjectId: project, Version: version, AgentTimeout: durationpb.New(wait)})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(g.stdout, resp.GetVersion().GetNumber())
-			switch {
-			case resp.GetAgentApplied():
-				fmt.Fprintf(g.stderr, "the running agent brought its workspace to version %d\n", resp.GetAgentVersion())
-			case resp.GetAgentConnected():
-				fmt.Fprintf(g.stderr, "warning: the running agent has not applied the rollback yet (%s); it will on its next sync\n", resp.GetAgentError())
-			default:
-				fmt.Fprintln(g.stderr, "no agent is connected; the next one to start restores the new head")
-			}
-			return nil
+			req := &pb.RollbackProjectRequest{ProjectId: project, Version: version, AgentTimeout: durationpb.New(wait)}
+			return adminRPC(g, cmd, wait+30*time.Second, pb.AdminServiceClient.RollbackProject, req, func(resp *pb.RollbackProjectResponse) error {
+				fmt.Fprintln(g.stdout, resp.GetVersion().GetNumber())
+				switch {
+				case resp.GetAgentApplied():
+					fmt.Fprintf(g.stderr, "the running agent brought its workspace to version %d\n", resp.GetAgentVersion())
+				case resp.GetAgentConnected():
+					fmt.Fprintf(g.stderr, "warning: the running agent has not applied the rollback yet (%s); it will on its next sync\n", resp.GetAgentError())
+				default:
+					fmt.Fprintln(g.stderr, "no agent is connected; the next one to start restores the new head")
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&project, "project", "", "project id")
@@ -649,22 +630,14 @@ func newGC(g *globals) *cobra.Command {
 		Short: "Apply retention and delete what no kept version references; prints what was freed",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, conn, err := g.admin()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 6*time.Hour)
-			defer cancel()
-			resp, err := c.CollectGarbage(ctx, &pb.CollectGarbageRequest{ProjectId: project, DryRun: dryRun})
-			if err != nil {
-				return err
-			}
-			fmt.Fprint(g.stdout, strings.TrimRight(resp.GetReport(), "\n")+"\n")
-			if len(resp.GetFailed()) > 0 {
-				return fmt.Errorf("gc failed for %d project(s): %s", len(resp.GetFailed()), strings.Join(resp.GetFailed(), "; "))
-			}
-			return nil
+			req := &pb.CollectGarbageRequest{ProjectId: project, DryRun: dryRun}
+			return adminRPC(g, cmd, 6*time.Hour, pb.AdminServiceClient.CollectGarbage, req, func(resp *pb.CollectGarbageResponse) error {
+				fmt.Fprint(g.stdout, strings.TrimRight(resp.GetReport(), "\n")+"\n")
+				if len(resp.GetFailed()) > 0 {
+					return fmt.Errorf("gc failed for %d project(s): %s", len(resp.GetFailed()), strings.Join(resp.GetFailed(), "; "))
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&project, "project", "", "only this project (default: every project)")
@@ -682,20 +655,12 @@ tokens (revoked at once, as are its file links). Prints the number of bytes
 freed alone on stdout, and the number of objects on stderr.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, conn, err := g.admin()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), time.Hour)
-			defer cancel()
-			resp, err := c.DeleteProject(ctx, &pb.DeleteProjectRequest{ProjectId: args[0]})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(g.stdout, resp.GetBytesFreed())
-			fmt.Fprintf(g.stderr, "deleted project %s: %d objects, %d bytes freed\n", args[0], resp.GetObjectsDeleted(), resp.GetBytesFreed())
-			return nil
+			req := &pb.DeleteProjectRequest{ProjectId: args[0]}
+			return adminRPC(g, cmd, time.Hour, pb.AdminServiceClient.DeleteProject, req, func(resp *pb.DeleteProjectResponse) error {
+				fmt.Fprintln(g.stdout, resp.GetBytesFreed())
+				fmt.Fprintf(g.stderr, "deleted project %s: %d objects, %d bytes freed\n", args[0], resp.GetObjectsDeleted(), resp.GetBytesFreed())
+				return nil
+			})
 		},
 	}
 }

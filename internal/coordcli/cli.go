@@ -21,7 +21,6 @@ import (
 	"github.com/sandkeep/sandkeep/internal/dial"
 	"github.com/sandkeep/sandkeep/internal/envflag"
 	"github.com/sandkeep/sandkeep/internal/server"
-	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
 // Version is set at build time.
@@ -100,19 +99,6 @@ func (g *globals) dial() (*grpc.ClientConn, error) {
 		tok = strings.TrimSpace(string(b))
 	}
 	return dial.Dial(g.coordinator, dial.Options{Token: tok, TLS: g.tls, CAFile: g.caFile})
-}
-
-// admin opens an admin client.
-func (g *globals) admin() (pb.AdminServiceClient, *grpc.ClientConn, error) {
-	conn, err := g.dial()
-	if err != nil {
-		return nil, nil, err
-	}
-	return pb.NewAdminServiceClient(conn), conn, nil
-}
-
-func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, callTimeout)
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -23,14 +23,18 @@ const callTimeout = 60 * time.Second
 
 // dialCall connects to the coordinator with the admin token, makes a client
 // of the connection with newClient and runs fn with it and a context that
-// ends after timeout. The connection is closed when fn returns.
+// ends after timeout (with timeout 0, when the command's context ends). The
+// connection is closed when fn returns.
 func dialCall[C any](g *globals, cmd *cobra.Command, timeout time.Duration, newClient func(grpc.ClientConnInterface) C, fn func(context.Context, C) error) error {
 	conn, err := g.dial()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	ctx, cancel := cmd.Context(), context.CancelFunc(func() {})
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+	}
 	defer cancel()
 	return fn(ctx, newClient(conn))
 }
