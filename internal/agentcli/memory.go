@@ -48,18 +48,18 @@ const (
 	// trimQuiet: allocating less than this in a period (trimEvery) is
 	// quiet: the agent waits (for changes, or for the coordinator).
 	trimQuiet = 1 << 20
-	// trimSlack is the least a trim must give back to count as useful.
-	// (Whether a trim is worth it cannot be told beforehand: the live heap
-	// the runtime reports is that of the last collection, made during the
-	// burst.)
-	trimSlack = 4 << 20
+	// trimSlack is the least a trim must give back to count as useful;
+	// see trimmer.useful. (Whether a trim is worth it cannot be told
+	// beforehand: the live heap the runtime reports is that of the last
+	// collection, made during the burst.)
+	trimSlack = 8 << 20
 	// trimAfter is how much must have been allocated since the last trim
-	// for another one; it doubles after each trim that gave back less
-	// than trimSlack (up to trimAfterMax) and comes back to trimAfter
-	// after one that gave back more. So a trim during a pause of a sync
-	// (waiting for a commit) is followed by another once the sync is
-	// over, and an idle agent (a heartbeat now and then) soon stops
-	// trimming.
+	// for another one; it doubles after each trim that was not useful
+	// (up to trimAfterMax) and comes back to trimAfter after one that
+	// was. So a trim during a pause of a sync (waiting for a commit) is
+	// followed by another once the sync is over, and an idle agent (a
+	// heartbeat now and then, whose garbage the collector's own pacing
+	// keeps within its heap goal) soon trims only every trimAfterMax.
 	trimAfter    = 4 << 20
 	trimAfterMax = 256 << 20
 )
@@ -67,6 +67,7 @@ const (
 // trimmer decides when to trim from the runtime's metrics.
 type trimmer struct {
 	samples   []metrics.Sample
+	gcPercent uint64 // GOGC, as of the last read
 	started   bool
 	lastAlloc uint64 // allocated bytes at the previous check
 	trimAlloc uint64 // allocated bytes at the last trim
@@ -79,6 +80,7 @@ func newTrimmer() *trimmer {
 		{Name: "/memory/classes/heap/objects:bytes"}, // live and unswept dead objects
 		{Name: "/memory/classes/heap/unused:bytes"},
 		{Name: "/memory/classes/heap/free:bytes"}, // free, not returned to the OS
+		{Name: "/gc/gogc:percent"},
 	}}
 }
 
@@ -92,6 +94,7 @@ func (t *trimmer) read() (alloc, retained uint64) {
 		}
 		return t.samples[i].Value.Uint64()
 	}
+	t.gcPercent = v(4)
 	return v(0), v(1) + v(2) + v(3)
 }
 
@@ -106,11 +109,22 @@ func (t *trimmer) due(alloc uint64) bool {
 	return quiet && alloc-t.trimAlloc >= t.after
 }
 
+// useful reports whether a trim that took the retained heap from before to
+// after bytes gave back more than the collector's own pacing would have
+// kept anyway: without trims the heap grows to its goal, the live heap
+// plus GOGC percent of it (after is about the live heap), before a
+// collection reuses the garbage. A trim is useful after a burst, whose
+// buffers and garbage outgrew that goal; not while idle, when each trim
+// gives back only the little garbage made since the last one.
+func (t *trimmer) useful(before, after uint64) bool {
+	return before > after+max(trimSlack, after*t.gcPercent/100)
+}
+
 // trimmed records a trim made at allocation alloc that took the retained
 // heap from before to after bytes.
 func (t *trimmer) trimmed(alloc, before, after uint64) {
 	t.trimAlloc, t.lastAlloc = alloc, alloc
-	if before >= after+trimSlack {
+	if t.useful(before, after) {
 		t.after = trimAfter
 	} else {
 		t.after = min(2*t.after, trimAfterMax)

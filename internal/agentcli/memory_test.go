@@ -9,6 +9,7 @@ import (
 func TestTrimmerTrimsOnceQuietAfterABurst(t *testing.T) {
 	const MiB = 1 << 20
 	tr := newTrimmer()
+	tr.gcPercent = 50
 	var alloc uint64 = 10 * MiB
 	step := func(allocated uint64) bool {
 		alloc += allocated
@@ -43,13 +44,15 @@ func TestTrimmerTrimsOnceQuietAfterABurst(t *testing.T) {
 	}
 	tr.trimmed(alloc, 30*MiB, 13*MiB)
 
-	// Idle: a trim that gives back little doubles the allocation needed
-	// for the next one, up to trimAfterMax.
+	// Idle: a trim that gives back no more than the garbage the
+	// collector's pacing allows (live 20 MiB, GOGC 50: up to 10 MiB)
+	// doubles the allocation needed for the next one, up to trimAfterMax.
 	trims := 0
 	for range 20000 {
 		if step(512 << 10) {
 			trims++
-			tr.trimmed(alloc, 18*MiB, 16*MiB)
+			since := min(alloc-tr.trimAlloc, 10*MiB)
+			tr.trimmed(alloc, 20*MiB+since, 20*MiB)
 		}
 	}
 	if tr.after != trimAfterMax {
@@ -71,10 +74,33 @@ func TestTrimmerTrimsOnceQuietAfterABurst(t *testing.T) {
 	}
 }
 
+func TestTrimmerUseful(t *testing.T) {
+	const MiB = 1 << 20
+	for _, tc := range []struct {
+		name                string
+		gogc, before, after uint64
+		want                bool
+	}{
+		{"after a burst", 50, 52 * MiB, 21 * MiB, true},
+		{"idle garbage within the heap goal", 50, 30 * MiB, 20 * MiB, false},
+		{"small heap, a few MiB of garbage", 50, 10 * MiB, 4 * MiB, false},
+		{"small heap after a burst", 50, 40 * MiB, 4 * MiB, true},
+		{"GOGC 100 allows more garbage", 100, 38 * MiB, 20 * MiB, false},
+		{"GOGC 100, after a burst", 100, 44 * MiB, 20 * MiB, true},
+		{"nothing given back", 50, 20 * MiB, 20 * MiB, false},
+	} {
+		tr := &trimmer{gcPercent: tc.gogc}
+		if got := tr.useful(tc.before, tc.after); got != tc.want {
+			t.Errorf("%s: useful(%d MiB -> %d MiB, GOGC %d) = %v", tc.name, tc.before/MiB, tc.after/MiB, tc.gogc, got)
+		}
+	}
+}
+
 func TestTrimmerReadsRuntimeMetrics(t *testing.T) {
-	alloc, retained := newTrimmer().read()
-	if alloc == 0 || retained == 0 {
-		t.Fatalf("metrics: allocated %d, retained %d", alloc, retained)
+	tr := newTrimmer()
+	alloc, retained := tr.read()
+	if alloc == 0 || retained == 0 || tr.gcPercent == 0 {
+		t.Fatalf("metrics: allocated %d, retained %d, GOGC %d", alloc, retained, tr.gcPercent)
 	}
 }
 
