@@ -48,13 +48,7 @@ func (a *Authenticator) authorize(ctx context.Context, pol Policy, method string
 	if !known {
 		return nil, status.Error(codes.PermissionDenied, "method not allowed")
 	}
-	var secret string
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("authorization"); len(v) > 0 {
-			secret = BearerFrom(v[0])
-		}
-	}
-	p, err := a.Authenticate(ctx, secret)
+	p, err := a.Authenticate(ctx, bearerOf(ctx))
 	if err != nil {
 		if errors.Is(err, ErrUnauthenticated) {
 			return nil, status.Error(codes.Unauthenticated, err.Error())
@@ -68,6 +62,24 @@ func (a *Authenticator) authorize(ctx context.Context, pol Policy, method string
 		return nil, status.Errorf(codes.PermissionDenied, "a %s token may not call %s", p.Kind, method)
 	}
 	return WithPrincipal(ctx, p), nil
+}
+
+// bearerOf returns the bearer token of an incoming call ("" if none).
+func bearerOf(ctx context.Context) string {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get("authorization"); len(v) > 0 {
+			return BearerFrom(v[0])
+		}
+	}
+	return ""
+}
+
+// Recheck authenticates the bearer token of an incoming call again: a
+// stream was authenticated when it opened, and its token may have been
+// revoked (or have expired) since. Errors wrap ErrUnauthenticated unless
+// the store itself failed.
+func (a *Authenticator) Recheck(ctx context.Context) (Principal, error) {
+	return a.Authenticate(ctx, bearerOf(ctx))
 }
 
 // UnaryInterceptor enforces pol on unary calls.

@@ -565,10 +565,9 @@ func TestStateMachine(t *testing.T) {
 	e2.prov.slow = true
 	done := make(chan Ensured)
 	go func() { done <- e2.ensure(p2) }()
-	for e2.prov.count("create") == 0 {
+	for e2.prov.count("create") == 0 { // the box exists (creating) once Create is counted
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(20 * time.Millisecond)
 	e2.prov.settle()
 	sb2 := (<-done).Sandbox
 	e2.advance(2*time.Minute, time.Minute)

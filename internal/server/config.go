@@ -56,6 +56,12 @@ type Config struct {
 	// (`sandkeep serve` defaults to one every hour).
 	GC GCConfig
 
+	// SessionRecheck is how often at most an agent's session stream checks
+	// its token again (default sessions.DefaultRecheckEvery, a minute): a
+	// token revoked, or a project deleted, through another replica ends
+	// this replica's streams within it.
+	SessionRecheck time.Duration
+
 	// Now is the clock of file links, which expire (nil: time.Now; tests
 	// move a fake clock instead of waiting a link's lifetime out).
 	Now func() time.Time

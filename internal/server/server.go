@@ -272,6 +272,21 @@ func (s *Server) build() error {
 	s.Sessions = sessions.New(s.log)
 	s.Metrics = metrics.New()
 	s.Sessions.OnConnect = func(d int) { s.Metrics.AgentSessions.Add(float64(d)) }
+	// A token revoked or a project deleted through another replica ends
+	// this replica's streams too (within SessionRecheck).
+	s.Sessions.RecheckEvery = s.cfg.SessionRecheck
+	s.Sessions.Recheck = func(ctx context.Context, projectID string) error {
+		p, err := authn.Recheck(ctx)
+		switch {
+		case errors.Is(err, auth.ErrUnauthenticated):
+			return fmt.Errorf("%w: %v", sessions.ErrRevoked, err)
+		case err != nil:
+			return err
+		case p.ProjectID != projectID:
+			return fmt.Errorf("%w: the token is not of project %s", sessions.ErrRevoked, projectID)
+		}
+		return nil
+	}
 	// lifecycle: heartbeats also update the sandbox registry.
 	if err := s.buildLifecycle(); err != nil {
 		return err

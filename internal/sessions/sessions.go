@@ -73,7 +73,18 @@ type Registry struct {
 	// OnConnect, if set, is called with +1 when a stream opens and -1 when
 	// it ends (a gauge of connected agents).
 	OnConnect func(delta int)
+	// Recheck, if set, checks again that the stream's token is valid
+	// (ctx is the stream's): a token revoked, or a project deleted, on
+	// another replica must end the streams this one holds too. It is
+	// called on a heartbeat at most once every RecheckEvery; an error
+	// wrapping ErrRevoked ends the session, another error (the store is
+	// unreachable) is logged and the session kept.
+	Recheck      func(ctx context.Context, projectID string) error
+	RecheckEvery time.Duration
 }
+
+// DefaultRecheckEvery is RecheckEvery unless set.
+const DefaultRecheckEvery = time.Minute
 
 // New returns an empty registry.
 func New(log *slog.Logger) *Registry {
@@ -127,6 +138,7 @@ func (r *Registry) Serve(projectID string, s Stream) error {
 
 	ctx := s.Context()
 	errc := make(chan error, 1)
+	checked := time.Now()
 	go func() {
 		for {
 			msg, err := s.Recv()
@@ -136,6 +148,10 @@ func (r *Registry) Serve(projectID string, s Stream) error {
 			}
 			switch {
 			case msg.GetHeartbeat() != nil:
+				if err := r.recheck(ctx, projectID, &checked); err != nil {
+					errc <- err
+					return
+				}
 				r.heartbeat(c, msg.GetHeartbeat())
 			case msg.GetResult() != nil:
 				res := msg.GetResult()
@@ -164,6 +180,34 @@ func (r *Registry) Serve(projectID string, s Stream) error {
 		}
 	}
 }
+
+// recheck runs Recheck if it is due (last is when it last ran); it
+// returns an error only when the session must end.
+func (r *Registry) recheck(ctx context.Context, projectID string, last *time.Time) error {
+	every := r.RecheckEvery
+	if every <= 0 {
+		every = DefaultRecheckEvery
+	}
+	if r.Recheck == nil || time.Since(*last) < every {
+		return nil
+	}
+	*last = time.Now()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := r.Recheck(cctx, projectID)
+	if errors.Is(err, ErrRevoked) {
+		r.log.Info("agent session ended: its token is no longer valid", "project", projectID, "err", err)
+		return err
+	}
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn("agent session: cannot check its token again; keeping it", "project", projectID, "err", err)
+	}
+	return nil
+}
+
+// ErrRevoked: the token a session was opened with is no longer valid
+// (revoked, expired, or its project deleted), as Recheck found.
+var ErrRevoked = errors.New("session closed: its token is no longer valid")
 
 // ErrInvalid: a malformed session message.
 var ErrInvalid = errors.New("invalid session message")

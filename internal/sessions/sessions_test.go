@@ -3,8 +3,10 @@ package sessions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -141,5 +143,78 @@ func TestDisconnect(t *testing.T) {
 		}
 	case <-time.After(wait):
 		t.Fatal("the other project's agent no longer gets commands")
+	}
+}
+
+// TestRecheck: a session whose token Recheck finds revoked ends at its
+// next heartbeat (with ErrRevoked, and that heartbeat is not recorded); a
+// Recheck that cannot tell (the store is down) keeps it; Recheck runs at
+// most once every RecheckEvery.
+func TestRecheck(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		every   time.Duration
+		answers []error // Recheck's answers, in order
+		wantEnd bool
+		calls   int
+	}{
+		{name: "valid", every: time.Nanosecond, answers: []error{nil, nil}, calls: 2},
+		{name: "store down", every: time.Nanosecond, answers: []error{errors.New("db down"), nil}, calls: 2},
+		{name: "revoked", every: time.Nanosecond, answers: []error{nil, fmt.Errorf("%w: token revoked", ErrRevoked)}, wantEnd: true, calls: 2},
+		{name: "not due", every: time.Hour, answers: []error{ErrRevoked, ErrRevoked}, calls: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := New(slog.New(slog.DiscardHandler))
+			r.RecheckEvery = tc.every
+			var mu sync.Mutex
+			calls := 0
+			r.Recheck = func(_ context.Context, projectID string) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if projectID != "prj" {
+					t.Errorf("Recheck of %q", projectID)
+				}
+				calls++
+				return tc.answers[calls-1]
+			}
+			seen := make(chan string, 8)
+			r.OnHeartbeat = func(_ string, hb *pb.Heartbeat) { seen <- hb.GetSessionId() }
+			s, done := serve(t, r, "prj", "s1")
+			<-seen // the first heartbeat: the stream was just authenticated
+			for i := range len(tc.answers) {
+				s.in <- hb("s1")
+				if tc.wantEnd && i == len(tc.answers)-1 {
+					break
+				}
+				select {
+				case <-seen:
+				case err := <-done:
+					t.Fatalf("heartbeat %d ended the session: %v", i+1, err)
+				case <-time.After(wait):
+					t.Fatalf("heartbeat %d not recorded", i+1)
+				}
+			}
+			if tc.wantEnd {
+				select {
+				case err := <-done:
+					if !errors.Is(err, ErrRevoked) {
+						t.Fatalf("session ended with %v, want ErrRevoked", err)
+					}
+				case <-time.After(wait):
+					t.Fatal("the session of a revoked token is still open")
+				}
+				if len(seen) != 0 {
+					t.Fatal("the heartbeat of a revoked token was recorded")
+				}
+				if got := r.Agents("prj"); len(got) != 1 || got[0].Connected {
+					t.Fatalf("agents after the revocation: %+v", got)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if calls != tc.calls {
+				t.Fatalf("Recheck called %d times, want %d", calls, tc.calls)
+			}
+		})
 	}
 }
