@@ -7,14 +7,12 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sandkeep/sandkeep/internal/blobstore/fsstore"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/metastore/sqlitestore"
 	"github.com/sandkeep/sandkeep/internal/metrics"
@@ -22,6 +20,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/sessions"
 	"github.com/sandkeep/sandkeep/internal/testclock"
+	"github.com/sandkeep/sandkeep/internal/testenv"
 	"github.com/sandkeep/sandkeep/internal/tree"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
@@ -379,16 +378,7 @@ func (l *logBuffer) String() string {
 
 func newEnv(t *testing.T, mod ...func(*Config)) *env {
 	t.Helper()
-	dir := t.TempDir()
-	meta, err := sqlitestore.Open(t.Context(), filepath.Join(dir, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	blobs, err := fsstore.New(filepath.Join(dir, "blobs"), fsstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, blobs := testenv.Local(t)
 	logs := &logBuffer{}
 	var w io.Writer = logs
 	if os.Getenv("SANDKEEP_TEST_VERBOSE") != "" {
