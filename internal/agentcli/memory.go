@@ -117,7 +117,8 @@ func (t *trimmer) due(alloc uint64) bool {
 // buffers and garbage outgrew that goal; not while idle, when each trim
 // gives back only the little garbage made since the last one.
 func (t *trimmer) useful(before, after uint64) bool {
-	return before > after+max(trimSlack, after*t.gcPercent/100)
+	pct := min(t.gcPercent, 1000) // GOGC=off may read as a huge value
+	return before > after+max(trimSlack, after*pct/100)
 }
 
 // trimmed records a trim made at allocation alloc that took the retained

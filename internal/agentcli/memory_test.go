@@ -88,6 +88,8 @@ func TestTrimmerUseful(t *testing.T) {
 		{"GOGC 100 allows more garbage", 100, 38 * MiB, 20 * MiB, false},
 		{"GOGC 100, after a burst", 100, 44 * MiB, 20 * MiB, true},
 		{"nothing given back", 50, 20 * MiB, 20 * MiB, false},
+		{"GOGC off (a huge percent, taken as 1000)", ^uint64(0), 200 * MiB, 20 * MiB, false},
+		{"GOGC off, after a very large burst", ^uint64(0), 400 * MiB, 20 * MiB, true},
 	} {
 		tr := &trimmer{gcPercent: tc.gogc}
 		if got := tr.useful(tc.before, tc.after); got != tc.want {
