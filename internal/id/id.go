@@ -78,15 +78,6 @@ func FromBytes(b []byte) (ID, error) {
 	return out, nil
 }
 
-// MustParse is Parse for constants in tests; it panics on error.
-func MustParse(s string) ID {
-	i, err := Parse(s)
-	if err != nil {
-		panic(err)
-	}
-	return i
-}
-
 // MarshalText implements encoding.TextMarshaler (hex).
 func (i ID) MarshalText() ([]byte, error) { return []byte(i.String()), nil }
 

@@ -3,7 +3,6 @@ package repo
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -260,9 +259,4 @@ func (r *Repo) fileChanges(ctx context.Context, projectID string, old metastore.
 		return ch, 0, 0, fmt.Errorf("diff trees: %w", err)
 	}
 	return ch, files, nbytes, nil
-}
-
-// IsNotFound reports whether err means a missing project, version or blob.
-func IsNotFound(err error) bool {
-	return errors.Is(err, metastore.ErrNotFound) || errors.Is(err, ErrMissing)
 }

@@ -331,15 +331,6 @@ func (l *looseDir) file(name string) (fileEntry, bool) {
 	return e, err == nil
 }
 
-// parentDir returns the directory holding the workspace-relative path p
-// ("" for a top-level entry).
-func parentDir(p string) string {
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		return p[:i]
-	}
-	return ""
-}
-
 // fileExt is the part of a file's index entry its tree node lacks.
 type fileExt struct {
 	ctimeNs int64
