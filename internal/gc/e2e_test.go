@@ -215,7 +215,7 @@ type syncedProject struct {
 // exactly the target's files. A target that GC drops meanwhile makes the
 // rollback fail (NotFound, or its blobs condemned: ErrMissing): then nothing
 // happens.
-func (p *syncedProject) rollback(ctx context.Context, c *coordtest.Coordinator, rng *rand.Rand) error {
+func (p *syncedProject) rollback(ctx context.Context, c *coordtest.Coordinator, rng *rand.Rand, gate *sync.RWMutex) error {
 	r := c.Server.Repo
 	vs, err := r.Meta().ListVersions(ctx, p.id, metastore.ListOptions{Limit: 10000})
 	if err != nil {
@@ -252,7 +252,7 @@ func (p *syncedProject) rollback(ctx context.Context, c *coordtest.Coordinator, 
 		if err := os.MkdirAll(p.ws, 0o755); err != nil {
 			return err
 		}
-		_, err := agent.Restore(ctx, cfg, v.Number)
+		_, err := exclusiveAfter(gate, attempt, func() (agent.RestoreResult, error) { return agent.Restore(ctx, cfg, v.Number) })
 		if err == nil {
 			break
 		}
@@ -269,6 +269,20 @@ func (p *syncedProject) rollback(ctx context.Context, c *coordtest.Coordinator, 
 		return fmt.Errorf("rollback version %d restores differently from version %d: %v", v.Number, target, d[:min(len(d), 10)])
 	}
 	return nil
+}
+
+// starveAfter is how many failed attempts in a row make a sync or restore
+// of testConcurrent hold off the collector for its next one (see gate).
+const starveAfter = 3
+
+// exclusiveAfter runs f, holding gate exclusively if attempt (counted from
+// 0) follows starveAfter failures.
+func exclusiveAfter[T any](gate *sync.RWMutex, attempt int, f func() (T, error)) (T, error) {
+	if attempt >= starveAfter {
+		gate.Lock()
+		defer gate.Unlock()
+	}
+	return f()
 }
 
 func testConcurrent(t *testing.T, opts coordtest.Options, seed uint64) {
@@ -297,13 +311,22 @@ func testConcurrent(t *testing.T, opts coordtest.Options, seed uint64) {
 		projects[i] = p
 	}
 
-	// The collector.
+	// The collector. Its runs hold gate shared; a sync or restore that
+	// failed starveAfter times in a row takes it exclusively for its next
+	// attempt. With this test's 1 ms grace and a clock an hour ahead, every
+	// pack not yet committed is condemnable at once, so a slow attempt (the
+	// race detector) could lose to the collector forever; in production the
+	// grace (1h) exceeds any upload-to-commit. The first attempts still race
+	// the collector.
+	var gate sync.RWMutex
 	stop := make(chan struct{})
 	var gcRuns atomic.Int64
 	var collector sync.WaitGroup
 	var gcMu sync.Mutex
 	var total gc.Report
 	runGC := func() error {
+		gate.RLock()
+		defer gate.RUnlock()
 		clock.Advance(3 * grace)
 		rep, err := gc.Run(ctx, r, gc.Options{Grace: grace, Now: clock.Now, Logger: testLogger(t)})
 		gcMu.Lock()
@@ -355,7 +378,7 @@ func testConcurrent(t *testing.T, opts coordtest.Options, seed uint64) {
 				}
 				var res agent.SyncResult
 				for attempt := 0; ; attempt++ {
-					res, err = agent.SyncOnce(ctx, cfg)
+					res, err = exclusiveAfter(&gate, attempt, func() (agent.SyncResult, error) { return agent.SyncOnce(ctx, cfg) })
 					if err == nil || attempt >= 40 || ctx.Err() != nil {
 						break
 					}
@@ -381,7 +404,7 @@ func testConcurrent(t *testing.T, opts coordtest.Options, seed uint64) {
 					}
 				}
 				if rb.IntN(4) == 0 {
-					if err := p.rollback(ctx, c, rb); err != nil {
+					if err := p.rollback(ctx, c, rb, &gate); err != nil {
 						errs <- fmt.Errorf("project %s, iteration %d: %w", p.id, it, err)
 						return
 					}
