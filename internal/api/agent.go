@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandkeep/sandkeep/internal/auth"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/metrics"
 	"github.com/sandkeep/sandkeep/internal/repo"
@@ -217,8 +218,14 @@ func (s *AgentServer) CommitVersion(ctx context.Context, req *pb.CommitVersionRe
 	if kind == metastore.KindRollback {
 		return nil, status.Error(codes.InvalidArgument, "agents cannot commit rollbacks")
 	}
+	if len(req.GetSessionId()) > 256 {
+		return nil, status.Error(codes.InvalidArgument, "session_id longer than 256 bytes")
+	}
+	// Who committed is the server's word: the authenticated token's sandbox
+	// (or token id), never the session id the caller sends.
+	p, _ := auth.FromContext(ctx)
 	start := time.Now()
-	v, err := s.repo.Commit(ctx, pid, repo.CommitRequest{Parent: req.GetParent(), Root: root, Kind: kind, SandboxID: req.GetSessionId()})
+	v, err := s.repo.Commit(ctx, pid, repo.CommitRequest{Parent: req.GetParent(), Root: root, Kind: kind, SandboxID: p.Who()})
 	if s.m != nil {
 		result := "ok"
 		switch {

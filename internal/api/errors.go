@@ -47,6 +47,8 @@ func toStatus(ctx context.Context, log *slog.Logger, op string, err error) error
 		code, reason = codes.FailedPrecondition, errinfo.BlobMissing
 	case errors.Is(err, metastore.ErrNotFound), errors.Is(err, blobstore.ErrNotFound):
 		code = codes.NotFound
+	case errors.Is(err, repo.ErrPackStored):
+		code, reason = codes.AlreadyExists, errinfo.PackStored
 	case errors.Is(err, metastore.ErrAlreadyExists):
 		code = codes.AlreadyExists
 	case errors.Is(err, repo.ErrTooLarge):

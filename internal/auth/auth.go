@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/metastore"
@@ -58,6 +59,24 @@ func Hash(secret string) string {
 type Principal struct {
 	Kind      metastore.TokenKind
 	ProjectID string // sandbox tokens only
+	// TokenHash is the stored hash of the bearer token (what per-token
+	// limits and revocation key on).
+	TokenHash string
+	// SandboxID is the lifecycle sandbox the token was made for, if any.
+	SandboxID string
+}
+
+// Who names the principal for records such as a version's sandbox: its
+// sandbox id when the token was made for a sandbox, else its token id. It is
+// the server's word, never the caller's.
+func (p Principal) Who() string {
+	if p.SandboxID != "" {
+		return p.SandboxID
+	}
+	if p.TokenHash == "" {
+		return ""
+	}
+	return metastore.TokenID(p.TokenHash)
 }
 
 // IsAdmin reports whether p holds an admin token.
@@ -86,15 +105,49 @@ type TokenSource interface {
 	GetToken(ctx context.Context, hash string) (metastore.Token, error)
 }
 
+// toucher records a token's last use (metastore.Store satisfies it).
+type toucher interface {
+	TouchToken(ctx context.Context, hash string, at time.Time) error
+}
+
+// touchEvery is how often at most a token's last use is written.
+const touchEvery = time.Minute
+
 // Authenticator resolves bearer strings to principals.
 type Authenticator struct {
 	tokens TokenSource
 	now    func() time.Time
+
+	mu      sync.Mutex
+	touched map[string]time.Time // hash -> last TouchToken
 }
 
-// NewAuthenticator returns an Authenticator over tokens.
+// NewAuthenticator returns an Authenticator over tokens. If tokens can
+// record a token's last use (TouchToken), a successful authentication does
+// so at most once a minute per token.
 func NewAuthenticator(tokens TokenSource) *Authenticator {
-	return &Authenticator{tokens: tokens, now: time.Now}
+	return &Authenticator{tokens: tokens, now: time.Now, touched: make(map[string]time.Time)}
+}
+
+// touch records t's use, at most once per touchEvery; failures only cost the
+// "last used" column its precision.
+func (a *Authenticator) touch(ctx context.Context, hash string) {
+	tc, ok := a.tokens.(toucher)
+	if !ok {
+		return
+	}
+	now := a.now()
+	a.mu.Lock()
+	if last, ok := a.touched[hash]; ok && now.Sub(last) < touchEvery {
+		a.mu.Unlock()
+		return
+	}
+	if len(a.touched) > 100_000 {
+		clear(a.touched)
+	}
+	a.touched[hash] = now
+	a.mu.Unlock()
+	_ = tc.TouchToken(context.WithoutCancel(ctx), hash, now)
 }
 
 // maxTokenLen bounds what is hashed and looked up.
@@ -124,12 +177,14 @@ func (a *Authenticator) Authenticate(ctx context.Context, secret string) (Princi
 	}
 	switch t.Kind {
 	case metastore.TokenAdmin:
-		return Principal{Kind: t.Kind}, nil
+		a.touch(ctx, t.Hash)
+		return Principal{Kind: t.Kind, TokenHash: t.Hash}, nil
 	case metastore.TokenSandbox:
 		if t.ProjectID == "" {
 			return Principal{}, fmt.Errorf("%w: sandbox token without project", ErrUnauthenticated)
 		}
-		return Principal{Kind: t.Kind, ProjectID: t.ProjectID}, nil
+		a.touch(ctx, t.Hash)
+		return Principal{Kind: t.Kind, ProjectID: t.ProjectID, TokenHash: t.Hash, SandboxID: t.SandboxID}, nil
 	default:
 		return Principal{}, fmt.Errorf("%w: unknown token kind", ErrUnauthenticated)
 	}

@@ -31,6 +31,10 @@ var ErrInvalidRange = errors.New("invalid object range")
 // more bytes than the size it was given. Nothing is stored in that case.
 var ErrSizeMismatch = errors.New("object size mismatch")
 
+// ErrExists is returned (wrapped) by a create-only write (a signed PUT URL,
+// Creator.Create) when the key already holds an object; nothing changed.
+var ErrExists = errors.New("object already exists")
+
 // MaxKeyLen is the longest key a store accepts.
 const MaxKeyLen = 900
 
@@ -77,7 +81,12 @@ type SignedURL struct {
 }
 
 // Signer issues short-lived URLs for one store. GET URLs accept an HTTP Range
-// header. PUT URLs accept exactly one body of the given size.
+// header. PUT URLs accept exactly one body of the given size, and only
+// create: a PUT to a key that already holds an object fails (HTTP 412) and
+// leaves the object as it was, so a URL handed to an untrusted agent can
+// never replace an object, whatever its lifetime. (s3store signs
+// "If-None-Match: *", which the S3 server must honour; fsstore links the
+// new file in place, which fails if the name exists.)
 type Signer interface {
 	SignPut(ctx context.Context, key string, size int64, ttl time.Duration) (SignedURL, error)
 	SignGet(ctx context.Context, key string, ttl time.Duration) (SignedURL, error)

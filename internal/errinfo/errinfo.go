@@ -22,6 +22,12 @@ const (
 	// BlobMissing: a tree, version or request names a chunk, tree or pack
 	// the project does not store (never uploaded, or collected).
 	BlobMissing = "BLOB_MISSING"
+	// PackStored: an upload target was asked for a pack the project already
+	// stores; the agent has nothing to upload.
+	PackStored = "PACK_STORED"
+	// LimitExceeded: a commit would exceed one of the project's limits
+	// (files, logical bytes, path depth).
+	LimitExceeded = "LIMIT_EXCEEDED"
 )
 
 // Error returns a status error with code, msg and, if reason is not empty,

@@ -158,7 +158,7 @@ func (m *Manager) create(ctx context.Context, projectID string) (metastore.Sandb
 		return metastore.Sandbox{}, err
 	}
 	now := m.now()
-	tok := metastore.Token{Hash: auth.Hash(secret), Kind: metastore.TokenSandbox, ProjectID: projectID, CreatedAt: time.Now().UTC(), Note: "sandbox " + sid}
+	tok := metastore.Token{Hash: auth.Hash(secret), Kind: metastore.TokenSandbox, ProjectID: projectID, CreatedAt: time.Now().UTC(), Note: "sandbox " + sid, SandboxID: sid}
 	if err := m.meta.CreateToken(ctx, tok); err != nil {
 		return metastore.Sandbox{}, err
 	}

@@ -61,6 +61,52 @@ type Token struct {
 	ExpiresAt time.Time // zero: never
 	Revoked   bool
 	Note      string
+	// SandboxID is the lifecycle sandbox the token was made for ("" for a
+	// token made with `sandkeep token create`).
+	SandboxID string
+	// LastUsedAt is when the token last authenticated a call (zero: never),
+	// recorded at most about once a minute (TouchToken).
+	LastUsedAt time.Time
+}
+
+// TokenID is the public name of a token: "tok_" and the first 16 hex
+// characters of its hash. It says nothing about the secret and is what
+// `sandkeep token list` shows and `token revoke` takes.
+func TokenID(hash string) string {
+	if len(hash) > 16 {
+		hash = hash[:16]
+	}
+	return "tok_" + hash
+}
+
+// Limits bound what one version of a project may expand to. A commit whose
+// tree exceeds one is refused; a zero field means the default.
+type Limits struct {
+	MaxFiles int64 // regular files, symlinks and directories
+	MaxBytes int64 // logical bytes: the sum of every file's size
+	MaxDepth int   // path components of the deepest entry
+}
+
+// Default limits: far beyond any real workspace, far below what a forged
+// tree could otherwise make a restore write.
+const (
+	DefaultMaxFiles = 5_000_000
+	DefaultMaxBytes = 256 << 30
+	DefaultMaxDepth = 256
+)
+
+// WithDefaults fills zero fields with the defaults.
+func (l Limits) WithDefaults() Limits {
+	if l.MaxFiles <= 0 {
+		l.MaxFiles = DefaultMaxFiles
+	}
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultMaxDepth
+	}
+	return l
 }
 
 // BlobType distinguishes file data from tree blobs (values match package pack).
@@ -221,6 +267,20 @@ type Store interface {
 	// RevokeProjectTokens revokes every token of the project and returns how
 	// many were not revoked before.
 	RevokeProjectTokens(ctx context.Context, projectID string) (int, error)
+	// ListTokens lists the project's sandbox tokens (revoked ones too),
+	// oldest first.
+	ListTokens(ctx context.Context, projectID string) ([]Token, error)
+	// RevokeTokenID revokes the token whose TokenID is tokenID and returns it
+	// (revoked); ErrNotFound if no token has that id.
+	RevokeTokenID(ctx context.Context, tokenID string) (Token, error)
+	// TouchToken records that the token was used at at (no error for an
+	// unknown hash).
+	TouchToken(ctx context.Context, hash string, at time.Time) error
+
+	// GetLimits returns the project's limits as set (zero fields: default).
+	GetLimits(ctx context.Context, projectID string) (Limits, error)
+	// SetLimits stores the project's limits (negative values are ErrInvalid).
+	SetLimits(ctx context.Context, projectID string, l Limits) error
 
 	// MissingBlobs returns the ids (in input order, deduplicated) that the
 	// project's index does not hold, or holds only in a condemned pack (an
@@ -248,6 +308,9 @@ type Store interface {
 	// garbage collection deleted the same object cannot then be indexed
 	// over a deleted object.
 	PackEpoch(ctx context.Context, projectID string) (int64, error)
+	// GetPacks returns the project's packs (every state) among ids; unknown
+	// ids are absent from the map.
+	GetPacks(ctx context.Context, projectID string, ids []id.ID) (map[id.ID]Pack, error)
 	// ListPacks lists the project's packs in id order, every state; opts.After
 	// is a hex pack id.
 	ListPacks(ctx context.Context, projectID string, opts ListOptions) ([]Pack, error)

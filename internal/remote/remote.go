@@ -131,16 +131,23 @@ func (c *Client) FindMissing(ctx context.Context, ids []id.ID) ([]id.ID, error) 
 }
 
 // UploadPack implements snapshot.Remote: signed PUT, then CompletePacks.
+// A pack the project already stores needs neither (the coordinator refuses to
+// sign a URL for it); a PUT refused because the object exists (412: signed
+// PUTs are create-only) goes on to CompletePacks, which verifies whatever is
+// stored under the pack's id.
 func (c *Client) UploadPack(ctx context.Context, packID id.ID, data []byte) error {
 	ref := &pb.PackUpload{PackId: packID.Bytes(), Size: int64(len(data))}
 	resp, err := c.api.GetUploadTargets(ctx, &pb.GetUploadTargetsRequest{Packs: []*pb.PackUpload{ref}})
+	if status.Code(err) == codes.AlreadyExists && errinfo.Reason(err) == errinfo.PackStored {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("get upload target for pack %s: %w", packID.Short(), err)
 	}
 	if len(resp.GetTargets()) != 1 {
 		return fmt.Errorf("get upload target for pack %s: coordinator sent %d targets", packID.Short(), len(resp.GetTargets()))
 	}
-	if err := c.put(ctx, resp.GetTargets()[0].GetRequest(), data); err != nil {
+	if err := c.put(ctx, resp.GetTargets()[0].GetRequest(), data); err != nil && !errors.Is(err, errObjectExists) {
 		return fmt.Errorf("upload pack %s: %w", packID.Short(), err)
 	}
 	if _, err := c.api.CompletePacks(ctx, &pb.CompletePacksRequest{Packs: []*pb.PackUpload{ref}}); err != nil {
@@ -148,6 +155,10 @@ func (c *Client) UploadPack(ctx context.Context, packID id.ID, data []byte) erro
 	}
 	return nil
 }
+
+// errObjectExists: a create-only signed PUT found the object there already
+// (an earlier attempt whose answer was lost, or the same pack from before).
+var errObjectExists = errors.New("object exists")
 
 // put sends data to a signed URL, retrying network errors and 5xx.
 func (c *Client) put(ctx context.Context, sr *pb.SignedRequest, data []byte) error {
@@ -183,6 +194,8 @@ func (c *Client) put(ctx context.Context, sr *pb.SignedRequest, data []byte) err
 		switch {
 		case resp.StatusCode >= 200 && resp.StatusCode < 300:
 			return nil
+		case resp.StatusCode == http.StatusPreconditionFailed:
+			return errObjectExists
 		case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
 			last = fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
 			continue

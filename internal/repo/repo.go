@@ -33,6 +33,10 @@ var (
 	ErrMissing = errors.New("referenced blob is not stored")
 	// ErrTooLarge: a request exceeds a limit.
 	ErrTooLarge = errors.New("request too large")
+	// ErrPackStored: an upload target was asked for a pack the project
+	// already stores; there is nothing to upload (and no URL is ever signed
+	// for an object a row names).
+	ErrPackStored = errors.New("pack already stored")
 )
 
 // Limits.
@@ -52,6 +56,9 @@ type Options struct {
 	// TreeCacheBytes bounds the decoded-tree cache (default 64 MiB).
 	TreeCacheBytes int64
 	Logger         *slog.Logger
+	// VerifyConcurrency bounds how many uploaded packs are read back and
+	// verified at once (default 4).
+	VerifyConcurrency int
 	// OnTokensRevoked, if set, is called by DeleteProject once the
 	// project's tokens are revoked, before anything is deleted (the server
 	// ends the project's agent sessions).
@@ -67,6 +74,8 @@ type Repo struct {
 	log    *slog.Logger
 	// onRevoked is Options.OnTokensRevoked.
 	onRevoked func(projectID string)
+	// verifySem bounds concurrent pack verifications (verify.go).
+	verifySem chan struct{}
 }
 
 // New returns a Repo over meta and store.
@@ -80,8 +89,11 @@ func New(meta metastore.Store, store blobstore.Backend, opts Options) *Repo {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.VerifyConcurrency <= 0 {
+		opts.VerifyConcurrency = 4
+	}
 	return &Repo{meta: meta, store: store, trees: newTreeCache(opts.TreeCacheBytes), urlTTL: opts.URLTTL, log: opts.Logger,
-		onRevoked: opts.OnTokensRevoked}
+		onRevoked: opts.OnTokensRevoked, verifySem: make(chan struct{}, opts.VerifyConcurrency)}
 }
 
 // Meta returns the metadata store.
@@ -128,15 +140,30 @@ func checkPackRef(p PackRef) error {
 	return nil
 }
 
-// UploadTargets signs one PUT URL per pack.
+// UploadTargets signs one create-only PUT URL per pack. A pack the project
+// already stores (live in the index) is refused with ErrPackStored: no URL is
+// ever signed for an object that a row names, and the store refuses a signed
+// PUT over any existing object (see blobstore.Signer), so an agent can
+// neither replace nor remove a committed pack.
 func (r *Repo) UploadTargets(ctx context.Context, projectID string, packs []PackRef) ([]blobstore.SignedURL, error) {
 	if len(packs) > 1000 {
 		return nil, fmt.Errorf("%w: %d packs, at most 1000 per call", ErrTooLarge, len(packs))
 	}
-	out := make([]blobstore.SignedURL, 0, len(packs))
-	for _, p := range packs {
+	ids := make([]id.ID, len(packs))
+	for i, p := range packs {
 		if err := checkPackRef(p); err != nil {
 			return nil, err
+		}
+		ids[i] = p.ID
+	}
+	known, err := r.meta.GetPacks(ctx, projectID, ids)
+	if err != nil {
+		return nil, fmt.Errorf("look up packs: %w", err)
+	}
+	out := make([]blobstore.SignedURL, 0, len(packs))
+	for _, p := range packs {
+		if k, ok := known[p.ID]; ok && k.CondemnedAt.IsZero() && !k.Deleting {
+			return nil, fmt.Errorf("%w: pack %s", ErrPackStored, p.ID.Short())
 		}
 		u, err := r.store.SignPut(ctx, PackKey(projectID, p.ID), p.Size, r.urlTTL)
 		if err != nil {
@@ -147,19 +174,36 @@ func (r *Repo) UploadTargets(ctx context.Context, projectID string, packs []Pack
 	return out, nil
 }
 
-// CompletePacks verifies uploaded data packs and indexes their chunks. A pack
-// is verified by its size in the store and by its footer, which must parse
-// and describe only data chunks. (Chunk contents are verified against their
-// ids whenever they are read back, at restore and at GC repacking; reading
-// every uploaded byte back here would double the storage traffic.)
+// CompletePacks verifies uploaded data packs and indexes their chunks. Each
+// pack is read back whole and checked (verifyPack): its size, its footer
+// (only data chunks, within the chunk size limit), every chunk's BLAKE3
+// against its id and the object's hash against the pack id. Nothing of a pack
+// is indexed unless all of it verifies. A pack that fails and that no row
+// names is deleted, so an honest upload can take its key. A pack already live
+// in the index is skipped (it was verified when indexed).
 func (r *Repo) CompletePacks(ctx context.Context, projectID string, packs []PackRef) (int, error) {
 	if len(packs) > 1000 {
 		return 0, fmt.Errorf("%w: %d packs, at most 1000 per call", ErrTooLarge, len(packs))
 	}
+	ids := make([]id.ID, len(packs))
+	for i, p := range packs {
+		if err := checkPackRef(p); err != nil {
+			return 0, err
+		}
+		ids[i] = p.ID
+	}
+	known, err := r.meta.GetPacks(ctx, projectID, ids)
+	if err != nil {
+		return 0, fmt.Errorf("look up packs: %w", err)
+	}
 	total := 0
 	for _, p := range packs {
-		if err := checkPackRef(p); err != nil {
-			return total, err
+		k, indexed := known[p.ID]
+		if indexed && k.CondemnedAt.IsZero() && !k.Deleting {
+			if k.Size != p.Size {
+				return total, fmt.Errorf("%w: pack %s is stored with %d bytes, %d claimed", ErrInvalid, p.ID.Short(), k.Size, p.Size)
+			}
+			continue
 		}
 		n := 0
 		err := r.indexPack(ctx, metastore.Pack{ProjectID: projectID, ID: p.ID, Type: metastore.BlobData, Size: p.Size}, func() ([]metastore.BlobLocation, error) {
@@ -174,15 +218,36 @@ func (r *Repo) CompletePacks(ctx context.Context, projectID string, packs []Pack
 				}
 				locs = append(locs, locationOf(p.ID, e))
 			}
+			if err := r.verifyPack(ctx, PackKey(projectID, p.ID), p, entries); err != nil {
+				return nil, err
+			}
 			n = len(entries)
 			return locs, nil
 		})
 		if err != nil {
+			if errors.Is(err, ErrCorrupt) && !indexed {
+				r.dropUnindexed(ctx, projectID, p.ID)
+			}
 			return total, fmt.Errorf("index pack %s: %w", p.ID.Short(), err)
 		}
 		total += n
 	}
 	return total, nil
+}
+
+// dropUnindexed deletes the object of a pack that failed verification, if
+// still no row names it (a bad upload must not block the key for an honest
+// one; the signed PUTs are create-only).
+func (r *Repo) dropUnindexed(ctx context.Context, projectID string, packID id.ID) {
+	known, err := r.meta.GetPacks(ctx, projectID, []id.ID{packID})
+	if err != nil || len(known) > 0 {
+		return
+	}
+	if err := r.store.Delete(ctx, PackKey(projectID, packID)); err != nil {
+		r.log.Warn("delete a pack that failed verification", "project", projectID, "pack", packID.Short(), "err", err)
+		return
+	}
+	r.log.Warn("deleted an uploaded pack that failed verification", "project", projectID, "pack", packID.Short())
 }
 
 func locationOf(packID id.ID, e pack.Entry) metastore.BlobLocation {

@@ -821,18 +821,33 @@ func testSignedURLs(t *testing.T, s blobstore.Backend) {
 		}
 	}
 
-	// Overwrite through a signed URL, and an empty object.
-	b2 := data(10, 1234)
-	pu, err = s.SignPut(ctx, key, int64(len(b2)), time.Minute)
+	// A signed PUT never replaces an object: not with a fresh URL, not by
+	// replaying the first one, not with the signed headers dropped.
+	b2 := data(10, len(b))
+	pu2, err := s.SignPut(ctx, key, int64(len(b2)), time.Minute)
 	if err != nil {
 		t.Fatalf("SignPut: %v", err)
 	}
-	if code, resp := do(t, pu, b2, int64(len(b2)), ""); code/100 != 2 {
-		t.Fatalf("overwriting PUT via signed URL: %d %s", code, resp)
+	if code, resp := do(t, pu2, b2, int64(len(b2)), ""); code != http.StatusPreconditionFailed {
+		t.Errorf("PUT over an existing object via a fresh signed URL: %d %s, want 412", code, resp)
 	}
-	if code, got := do(t, gu, nil, 0, ""); code != http.StatusOK || !bytes.Equal(got, b2) {
-		t.Fatalf("GET after overwrite: %d, %d bytes; want 200, %d bytes", code, len(got), len(b2))
+	if code, resp := do(t, pu, b2, int64(len(b2)), ""); code != http.StatusPreconditionFailed {
+		t.Errorf("PUT over an existing object replaying the first URL: %d %s, want 412", code, resp)
 	}
+	stripped := pu2
+	stripped.Headers = map[string]string{}
+	for k, v := range pu2.Headers {
+		if !strings.EqualFold(k, "If-None-Match") {
+			stripped.Headers[k] = v
+		}
+	}
+	if code, resp := do(t, stripped, b2, int64(len(b2)), ""); code/100 == 2 {
+		t.Errorf("PUT over an existing object without the signed If-None-Match: %d %s, want a refusal", code, resp)
+	}
+	if code, got := do(t, gu, nil, 0, ""); code != http.StatusOK || !bytes.Equal(got, b) {
+		t.Fatalf("GET after refused overwrites: %d, %d bytes; want 200 and the first object", code, len(got))
+	}
+	wantContent(t, s, key, b)
 	pu, err = s.SignPut(ctx, "signed/empty", 0, time.Minute)
 	if err != nil {
 		t.Fatalf("SignPut(empty): %v", err)

@@ -134,7 +134,17 @@ func (s *Store) Close() error {
 func (s *Store) Name() string { return "fs:" + s.dir }
 
 // Put stores exactly size bytes from r under key, atomically.
-func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (err error) {
+func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+	return s.put(ctx, key, r, size, false)
+}
+
+// create is Put that never replaces an object: if key exists it fails with
+// blobstore.ErrExists and changes nothing (the signed PUT URLs use it).
+func (s *Store) create(ctx context.Context, key string, r io.Reader, size int64) error {
+	return s.put(ctx, key, r, size, true)
+}
+
+func (s *Store) put(ctx context.Context, key string, r io.Reader, size int64, exclusive bool) (err error) {
 	if err := blobstore.ValidateKey(key); err != nil {
 		return fmt.Errorf("fsstore: put: %w", err)
 	}
@@ -186,7 +196,25 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (e
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("fsstore: put %q: %w", key, err)
 	}
-	if err := s.root.Rename(tmp, key); err != nil {
+	if exclusive {
+		// A hard link fails if the name exists: the check and the publication
+		// are one step. The temporary name is removed afterwards either way.
+		if err := s.root.Link(tmp, key); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				if st, serr := s.root.Lstat(key); serr == nil && st.IsDir() {
+					return fmt.Errorf("fsstore: put %q: %w: %w", key, ErrKeyConflict, err)
+				}
+				return fmt.Errorf("fsstore: put %q: %w", key, blobstore.ErrExists)
+			}
+			if isConflict(err) {
+				err = fmt.Errorf("%w: %w", ErrKeyConflict, err)
+			}
+			return fmt.Errorf("fsstore: put %q: %w", key, err)
+		}
+		if rerr := s.root.Remove(tmp); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			s.log.WarnContext(ctx, "fsstore: removing temporary file", "dir", s.dir, "file", tmp, "err", rerr)
+		}
+	} else if err := s.root.Rename(tmp, key); err != nil {
 		if isConflict(err) {
 			err = fmt.Errorf("%w: %w", ErrKeyConflict, err)
 		}

@@ -286,7 +286,7 @@ func TestHandlerErrors(t *testing.T) {
 		{"put too small", "PUT", pu.RequestURI(), "hell", 4, 400},
 		{"put chunked", "PUT", pu.RequestURI(), "hello", -1, 411},
 		{"put", "PUT", pu.RequestURI(), "hello", 5, 201},
-		{"put again", "PUT", pu.RequestURI(), "hello", 5, 200},
+		{"put again (create-only)", "PUT", pu.RequestURI(), "HELLO", 5, 412},
 		{"missing", "GET", ou.RequestURI(), "", 0, 404},
 	}
 	for _, tt := range tests {

@@ -19,12 +19,13 @@ import (
 //
 //   - GET reads the object; a single-range Range header (bytes=a-b, bytes=a-,
 //     bytes=-n) gives 206 or 416.
-//   - PUT stores the body, whose Content-Length must equal the signed size;
-//     201 for a new object, 200 when it replaced one.
+//   - PUT creates the object from the body, whose Content-Length must equal
+//     the signed size: 201. It never replaces an object: 412 if the key
+//     exists (S3's answer to If-None-Match: *), and the object is unchanged.
 //
 // Errors: 400 bad key or short body, 403 missing, bad or expired signature,
 // 404 no such object, 405 other methods, 409 key conflict, 411 PUT without
-// Content-Length, 413 body larger than signed.
+// Content-Length, 412 object exists, 413 body larger than signed.
 func (s *Store) Handler() http.Handler {
 	return http.HandlerFunc(s.serveHTTP)
 }
@@ -94,17 +95,18 @@ func (s *Store) servePut(w http.ResponseWriter, r *http.Request, key string) {
 		http.Error(w, "body smaller than the signed size", http.StatusBadRequest)
 		return
 	}
-	status := http.StatusCreated
 	if _, err := s.Stat(r.Context(), key); err == nil {
-		status = http.StatusOK
+		// Cheap early answer; create checks again atomically.
+		http.Error(w, "object exists; signed PUTs never replace an object", http.StatusPreconditionFailed)
+		return
 	}
-	// The server stops the body at Content-Length, which equals size; Put
+	// The server stops the body at Content-Length, which equals size; create
 	// checks that the client really sent that much.
-	if err := s.Put(r.Context(), key, r.Body, size); err != nil {
+	if err := s.create(r.Context(), key, r.Body, size); err != nil {
 		s.httpError(w, r, "put", key, err)
 		return
 	}
-	w.WriteHeader(status)
+	w.WriteHeader(http.StatusCreated)
 }
 
 func (s *Store) httpError(w http.ResponseWriter, r *http.Request, op, key string, err error) {
@@ -115,6 +117,8 @@ func (s *Store) httpError(w http.ResponseWriter, r *http.Request, op, key string
 		http.Error(w, "invalid object key", http.StatusBadRequest)
 	case errors.Is(err, blobstore.ErrSizeMismatch) || errors.Is(err, io.ErrUnexpectedEOF):
 		http.Error(w, "body size does not match the signed size", http.StatusBadRequest)
+	case errors.Is(err, blobstore.ErrExists):
+		http.Error(w, "object exists; signed PUTs never replace an object", http.StatusPreconditionFailed)
 	case errors.Is(err, ErrKeyConflict):
 		http.Error(w, "key conflicts with another object", http.StatusConflict)
 	case errors.Is(err, context.Canceled) || r.Context().Err() != nil:

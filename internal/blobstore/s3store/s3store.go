@@ -591,6 +591,9 @@ func (s *Store) SignPut(ctx context.Context, key string, size int64, ttl time.Du
 		Bucket:        &s.bucket,
 		Key:           aws.String(s.fullKey(key)),
 		ContentLength: aws.Int64(size),
+		// Create only: the header is signed, so the holder of the URL cannot
+		// drop it, and the server refuses (412) a PUT over an existing key.
+		IfNoneMatch: aws.String("*"),
 	}
 	return s.sign(ctx, http.MethodPut, key, ttl, func(opt func(*s3.PresignOptions)) (*v4.PresignedHTTPRequest, error) {
 		return s.presign.PresignPutObject(ctx, in, opt)

@@ -191,6 +191,15 @@ func testPackLifecycle(t *testing.T, s metastore.Store) {
 		if got := must[[]metastore.Pack](t, "ListPacks")(s.ListPacks(ctx, empty.ID, metastore.ListOptions{})); len(got) != 0 {
 			t.Fatalf("ListPacks of an empty project = %v", got)
 		}
+		got := must[map[id.ID]metastore.Pack](t, "GetPacks")(s.GetPacks(ctx, p.ID, []id.ID{packB.ID, blobsA[0].ID, packA.ID, packA.ID}))
+		if len(got) != 2 || got[packA.ID].ID != packA.ID || got[packB.ID].Size != packB.Size || got[packA.ID].Type != metastore.BlobData {
+			t.Fatalf("GetPacks(A, B, a blob id, A again) = %+v, want packs A and B", got)
+		}
+		if got := must[map[id.ID]metastore.Pack](t, "GetPacks")(s.GetPacks(ctx, other.ID, []id.ID{packB.ID})); len(got) != 0 {
+			t.Fatalf("GetPacks of another project's pack = %+v, want none", got)
+		}
+		_, err = s.GetPacks(ctx, nope, []id.ID{packA.ID})
+		wantErr(t, "GetPacks of an unknown project", err, metastore.ErrNotFound)
 		same(t, "PackEpoch of a new project", epoch(t, s, p.ID), int64(0))
 		_, err = s.PackEpoch(ctx, nope)
 		wantErr(t, "PackEpoch of an unknown project", err, metastore.ErrNotFound)

@@ -26,6 +26,8 @@ func Run(t *testing.T, open func(t *testing.T) metastore.Store) {
 	runGroups(t, open, []group[metastore.Store]{
 		{"Projects", testProjects},
 		{"Tokens", testTokens},
+		{"TokenListing", testTokenListing},
+		{"Limits", testLimits},
 		{"BlobIndex", testBlobIndex},
 		{"BlobIndexLargeBatches", testLargeBatches},
 		{"Versions", testVersions},
@@ -266,6 +268,65 @@ func testTokens(t *testing.T, s metastore.Store) {
 			wantErr(t, fmt.Sprintf("GetToken(%q)", h), err, metastore.ErrNotFound)
 		}
 	})
+}
+
+func testTokenListing(t *testing.T, s metastore.Store) {
+	ctx := t.Context()
+	p := newProject(t, s, "token-listing")
+	other := newProject(t, s, "token-listing-other")
+	hash := func(i int) string { return blobID("listed-token", i).String() }
+	t0 := now().Add(-time.Hour)
+	toks := []metastore.Token{
+		{Hash: hash(1), Kind: metastore.TokenSandbox, ProjectID: p.ID, CreatedAt: t0, Note: "first"},
+		{Hash: hash(2), Kind: metastore.TokenSandbox, ProjectID: p.ID, CreatedAt: t0.Add(time.Minute), ExpiresAt: t0.Add(48 * time.Hour), SandboxID: "sbx_one"},
+		{Hash: hash(3), Kind: metastore.TokenSandbox, ProjectID: other.ID, CreatedAt: t0},
+	}
+	for _, tok := range toks {
+		wantErr(t, "CreateToken", s.CreateToken(ctx, tok), nil)
+	}
+	list := must[[]metastore.Token](t, "ListTokens")(s.ListTokens(ctx, p.ID))
+	same(t, "ListTokens", list, toks[:2])
+
+	used := now().Add(-time.Second)
+	wantErr(t, "TouchToken", s.TouchToken(ctx, hash(1), used), nil)
+	wantErr(t, "TouchToken of an unknown hash", s.TouchToken(ctx, hash(99), used), nil)
+	if got := must[metastore.Token](t, "GetToken")(s.GetToken(ctx, hash(1))); !got.LastUsedAt.Equal(used.Truncate(time.Microsecond)) {
+		t.Fatalf("LastUsedAt = %v, want %v", got.LastUsedAt, used)
+	}
+
+	rev := must[metastore.Token](t, "RevokeTokenID")(s.RevokeTokenID(ctx, metastore.TokenID(hash(2))))
+	if !rev.Revoked || rev.Hash != hash(2) {
+		t.Fatalf("RevokeTokenID = %+v, want token 2 revoked", rev)
+	}
+	if got := must[metastore.Token](t, "GetToken")(s.GetToken(ctx, hash(1))); got.Revoked {
+		t.Fatal("revoking token 2 revoked token 1")
+	}
+	_, err := s.RevokeTokenID(ctx, metastore.TokenID(hash(98)))
+	wantErr(t, "RevokeTokenID of an unknown id", err, metastore.ErrNotFound)
+	for _, bad := range []string{"", "tok_", "tok_XYZ", hash(1), "tok_" + hash(1), "tok_0123456789abcdeg", "tok_%"} {
+		_, err := s.RevokeTokenID(ctx, bad)
+		wantErr(t, fmt.Sprintf("RevokeTokenID(%q)", bad), err, metastore.ErrInvalid)
+	}
+	_, err = s.ListTokens(ctx, "prj_aaaaaaaaaaaaaaaaaaaa")
+	wantErr(t, "ListTokens of an unknown project", err, metastore.ErrNotFound)
+}
+
+func testLimits(t *testing.T, s metastore.Store) {
+	ctx := t.Context()
+	p := newProject(t, s, "limits")
+	same(t, "GetLimits of a new project", must[metastore.Limits](t, "GetLimits")(s.GetLimits(ctx, p.ID)), metastore.Limits{})
+	l := metastore.Limits{MaxFiles: 10, MaxBytes: 1 << 20, MaxDepth: 3}
+	wantErr(t, "SetLimits", s.SetLimits(ctx, p.ID, l), nil)
+	same(t, "GetLimits", must[metastore.Limits](t, "GetLimits")(s.GetLimits(ctx, p.ID)), l)
+	l.MaxFiles = 0
+	wantErr(t, "SetLimits again", s.SetLimits(ctx, p.ID, l), nil)
+	same(t, "GetLimits after a reset", must[metastore.Limits](t, "GetLimits")(s.GetLimits(ctx, p.ID)), l)
+	same(t, "WithDefaults", l.WithDefaults(), metastore.Limits{MaxFiles: metastore.DefaultMaxFiles, MaxBytes: 1 << 20, MaxDepth: 3})
+	wantErr(t, "SetLimits negative", s.SetLimits(ctx, p.ID, metastore.Limits{MaxBytes: -1}), metastore.ErrInvalid)
+	const nope = "prj_aaaaaaaaaaaaaaaaaaaa"
+	_, err := s.GetLimits(ctx, nope)
+	wantErr(t, "GetLimits of an unknown project", err, metastore.ErrNotFound)
+	wantErr(t, "SetLimits of an unknown project", s.SetLimits(ctx, nope, l), metastore.ErrNotFound)
 }
 
 // ---- blob index ----

@@ -106,6 +106,35 @@ func scanPack(r Row) (metastore.Pack, error) {
 	return p, err
 }
 
+// GetPacks returns the project's packs among ids.
+func (s *Store) GetPacks(ctx context.Context, projectID string, ids []id.ID) (map[id.ID]metastore.Pack, error) {
+	if !storeutil.Storable(projectID) {
+		return nil, storeutil.NotFound("project %q", projectID)
+	}
+	ids = storeutil.Dedup(ids)
+	out := make(map[id.ID]metastore.Pack, len(ids))
+	err := s.d.Read(ctx, func(q Querier) error {
+		if err := needProject(ctx, q, projectID); err != nil || len(ids) == 0 {
+			return err
+		}
+		return s.d.In([]any{projectID}, storeutil.IDBytes(ids), func(in string, args []any) error {
+			return q.Query(ctx, func(r Row) error {
+				p, err := scanPack(r)
+				if err != nil {
+					return err
+				}
+				out[p.ID] = p
+				return nil
+			}, `SELECT project_id, id, type, size, created_at, condemned_at, deleting
+				FROM packs WHERE project_id = $1 AND id `+in, args...)
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get packs of %s: %w", projectID, err)
+	}
+	return out, nil
+}
+
 // ListPacks lists the project's packs in id order; opts.After is a hex id.
 func (s *Store) ListPacks(ctx context.Context, projectID string, opts metastore.ListOptions) ([]metastore.Pack, error) {
 	limit, err := storeutil.Limit(opts)

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/id"
@@ -88,8 +89,8 @@ func (s *Store) CreateToken(ctx context.Context, t metastore.Token) error {
 	if t.ProjectID != "" {
 		project = &t.ProjectID
 	}
-	_, err = s.d.Writer().Exec(ctx, `INSERT INTO tokens (hash, kind, project_id, created_at, expires_at, revoked, note)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, t.Hash, string(t.Kind), project, t.CreatedAt, nullTime(t.ExpiresAt), t.Revoked, t.Note)
+	_, err = s.d.Writer().Exec(ctx, `INSERT INTO tokens (hash, kind, project_id, created_at, expires_at, revoked, note, sandbox_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, t.Hash, string(t.Kind), project, t.CreatedAt, nullTime(t.ExpiresAt), t.Revoked, t.Note, t.SandboxID)
 	switch {
 	case s.d.IsUnique(err):
 		return fmt.Errorf("%w: token %.8s…", metastore.ErrAlreadyExists, t.Hash)
@@ -101,28 +102,136 @@ func (s *Store) CreateToken(ctx context.Context, t metastore.Token) error {
 	return nil
 }
 
+const tokenColumns = `hash, kind, project_id, created_at, expires_at, revoked, note, sandbox_id, last_used_at`
+
+func scanToken(r Row) (metastore.Token, error) {
+	var t metastore.Token
+	var kind string
+	var project *string
+	var expires, used *time.Time
+	if err := r.Scan(&t.Hash, &kind, &project, &t.CreatedAt, &expires, &t.Revoked, &t.Note, &t.SandboxID, &used); err != nil {
+		return t, err
+	}
+	t.Kind, t.ExpiresAt, t.LastUsedAt = metastore.TokenKind(kind), deref(expires), deref(used)
+	if project != nil {
+		t.ProjectID = *project
+	}
+	return t, nil
+}
+
 // GetToken finds a token by the hex SHA-256 of its secret.
 func (s *Store) GetToken(ctx context.Context, hash string) (metastore.Token, error) {
 	if !storeutil.Storable(hash) {
 		return metastore.Token{}, storeutil.NotFound("token")
 	}
-	var t metastore.Token
-	var kind string
-	var project *string
-	var expires *time.Time
-	err := s.d.Reader().QueryRow(ctx, `SELECT hash, kind, project_id, created_at, expires_at, revoked, note FROM tokens WHERE hash = $1`, hash).
-		Scan(&t.Hash, &kind, &project, &t.CreatedAt, &expires, &t.Revoked, &t.Note)
+	t, err := scanToken(s.d.Reader().QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = $1`, hash))
 	if noRows(err) {
 		return metastore.Token{}, storeutil.NotFound("token")
 	}
 	if err != nil {
 		return metastore.Token{}, fmt.Errorf("get token: %w", err)
 	}
-	t.Kind, t.ExpiresAt = metastore.TokenKind(kind), deref(expires)
-	if project != nil {
-		t.ProjectID = *project
-	}
 	return t, nil
+}
+
+// ListTokens lists the project's sandbox tokens, oldest first.
+func (s *Store) ListTokens(ctx context.Context, projectID string) ([]metastore.Token, error) {
+	if !storeutil.Storable(projectID) {
+		return nil, storeutil.NotFound("project %q", projectID)
+	}
+	out, err := listOf(ctx, s, projectID, scanToken, `SELECT `+tokenColumns+` FROM tokens
+		WHERE project_id = $1 ORDER BY created_at, hash LIMIT 100000`, projectID)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens of %s: %w", projectID, err)
+	}
+	return out, nil
+}
+
+// RevokeTokenID revokes the token with that public id.
+func (s *Store) RevokeTokenID(ctx context.Context, tokenID string) (metastore.Token, error) {
+	prefix, ok := strings.CutPrefix(tokenID, "tok_")
+	if !ok || len(prefix) != 16 || strings.Trim(prefix, "0123456789abcdef") != "" {
+		return metastore.Token{}, fmt.Errorf("%w: token id %q: want tok_ and 16 hex characters", metastore.ErrInvalid, tokenID)
+	}
+	// The hash is hex, so the prefix range is [prefix, prefix+"g").
+	var hashes []string
+	err := s.d.Reader().Query(ctx, func(r Row) error {
+		var h string
+		if err := r.Scan(&h); err != nil {
+			return err
+		}
+		hashes = append(hashes, h)
+		return nil
+	}, `SELECT hash FROM tokens WHERE hash >= $1 AND hash < $2 LIMIT 2`, prefix, prefix+"g")
+	if err != nil {
+		return metastore.Token{}, fmt.Errorf("find token %s: %w", tokenID, err)
+	}
+	switch len(hashes) {
+	case 0:
+		return metastore.Token{}, storeutil.NotFound("token %s", tokenID)
+	case 2:
+		return metastore.Token{}, fmt.Errorf("%w: token id %s names two tokens", metastore.ErrConflict, tokenID)
+	}
+	if _, err := s.d.Writer().Exec(ctx, `UPDATE tokens SET revoked = true WHERE hash = $1`, hashes[0]); err != nil {
+		return metastore.Token{}, fmt.Errorf("revoke token %s: %w", tokenID, err)
+	}
+	return s.GetToken(ctx, hashes[0])
+}
+
+// TouchToken records when a token was last used.
+func (s *Store) TouchToken(ctx context.Context, hash string, at time.Time) error {
+	if !storeutil.Storable(hash) {
+		return nil
+	}
+	at, err := storeutil.Time(at)
+	if err != nil {
+		return err
+	}
+	if _, err := s.d.Writer().Exec(ctx, `UPDATE tokens SET last_used_at = $2 WHERE hash = $1`, hash, at); err != nil {
+		return fmt.Errorf("touch token: %w", err)
+	}
+	return nil
+}
+
+// GetLimits returns the project's limits as set.
+func (s *Store) GetLimits(ctx context.Context, projectID string) (metastore.Limits, error) {
+	if !storeutil.Storable(projectID) {
+		return metastore.Limits{}, storeutil.NotFound("project %q", projectID)
+	}
+	var l metastore.Limits
+	err := s.d.Read(ctx, func(q Querier) error {
+		err := q.QueryRow(ctx, `SELECT max_files, max_bytes, max_depth FROM project_limits WHERE project_id = $1`, projectID).
+			Scan(&l.MaxFiles, &l.MaxBytes, &l.MaxDepth)
+		if noRows(err) {
+			return needProject(ctx, q, projectID)
+		}
+		return err
+	})
+	if err != nil {
+		return metastore.Limits{}, fmt.Errorf("limits of %s: %w", projectID, err)
+	}
+	return l, nil
+}
+
+// SetLimits stores the project's limits.
+func (s *Store) SetLimits(ctx context.Context, projectID string, l metastore.Limits) error {
+	if l.MaxFiles < 0 || l.MaxBytes < 0 || l.MaxDepth < 0 {
+		return fmt.Errorf("%w: negative limit", metastore.ErrInvalid)
+	}
+	if !storeutil.Storable(projectID) {
+		return storeutil.NotFound("project %q", projectID)
+	}
+	_, err := s.d.Writer().Exec(ctx, `INSERT INTO project_limits (project_id, max_files, max_bytes, max_depth, updated_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (project_id) DO UPDATE SET max_files = excluded.max_files, max_bytes = excluded.max_bytes,
+			max_depth = excluded.max_depth, updated_at = excluded.updated_at`,
+		projectID, l.MaxFiles, l.MaxBytes, l.MaxDepth, storeutil.Now())
+	if s.d.IsForeignKey(err) {
+		return storeutil.NotFound("project %q", projectID)
+	}
+	if err != nil {
+		return fmt.Errorf("set limits of %s: %w", projectID, err)
+	}
+	return nil
 }
 
 // RevokeProjectTokens revokes every token of the project.

@@ -1,0 +1,311 @@
+package e2e
+
+// The hostile-client suite: a sandbox's own token in the hands of the code
+// the sandbox runs, driving the agent API and the signed URLs by hand. Every
+// attack ends by restoring every committed version and comparing it with
+// what was committed: nothing done with the token may damage history.
+//
+// Each test runs on the embedded stores (SQLite + local blob dir) and on the
+// production ones (PostgreSQL + versitygw).
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sandkeep/sandkeep/internal/agent"
+	"github.com/sandkeep/sandkeep/internal/blobstore"
+	"github.com/sandkeep/sandkeep/internal/coordtest"
+	"github.com/sandkeep/sandkeep/internal/errinfo"
+	"github.com/sandkeep/sandkeep/internal/id"
+	"github.com/sandkeep/sandkeep/internal/metastore"
+	"github.com/sandkeep/sandkeep/internal/pack"
+	"github.com/sandkeep/sandkeep/internal/repo"
+	"github.com/sandkeep/sandkeep/internal/tree"
+	"github.com/sandkeep/sandkeep/internal/workspacetest"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+var hostileBackends = []struct {
+	name string
+	opts coordtest.Options
+}{
+	{"sqlite-local", coordtest.Options{}},
+	{"postgres-s3", coordtest.Options{Postgres: true, S3: true}},
+}
+
+// victim is a project with honest history: two versions, the first pinned.
+type victim struct {
+	c       *coordtest.Coordinator
+	project string
+	token   string
+	ws      string
+	// want maps a version number to the snapshot it must restore to.
+	want map[int64]map[string]workspacetest.Entry
+}
+
+func newVictim(t *testing.T, c *coordtest.Coordinator, name string) *victim {
+	t.Helper()
+	ctx := context.Background()
+	v := &victim{c: c, want: map[int64]map[string]workspacetest.Entry{}}
+	v.project, v.token = c.Project(t, name)
+	v.ws = filepath.Join(t.TempDir(), "ws")
+	workspacetest.Generate(t, v.ws, workspacetest.Options{SmallFiles: 40, LargeSize: 3<<20 + 17, Seed: 7})
+	t.Cleanup(func() { workspacetest.MakeWritable(v.ws) })
+	v.sync(t)
+	if _, err := c.Admin.PinVersion(ctx, &pb.PinVersionRequest{ProjectId: v.project, Version: 1, Pinned: true}); err != nil {
+		t.Fatalf("pin version 1: %v", err)
+	}
+	writeWS(t, v.ws, "notes/second.txt", "the second version")
+	v.sync(t)
+	return v
+}
+
+// sync commits the workspace and records what the new version must restore to.
+func (v *victim) sync(t *testing.T) int64 {
+	t.Helper()
+	res, err := agent.SyncOnce(context.Background(), agentConfig(v.c, v.token, v.ws, t))
+	if err != nil {
+		t.Fatalf("honest sync: %v", err)
+	}
+	n := res.Version.GetNumber()
+	v.want[n] = workspacetest.Snapshot(t, v.ws)
+	return n
+}
+
+// checkHistory restores every version the victim committed and compares it
+// byte for byte with what was committed.
+func (v *victim) checkHistory(t *testing.T) {
+	t.Helper()
+	for n, want := range v.want {
+		dir := restoreVersion(t, v.c, v.token, n)
+		if d := workspacetest.Diff(want, workspacetest.Snapshot(t, dir)); len(d) > 0 {
+			t.Fatalf("version %d no longer restores to what was committed:\n  %v", n, head(d))
+		}
+		removeTree(t, dir)
+	}
+}
+
+// attacker drives the agent API with a sandbox token, by hand.
+type attacker struct {
+	t   *testing.T
+	api pb.AgentServiceClient
+}
+
+func newAttacker(t *testing.T, c *coordtest.Coordinator, token string) *attacker {
+	return &attacker{t: t, api: c.AgentConn(t, token)}
+}
+
+// target asks for the upload URL of a pack.
+func (a *attacker) target(packID id.ID, size int) (*pb.SignedRequest, error) {
+	resp, err := a.api.GetUploadTargets(context.Background(), &pb.GetUploadTargetsRequest{Packs: []*pb.PackUpload{{PackId: packID.Bytes(), Size: int64(size)}}})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetTargets()[0].GetRequest(), nil
+}
+
+// put sends body to a signed request and returns the HTTP status.
+func (a *attacker) put(sr *pb.SignedRequest, body []byte) int {
+	a.t.Helper()
+	req, err := http.NewRequest(sr.GetMethod(), sr.GetUrl(), bytes.NewReader(body))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	req.ContentLength = int64(len(body))
+	for k, v := range sr.GetHeaders() {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatalf("PUT: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (a *attacker) complete(packID id.ID, size int) error {
+	_, err := a.api.CompletePacks(context.Background(), &pb.CompletePacksRequest{Packs: []*pb.PackUpload{{PackId: packID.Bytes(), Size: int64(size)}}})
+	return err
+}
+
+// upload stores a pack the attacker built: target, PUT, complete.
+func (a *attacker) upload(data []byte, packID id.ID) (*pb.SignedRequest, error) {
+	a.t.Helper()
+	sr, err := a.target(packID, len(data))
+	if err != nil {
+		return nil, err
+	}
+	if code := a.put(sr, data); code/100 != 2 {
+		a.t.Fatalf("PUT of the attacker's pack: %d", code)
+	}
+	return sr, a.complete(packID, len(data))
+}
+
+func wantCode(t *testing.T, what string, err error, want codes.Code) {
+	t.Helper()
+	if status.Code(err) != want {
+		t.Fatalf("%s: %v, want %v", what, err, want)
+	}
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Attack 1: replace or remove a committed pack through a signed URL.
+func TestHostilePacksAreImmutable(t *testing.T) {
+	for _, b := range hostileBackends {
+		t.Run(b.name, func(t *testing.T) {
+			c := coordtest.Start(t, b.opts)
+			v := newVictim(t, c, "immutable")
+			a := newAttacker(t, c, v.token)
+			ctx := context.Background()
+
+			// No URL for a pack the project stores: every committed pack is refused.
+			packs, err := c.Server.Meta.ListPacks(ctx, v.project, metastore.ListOptions{Limit: 1000})
+			if err != nil || len(packs) == 0 {
+				t.Fatalf("list packs: %d, %v", len(packs), err)
+			}
+			for _, p := range packs {
+				_, err := a.target(p.ID, int(p.Size))
+				wantCode(t, "upload target for stored pack "+p.ID.Short(), err, codes.AlreadyExists)
+				if errinfo.Reason(err) != errinfo.PackStored {
+					t.Fatalf("refusal carries reason %q, want %s", errinfo.Reason(err), errinfo.PackStored)
+				}
+			}
+
+			// A URL obtained before the pack was stored cannot replace it afterwards.
+			w := pack.NewWriter()
+			chunk := []byte("the attacker's own chunk, stored honestly first")
+			if _, err := w.Add(pack.Data, id.Sum(chunk), chunk); err != nil {
+				t.Fatal(err)
+			}
+			data, packID, _, err := w.Finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sr, err := a.upload(data, packID)
+			if err != nil {
+				t.Fatalf("honest upload by the attacker: %v", err)
+			}
+			if code := a.put(sr, randomBytes(t, len(data))); code != http.StatusPreconditionFailed {
+				t.Fatalf("replaying a signed PUT over a stored pack: HTTP %d, want 412", code)
+			}
+			rc, err := c.Server.Blobs.Get(ctx, repo.PackKey(v.project, packID), 0, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored := new(bytes.Buffer)
+			_, _ = stored.ReadFrom(rc)
+			rc.Close()
+			if !bytes.Equal(stored.Bytes(), data) {
+				t.Fatal("the stored pack changed under a replayed signed PUT")
+			}
+			v.checkHistory(t)
+		})
+	}
+}
+
+// Attack 2: a pack whose footer names chunks its bytes are not.
+func TestHostileLyingFooter(t *testing.T) {
+	for _, b := range hostileBackends {
+		t.Run(b.name, func(t *testing.T) {
+			c := coordtest.Start(t, b.opts)
+			v := newVictim(t, c, "footer")
+			a := newAttacker(t, c, v.token)
+			ctx := context.Background()
+
+			// The chunk of a file the user will write later.
+			future := bytes.Repeat([]byte("future content the user will write\n"), 2000)
+			x := id.Sum(future)
+			garbage := randomBytes(t, len(future))
+
+			lying := func() ([]byte, id.ID) {
+				w := pack.NewWriter()
+				if _, err := w.AddStored(pack.Data, x, pack.None, len(garbage), garbage); err != nil {
+					t.Fatal(err)
+				}
+				data, pid, _, err := w.Finish()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return data, pid
+			}
+			data, pid := lying()
+			_, err := a.upload(data, pid)
+			wantCode(t, "CompletePacks of a pack whose footer lies", err, codes.InvalidArgument)
+			if _, err := c.Server.Blobs.Stat(ctx, repo.PackKey(v.project, pid)); !errorsIsNotFound(err) {
+				t.Fatalf("the lying pack's object is still stored: %v", err)
+			}
+
+			// Honest bytes under a pack id that is not theirs.
+			w := pack.NewWriter()
+			if _, err := w.Add(pack.Data, x, future); err != nil {
+				t.Fatal(err)
+			}
+			honest, _, _, err := w.Finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			wrongID := id.Sum([]byte("not this pack"))
+			_, err = a.upload(honest, wrongID)
+			wantCode(t, "CompletePacks of a pack stored under another id", err, codes.InvalidArgument)
+
+			// Nothing was indexed: the chunk is still missing, and an honest
+			// sync of that content uploads it and restores exactly.
+			resp, err := a.api.FindMissingChunks(ctx, &pb.FindMissingChunksRequest{Ids: [][]byte{x.Bytes()}})
+			if err != nil || len(resp.GetMissing()) != 1 {
+				t.Fatalf("FindMissingChunks after the attack: %v, %v; want the chunk missing", resp.GetMissing(), err)
+			}
+			if err := os.WriteFile(filepath.Join(v.ws, "future.txt"), future, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			v.sync(t)
+			v.checkHistory(t)
+		})
+	}
+}
+
+// Attack 5: claim to be another sandbox in CommitVersion.
+func TestHostileCommitterIsTheServersWord(t *testing.T) {
+	c := coordtest.Start(t, coordtest.Options{})
+	pid, token := c.Project(t, "who")
+	a := newAttacker(t, c, token)
+	ctx := context.Background()
+	tr := &tree.Tree{}
+	enc, err := tr.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := a.api.UploadTrees(ctx, &pb.UploadTreesRequest{Trees: [][]byte{enc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := a.api.CommitVersion(ctx, &pb.CommitVersionRequest{Root: up.GetIds()[0], Kind: pb.VersionKind_VERSION_KIND_SYNC, SessionId: "sbx_forged"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := resp.GetVersion().GetSandboxId()
+	toks, err := c.Server.Meta.ListTokens(ctx, pid)
+	if err != nil || len(toks) != 1 {
+		t.Fatalf("list tokens: %v, %v", toks, err)
+	}
+	if want := metastore.TokenID(toks[0].Hash); got != want {
+		t.Fatalf("version records sandbox %q, want the authenticated token %q (not the forged session id)", got, want)
+	}
+}
+
+func errorsIsNotFound(err error) bool { return errors.Is(err, blobstore.ErrNotFound) }
