@@ -34,6 +34,11 @@ type Config struct {
 	Logger   *slog.Logger
 	// Progress receives a progress line on a terminal (restore).
 	Progress io.Writer
+	// KeepSetuid restores setuid/setgid bits as stored (default: dropped).
+	KeepSetuid bool
+
+	// existingBytes: what the restore target holds already (RestoreWith).
+	existingBytes int64
 }
 
 func (c *Config) logger() *slog.Logger {
@@ -224,15 +229,64 @@ type RestoreResult = restore.Result
 // are a seed: only missing chunks are downloaded. Entries on disk that the
 // version does not have are left alone.
 func Restore(ctx context.Context, cfg Config, version int64) (RestoreResult, error) {
+	return RestoreWith(ctx, cfg, RestoreOptions{Version: version})
+}
+
+// RestoreWith restores a version into cfg.Workspace. The target may be
+// missing, empty, or already hold the version (then only what differs is
+// fetched); a target that holds anything else is refused with a
+// *TargetError and left as it was, unless opts.Force. A target the restore
+// created is removed again if the restore fails.
+func RestoreWith(ctx context.Context, cfg Config, opts RestoreOptions) (_ RestoreResult, err error) {
 	log := cfg.logger()
 	if cfg.Workspace == "" {
 		return RestoreResult{}, errors.New("no workspace (--workspace)")
 	}
+	version := opts.Version
 	c, err := remote.Open(ctx, cfg.Remote)
 	if err != nil {
 		return RestoreResult{}, err
 	}
 	defer c.Close()
+
+	var disk map[string]diskEntry
+	var existing int64
+	switch fi, serr := os.Lstat(cfg.Workspace); {
+	case errors.Is(serr, os.ErrNotExist):
+		defer func() {
+			if err != nil {
+				// Leave nothing behind: the target did not exist before.
+				makeWritable(cfg.Workspace)
+				_ = os.RemoveAll(cfg.Workspace)
+			}
+		}()
+	case serr != nil:
+		return RestoreResult{}, fmt.Errorf("restore target: %w", serr)
+	case !fi.IsDir():
+		return RestoreResult{}, fmt.Errorf("restore target %s is not a directory", cfg.Workspace)
+	default:
+		if disk, existing, err = scanTarget(cfg.Workspace); err != nil {
+			return RestoreResult{}, fmt.Errorf("restore target: %w", err)
+		}
+	}
+	var differ []string
+	var why map[string]string
+	if len(disk) > 0 {
+		var number int64
+		differ, why, number, err = compareTarget(ctx, c, cfg.Workspace, version, disk)
+		if err != nil {
+			return RestoreResult{}, err
+		}
+		if len(differ) > 0 && !opts.Force {
+			te := &TargetError{Dir: cfg.Workspace, Version: number, Count: len(differ)}
+			for _, p := range differ[:min(5, len(differ))] {
+				te.Paths = append(te.Paths, p)
+				te.Examples = append(te.Examples, p+" ("+why[p]+")")
+			}
+			return RestoreResult{}, te
+		}
+	}
+	cfg.existingBytes = existing
 	stream, err := c.RestorePlan(ctx, version)
 	if err != nil {
 		return RestoreResult{}, err
@@ -241,6 +295,11 @@ func Restore(ctx context.Context, cfg Config, version int64) (RestoreResult, err
 	res, err := restoreRun(ctx, stream, cfg, idx)
 	if err != nil {
 		return res, err
+	}
+	if opts.Force {
+		if err := removeExtras(cfg.Workspace, differ, why); err != nil {
+			return res, err
+		}
 	}
 	if idxPath, err := cfg.indexPath(c.ProjectID()); err == nil {
 		if err := saveIndex(idx, idxPath); err != nil {
@@ -286,9 +345,11 @@ func chunkRefs(cs []*pb.ChunkRef) []tree.ChunkRef {
 // restored file in idx so the next scan does not read it again.
 func restoreRun(ctx context.Context, src restore.PlanSource, cfg Config, idx *snapshot.Index) (restore.Result, error) {
 	return restore.Run(ctx, src, restore.Options{
-		Workspace: cfg.Workspace,
-		Progress:  cfg.Progress,
-		Logger:    cfg.logger(),
+		Workspace:     cfg.Workspace,
+		KeepSetuid:    cfg.KeepSetuid,
+		ExistingBytes: cfg.existingBytes,
+		Progress:      cfg.Progress,
+		Logger:        cfg.logger(),
 		OnFile: func(f restore.FileInfo, fi os.FileInfo) {
 			idx.RecordFile(f.Path, fi, chunkRefs(f.Chunks))
 		},

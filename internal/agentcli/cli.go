@@ -167,16 +167,28 @@ func newSync(g *globals, code *int) *cobra.Command {
 
 func newRestore(g *globals) *cobra.Command {
 	var version int64
+	var force bool
 	cmd := &cobra.Command{
-		Use:   "restore --workspace DIR [--version N]",
+		Use:   "restore --workspace DIR [--version N] [--force] [--keep-setuid]",
 		Short: "Rehydrate the workspace from the head (or version N); only missing data is downloaded",
+		Long: `Rehydrate the workspace from the head (or version N).
+
+The target may be missing, empty, or hold the version already (only what
+differs is downloaded). A target holding anything else is refused and left
+as it was, naming a few of the paths that differ; --force makes it exactly
+the version instead (differing files are overwritten, paths the version
+lacks are removed). A target the restore created is removed if it fails.
+Before writing, the restore checks that the file system has room.
+
+setuid and setgid bits are dropped unless --keep-setuid: a file written in
+a sandbox should not become a setuid binary of whoever restores it.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if version < 0 {
 				return errors.New("--version must be a version number")
 			}
 			g.cfg.Progress = g.stderr
-			res, err := agent.Restore(cmd.Context(), g.cfg, version)
+			res, err := agent.RestoreWith(cmd.Context(), g.cfg, agent.RestoreOptions{Version: version, Force: force})
 			if err != nil {
 				return err
 			}
@@ -187,6 +199,8 @@ func newRestore(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().Int64Var(&version, "version", 0, "version number to restore (default: the head)")
+	cmd.Flags().BoolVar(&force, "force", false, "make a non-empty target exactly the version (overwrite what differs, remove what the version lacks)")
+	cmd.Flags().BoolVar(&g.cfg.KeepSetuid, "keep-setuid", false, "restore setuid/setgid bits as stored (default: dropped)")
 	return cmd
 }
 

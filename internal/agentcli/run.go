@@ -93,6 +93,7 @@ non-zero naming what was not saved.`,
 	f.DurationVar(&opts.FullScanInterval, "full-scan-interval", 10*time.Minute, "period of the safety-net full scan (env SANDKEEP_FULL_SCAN_INTERVAL)")
 	f.DurationVar(&opts.Quiet, "quiet", 250*time.Millisecond, "a changed path is synced once quiet this long")
 	f.DurationVar(&opts.Cap, "max-delay", 2*time.Second, "a path that keeps changing is synced at the latest after this")
+	f.BoolVar(&g.cfg.KeepSetuid, "keep-setuid", false, "restore setuid/setgid bits as stored (default: dropped)")
 	return cmd
 }
 

@@ -51,6 +51,8 @@ func toStatus(ctx context.Context, log *slog.Logger, op string, err error) error
 		code, reason = codes.AlreadyExists, errinfo.PackStored
 	case errors.Is(err, metastore.ErrAlreadyExists):
 		code = codes.AlreadyExists
+	case errors.Is(err, repo.ErrLimit):
+		code, reason = codes.ResourceExhausted, errinfo.LimitExceeded
 	case errors.Is(err, repo.ErrTooLarge):
 		code = codes.ResourceExhausted
 	case errors.Is(err, repo.ErrInvalid), errors.Is(err, metastore.ErrInvalid), errors.Is(err, id.ErrInvalid),

@@ -176,7 +176,7 @@ func restoreVersion(t testing.TB, c *coordtest.Coordinator, token string, versio
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), fmt.Sprintf("v%d", version))
 	t.Cleanup(func() { workspacetest.MakeWritable(dir) })
-	cfg := agent.Config{Workspace: dir, CacheDir: filepath.Join(t.TempDir(), "cache")}
+	cfg := agent.Config{Workspace: dir, CacheDir: filepath.Join(t.TempDir(), "cache"), KeepSetuid: true}
 	cfg.Remote.Addr, cfg.Remote.Token, cfg.Remote.Version = c.Addr, token, "test"
 	res, err := agent.Restore(context.Background(), cfg, version)
 	if err != nil {

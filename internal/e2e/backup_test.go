@@ -31,6 +31,9 @@ func agentConfig(c *coordtest.Coordinator, token, ws string, t *testing.T) agent
 		Remote:    remote.Config{Addr: c.Addr, Token: token, Version: "test"},
 		Workspace: ws,
 		CacheDir:  filepath.Join(t.TempDir(), "cache"),
+		// The tests compare restored modes bit for bit (the default drops
+		// setuid/setgid: see TestRestoreDropsSetuid).
+		KeepSetuid: true,
 	}
 }
 

@@ -13,9 +13,11 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -29,6 +31,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/pack"
 	"github.com/sandkeep/sandkeep/internal/repo"
+	"github.com/sandkeep/sandkeep/internal/restore"
 	"github.com/sandkeep/sandkeep/internal/tree"
 	"github.com/sandkeep/sandkeep/internal/workspacetest"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
@@ -309,3 +312,200 @@ func TestHostileCommitterIsTheServersWord(t *testing.T) {
 }
 
 func errorsIsNotFound(err error) bool { return errors.Is(err, blobstore.ErrNotFound) }
+
+// storeChunk uploads one chunk in a pack of its own and returns its id.
+func (a *attacker) storeChunk(data []byte) id.ID {
+	a.t.Helper()
+	w := pack.NewWriter()
+	cid := id.Sum(data)
+	if _, err := w.Add(pack.Data, cid, data); err != nil {
+		a.t.Fatal(err)
+	}
+	p, pid, _, err := w.Finish()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if _, err := a.upload(p, pid); err != nil {
+		a.t.Fatalf("upload chunk: %v", err)
+	}
+	return cid
+}
+
+// storeTree uploads one tree and returns its id.
+func (a *attacker) storeTree(nodes []tree.Node) id.ID {
+	a.t.Helper()
+	tr := &tree.Tree{Nodes: nodes}
+	enc, err := tr.Encode()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	resp, err := a.api.UploadTrees(context.Background(), &pb.UploadTreesRequest{Trees: [][]byte{enc}})
+	if err != nil {
+		a.t.Fatalf("upload tree: %v", err)
+	}
+	tid, _ := id.FromBytes(resp.GetIds()[0])
+	return tid
+}
+
+// fanOut is a tree of n directories all naming sub.
+func fanOut(n int, sub id.ID) []tree.Node {
+	nodes := make([]tree.Node, n)
+	for i := range nodes {
+		nodes[i] = tree.Node{Name: fmt.Sprintf("d%06d", i), Type: tree.Dir, Mode: 0o755, Subtree: sub}
+	}
+	return nodes
+}
+
+// bigFile is a file naming one chunk times times.
+func bigFile(name string, chunk id.ID, size, times int) tree.Node {
+	refs := make([]tree.ChunkRef, times)
+	for i := range refs {
+		refs[i] = tree.ChunkRef{ID: chunk, Size: uint32(size)}
+	}
+	return tree.Node{Name: name, Type: tree.File, Mode: 0o644, Size: int64(size) * int64(times), Chunks: refs}
+}
+
+func (a *attacker) commit(parent int64, root id.ID) (*pb.Version, error) {
+	resp, err := a.api.CommitVersion(context.Background(), &pb.CommitVersionRequest{Parent: parent, Root: root.Bytes(), Kind: pb.VersionKind_VERSION_KIND_SYNC})
+	return resp.GetVersion(), err
+}
+
+// Attack 3: trees that name one chunk or subtree many times over.
+func TestHostileExpansionIsBounded(t *testing.T) {
+	for _, b := range hostileBackends {
+		t.Run(b.name, func(t *testing.T) {
+			c := coordtest.Start(t, b.opts)
+			v := newVictim(t, c, "expansion")
+			a := newAttacker(t, c, v.token)
+			ctx := context.Background()
+			head := headNumber(t, c, v.project)
+
+			// 10^9 files from three trees of 1000 entries (about 100 KB uploaded).
+			chunk := bytes.Repeat([]byte{'x'}, 1<<20)
+			cid := a.storeChunk(chunk)
+			leaf := make([]tree.Node, 1000)
+			for i := range leaf {
+				leaf[i] = tree.Node{Name: fmt.Sprintf("f%06d", i), Type: tree.File, Mode: 0o644, Size: 1, Chunks: []tree.ChunkRef{{ID: cid, Size: 1 << 20}}}
+				leaf[i].Size = 1 << 20
+			}
+			l1 := a.storeTree(leaf)
+			l2 := a.storeTree(fanOut(1000, l1))
+			files := a.storeTree(fanOut(1000, l2))
+
+			// 10 TiB of logical bytes: a 1 GiB file (one chunk named 1024
+			// times), 100 of them in a directory, 100 such directories.
+			gib := a.storeTree([]tree.Node{bigFile("big", cid, 1<<20, 1024)})
+			hundred := a.storeTree(fanOut(100, gib))
+			tib := a.storeTree(fanOut(100, hundred))
+
+			// 300 directories deep.
+			deep := a.storeTree(nil)
+			for range 300 {
+				deep = a.storeTree([]tree.Node{{Name: "d", Type: tree.Dir, Mode: 0o755, Subtree: deep}})
+			}
+			for _, tt := range []struct {
+				name string
+				root id.ID
+				want string
+			}{
+				{"a billion files", files, "files"},
+				{"ten TiB", tib, "bytes"},
+				{"300 deep", deep, "deep"},
+			} {
+				_, err := a.commit(head, tt.root)
+				wantCode(t, tt.name, err, codes.ResourceExhausted)
+				if errinfo.Reason(err) != errinfo.LimitExceeded || !strings.Contains(status.Convert(err).Message(), tt.want) {
+					t.Fatalf("%s: %v, want reason %s naming %q", tt.name, err, errinfo.LimitExceeded, tt.want)
+				}
+			}
+			if h := headNumber(t, c, v.project); h != head {
+				t.Fatalf("head moved to %d after refused commits", h)
+			}
+
+			// Per-project limits: a project that allows 10 TiB commits it; the
+			// restore then refuses before writing, with the numbers, and leaves
+			// no target behind.
+			if err := c.Server.Meta.SetLimits(ctx, v.project, metastore.Limits{MaxBytes: 1 << 50}); err != nil {
+				t.Fatal(err)
+			}
+			ver, err := a.commit(head, tib)
+			if err != nil {
+				t.Fatalf("commit within raised limits: %v", err)
+			}
+			dir := filepath.Join(t.TempDir(), "target")
+			cfg := agentConfig(c, v.token, dir, t)
+			_, err = agent.Restore(ctx, cfg, ver.GetNumber())
+			var se *restore.SpaceError
+			if !errors.As(err, &se) || se.Need < 9<<40 {
+				t.Fatalf("restore of 10 TiB: %v, want a SpaceError", err)
+			}
+			if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+				t.Fatalf("the refused restore left its target behind: %v", err)
+			}
+			delete(v.want, head+1)
+			v.checkHistory(t)
+		})
+	}
+}
+
+// Item 14: a restore into a directory with other content is refused unless
+// --force, which makes it exactly the version.
+func TestRestoreIntoNonEmptyTarget(t *testing.T) {
+	c := coordtest.Start(t, coordtest.Options{})
+	v := newVictim(t, c, "target")
+	ctx := context.Background()
+	n := headNumber(t, c, v.project)
+
+	dir := restoreVersion(t, c, v.token, n)
+	// Restoring over an exact copy is fine and changes nothing.
+	if _, err := agent.Restore(ctx, agentConfig(c, v.token, dir, t), n); err != nil {
+		t.Fatalf("restore over a matching target: %v", err)
+	}
+	writeWS(t, dir, "notes/second.txt", "edited locally")
+	writeWS(t, dir, "extra.txt", "not in the version")
+	before := workspacetest.Snapshot(t, dir)
+	_, err := agent.Restore(ctx, agentConfig(c, v.token, dir, t), n)
+	var te *agent.TargetError
+	if !errors.As(err, &te) || te.Count != 2 || !strings.Contains(err.Error(), "extra.txt") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("restore over a differing target: %v, want a TargetError naming 2 paths and --force", err)
+	}
+	if d := workspacetest.Diff(before, workspacetest.Snapshot(t, dir)); len(d) > 0 {
+		t.Fatalf("the refused restore changed the target: %v", d)
+	}
+	if _, err := agent.RestoreWith(ctx, agentConfig(c, v.token, dir, t), agent.RestoreOptions{Version: n, Force: true}); err != nil {
+		t.Fatalf("restore --force: %v", err)
+	}
+	if d := workspacetest.Diff(v.want[n], workspacetest.Snapshot(t, dir)); len(d) > 0 {
+		t.Fatalf("after --force the target is not exactly version %d: %v", n, d)
+	}
+}
+
+// Item 11: setuid and setgid bits come back only when asked for.
+func TestRestoreDropsSetuid(t *testing.T) {
+	c := coordtest.Start(t, coordtest.Options{})
+	v := newVictim(t, c, "setuid")
+	n := headNumber(t, c, v.project)
+	cfg := agentConfig(c, v.token, filepath.Join(t.TempDir(), "plain"), t)
+	cfg.KeepSetuid = false
+	if _, err := agent.Restore(context.Background(), cfg, n); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { workspacetest.MakeWritable(cfg.Workspace) })
+	checked := 0
+	for p, e := range v.want[n] {
+		if e.Mode&(os.ModeSetuid|os.ModeSetgid) == 0 {
+			continue
+		}
+		fi, err := os.Lstat(filepath.Join(cfg.Workspace, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 || fi.Mode().Perm() != e.Mode.Perm() {
+			t.Errorf("%s restored as %v; want %v without setuid/setgid", p, fi.Mode(), e.Mode.Perm())
+		}
+		checked++
+	}
+	if checked == 0 {
+		t.Fatal("the workspace has no setuid or setgid file to check")
+	}
+}

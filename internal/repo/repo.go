@@ -76,6 +76,8 @@ type Repo struct {
 	onRevoked func(projectID string)
 	// verifySem bounds concurrent pack verifications (verify.go).
 	verifySem chan struct{}
+	// expansions memoizes what trees expand to (limits.go).
+	expansions expansionCache
 }
 
 // New returns a Repo over meta and store.
@@ -470,6 +472,18 @@ func (r *Repo) Commit(ctx context.Context, projectID string, req CommitRequest) 
 	}
 	if l, ok := locs[req.Root]; !ok || l.Type != metastore.BlobTree {
 		return metastore.Version{}, fmt.Errorf("%w: root tree %s", ErrMissing, req.Root.Short())
+	}
+	// A forged tree can name one chunk or subtree many times over: refuse a
+	// version that expands past the project's limits before anything walks
+	// it. (A rollback re-commits a root that was accepted once.)
+	if req.Kind != metastore.KindRollback {
+		lim, err := r.Limits(ctx, projectID)
+		if err != nil {
+			return metastore.Version{}, err
+		}
+		if _, err := r.CheckExpansion(ctx, projectID, req.Root, lim); err != nil {
+			return metastore.Version{}, err
+		}
 	}
 	var old metastore.Version
 	if req.Parent > 0 {

@@ -98,6 +98,16 @@ type Options struct {
 	// error, a stall or a 5xx/429 response, with exponential backoff.
 	// Default 4; negative means none.
 	Retries int
+	// KeepSetuid restores setuid and setgid bits as stored. By default they
+	// are dropped: a file written inside a sandbox must not become a setuid
+	// binary of whoever restores it.
+	KeepSetuid bool
+	// ExistingBytes is how much the target holds already (files the restore
+	// reuses or replaces); the free-space check counts it as available.
+	ExistingBytes int64
+	// SkipSpaceCheck turns off the check, made before anything is written,
+	// that the target's file system has room for the version.
+	SkipSpaceCheck bool
 }
 
 // Result summarises a restore.
@@ -276,6 +286,16 @@ func (r *runner) run(ctx context.Context, src PlanSource) error {
 		}
 		if v := rr.msg.GetVersion(); v != nil && r.res.Version == nil {
 			r.res.Version = v
+			if err := r.checkSpace(v.GetNumber(), v.GetBytes()); err != nil {
+				return err
+			}
+		}
+		if !r.opts.KeepSetuid {
+			for _, e := range rr.msg.GetEntries() {
+				if e != nil {
+					e.Mode &^= 0o6000
+				}
+			}
 		}
 		b, err := r.st.validate(rr.msg)
 		if err != nil {

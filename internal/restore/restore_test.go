@@ -25,6 +25,57 @@ import (
 
 const baseNs = int64(1_700_000_000_123_456_789)
 
+// A sandbox file must not become a setuid or setgid binary of whoever
+// restores it: the bits are dropped unless KeepSetuid asks for them (the
+// sticky bit of a directory stays).
+func TestSetuidDroppedByDefault(t *testing.T) {
+	e := newEnv(t)
+	ws := filepath.Join(t.TempDir(), "ws")
+	data := textBytes(6, 300)
+	e.addPack(data)
+	mustRun(t, ws, Options{}, e.batch(
+		fileE("suid", 0o4755, baseNs+1, data),
+		fileE("sgid", 0o2750, baseNs+2, data),
+		dirE("tmp", 0o1777, baseNs+3),
+	))
+	wantFile(t, filepath.Join(ws, "suid"), data, 0o755, baseNs+1)
+	wantFile(t, filepath.Join(ws, "sgid"), data, 0o750, baseNs+2)
+	if fi, err := os.Lstat(filepath.Join(ws, "tmp")); err != nil || fi.Mode()&os.ModeSticky == 0 {
+		t.Fatalf("tmp: %v, %v; want the sticky bit kept", fi.Mode(), err)
+	}
+}
+
+// A version larger than the target's free space is refused before anything
+// is written, with the numbers.
+func TestRestoreRefusesWithoutSpace(t *testing.T) {
+	e := newEnv(t)
+	ws := filepath.Join(t.TempDir(), "ws")
+	data := textBytes(7, 1000)
+	e.addPack(data)
+	b := e.batch(fileE("huge", 0o644, baseNs+1, data))
+	free, err := freeSpace(filepath.Dir(ws))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Version = &sandkeepv1.Version{Number: 3, Bytes: free * 2}
+	_, err = Run(t.Context(), &sliceSource{msgs: []*sandkeepv1.GetRestorePlanResponse{b}}, Options{Workspace: ws})
+	var se *SpaceError
+	if !errors.As(err, &se) || !errors.Is(err, ErrNoSpace) || se.Need != free*2 || se.Version != 3 {
+		t.Fatalf("Run = %v, want a SpaceError for version 3 needing %d bytes", err, free*2)
+	}
+	if !strings.Contains(err.Error(), "free") {
+		t.Errorf("error %q does not say what is free", err)
+	}
+	if _, err := os.Lstat(filepath.Join(ws, "huge")); !os.IsNotExist(err) {
+		t.Fatalf("a file was written despite the refusal: %v", err)
+	}
+	// What the target holds already counts as available.
+	_, err = Run(t.Context(), &sliceSource{msgs: []*sandkeepv1.GetRestorePlanResponse{b}}, Options{Workspace: ws, ExistingBytes: free * 2})
+	if errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Run with the bytes on disk already = %v", err)
+	}
+}
+
 func TestEveryEntryKind(t *testing.T) {
 	e := newEnv(t)
 	ws := filepath.Join(t.TempDir(), "ws") // created by Run
@@ -55,7 +106,7 @@ func TestEveryEntryKind(t *testing.T) {
 		linkE("link-up", "../outside", baseNs+15),
 	}
 	var got []FileInfo
-	res := mustRun(t, ws, Options{OnFile: func(fi FileInfo, st os.FileInfo) {
+	res := mustRun(t, ws, Options{KeepSetuid: true, OnFile: func(fi FileInfo, st os.FileInfo) {
 		if fi.Size != st.Size() || st.ModTime().UnixNano() != fi.MtimeNs {
 			t.Errorf("OnFile(%s): stat %d bytes %d ns, info %d bytes %d ns", fi.Path, st.Size(), st.ModTime().UnixNano(), fi.Size, fi.MtimeNs)
 		}
@@ -124,7 +175,7 @@ func TestEveryEntryKind(t *testing.T) {
 	// Restoring again over the result changes nothing and fetches nothing.
 	e.srv.reset()
 	before := snapshotDir(t, ws)
-	res = mustRun(t, ws, Options{}, e.batch(entries[:5]...), e.batch(entries[5:]...))
+	res = mustRun(t, ws, Options{KeepSetuid: true}, e.batch(entries[:5]...), e.batch(entries[5:]...))
 	if n := e.srv.requests.Load(); n != 0 {
 		t.Errorf("second restore made %d requests", n)
 	}
