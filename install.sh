@@ -16,9 +16,12 @@
 # On boot the entrypoint starts `sandkeep-agent run` (configured by the
 # SANDKEEP_* environment: SANDKEEP_COORDINATOR, SANDKEEP_TOKEN,
 # SANDKEEP_WORKSPACE …), waits until the workspace is restored, then runs the
-# image's command. On SIGTERM it stops the command, then lets the agent flush
-# every change before exiting. It also raises the inotify limits when it can
-# (as root, with a writable /proc/sys).
+# image's command. If the workspace is not restored (token refused, agent
+# exited, SANDKEEP_RESTORE_TIMEOUT passed) it exits 69 naming the cause and
+# never starts the command, unless SANDKEEP_ALLOW_UNRESTORED=1. On SIGTERM it
+# stops the command, then lets the agent flush every change before exiting.
+# It also raises the inotify limits when it can (as root, with a writable
+# /proc/sys).
 set -eu
 
 prefix=/usr/local/bin
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
     --prefix) prefix=$2; shift 2 ;;
     --prefix=*) prefix=${1#--prefix=}; shift ;;
     --boot) boot=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "install.sh: unknown option $1" >&2; exit 2 ;;
     *) [ -z "$src" ] || { echo "install.sh: one SOURCE only" >&2; exit 2; }; src=$1; shift ;;
   esac
@@ -83,15 +86,41 @@ done
 "$agent" run --workspace "$ws" &
 agent_pid=$!
 # Wait (bounded by SANDKEEP_RESTORE_TIMEOUT, default 600 s) for the restore.
-i=0; limit=${SANDKEEP_RESTORE_TIMEOUT:-600}
-until "$agent" status --json 2>/dev/null | grep -q '"state": "\(idle\|syncing\)"'; do
-  kill -0 "$agent_pid" 2>/dev/null || { echo "sandkeep-entrypoint: agent exited before the workspace was restored" >&2; break; }
-  i=$((i+1)); [ "$i" -gt $((limit*5)) ] && { echo "sandkeep-entrypoint: restore still running after ${limit}s; starting anyway" >&2; break; }
+# The image's command never starts on a workspace that was not restored:
+# its writes would look like the user's new workspace. Only
+# SANDKEEP_ALLOW_UNRESTORED=1 starts it anyway.
+i=0; limit=${SANDKEEP_RESTORE_TIMEOUT:-600}; why=
+while :; do
+  st=$("$agent" status --json 2>/dev/null)
+  case "$st" in
+    *'"state": "idle"'*|*'"state": "syncing"'*) break ;;
+    *'"state": "token_refused"'*) why="the coordinator refused the sandbox token (SANDKEEP_TOKEN): revoked, expired, or its project was deleted"; break ;;
+  esac
+  if ! kill -0 "$agent_pid" 2>/dev/null; then
+    wait "$agent_pid"; rc=$?
+    why="sandkeep-agent exited (status $rc) before the workspace was restored; its error is above"
+    agent_pid=; break
+  fi
+  i=$((i+1))
+  if [ "$i" -gt $((limit*5)) ]; then
+    err=$(printf '%s' "$st" | sed -n 's/.*"last_error": "\(.*\)",*$/\1/p' | head -1)
+    why="the workspace was not restored within ${limit}s (SANDKEEP_RESTORE_TIMEOUT); coordinator ${SANDKEEP_COORDINATOR:-127.0.0.1:7420}${err:+: $err}"
+    break
+  fi
   sleep 0.2
 done
+if [ -n "$why" ]; then
+  if [ "${SANDKEEP_ALLOW_UNRESTORED:-0}" != 1 ]; then
+    echo "sandkeep-entrypoint: $why; not starting the command (set SANDKEEP_ALLOW_UNRESTORED=1 to start it on an unrestored workspace)" >&2
+    [ -n "$agent_pid" ] && { kill -TERM "$agent_pid" 2>/dev/null; wait "$agent_pid" 2>/dev/null; }
+    exit 69
+  fi
+  echo "sandkeep-entrypoint: $why; starting the command on an UNRESTORED workspace because SANDKEEP_ALLOW_UNRESTORED=1" >&2
+fi
 child=
 stop() {
   [ -n "$child" ] && kill -TERM "$child" 2>/dev/null && wait "$child" 2>/dev/null
+  [ -n "$agent_pid" ] || exit 0
   kill -TERM "$agent_pid" 2>/dev/null
   wait "$agent_pid"; code=$?
   exit $code
@@ -103,10 +132,10 @@ if [ $# -gt 0 ]; then
   wait "$child"; rc=$?
   child=
   # The command ended on its own: flush, then exit with its status.
-  kill -TERM "$agent_pid" 2>/dev/null; wait "$agent_pid"
+  [ -n "$agent_pid" ] && { kill -TERM "$agent_pid" 2>/dev/null; wait "$agent_pid"; }
   exit $rc
 fi
-wait "$agent_pid"
+[ -n "$agent_pid" ] && wait "$agent_pid"
 ENTRY
 chmod 0755 "$prefix/sandkeep-entrypoint"
 echo "installed $prefix/sandkeep-entrypoint (set it as the image ENTRYPOINT)"

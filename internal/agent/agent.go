@@ -236,7 +236,7 @@ func Restore(ctx context.Context, cfg Config, version int64) (RestoreResult, err
 // missing, empty, or already hold the version (then only what differs is
 // fetched); a target that holds anything else is refused with a
 // *TargetError and left as it was, unless opts.Force. A target the restore
-// created is removed again if the restore fails.
+// created is removed again if the restore fails before writing a file.
 func RestoreWith(ctx context.Context, cfg Config, opts RestoreOptions) (_ RestoreResult, err error) {
 	log := cfg.logger()
 	if cfg.Workspace == "" {
@@ -255,9 +255,10 @@ func RestoreWith(ctx context.Context, cfg Config, opts RestoreOptions) (_ Restor
 	case errors.Is(serr, os.ErrNotExist):
 		defer func() {
 			if err != nil {
-				// Leave nothing behind: the target did not exist before.
-				makeWritable(cfg.Workspace)
-				_ = os.RemoveAll(cfg.Workspace)
+				// The target did not exist: leave no empty directory
+				// behind. (Files a failed restore did write intact stay,
+				// as the restore keeps them: only bad files are removed.)
+				_ = os.Remove(cfg.Workspace)
 			}
 		}()
 	case serr != nil:

@@ -12,10 +12,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/sandkeep/sandkeep/internal/control"
 	"github.com/sandkeep/sandkeep/internal/id"
@@ -99,16 +97,20 @@ type runner struct {
 	ign  *ignore.Matcher
 
 	// Owned by loop.
-	idx       *snapshot.Index
-	base      *pb.Version
-	tried     []id.ID // roots asked to commit on base, outcome unknown (see baseState.Committing)
-	pending   *pendingSet
-	pace      pacer
-	flushes   []flushReq
-	failures  int
-	nextRetry time.Time
-	idxDirty  bool
-	idxSaved  time.Time
+	idx      *snapshot.Index
+	base     *pb.Version
+	tried    []id.ID // roots asked to commit on base, outcome unknown (see baseState.Committing)
+	pending  *pendingSet
+	pace     pacer
+	flushes  []flushReq
+	failures int
+	// ready is closed once a session exists (Flush waits for it);
+	// tokenRefused: the coordinator refuses the token (refuseToken).
+	ready        chan struct{}
+	tokenRefused atomic.Bool
+	nextRetry    time.Time
+	idxDirty     bool
+	idxSaved     time.Time
 
 	flushCh chan flushReq
 	cmdCh   chan *pb.Command
@@ -131,28 +133,20 @@ func Run(ctx context.Context, stop <-chan struct{}, cfg Config, opts RunOptions)
 		pace:    pacer{quiet: opts.Quiet, cap: opts.Cap},
 		flushCh: make(chan flushReq), cmdCh: make(chan *pb.Command, 4),
 		results: make(chan *pb.CommandResult, 4), kick: make(chan struct{}, 1),
+		ready: make(chan struct{}),
 	}
-	r.status = control.Status{State: "restoring", Workspace: cfg.Workspace, StartedAt: time.Now().UTC()}
+	r.status = control.Status{State: "connecting", Workspace: cfg.Workspace, Coordinator: cfg.Remote.Addr, StartedAt: time.Now().UTC()}
 	if err := checkWorkspace(cfg.Workspace); err != nil {
 		return err
 	}
-	var err error
-	if r.c, err = r.connect(ctx); err != nil {
-		return err
-	}
-	defer r.c.Close()
-	r.mu.Lock()
-	r.status.Project = r.c.ProjectID()
-	r.status.CoordinatorUp = true
-	r.mu.Unlock()
-
-	var ln interface{ Close() error }
+	// The control socket answers at once: `status` says what the agent
+	// waits for, and a flush is refused rather than left hanging.
 	if opts.Socket != "" {
 		l, err := control.Listen(opts.Socket)
 		if err != nil {
 			return err
 		}
-		ln = l
+		defer l.Close()
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		go func() {
@@ -161,9 +155,18 @@ func Run(ctx context.Context, stop <-chan struct{}, cfg Config, opts RunOptions)
 			}
 		}()
 	}
-	if ln != nil {
-		defer ln.Close()
+	var err error
+	if r.c, err = r.connectOrStop(ctx, stop); err != nil {
+		return err
 	}
+	defer r.c.Close()
+	r.mu.Lock()
+	r.status.Project = r.c.ProjectID()
+	r.status.CoordinatorUp = true
+	r.status.State = "restoring"
+	r.mu.Unlock()
+	close(r.ready)
+
 	sessCtx, cancelSess := context.WithCancel(ctx)
 	defer cancelSess()
 	go r.sessionLoop(sessCtx)
@@ -174,17 +177,49 @@ func Run(ctx context.Context, stop <-chan struct{}, cfg Config, opts RunOptions)
 	return r.loop(ctx, stop)
 }
 
+// ErrStoppedUnconnected: the agent was stopped before it ever reached the
+// coordinator; nothing was restored or synced.
+var ErrStoppedUnconnected = errors.New("stopped before the coordinator answered; nothing was restored or synced")
+
+// connectOrStop is connect, given up at once when stop closes.
+func (r *runner) connectOrStop(ctx context.Context, stop <-chan struct{}) (*remote.Client, error) {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	c, err := r.connect(cctx)
+	select {
+	case <-stop:
+		if c != nil {
+			c.Close()
+		}
+		return nil, fmt.Errorf("%w (coordinator %s)", ErrStoppedUnconnected, r.cfg.Remote.Addr)
+	default:
+	}
+	return c, err
+}
+
 // connect opens a session, retrying while the coordinator is unreachable.
+// A refused token is final: it returns at once.
 func (r *runner) connect(ctx context.Context) (*remote.Client, error) {
 	backoff := r.opts.RetryMin
 	for {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		c, err := remote.Open(cctx, r.cfg.Remote)
-		cancel()
+		cfg := r.cfg.Remote
+		cfg.ConnectTimeout = 30 * time.Second
+		c, err := remote.Open(ctx, cfg)
 		if err == nil {
 			return c, nil
 		}
-		if code := status.Code(err); code == codes.Unauthenticated || code == codes.PermissionDenied || ctx.Err() != nil {
+		if remote.IsTokenRefused(err) {
+			r.refuseToken(err)
+			return nil, fmt.Errorf("the coordinator at %s refused the token (unknown, revoked or expired, or its project was deleted): %w; create one with `sandkeep token create`", cfg.Addr, err)
+		}
+		if ctx.Err() != nil {
 			return nil, err
 		}
 		r.setError(err)
@@ -417,11 +452,19 @@ func (r *runner) round(ctx context.Context) {
 	if err != nil {
 		r.failures++
 		backoff := min(r.opts.RetryMin<<min(r.failures-1, 16), r.opts.RetryMax)
+		if remote.IsTokenRefused(err) {
+			backoff = r.opts.RetryMax // final until an operator acts: retry slowly
+			r.nextRetry = time.Now().Add(backoff)
+			r.refuseToken(err)
+			r.log.Error("sync refused: the coordinator refuses this agent's token (revoked, or the project was deleted)", "err", err, "in", backoff, "pending", len(r.pending.paths))
+			return
+		}
 		r.nextRetry = time.Now().Add(backoff)
 		r.setError(err)
 		r.log.Warn("sync failed; retrying", "err", err, "in", backoff, "pending", len(r.pending.paths))
 		return
 	}
+	r.acceptToken()
 	r.failures, r.nextRetry = 0, time.Time{}
 	r.pending.settle(start, full, paths)
 	if full {
@@ -691,6 +734,12 @@ func (r *runner) expireFlushes() {
 // shutdown flushes, bounded by StopTimeout; ctx cancellation (a second
 // signal) aborts.
 func (r *runner) shutdown(ctx context.Context) error {
+	if r.tokenRefused.Load() {
+		// Nothing may be saved any more: stop at once, naming what is not.
+		r.persist(true)
+		r.drainEvents()
+		return fmt.Errorf("%w (the coordinator refuses this agent's token: revoked, or the project was deleted): %s", ErrNotSaved, r.pendingSummary())
+	}
 	r.setState("stopping")
 	sctx, cancel := context.WithTimeout(ctx, r.opts.StopTimeout)
 	defer cancel()
@@ -812,6 +861,29 @@ func (r *runner) heartbeatNow() {
 	}
 }
 
+// refuseToken records that the coordinator refused the token: status says
+// so, and a stop exits at once (there is nothing it may still save).
+func (r *runner) refuseToken(err error) {
+	r.tokenRefused.Store(true)
+	r.mu.Lock()
+	r.status.TokenRefused = true
+	r.status.CoordinatorUp = false
+	r.status.LastError = fmt.Sprintf("coordinator refused this agent's token (revoked, or the project was deleted): %v", err)
+	r.status.LastErrorTime = time.Now().UTC()
+	r.status.State = "token_refused"
+	r.mu.Unlock()
+	r.heartbeatNow()
+}
+
+// acceptToken clears refuseToken once a session stream is open again.
+func (r *runner) acceptToken() {
+	if r.tokenRefused.Swap(false) {
+		r.mu.Lock()
+		r.status.TokenRefused = false
+		r.mu.Unlock()
+	}
+}
+
 // Status implements control.Agent.
 func (r *runner) Status() control.Status {
 	r.mu.Lock()
@@ -821,6 +893,16 @@ func (r *runner) Status() control.Status {
 
 // Flush implements control.Agent.
 func (r *runner) Flush(ctx context.Context) (int64, error) {
+	// Before the first session a flush waits (within its deadline) for the
+	// coordinator, as it waits for a round.
+	select {
+	case <-r.ready:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("not connected: still waiting for the coordinator at %s: %w", r.cfg.Remote.Addr, ctx.Err())
+	}
+	if r.tokenRefused.Load() {
+		return 0, errors.New("the coordinator refuses this agent's token (revoked, or the project was deleted): nothing can be committed")
+	}
 	req := flushReq{at: time.Now(), reply: make(chan flushReply, 1), ctx: ctx}
 	select {
 	case r.flushCh <- req:

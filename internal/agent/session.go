@@ -3,14 +3,12 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sandkeep/sandkeep/internal/remote"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
@@ -20,6 +18,9 @@ var agentStates = map[string]pb.AgentState{
 	"syncing":   pb.AgentState_AGENT_STATE_SYNCING,
 	"error":     pb.AgentState_AGENT_STATE_ERROR,
 	"stopping":  pb.AgentState_AGENT_STATE_STOPPING,
+	// Not sent (no session exists then), listed for completeness.
+	"connecting":    pb.AgentState_AGENT_STATE_RESTORING,
+	"token_refused": pb.AgentState_AGENT_STATE_ERROR,
 }
 
 func (r *runner) heartbeat() *pb.Heartbeat {
@@ -55,13 +56,14 @@ func (r *runner) sessionLoop(ctx context.Context) {
 		if time.Since(start) > time.Minute {
 			backoff = r.opts.RetryMin
 		}
-		if c := status.Code(err); c == codes.Unauthenticated || c == codes.PermissionDenied {
+		if remote.IsTokenRefused(err) {
 			// The token was revoked or the project deleted. Nothing on
 			// disk is touched; the agent keeps what it has and retries
-			// slowly, in case the operator restores access.
+			// slowly, in case the operator restores access. A stop now
+			// exits at once: there is nothing it may still save.
 			backoff = r.opts.RetryMax
-			r.setError(fmt.Errorf("coordinator refused this agent's token (revoked, or the project was deleted): %w", err))
-			r.log.Error("coordinator refused this agent's token (revoked, or the project was deleted); retrying", "err", err, "in", backoff)
+			r.refuseToken(err)
+			r.log.Error("coordinator refused this agent's token (revoked, or the project was deleted); retrying slowly", "err", err, "in", backoff)
 		} else {
 			r.log.Debug("session stream ended; reconnecting", "err", err, "in", backoff)
 		}
@@ -87,6 +89,7 @@ func (r *runner) session(ctx context.Context) error {
 	r.mu.Lock()
 	r.status.CoordinatorUp = true
 	r.mu.Unlock()
+	r.acceptToken()
 	recvErr := make(chan error, 1)
 	go func() {
 		for {

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
@@ -63,10 +64,11 @@ func errorText(err error) string {
 }
 
 type globals struct {
-	cfg      agent.Config
-	logLevel string
-	stdout   io.Writer
-	stderr   io.Writer
+	cfg            agent.Config
+	logLevel       string
+	connectTimeout time.Duration
+	stdout         io.Writer
+	stderr         io.Writer
 }
 
 // signals turns the first SIGTERM/SIGINT into a graceful stop for `run`
@@ -94,6 +96,15 @@ func (s *signals) handle(ch <-chan os.Signal, cancel context.CancelFunc, stderr 
 	}
 }
 
+// oneShot sets up a command that runs once (sync --once, restore): it says
+// at once what it waits for and gives up after --connect-timeout.
+func (g *globals) oneShot() {
+	g.cfg.Remote.ConnectTimeout = g.connectTimeout
+	g.cfg.Remote.OnWaiting = func(addr string) {
+		fmt.Fprintf(g.stderr, "sandkeep-agent: waiting for the coordinator at %s (giving up after %s; --connect-timeout)\n", addr, g.connectTimeout)
+	}
+}
+
 func newRoot(stdout, stderr io.Writer, code *int, sig *signals) *cobra.Command {
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
@@ -114,9 +125,19 @@ func newRoot(stdout, stderr io.Writer, code *int, sig *signals) *cobra.Command {
 	pf.StringVar(&g.cfg.Workspace, "workspace", "/workspace", "workspace directory (env SANDKEEP_WORKSPACE)")
 	pf.StringVar(&g.cfg.CacheDir, "cache-dir", "", "agent index cache directory (env SANDKEEP_CACHE_DIR; default "+agent.DefaultCacheDir()+")")
 	pf.StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error (env SANDKEEP_LOG_LEVEL)")
+	pf.DurationVar(&g.connectTimeout, "connect-timeout", 30*time.Second, "sync --once and restore give up when the coordinator does not answer within this (env SANDKEEP_CONNECT_TIMEOUT)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
-		if err := envflag.Apply(cmd.Flags(), "coordinator", "token", "tls", "tls-ca", "sandbox-id", "workspace", "cache-dir", "log-level"); err != nil {
+		switch {
+		case cmd.Flags().Changed("token"):
+			g.cfg.Remote.TokenSource = "--token"
+		case os.Getenv("SANDKEEP_TOKEN") != "":
+			g.cfg.Remote.TokenSource = "SANDKEEP_TOKEN"
+		}
+		if err := envflag.Apply(cmd.Flags(), "coordinator", "token", "tls", "tls-ca", "sandbox-id", "workspace", "cache-dir", "log-level", "connect-timeout"); err != nil {
 			return err
+		}
+		if g.connectTimeout <= 0 {
+			return errors.New("--connect-timeout must be positive")
 		}
 		var lv slog.Level
 		if err := lv.UnmarshalText([]byte(g.logLevel)); err != nil {
@@ -140,6 +161,7 @@ func newSync(g *globals, code *int) *cobra.Command {
 			if !once {
 				return errors.New("sync needs --once (continuous sync is `sandkeep-agent run`)")
 			}
+			g.oneShot()
 			res, err := agent.SyncOnce(cmd.Context(), g.cfg)
 			var partial *agent.ChangingFilesError
 			if errors.As(err, &partial) {
@@ -182,12 +204,13 @@ Before writing, the restore checks that the file system has room.
 
 setuid and setgid bits are dropped unless --keep-setuid: a file written in
 a sandbox should not become a setuid binary of whoever restores it.`,
-		Args:  cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if version < 0 {
 				return errors.New("--version must be a version number")
 			}
 			g.cfg.Progress = g.stderr
+			g.oneShot()
 			res, err := agent.RestoreWith(cmd.Context(), g.cfg, agent.RestoreOptions{Version: version, Force: force})
 			if err != nil {
 				return err

@@ -162,7 +162,14 @@ func newStatus(g *globals) *cobra.Command {
 				mode += " (" + s.WatchReason + ")"
 			}
 			row("watch", mode)
-			row("coordinator", map[bool]string{true: "connected", false: "unreachable"}[s.CoordinatorUp])
+			coord := map[bool]string{true: "connected", false: "coordinator unreachable"}[s.CoordinatorUp]
+			if s.TokenRefused {
+				coord = "token refused (revoked, or the project was deleted): create a new one with `sandkeep token create`"
+			}
+			if s.Coordinator != "" {
+				coord += " (" + s.Coordinator + ")"
+			}
+			row("coordinator", coord)
 			return tw.Flush()
 		},
 	}

@@ -52,6 +52,8 @@ func (s *AgentServer) Session(stream pb.AgentService_SessionServer) error {
 		return nil
 	case errors.Is(err, sessions.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, sessions.ErrTooMany):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, sessions.ErrDisconnected), errors.Is(err, sessions.ErrRevoked):
 		return status.Error(codes.Unauthenticated, err.Error())
 	}

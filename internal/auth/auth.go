@@ -118,15 +118,16 @@ type Authenticator struct {
 	tokens TokenSource
 	now    func() time.Time
 
-	mu      sync.Mutex
-	touched map[string]time.Time // hash -> last TouchToken
+	mu       sync.Mutex
+	touched  map[string]time.Time // hash -> last TouchToken
+	tapCache map[string]tapEntry  // hash -> recent valid lookup (TapHandle)
 }
 
 // NewAuthenticator returns an Authenticator over tokens. If tokens can
 // record a token's last use (TouchToken), a successful authentication does
 // so at most once a minute per token.
 func NewAuthenticator(tokens TokenSource) *Authenticator {
-	return &Authenticator{tokens: tokens, now: time.Now, touched: make(map[string]time.Time)}
+	return &Authenticator{tokens: tokens, now: time.Now, touched: make(map[string]time.Time), tapCache: make(map[string]tapEntry)}
 }
 
 // touch records t's use, at most once per touchEvery; failures only cost the

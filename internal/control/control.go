@@ -25,23 +25,28 @@ const DefaultSocket = "/run/sandkeep/agent.sock"
 
 // Status is what `sandkeep-agent status` shows.
 type Status struct {
-	State           string    `json:"state"` // restoring, idle, syncing, error, stopping
-	Project         string    `json:"project"`
-	Workspace       string    `json:"workspace"`
-	Version         int64     `json:"version"` // the head version the workspace was last committed as / restored to
-	PendingPaths    int64     `json:"pending_paths"`
-	PendingBytes    int64     `json:"pending_bytes"`
-	LastWrite       time.Time `json:"last_write,omitzero"`
-	LastCommit      time.Time `json:"last_commit,omitzero"`
-	LastError       string    `json:"last_error,omitempty"`
-	LastErrorTime   time.Time `json:"last_error_time,omitzero"`
-	WatchMode       string    `json:"watch_mode"` // inotify or poll
-	WatchReason     string    `json:"watch_reason,omitempty"`
-	WatchedDirs     int       `json:"watched_dirs"`
-	Overflows       int64     `json:"overflows"`
-	Commits         int64     `json:"commits"`
-	Clean           bool      `json:"clean"` // nothing pending (the watcher's reports during a round count) and no error
-	CoordinatorUp   bool      `json:"coordinator_up"`
+	State         string    `json:"state"` // connecting, restoring, idle, syncing, error, stopping, token_refused
+	Project       string    `json:"project"`
+	Workspace     string    `json:"workspace"`
+	Version       int64     `json:"version"` // the head version the workspace was last committed as / restored to
+	PendingPaths  int64     `json:"pending_paths"`
+	PendingBytes  int64     `json:"pending_bytes"`
+	LastWrite     time.Time `json:"last_write,omitzero"`
+	LastCommit    time.Time `json:"last_commit,omitzero"`
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorTime time.Time `json:"last_error_time,omitzero"`
+	WatchMode     string    `json:"watch_mode"` // inotify or poll
+	WatchReason   string    `json:"watch_reason,omitempty"`
+	WatchedDirs   int       `json:"watched_dirs"`
+	Overflows     int64     `json:"overflows"`
+	Commits       int64     `json:"commits"`
+	Clean         bool      `json:"clean"` // nothing pending (the watcher's reports during a round count) and no error
+	CoordinatorUp bool      `json:"coordinator_up"`
+	// Coordinator is the address the agent reaches (or waits for).
+	Coordinator string `json:"coordinator,omitempty"`
+	// TokenRefused: the coordinator refused the agent's token (revoked, or
+	// the project deleted). Final: nothing more can be saved.
+	TokenRefused    bool      `json:"token_refused,omitempty"`
 	StartedAt       time.Time `json:"started_at"`
 	PendingExamples []string  `json:"pending_examples,omitempty"`
 }

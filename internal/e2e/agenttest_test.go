@@ -59,10 +59,11 @@ func startAgentConfig(t *testing.T, cfg agent.Config, opts agent.RunOptions) *ru
 			t.Errorf("agent did not exit")
 		}
 	})
-	// Wait until it answers on its socket (bounded).
+	// Wait until it answers on its socket and has reached the coordinator
+	// (bounded; the socket answers before that, saying "connecting").
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if _, err := a.ctl.Status(context.Background()); err == nil {
+		if st, err := a.ctl.Status(context.Background()); err == nil && st.State != "connecting" {
 			break
 		}
 		select {

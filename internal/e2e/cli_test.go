@@ -55,14 +55,15 @@ func moduleRoot(t *testing.T) string {
 type servedCoordinator struct {
 	bin, data, grpc, http string
 	adminToken            string // as printed on first start
+	pid                   int
 }
 
 // serveBinary runs `coord serve` on loopback ports until the test ends (then
 // SIGINT, which it must obey) and waits for it to report its addresses.
-func serveBinary(t *testing.T, coord string) servedCoordinator {
+func serveBinary(t *testing.T, coord string, extra ...string) servedCoordinator {
 	t.Helper()
 	data := t.TempDir()
-	serve := exec.Command(coord, "serve", "--data", data, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
+	serve := exec.Command(coord, append([]string{"serve", "--data", data, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, extra...)...)
 	stdout, err := serve.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +97,7 @@ func serveBinary(t *testing.T, coord string) servedCoordinator {
 		}
 		close(lines)
 	}()
-	s := servedCoordinator{bin: coord, data: data}
+	s := servedCoordinator{bin: coord, data: data, pid: serve.Process.Pid}
 	listening := regexp.MustCompile(`grpc (127\.0\.0\.1:\d+), http (127\.0\.0\.1:\d+)`)
 	timeout := time.After(60 * time.Second)
 	for {
@@ -220,8 +221,17 @@ func TestCLIContract(t *testing.T) {
 
 	restored := filepath.Join(t.TempDir(), "restored")
 	t.Cleanup(func() { workspacetest.MakeWritable(restored) })
-	run(agentEnv, agentBin, "restore", "--workspace", restored)
+	run(agentEnv, agentBin, "restore", "--workspace", restored, "--keep-setuid")
 	workspacetest.RequireEqual(t, ws, restored)
+	// By default setuid/setgid bits are dropped, and nothing else changes.
+	plain := filepath.Join(t.TempDir(), "plain")
+	t.Cleanup(func() { workspacetest.MakeWritable(plain) })
+	run(agentEnv, agentBin, "restore", "--workspace", plain)
+	noSetuid := filepath.Join(t.TempDir(), "nosetuid")
+	t.Cleanup(func() { workspacetest.MakeWritable(noSetuid) })
+	run(agentEnv, agentBin, "restore", "--workspace", noSetuid, "--keep-setuid")
+	workspacetest.ClearSetuid(t, noSetuid)
+	workspacetest.RequireEqual(t, noSetuid, plain)
 
 	// --version N restores an older version: README.md as it was.
 	old := filepath.Join(t.TempDir(), "old")

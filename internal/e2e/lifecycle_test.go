@@ -283,6 +283,8 @@ func TestLifecycleLocalProvider(t *testing.T) {
 	t.Logf("sandbox %s restored in %s", sb2.GetId(), second.GetTook().AsDuration())
 	ws2 := e.prov.Workspace(sb2.GetProviderId())
 	t.Cleanup(func() { workspacetest.MakeWritable(ws2) })
+	// The sandbox's agent restores without --keep-setuid.
+	workspacetest.ClearSetuid(t, want)
 	workspacetest.RequireEqual(t, want, ws2)
 
 	// Under a run lease it is never reaped, however idle.

@@ -36,6 +36,28 @@ var ErrConflict = errors.New("head moved")
 // files without the index, which asks FindMissingChunks again, heals it.
 var ErrBlobMissing = errors.New("a referenced chunk is not stored")
 
+// statusError carries a gRPC status under a message of its own (so the
+// message is not "rpc error: code = ... desc = ..." twice over).
+type statusError struct {
+	st  *status.Status
+	msg string
+}
+
+func (e *statusError) Error() string              { return e.msg }
+func (e *statusError) GRPCStatus() *status.Status { return e.st }
+
+// ErrUnreachable is returned (wrapped) by Open when the coordinator did not
+// answer within Config.ConnectTimeout.
+var ErrUnreachable = errors.New("coordinator unreachable")
+
+// IsTokenRefused reports whether err is the coordinator refusing the token
+// (unknown, revoked or expired, or its project deleted): final, retrying
+// cannot help until an operator acts.
+func IsTokenRefused(err error) bool {
+	c := status.Code(err)
+	return c == codes.Unauthenticated || c == codes.PermissionDenied
+}
+
 // Config says how to reach the coordinator.
 type Config struct {
 	Addr      string
@@ -50,6 +72,16 @@ type Config struct {
 	HTTPClient *http.Client
 	// Retries of one signed-URL PUT on network errors and 5xx (default 5).
 	Retries int
+	// ConnectTimeout bounds how long Open waits for the coordinator to
+	// answer (0: as long as ctx allows); past it Open fails with
+	// ErrUnreachable, naming the address.
+	ConnectTimeout time.Duration
+	// TokenSource says where Token came from ("--token", "SANDKEEP_TOKEN"),
+	// for error messages.
+	TokenSource string
+	// OnWaiting, if set, is called once if the coordinator has not answered
+	// within half a second, so a command can say what it waits for.
+	OnWaiting func(addr string)
 }
 
 // Client is an open session with the coordinator.
@@ -92,9 +124,32 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		c.retries = 5
 	}
 	host, _ := os.Hostname()
-	c.Session, err = c.api.OpenSession(ctx, &pb.OpenSessionRequest{SandboxId: cfg.SandboxID, Hostname: host, AgentVersion: cfg.Version, Workspace: cfg.Workspace}, grpc.WaitForReady(true))
+	octx := ctx
+	if cfg.ConnectTimeout > 0 {
+		var cancel context.CancelFunc
+		octx, cancel = context.WithTimeout(ctx, cfg.ConnectTimeout)
+		defer cancel()
+	}
+	if cfg.OnWaiting != nil {
+		t := time.AfterFunc(500*time.Millisecond, func() { cfg.OnWaiting(cfg.Addr) })
+		defer t.Stop()
+	}
+	c.Session, err = c.api.OpenSession(octx, &pb.OpenSessionRequest{SandboxId: cfg.SandboxID, Hostname: host, AgentVersion: cfg.Version, Workspace: cfg.Workspace}, grpc.WaitForReady(true))
 	if err != nil {
 		conn.Close()
+		if ctx.Err() == nil && octx.Err() != nil {
+			return nil, fmt.Errorf("%w: no answer from %s within %s: is `sandkeep serve` running there, and is --coordinator (SANDKEEP_COORDINATOR) right? (wait longer with --connect-timeout)",
+				ErrUnreachable, cfg.Addr, cfg.ConnectTimeout)
+		}
+		if IsTokenRefused(err) {
+			src := cfg.TokenSource
+			if src == "" {
+				src = "the configuration"
+			}
+			st := status.Convert(err)
+			return nil, &statusError{st: st, msg: fmt.Sprintf("the coordinator at %s refused the sandbox token from %s (%s): check it, or create one with `sandkeep token create --project ID`",
+				cfg.Addr, src, st.Message())}
+		}
 		return nil, fmt.Errorf("open session with %s: %w", cfg.Addr, err)
 	}
 	return c, nil

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/sandkeep/sandkeep/internal/auth"
 )
 
 // Config is everything `sandkeep serve` is told.
@@ -61,6 +63,10 @@ type Config struct {
 	// token revoked, or a project deleted, through another replica ends
 	// this replica's streams within it.
 	SessionRecheck time.Duration
+
+	// CallLimits bound the gRPC calls in flight per token (defaults: 8 per
+	// sandbox token, 256 per admin token).
+	CallLimits auth.CallLimits
 
 	// Now is the clock of file links, which expire (nil: time.Now; tests
 	// move a fake clock instead of waiting a link's lifetime out).

@@ -245,12 +245,16 @@ var Policy = auth.Policy{
 		{Prefix: "/sandkeep.v1.AgentService/", Kind: metastore.TokenSandbox},
 		{Prefix: "/sandkeep.v1.AdminService/", Kind: metastore.TokenAdmin},
 		{Prefix: "/sandkeep.v1.LifecycleService/", Kind: metastore.TokenAdmin}, // lifecycle
+		// Any valid token: no gRPC call reads a byte of its message before
+		// its token is checked. Probes without a token use HTTP /healthz.
+		{Prefix: "/grpc.health.v1.Health/", Kind: auth.AnyKind},
+		{Prefix: "/grpc.reflection.", Kind: auth.AnyKind},
 	},
-	Open: []string{"/grpc.health.v1.Health/", "/grpc.reflection."},
 }
 
-// MaxMessageSize bounds one gRPC message either way.
-const MaxMessageSize = 32 << 20
+// MaxMessageSize bounds one gRPC message either way: the largest request is
+// an UploadTrees of repo.MaxTreeBytesPerCall (16 MiB) plus framing.
+const MaxMessageSize = 20 << 20
 
 func (s *Server) build() error {
 	authn := auth.NewAuthenticator(s.Meta)
@@ -267,6 +271,9 @@ func (s *Server) build() error {
 		grpc.ChainStreamInterceptor(recoverStream(s.log), authn.StreamInterceptor(Policy)),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
+		// Credentials and per-token call bounds are checked on the headers,
+		// before any message is read.
+		grpc.InTapHandle(authn.TapHandle(Policy, s.cfg.CallLimits)),
 	)
 	s.grpc = grpc.NewServer(opts...)
 	s.Sessions = sessions.New(s.log)

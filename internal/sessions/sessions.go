@@ -97,6 +97,72 @@ func New(log *slog.Logger) *Registry {
 // MaxCommandsQueued bounds commands waiting for one agent.
 const MaxCommandsQueued = 16
 
+// Bounds on what one project's agents may make the registry hold.
+const (
+	// MaxSessionsPerProject bounds a project's connected session streams.
+	MaxSessionsPerProject = 8
+	// maxRememberedPerProject bounds a project's sessions kept, connected
+	// or not (the oldest disconnected ones are forgotten first).
+	maxRememberedPerProject = 32
+	// Longest strings a heartbeat or command result may carry.
+	maxSessionID = 64
+	maxErrorLen  = 4096
+	maxShortLen  = 256
+)
+
+// ErrTooMany: the project has MaxSessionsPerProject streams open already.
+var ErrTooMany = errors.New("too many agent sessions for this project")
+
+// checkHeartbeat refuses a heartbeat whose strings exceed their bounds:
+// the registry keeps the last one of every session.
+func checkHeartbeat(hb *pb.Heartbeat) error {
+	switch {
+	case len(hb.GetSessionId()) > maxSessionID:
+		return fmt.Errorf("%w: heartbeat session_id longer than %d bytes", ErrInvalid, maxSessionID)
+	case len(hb.GetLastError()) > maxErrorLen:
+		return fmt.Errorf("%w: heartbeat last_error longer than %d bytes", ErrInvalid, maxErrorLen)
+	case len(hb.GetWatchMode()) > maxShortLen, len(hb.GetSandboxId()) > maxShortLen:
+		return fmt.Errorf("%w: heartbeat watch_mode or sandbox_id longer than %d bytes", ErrInvalid, maxShortLen)
+	case hb.GetPendingPaths() < 0, hb.GetPendingBytes() < 0, hb.GetVersion() < 0:
+		return fmt.Errorf("%w: negative heartbeat counter", ErrInvalid)
+	}
+	return nil
+}
+
+func checkResult(res *pb.CommandResult) error {
+	if len(res.GetId()) > maxSessionID || len(res.GetError()) > maxErrorLen {
+		return fmt.Errorf("%w: command result id or error too long", ErrInvalid)
+	}
+	return nil
+}
+
+// admit checks, under r.mu, that projectID may open one more session, and
+// forgets its oldest disconnected sessions past the remembered bound.
+func (r *Registry) admit(projectID string) error {
+	var connected int
+	var idle []*conn
+	for _, c := range r.conns {
+		if c.info.ProjectID != projectID {
+			continue
+		}
+		if c.info.Connected {
+			connected++
+		} else {
+			idle = append(idle, c)
+		}
+	}
+	if connected >= MaxSessionsPerProject {
+		return fmt.Errorf("%w (at most %d at once)", ErrTooMany, MaxSessionsPerProject)
+	}
+	if extra := connected + len(idle) + 1 - maxRememberedPerProject; extra > 0 {
+		sort.Slice(idle, func(i, j int) bool { return idle[i].info.LastSeen.Before(idle[j].info.LastSeen) })
+		for _, c := range idle[:min(extra, len(idle))] {
+			delete(r.conns, c.info.SessionID)
+		}
+	}
+	return nil
+}
+
 // Serve runs one agent's stream until it ends.
 func (r *Registry) Serve(projectID string, s Stream) error {
 	first, err := s.Recv()
@@ -104,8 +170,11 @@ func (r *Registry) Serve(projectID string, s Stream) error {
 		return err
 	}
 	hb := first.GetHeartbeat()
-	if hb == nil || hb.GetSessionId() == "" || len(hb.GetSessionId()) > 64 {
+	if hb == nil || hb.GetSessionId() == "" || len(hb.GetSessionId()) > maxSessionID {
 		return fmt.Errorf("%w: the first session message must be a heartbeat with a session id", ErrInvalid)
+	}
+	if err := checkHeartbeat(hb); err != nil {
+		return err
 	}
 	sid := hb.GetSessionId()
 	c := &conn{info: Info{SessionID: sid, ProjectID: projectID, Connected: true}, send: make(chan *pb.Command, MaxCommandsQueued),
@@ -118,6 +187,10 @@ func (r *Registry) Serve(projectID string, s Stream) error {
 	if old, ok := r.conns[sid]; ok && old.info.ProjectID != projectID {
 		r.mu.Unlock()
 		return fmt.Errorf("%w: session id belongs to another project", ErrInvalid)
+	}
+	if err := r.admit(projectID); err != nil {
+		r.mu.Unlock()
+		return err
 	}
 	r.conns[sid] = c
 	r.mu.Unlock()
@@ -148,6 +221,10 @@ func (r *Registry) Serve(projectID string, s Stream) error {
 			}
 			switch {
 			case msg.GetHeartbeat() != nil:
+				if err := checkHeartbeat(msg.GetHeartbeat()); err != nil {
+					errc <- err
+					return
+				}
 				if err := r.recheck(ctx, projectID, &checked); err != nil {
 					errc <- err
 					return
@@ -155,6 +232,10 @@ func (r *Registry) Serve(projectID string, s Stream) error {
 				r.heartbeat(c, msg.GetHeartbeat())
 			case msg.GetResult() != nil:
 				res := msg.GetResult()
+				if err := checkResult(res); err != nil {
+					errc <- err
+					return
+				}
 				r.mu.Lock()
 				ch, ok := c.waiting[res.GetId()]
 				delete(c.waiting, res.GetId())

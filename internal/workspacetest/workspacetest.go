@@ -254,3 +254,25 @@ func MakeWritable(dir string) {
 		return nil
 	})
 }
+
+// ClearSetuid clears the setuid and setgid bits of every file under dir:
+// what a restore without --keep-setuid makes of them.
+func ClearSetuid(t testing.TB, dir string) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&fs.ModeSymlink != 0 {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if m := fi.Mode(); m&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
+			return os.Chmod(p, m&^(fs.ModeSetuid|fs.ModeSetgid))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
