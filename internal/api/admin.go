@@ -119,13 +119,26 @@ func (s *AdminServer) CreateSandboxToken(ctx context.Context, req *pb.CreateSand
 		return nil, toStatus(ctx, s.log, "create token", err)
 	}
 	t := metastore.Token{Hash: auth.Hash(secret), Kind: metastore.TokenSandbox, ProjectID: req.GetProjectId(), CreatedAt: time.Now().UTC(), Note: req.GetNote()}
-	if ttl := req.GetTtlSeconds(); ttl > 0 {
+	switch ttl := req.GetTtlSeconds(); {
+	case req.GetNoExpiry() && ttl != 0:
+		return nil, status.Error(codes.InvalidArgument, "no_expiry and ttl_seconds exclude each other")
+	case req.GetNoExpiry():
+	case ttl > 0:
+		if ttl > int64(100*365*24*time.Hour/time.Second) {
+			return nil, status.Error(codes.InvalidArgument, "ttl longer than 100 years")
+		}
 		t.ExpiresAt = t.CreatedAt.Add(time.Duration(ttl) * time.Second)
+	default:
+		t.ExpiresAt = t.CreatedAt.Add(DefaultTokenTTL)
 	}
 	if err := s.repo.Meta().CreateToken(ctx, t); err != nil {
 		return nil, toStatus(ctx, s.log, "create token", err)
 	}
-	return &pb.CreateSandboxTokenResponse{Token: secret}, nil
+	resp := &pb.CreateSandboxTokenResponse{Token: secret, TokenId: metastore.TokenID(t.Hash)}
+	if !t.ExpiresAt.IsZero() {
+		resp.ExpireTime = timestamppb.New(t.ExpiresAt)
+	}
+	return resp, nil
 }
 
 // ListVersions implements pb.AdminServiceServer.

@@ -46,7 +46,8 @@ func (s *AgentServer) Session(stream pb.AgentService_SessionServer) error {
 	if err != nil {
 		return err
 	}
-	err = s.sessions.Serve(pid, stream)
+	p, _ := auth.FromContext(ctx)
+	err = s.sessions.ServeToken(pid, p.TokenHash, stream)
 	switch {
 	case err == nil, errors.Is(err, io.EOF), errors.Is(err, context.Canceled):
 		return nil

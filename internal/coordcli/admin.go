@@ -39,42 +39,13 @@ func newProject(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(create, list, newProjectDelete(g))
+	cmd.AddCommand(create, list, newProjectDelete(g), newProjectLimits(g))
 	return cmd
 }
 
 // projectJSON is one element of `sandkeep project list --json`.
 func projectJSON(p *pb.Project) map[string]any {
 	return map[string]any{"id": p.GetId(), "name": p.GetName(), "created": p.GetCreateTime().AsTime(), "head": p.GetHead()}
-}
-
-func newToken(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "token", Short: "Manage sandbox tokens"}
-	var project, note string
-	var ttl time.Duration
-	create := &cobra.Command{
-		Use:   "create --project ID",
-		Short: "Create a sandbox token scoped to one project; prints it alone on stdout",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireProject(project); err != nil {
-				return err
-			}
-			if ttl < 0 {
-				return errors.New("--ttl must not be negative")
-			}
-			req := &pb.CreateSandboxTokenRequest{ProjectId: project, Note: note, TtlSeconds: int64(ttl / time.Second)}
-			return adminRPC(g, cmd, callTimeout, pb.AdminServiceClient.CreateSandboxToken, req, func(resp *pb.CreateSandboxTokenResponse) error {
-				fmt.Fprintln(g.stdout, resp.GetToken())
-				return nil
-			})
-		},
-	}
-	create.Flags().StringVar(&project, "project", "", "project id")
-	create.Flags().StringVar(&note, "note", "", "free text kept with the token")
-	create.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (0: no expiry)")
-	cmd.AddCommand(create)
-	return cmd
 }
 
 // versionJSON is one element of `sandkeep versions --json`.

@@ -47,6 +47,7 @@ variable: --s3-bucket as SANDKEEP_S3_BUCKET, and so on.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", server.DefaultListen, "gRPC listen address")
 	f.StringVar(&cfg.HTTPListen, "http-listen", server.DefaultHTTPListen, "HTTP listen address (blob URLs, file links, /healthz)")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve /metrics without credentials on this address, e.g. 127.0.0.1:9464 (default: none; /metrics on --http-listen needs the admin token)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL agents use to reach --http-listen (default http://<http-listen>)")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://...); default SQLite in the data dir")
 	f.StringVar(&cfg.S3Bucket, "s3-bucket", "", "keep blobs in this S3 bucket (created if missing) instead of <data>/blobs")

@@ -6,6 +6,7 @@ package coordtest
 import (
 	"context"
 	"io"
+	"net/http"
 	"log/slog"
 	"os"
 	"sync"
@@ -107,6 +108,26 @@ func (c *Coordinator) Project(t testing.TB, name string) (projectID, token strin
 		t.Fatalf("create token: %v", err)
 	}
 	return p.GetProject().GetId(), tok.GetToken()
+}
+
+// Metrics returns the body of /metrics, fetched with the admin token.
+func (c *Coordinator) Metrics(t testing.TB) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, c.HTTP+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Server.AdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(body)
 }
 
 // AgentConn dials the coordinator with a token.

@@ -196,12 +196,7 @@ func copyTree(t *testing.T, src string) string {
 
 func (e *lcEnv) reaperMetric(action, result string) float64 {
 	e.t.Helper()
-	resp, err := http.Get(e.c.HTTP + "/metrics")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b := e.c.Metrics(e.t)
 	want := `sandkeep_reaper_actions_total{action="` + action + `",result="` + result + `"} `
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, want); ok {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,12 +25,22 @@ func TestMetricsEndpoint(t *testing.T) {
 	if _, err := agent.SyncOnce(context.Background(), agentConfig(c, token, ws, t)); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(c.HTTP + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// Without the admin token /metrics (which names every project) is refused.
+	for _, auth := range []string{"", "Bearer " + token, "Bearer ska_nonsense"} {
+		req, _ := http.NewRequest(http.MethodGet, c.HTTP+"/metrics", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("/metrics with authorization %q: %d, want 401", auth, resp.StatusCode)
+		}
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body := []byte(c.Metrics(t))
 	for _, want := range []string{
 		`sandkeep_commits_total{kind="sync",result="ok"} 1`,
 		`sandkeep_packs_completed_total{result="ok"} 1`,

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/pack"
 )
 
@@ -128,13 +128,7 @@ func isRetryable(err error) bool {
 }
 
 // redactURL drops the query (the signature) and any user info.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Scheme + "://" + u.Host + u.EscapedPath()
-}
+func redactURL(raw string) string { return blobstore.RedactURL(raw) }
 
 var s3Code = regexp.MustCompile(`<Code>([^<]{1,64})</Code>`)
 

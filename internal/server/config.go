@@ -64,6 +64,10 @@ type Config struct {
 	// this replica's streams within it.
 	SessionRecheck time.Duration
 
+	// MetricsListen, if set, serves /metrics without credentials on its own
+	// address (default: none; /metrics on HTTPListen needs the admin token).
+	MetricsListen string
+
 	// CallLimits bound the gRPC calls in flight per token (defaults: 8 per
 	// sandbox token, 256 per admin token).
 	CallLimits auth.CallLimits

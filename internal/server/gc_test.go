@@ -270,7 +270,9 @@ func TestPeriodicGC(t *testing.T) {
 		workspacetest.RequireEqual(t, p.ws, dir)
 	}
 	// The runs are counted in /metrics.
-	resp, err := http.Get("http://" + s.HTTPAddr() + "/metrics")
+	req, _ := http.NewRequest(http.MethodGet, "http://"+s.HTTPAddr()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+s.AdminToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,6 +56,9 @@ type Server struct {
 
 	grpcLn net.Listener
 	httpLn net.Listener
+	// metricsLn serves /metrics without credentials (Config.MetricsListen).
+	metricsLn  net.Listener
+	metricsSrv *http.Server
 	grpc   *grpc.Server
 	http   *http.Server
 	health *health.Server
@@ -87,7 +90,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 			s.Close()
 		}
 	}()
+	// The data dir holds the admin token, the URL-signing key and the
+	// database: owner only, whatever the umask and whether it existed.
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	key, err := s.secretKey()
@@ -114,6 +122,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	}
 	if s.grpcLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen grpc: %w", err)
+	}
+	if cfg.MetricsListen != "" {
+		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("listen metrics: %w", err)
+		}
 	}
 	public := cfg.PublicURL
 	if public == "" {
@@ -239,6 +252,28 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	return os.Rename(tmp, path)
 }
 
+// adminOnly serves h to requests carrying an admin token
+// ("Authorization: Bearer ska_...") and answers 401 to others.
+func adminOnly(authn *auth.Authenticator, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := authn.Authenticate(r.Context(), auth.BearerFrom(r.Header.Get("Authorization")))
+		if err != nil || !p.IsAdmin() {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sandkeep"`)
+			http.Error(w, "the admin token is needed here (Authorization: Bearer ska_...), or serve metrics on their own address with --metrics-listen", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// MetricsAddr is the address of the --metrics-listen listener ("" if none).
+func (s *Server) MetricsAddr() string {
+	if s.metricsLn == nil {
+		return ""
+	}
+	return s.metricsLn.Addr().String()
+}
+
 // Policy is the token rule table of the gRPC API.
 var Policy = auth.Policy{
 	Rules: []auth.Rule{
@@ -316,7 +351,15 @@ func (s *Server) build() error {
 	if s.fs != nil {
 		mux.Handle("/v1/blobs/", s.fs.Handler())
 	}
-	mux.Handle("GET /metrics", s.Metrics.Handler())
+	// /metrics names every project: on the shared listener it needs the
+	// admin token; --metrics-listen serves it without one on its own address
+	// (for a scraper on a private network).
+	mux.Handle("GET /metrics", adminOnly(authn, s.Metrics.Handler()))
+	if s.metricsLn != nil {
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", s.Metrics.Handler())
+		s.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -360,6 +403,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		errc <- nil
 	}()
+	if s.metricsSrv != nil {
+		go func() {
+			if err := s.metricsSrv.Serve(s.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("metrics listener", "err", err)
+			}
+		}()
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	lcCtx, lcStop := context.WithCancel(ctx) // lifecycle
 	lcWait := s.runLifecycle(lcCtx)
@@ -380,6 +430,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = s.http.Shutdown(shutCtx)
+	if s.metricsSrv != nil {
+		_ = s.metricsSrv.Shutdown(shutCtx)
+	}
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
 	select {
@@ -398,6 +451,9 @@ func (s *Server) Close() {
 	}
 	if s.httpLn != nil {
 		s.httpLn.Close()
+	}
+	if s.metricsLn != nil {
+		s.metricsLn.Close()
 	}
 	s.closeProvider() // lifecycle
 	if s.Meta != nil {

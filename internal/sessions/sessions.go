@@ -50,6 +50,7 @@ type Info struct {
 
 type conn struct {
 	info    Info
+	token   string // hash of the stream's token ("" if not known)
 	send    chan *pb.Command
 	waiting map[string]chan *pb.CommandResult
 	// closed is closed by Disconnect: Serve then ends the stream.
@@ -165,6 +166,12 @@ func (r *Registry) admit(projectID string) error {
 
 // Serve runs one agent's stream until it ends.
 func (r *Registry) Serve(projectID string, s Stream) error {
+	return r.ServeToken(projectID, "", s)
+}
+
+// ServeToken is Serve for a stream authenticated by the token whose hash is
+// tokenHash (DisconnectToken ends it).
+func (r *Registry) ServeToken(projectID, tokenHash string, s Stream) error {
 	first, err := s.Recv()
 	if err != nil {
 		return err
@@ -177,7 +184,7 @@ func (r *Registry) Serve(projectID string, s Stream) error {
 		return err
 	}
 	sid := hb.GetSessionId()
-	c := &conn{info: Info{SessionID: sid, ProjectID: projectID, Connected: true}, send: make(chan *pb.Command, MaxCommandsQueued),
+	c := &conn{token: tokenHash, info: Info{SessionID: sid, ProjectID: projectID, Connected: true}, send: make(chan *pb.Command, MaxCommandsQueued),
 		waiting: make(map[string]chan *pb.CommandResult), closed: make(chan struct{})}
 	r.mu.Lock()
 	if _, gone := r.gone[projectID]; gone {
@@ -325,6 +332,25 @@ func (r *Registry) Disconnect(projectID string) int {
 			n++
 		}
 		delete(r.conns, id)
+	}
+	return n
+}
+
+// DisconnectToken ends every open stream authenticated by the token whose
+// hash is tokenHash (it was revoked) and returns how many it ended.
+func (r *Registry) DisconnectToken(tokenHash string) int {
+	if tokenHash == "" {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.conns {
+		if c.token == tokenHash && c.info.Connected {
+			close(c.closed)
+			c.info.Connected = false
+			n++
+		}
 	}
 	return n
 }

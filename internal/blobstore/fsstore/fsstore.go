@@ -113,6 +113,9 @@ func New(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(abs, dirPerm); err != nil {
 		return nil, fmt.Errorf("fsstore: %w", err)
 	}
+	if err := os.Chmod(abs, dirPerm); err != nil {
+		return nil, fmt.Errorf("fsstore: %w", err)
+	}
 	root, err := os.OpenRoot(abs)
 	if err != nil {
 		return nil, fmt.Errorf("fsstore: %w", err)

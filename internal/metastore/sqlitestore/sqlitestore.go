@@ -26,6 +26,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -69,6 +70,22 @@ func newStore(w, r *sql.DB) *Store {
 	return &Store{Store: sqlstore.New(driver{w: w, r: r}, sqlstore.Dialect{}), w: w, r: r}
 }
 
+// ownerOnly creates path (if missing) with mode 0600 and makes it and its
+// -wal and -shm companions, where they exist, 0600.
+func ownerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
 // Open opens (creating if needed) the SQLite database at path and brings its
 // schema up to date. path ":memory:" makes a private in-memory database with
 // a single connection, for tests.
@@ -90,6 +107,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return newStore(db, db), nil
 	}
 
+	// The database holds token hashes and every project's index: owner
+	// only, whatever the umask (SQLite would create it, and its -wal and
+	// -shm files, with the umask's bits).
+	if err := ownerOnly(path); err != nil {
+		return nil, err
+	}
 	uri := "file:" + escapePath(filepath.Clean(path)) + "?"
 	w, err := sql.Open("sqlite", uri+common+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
 	if err != nil {
@@ -114,6 +137,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		w.Close()
 		r.Close()
 		return nil, fmt.Errorf("open sqlite %s for reading: %w", path, err)
+	}
+	// The -wal and -shm files exist now (WAL mode): owner only too.
+	if err := ownerOnly(path); err != nil {
+		w.Close()
+		r.Close()
+		return nil, err
 	}
 	return newStore(w, r), nil
 }

@@ -345,8 +345,10 @@ type CreateSandboxTokenRequest struct {
 	ProjectId string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
 	// Free text kept with the token.
 	Note string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
-	// Lifetime in seconds; 0 means no expiry.
-	TtlSeconds    int64 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// Lifetime in seconds; 0 means the default (30 days).
+	TtlSeconds int64 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// The token never expires (ttl_seconds must be 0). Not recommended.
+	NoExpiry      bool `protobuf:"varint,4,opt,name=no_expiry,json=noExpiry,proto3" json:"no_expiry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -402,10 +404,21 @@ func (x *CreateSandboxTokenRequest) GetTtlSeconds() int64 {
 	return 0
 }
 
+func (x *CreateSandboxTokenRequest) GetNoExpiry() bool {
+	if x != nil {
+		return x.NoExpiry
+	}
+	return false
+}
+
 // CreateSandboxTokenResponse returns the secret, shown once.
 type CreateSandboxTokenResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// The token's public id (what ListTokens shows and RevokeToken takes).
+	TokenId string `protobuf:"bytes,2,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// Unset when the token never expires.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -447,6 +460,575 @@ func (x *CreateSandboxTokenResponse) GetToken() string {
 	return ""
 }
 
+func (x *CreateSandboxTokenResponse) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *CreateSandboxTokenResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// TokenInfo describes a token; the secret is never shown again.
+type TokenInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "tok_" and 16 hex characters.
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ProjectId  string                 `protobuf:"bytes,2,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Unset: never expires.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Unset: never used (recorded at most once a minute).
+	LastUseTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_use_time,json=lastUseTime,proto3" json:"last_use_time,omitempty"`
+	Note        string                 `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
+	// The lifecycle sandbox the token was made for, if any.
+	SandboxId     string `protobuf:"bytes,7,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Revoked       bool   `protobuf:"varint,8,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	Expired       bool   `protobuf:"varint,9,opt,name=expired,proto3" json:"expired,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenInfo) Reset() {
+	*x = TokenInfo{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenInfo) ProtoMessage() {}
+
+func (x *TokenInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenInfo.ProtoReflect.Descriptor instead.
+func (*TokenInfo) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TokenInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *TokenInfo) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *TokenInfo) GetLastUseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUseTime
+	}
+	return nil
+}
+
+func (x *TokenInfo) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *TokenInfo) GetExpired() bool {
+	if x != nil {
+		return x.Expired
+	}
+	return false
+}
+
+// ListTokensRequest names the project.
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListTokensRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+// ListTokensResponse lists the project's tokens, oldest first.
+type ListTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*TokenInfo           `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListTokensResponse) GetTokens() []*TokenInfo {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+// RevokeTokenRequest names the token.
+type RevokeTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TokenId       string                 `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RevokeTokenRequest) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+// RevokeTokenResponse returns the token, revoked.
+type RevokeTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token *TokenInfo             `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// Agent session streams of the token's project ended on this replica.
+	SessionsClosed int32 `protobuf:"varint,2,opt,name=sessions_closed,json=sessionsClosed,proto3" json:"sessions_closed,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RevokeTokenResponse) GetToken() *TokenInfo {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *RevokeTokenResponse) GetSessionsClosed() int32 {
+	if x != nil {
+		return x.SessionsClosed
+	}
+	return 0
+}
+
+// ProjectLimits bound what one version of a project may expand to. 0 in a
+// response never occurs; 0 in SetProjectLimits means "the default".
+type ProjectLimits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Files, directories and symlinks.
+	MaxFiles *int64 `protobuf:"varint,1,opt,name=max_files,json=maxFiles,proto3,oneof" json:"max_files,omitempty"`
+	// Sum of the files' sizes.
+	MaxBytes *int64 `protobuf:"varint,2,opt,name=max_bytes,json=maxBytes,proto3,oneof" json:"max_bytes,omitempty"`
+	// Path components of the deepest entry.
+	MaxDepth      *int32 `protobuf:"varint,3,opt,name=max_depth,json=maxDepth,proto3,oneof" json:"max_depth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectLimits) Reset() {
+	*x = ProjectLimits{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectLimits) ProtoMessage() {}
+
+func (x *ProjectLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectLimits.ProtoReflect.Descriptor instead.
+func (*ProjectLimits) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ProjectLimits) GetMaxFiles() int64 {
+	if x != nil && x.MaxFiles != nil {
+		return *x.MaxFiles
+	}
+	return 0
+}
+
+func (x *ProjectLimits) GetMaxBytes() int64 {
+	if x != nil && x.MaxBytes != nil {
+		return *x.MaxBytes
+	}
+	return 0
+}
+
+func (x *ProjectLimits) GetMaxDepth() int32 {
+	if x != nil && x.MaxDepth != nil {
+		return *x.MaxDepth
+	}
+	return 0
+}
+
+// GetProjectLimitsRequest names the project.
+type GetProjectLimitsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProjectLimitsRequest) Reset() {
+	*x = GetProjectLimitsRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProjectLimitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProjectLimitsRequest) ProtoMessage() {}
+
+func (x *GetProjectLimitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProjectLimitsRequest.ProtoReflect.Descriptor instead.
+func (*GetProjectLimitsRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetProjectLimitsRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+// GetProjectLimitsResponse returns the limits in effect.
+type GetProjectLimitsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limits        *ProjectLimits         `protobuf:"bytes,1,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProjectLimitsResponse) Reset() {
+	*x = GetProjectLimitsResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProjectLimitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProjectLimitsResponse) ProtoMessage() {}
+
+func (x *GetProjectLimitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProjectLimitsResponse.ProtoReflect.Descriptor instead.
+func (*GetProjectLimitsResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetProjectLimitsResponse) GetLimits() *ProjectLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// SetProjectLimitsRequest changes the fields set in limits.
+type SetProjectLimitsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	Limits        *ProjectLimits         `protobuf:"bytes,2,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetProjectLimitsRequest) Reset() {
+	*x = SetProjectLimitsRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetProjectLimitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetProjectLimitsRequest) ProtoMessage() {}
+
+func (x *SetProjectLimitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetProjectLimitsRequest.ProtoReflect.Descriptor instead.
+func (*SetProjectLimitsRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetProjectLimitsRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *SetProjectLimitsRequest) GetLimits() *ProjectLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// SetProjectLimitsResponse returns the limits now in effect.
+type SetProjectLimitsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limits        *ProjectLimits         `protobuf:"bytes,1,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetProjectLimitsResponse) Reset() {
+	*x = SetProjectLimitsResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetProjectLimitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetProjectLimitsResponse) ProtoMessage() {}
+
+func (x *SetProjectLimitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetProjectLimitsResponse.ProtoReflect.Descriptor instead.
+func (*SetProjectLimitsResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SetProjectLimitsResponse) GetLimits() *ProjectLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 // ListVersionsRequest pages versions.
 type ListVersionsRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -460,7 +1042,7 @@ type ListVersionsRequest struct {
 
 func (x *ListVersionsRequest) Reset() {
 	*x = ListVersionsRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[8]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +1054,7 @@ func (x *ListVersionsRequest) String() string {
 func (*ListVersionsRequest) ProtoMessage() {}
 
 func (x *ListVersionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[8]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +1067,7 @@ func (x *ListVersionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVersionsRequest.ProtoReflect.Descriptor instead.
 func (*ListVersionsRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListVersionsRequest) GetProjectId() string {
@@ -520,7 +1102,7 @@ type ListVersionsResponse struct {
 
 func (x *ListVersionsResponse) Reset() {
 	*x = ListVersionsResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[9]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +1114,7 @@ func (x *ListVersionsResponse) String() string {
 func (*ListVersionsResponse) ProtoMessage() {}
 
 func (x *ListVersionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[9]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +1127,7 @@ func (x *ListVersionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVersionsResponse.ProtoReflect.Descriptor instead.
 func (*ListVersionsResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListVersionsResponse) GetVersions() []*Version {
@@ -574,7 +1156,7 @@ type FlushProjectRequest struct {
 
 func (x *FlushProjectRequest) Reset() {
 	*x = FlushProjectRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[10]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +1168,7 @@ func (x *FlushProjectRequest) String() string {
 func (*FlushProjectRequest) ProtoMessage() {}
 
 func (x *FlushProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[10]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +1181,7 @@ func (x *FlushProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlushProjectRequest.ProtoReflect.Descriptor instead.
 func (*FlushProjectRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FlushProjectRequest) GetProjectId() string {
@@ -626,7 +1208,7 @@ type FlushProjectResponse struct {
 
 func (x *FlushProjectResponse) Reset() {
 	*x = FlushProjectResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[11]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +1220,7 @@ func (x *FlushProjectResponse) String() string {
 func (*FlushProjectResponse) ProtoMessage() {}
 
 func (x *FlushProjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[11]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +1233,7 @@ func (x *FlushProjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlushProjectResponse.ProtoReflect.Descriptor instead.
 func (*FlushProjectResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FlushProjectResponse) GetVersion() int64 {
@@ -671,7 +1253,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[12]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +1265,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[12]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +1278,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListAgentsRequest) GetProjectId() string {
@@ -719,7 +1301,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[13]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +1313,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[13]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +1326,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AgentInfo) GetSessionId() string {
@@ -785,7 +1367,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[14]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +1379,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[14]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +1392,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -845,7 +1427,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[15]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +1439,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[15]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1452,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FileInfo) GetPath() string {
@@ -944,7 +1526,7 @@ type FileChange struct {
 
 func (x *FileChange) Reset() {
 	*x = FileChange{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[16]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1538,7 @@ func (x *FileChange) String() string {
 func (*FileChange) ProtoMessage() {}
 
 func (x *FileChange) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[16]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1551,7 @@ func (x *FileChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileChange.ProtoReflect.Descriptor instead.
 func (*FileChange) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FileChange) GetPath() string {
@@ -1016,7 +1598,7 @@ type DiffVersionsRequest struct {
 
 func (x *DiffVersionsRequest) Reset() {
 	*x = DiffVersionsRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[17]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1610,7 @@ func (x *DiffVersionsRequest) String() string {
 func (*DiffVersionsRequest) ProtoMessage() {}
 
 func (x *DiffVersionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[17]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1623,7 @@ func (x *DiffVersionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffVersionsRequest.ProtoReflect.Descriptor instead.
 func (*DiffVersionsRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DiffVersionsRequest) GetProjectId() string {
@@ -1090,7 +1672,7 @@ type DiffVersionsResponse struct {
 
 func (x *DiffVersionsResponse) Reset() {
 	*x = DiffVersionsResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[18]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1684,7 @@ func (x *DiffVersionsResponse) String() string {
 func (*DiffVersionsResponse) ProtoMessage() {}
 
 func (x *DiffVersionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[18]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1697,7 @@ func (x *DiffVersionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffVersionsResponse.ProtoReflect.Descriptor instead.
 func (*DiffVersionsResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DiffVersionsResponse) GetChanges() []*FileChange {
@@ -1149,7 +1731,7 @@ type ListFilesRequest struct {
 
 func (x *ListFilesRequest) Reset() {
 	*x = ListFilesRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[19]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1743,7 @@ func (x *ListFilesRequest) String() string {
 func (*ListFilesRequest) ProtoMessage() {}
 
 func (x *ListFilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[19]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1756,7 @@ func (x *ListFilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFilesRequest.ProtoReflect.Descriptor instead.
 func (*ListFilesRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListFilesRequest) GetProjectId() string {
@@ -1226,7 +1808,7 @@ type ListFilesResponse struct {
 
 func (x *ListFilesResponse) Reset() {
 	*x = ListFilesResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[20]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1820,7 @@ func (x *ListFilesResponse) String() string {
 func (*ListFilesResponse) ProtoMessage() {}
 
 func (x *ListFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[20]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1833,7 @@ func (x *ListFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFilesResponse.ProtoReflect.Descriptor instead.
 func (*ListFilesResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListFilesResponse) GetFiles() []*FileInfo {
@@ -1291,7 +1873,7 @@ type ListFileHistoryRequest struct {
 
 func (x *ListFileHistoryRequest) Reset() {
 	*x = ListFileHistoryRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[21]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1885,7 @@ func (x *ListFileHistoryRequest) String() string {
 func (*ListFileHistoryRequest) ProtoMessage() {}
 
 func (x *ListFileHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[21]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1898,7 @@ func (x *ListFileHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFileHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ListFileHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListFileHistoryRequest) GetProjectId() string {
@@ -1360,7 +1942,7 @@ type FileRevision struct {
 
 func (x *FileRevision) Reset() {
 	*x = FileRevision{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[22]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1954,7 @@ func (x *FileRevision) String() string {
 func (*FileRevision) ProtoMessage() {}
 
 func (x *FileRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[22]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1967,7 @@ func (x *FileRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRevision.ProtoReflect.Descriptor instead.
 func (*FileRevision) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *FileRevision) GetVersion() *Version {
@@ -1420,7 +2002,7 @@ type ListFileHistoryResponse struct {
 
 func (x *ListFileHistoryResponse) Reset() {
 	*x = ListFileHistoryResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[23]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +2014,7 @@ func (x *ListFileHistoryResponse) String() string {
 func (*ListFileHistoryResponse) ProtoMessage() {}
 
 func (x *ListFileHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[23]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +2027,7 @@ func (x *ListFileHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFileHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ListFileHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListFileHistoryResponse) GetRevisions() []*FileRevision {
@@ -1478,7 +2060,7 @@ type ReadFileRequest struct {
 
 func (x *ReadFileRequest) Reset() {
 	*x = ReadFileRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[24]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +2072,7 @@ func (x *ReadFileRequest) String() string {
 func (*ReadFileRequest) ProtoMessage() {}
 
 func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[24]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +2085,7 @@ func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
 func (*ReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReadFileRequest) GetProjectId() string {
@@ -1555,7 +2137,7 @@ type ReadFileResponse struct {
 
 func (x *ReadFileResponse) Reset() {
 	*x = ReadFileResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[25]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +2149,7 @@ func (x *ReadFileResponse) String() string {
 func (*ReadFileResponse) ProtoMessage() {}
 
 func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[25]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +2162,7 @@ func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
 func (*ReadFileResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadFileResponse) GetFile() *FileInfo {
@@ -1618,7 +2200,7 @@ type RollbackProjectRequest struct {
 
 func (x *RollbackProjectRequest) Reset() {
 	*x = RollbackProjectRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[26]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +2212,7 @@ func (x *RollbackProjectRequest) String() string {
 func (*RollbackProjectRequest) ProtoMessage() {}
 
 func (x *RollbackProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[26]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +2225,7 @@ func (x *RollbackProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackProjectRequest.ProtoReflect.Descriptor instead.
 func (*RollbackProjectRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RollbackProjectRequest) GetProjectId() string {
@@ -1687,7 +2269,7 @@ type RollbackProjectResponse struct {
 
 func (x *RollbackProjectResponse) Reset() {
 	*x = RollbackProjectResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[27]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +2281,7 @@ func (x *RollbackProjectResponse) String() string {
 func (*RollbackProjectResponse) ProtoMessage() {}
 
 func (x *RollbackProjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[27]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +2294,7 @@ func (x *RollbackProjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackProjectResponse.ProtoReflect.Descriptor instead.
 func (*RollbackProjectResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RollbackProjectResponse) GetVersion() *Version {
@@ -1765,7 +2347,7 @@ type CreateFileLinkRequest struct {
 
 func (x *CreateFileLinkRequest) Reset() {
 	*x = CreateFileLinkRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[28]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +2359,7 @@ func (x *CreateFileLinkRequest) String() string {
 func (*CreateFileLinkRequest) ProtoMessage() {}
 
 func (x *CreateFileLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[28]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +2372,7 @@ func (x *CreateFileLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFileLinkRequest.ProtoReflect.Descriptor instead.
 func (*CreateFileLinkRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateFileLinkRequest) GetProjectId() string {
@@ -1835,7 +2417,7 @@ type CreateFileLinkResponse struct {
 
 func (x *CreateFileLinkResponse) Reset() {
 	*x = CreateFileLinkResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[29]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +2429,7 @@ func (x *CreateFileLinkResponse) String() string {
 func (*CreateFileLinkResponse) ProtoMessage() {}
 
 func (x *CreateFileLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[29]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +2442,7 @@ func (x *CreateFileLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFileLinkResponse.ProtoReflect.Descriptor instead.
 func (*CreateFileLinkResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateFileLinkResponse) GetUrl() string {
@@ -1897,7 +2479,7 @@ type CollectGarbageRequest struct {
 
 func (x *CollectGarbageRequest) Reset() {
 	*x = CollectGarbageRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[30]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2491,7 @@ func (x *CollectGarbageRequest) String() string {
 func (*CollectGarbageRequest) ProtoMessage() {}
 
 func (x *CollectGarbageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[30]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2504,7 @@ func (x *CollectGarbageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectGarbageRequest.ProtoReflect.Descriptor instead.
 func (*CollectGarbageRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CollectGarbageRequest) GetProjectId() string {
@@ -1969,7 +2551,7 @@ type CollectGarbageResponse struct {
 
 func (x *CollectGarbageResponse) Reset() {
 	*x = CollectGarbageResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[31]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +2563,7 @@ func (x *CollectGarbageResponse) String() string {
 func (*CollectGarbageResponse) ProtoMessage() {}
 
 func (x *CollectGarbageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[31]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +2576,7 @@ func (x *CollectGarbageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectGarbageResponse.ProtoReflect.Descriptor instead.
 func (*CollectGarbageResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CollectGarbageResponse) GetReport() string {
@@ -2077,7 +2659,7 @@ type DeleteProjectRequest struct {
 
 func (x *DeleteProjectRequest) Reset() {
 	*x = DeleteProjectRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[32]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2671,7 @@ func (x *DeleteProjectRequest) String() string {
 func (*DeleteProjectRequest) ProtoMessage() {}
 
 func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[32]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2684,7 @@ func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProjectRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProjectRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DeleteProjectRequest) GetProjectId() string {
@@ -2123,7 +2705,7 @@ type DeleteProjectResponse struct {
 
 func (x *DeleteProjectResponse) Reset() {
 	*x = DeleteProjectResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[33]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2717,7 @@ func (x *DeleteProjectResponse) String() string {
 func (*DeleteProjectResponse) ProtoMessage() {}
 
 func (x *DeleteProjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[33]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2730,7 @@ func (x *DeleteProjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProjectResponse.ProtoReflect.Descriptor instead.
 func (*DeleteProjectResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeleteProjectResponse) GetObjectsDeleted() int64 {
@@ -2177,7 +2759,7 @@ type PinVersionRequest struct {
 
 func (x *PinVersionRequest) Reset() {
 	*x = PinVersionRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[34]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +2771,7 @@ func (x *PinVersionRequest) String() string {
 func (*PinVersionRequest) ProtoMessage() {}
 
 func (x *PinVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[34]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +2784,7 @@ func (x *PinVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinVersionRequest.ProtoReflect.Descriptor instead.
 func (*PinVersionRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PinVersionRequest) GetProjectId() string {
@@ -2236,7 +2818,7 @@ type PinVersionResponse struct {
 
 func (x *PinVersionResponse) Reset() {
 	*x = PinVersionResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[35]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2830,7 @@ func (x *PinVersionResponse) String() string {
 func (*PinVersionResponse) ProtoMessage() {}
 
 func (x *PinVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[35]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +2843,7 @@ func (x *PinVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinVersionResponse.ProtoReflect.Descriptor instead.
 func (*PinVersionResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PinVersionResponse) GetVersion() *Version {
@@ -2288,7 +2870,7 @@ type RetentionPolicy struct {
 
 func (x *RetentionPolicy) Reset() {
 	*x = RetentionPolicy{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[36]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2882,7 @@ func (x *RetentionPolicy) String() string {
 func (*RetentionPolicy) ProtoMessage() {}
 
 func (x *RetentionPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[36]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2895,7 @@ func (x *RetentionPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionPolicy.ProtoReflect.Descriptor instead.
 func (*RetentionPolicy) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RetentionPolicy) GetKeepLast() int64 {
@@ -2340,7 +2922,7 @@ type GetRetentionRequest struct {
 
 func (x *GetRetentionRequest) Reset() {
 	*x = GetRetentionRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[37]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2934,7 @@ func (x *GetRetentionRequest) String() string {
 func (*GetRetentionRequest) ProtoMessage() {}
 
 func (x *GetRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[37]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2947,7 @@ func (x *GetRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRetentionRequest.ProtoReflect.Descriptor instead.
 func (*GetRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetRetentionRequest) GetProjectId() string {
@@ -2385,7 +2967,7 @@ type GetRetentionResponse struct {
 
 func (x *GetRetentionResponse) Reset() {
 	*x = GetRetentionResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[38]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2979,7 @@ func (x *GetRetentionResponse) String() string {
 func (*GetRetentionResponse) ProtoMessage() {}
 
 func (x *GetRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[38]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2992,7 @@ func (x *GetRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRetentionResponse.ProtoReflect.Descriptor instead.
 func (*GetRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetRetentionResponse) GetPolicy() *RetentionPolicy {
@@ -2431,7 +3013,7 @@ type SetRetentionRequest struct {
 
 func (x *SetRetentionRequest) Reset() {
 	*x = SetRetentionRequest{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[39]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2443,7 +3025,7 @@ func (x *SetRetentionRequest) String() string {
 func (*SetRetentionRequest) ProtoMessage() {}
 
 func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[39]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2456,7 +3038,7 @@ func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionRequest.ProtoReflect.Descriptor instead.
 func (*SetRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SetRetentionRequest) GetProjectId() string {
@@ -2483,7 +3065,7 @@ type SetRetentionResponse struct {
 
 func (x *SetRetentionResponse) Reset() {
 	*x = SetRetentionResponse{}
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[40]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2495,7 +3077,7 @@ func (x *SetRetentionResponse) String() string {
 func (*SetRetentionResponse) ProtoMessage() {}
 
 func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_admin_proto_msgTypes[40]
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2508,7 +3090,7 @@ func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
 func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SetRetentionResponse) GetPolicy() *RetentionPolicy {
@@ -2534,15 +3116,64 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\aproject\x18\x01 \x01(\v2\x14.sandkeep.v1.ProjectR\aproject\"\x15\n" +
 	"\x13ListProjectsRequest\"H\n" +
 	"\x14ListProjectsResponse\x120\n" +
-	"\bprojects\x18\x01 \x03(\v2\x14.sandkeep.v1.ProjectR\bprojects\"o\n" +
+	"\bprojects\x18\x01 \x03(\v2\x14.sandkeep.v1.ProjectR\bprojects\"\x8c\x01\n" +
 	"\x19CreateSandboxTokenRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x12\n" +
 	"\x04note\x18\x02 \x01(\tR\x04note\x12\x1f\n" +
 	"\vttl_seconds\x18\x03 \x01(\x03R\n" +
-	"ttlSeconds\"2\n" +
+	"ttlSeconds\x12\x1b\n" +
+	"\tno_expiry\x18\x04 \x01(\bR\bnoExpiry\"\x8a\x01\n" +
 	"\x1aCreateSandboxTokenResponse\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\"p\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x19\n" +
+	"\btoken_id\x18\x02 \x01(\tR\atokenId\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\xdb\x02\n" +
+	"\tTokenInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x02 \x01(\tR\tprojectId\x12;\n" +
+	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12>\n" +
+	"\rlast_use_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastUseTime\x12\x12\n" +
+	"\x04note\x18\x06 \x01(\tR\x04note\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\a \x01(\tR\tsandboxId\x12\x18\n" +
+	"\arevoked\x18\b \x01(\bR\arevoked\x12\x18\n" +
+	"\aexpired\x18\t \x01(\bR\aexpired\"2\n" +
+	"\x11ListTokensRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\"D\n" +
+	"\x12ListTokensResponse\x12.\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x16.sandkeep.v1.TokenInfoR\x06tokens\"/\n" +
+	"\x12RevokeTokenRequest\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\tR\atokenId\"l\n" +
+	"\x13RevokeTokenResponse\x12,\n" +
+	"\x05token\x18\x01 \x01(\v2\x16.sandkeep.v1.TokenInfoR\x05token\x12'\n" +
+	"\x0fsessions_closed\x18\x02 \x01(\x05R\x0esessionsClosed\"\x9f\x01\n" +
+	"\rProjectLimits\x12 \n" +
+	"\tmax_files\x18\x01 \x01(\x03H\x00R\bmaxFiles\x88\x01\x01\x12 \n" +
+	"\tmax_bytes\x18\x02 \x01(\x03H\x01R\bmaxBytes\x88\x01\x01\x12 \n" +
+	"\tmax_depth\x18\x03 \x01(\x05H\x02R\bmaxDepth\x88\x01\x01B\f\n" +
+	"\n" +
+	"_max_filesB\f\n" +
+	"\n" +
+	"_max_bytesB\f\n" +
+	"\n" +
+	"_max_depth\"8\n" +
+	"\x17GetProjectLimitsRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\"N\n" +
+	"\x18GetProjectLimitsResponse\x122\n" +
+	"\x06limits\x18\x01 \x01(\v2\x1a.sandkeep.v1.ProjectLimitsR\x06limits\"l\n" +
+	"\x17SetProjectLimitsRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x122\n" +
+	"\x06limits\x18\x02 \x01(\v2\x1a.sandkeep.v1.ProjectLimitsR\x06limits\"N\n" +
+	"\x18SetProjectLimitsResponse\x122\n" +
+	"\x06limits\x18\x01 \x01(\v2\x1a.sandkeep.v1.ProjectLimitsR\x06limits\"p\n" +
 	"\x13ListVersionsRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x1b\n" +
@@ -2710,7 +3341,7 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x18\n" +
 	"\x14CHANGE_KIND_MODIFIED\x10\x02\x12\x17\n" +
-	"\x13CHANGE_KIND_DELETED\x10\x032\x99\f\n" +
+	"\x13CHANGE_KIND_DELETED\x10\x032\xfc\x0e\n" +
 	"\fAdminService\x12V\n" +
 	"\rCreateProject\x12!.sandkeep.v1.CreateProjectRequest\x1a\".sandkeep.v1.CreateProjectResponse\x12M\n" +
 	"\n" +
@@ -2732,7 +3363,12 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"PinVersion\x12\x1e.sandkeep.v1.PinVersionRequest\x1a\x1f.sandkeep.v1.PinVersionResponse\x12S\n" +
 	"\fGetRetention\x12 .sandkeep.v1.GetRetentionRequest\x1a!.sandkeep.v1.GetRetentionResponse\x12S\n" +
-	"\fSetRetention\x12 .sandkeep.v1.SetRetentionRequest\x1a!.sandkeep.v1.SetRetentionResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
+	"\fSetRetention\x12 .sandkeep.v1.SetRetentionRequest\x1a!.sandkeep.v1.SetRetentionResponse\x12M\n" +
+	"\n" +
+	"ListTokens\x12\x1e.sandkeep.v1.ListTokensRequest\x1a\x1f.sandkeep.v1.ListTokensResponse\x12P\n" +
+	"\vRevokeToken\x12\x1f.sandkeep.v1.RevokeTokenRequest\x1a .sandkeep.v1.RevokeTokenResponse\x12_\n" +
+	"\x10GetProjectLimits\x12$.sandkeep.v1.GetProjectLimitsRequest\x1a%.sandkeep.v1.GetProjectLimitsResponse\x12_\n" +
+	"\x10SetProjectLimits\x12$.sandkeep.v1.SetProjectLimitsRequest\x1a%.sandkeep.v1.SetProjectLimitsResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
 
 var (
 	file_sandkeep_v1_admin_proto_rawDescOnce sync.Once
@@ -2747,7 +3383,7 @@ func file_sandkeep_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_sandkeep_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_sandkeep_v1_admin_proto_goTypes = []any{
 	(ChangeKind)(0),                    // 0: sandkeep.v1.ChangeKind
 	(*CreateProjectRequest)(nil),       // 1: sandkeep.v1.CreateProjectRequest
@@ -2758,118 +3394,145 @@ var file_sandkeep_v1_admin_proto_goTypes = []any{
 	(*ListProjectsResponse)(nil),       // 6: sandkeep.v1.ListProjectsResponse
 	(*CreateSandboxTokenRequest)(nil),  // 7: sandkeep.v1.CreateSandboxTokenRequest
 	(*CreateSandboxTokenResponse)(nil), // 8: sandkeep.v1.CreateSandboxTokenResponse
-	(*ListVersionsRequest)(nil),        // 9: sandkeep.v1.ListVersionsRequest
-	(*ListVersionsResponse)(nil),       // 10: sandkeep.v1.ListVersionsResponse
-	(*FlushProjectRequest)(nil),        // 11: sandkeep.v1.FlushProjectRequest
-	(*FlushProjectResponse)(nil),       // 12: sandkeep.v1.FlushProjectResponse
-	(*ListAgentsRequest)(nil),          // 13: sandkeep.v1.ListAgentsRequest
-	(*AgentInfo)(nil),                  // 14: sandkeep.v1.AgentInfo
-	(*ListAgentsResponse)(nil),         // 15: sandkeep.v1.ListAgentsResponse
-	(*FileInfo)(nil),                   // 16: sandkeep.v1.FileInfo
-	(*FileChange)(nil),                 // 17: sandkeep.v1.FileChange
-	(*DiffVersionsRequest)(nil),        // 18: sandkeep.v1.DiffVersionsRequest
-	(*DiffVersionsResponse)(nil),       // 19: sandkeep.v1.DiffVersionsResponse
-	(*ListFilesRequest)(nil),           // 20: sandkeep.v1.ListFilesRequest
-	(*ListFilesResponse)(nil),          // 21: sandkeep.v1.ListFilesResponse
-	(*ListFileHistoryRequest)(nil),     // 22: sandkeep.v1.ListFileHistoryRequest
-	(*FileRevision)(nil),               // 23: sandkeep.v1.FileRevision
-	(*ListFileHistoryResponse)(nil),    // 24: sandkeep.v1.ListFileHistoryResponse
-	(*ReadFileRequest)(nil),            // 25: sandkeep.v1.ReadFileRequest
-	(*ReadFileResponse)(nil),           // 26: sandkeep.v1.ReadFileResponse
-	(*RollbackProjectRequest)(nil),     // 27: sandkeep.v1.RollbackProjectRequest
-	(*RollbackProjectResponse)(nil),    // 28: sandkeep.v1.RollbackProjectResponse
-	(*CreateFileLinkRequest)(nil),      // 29: sandkeep.v1.CreateFileLinkRequest
-	(*CreateFileLinkResponse)(nil),     // 30: sandkeep.v1.CreateFileLinkResponse
-	(*CollectGarbageRequest)(nil),      // 31: sandkeep.v1.CollectGarbageRequest
-	(*CollectGarbageResponse)(nil),     // 32: sandkeep.v1.CollectGarbageResponse
-	(*DeleteProjectRequest)(nil),       // 33: sandkeep.v1.DeleteProjectRequest
-	(*DeleteProjectResponse)(nil),      // 34: sandkeep.v1.DeleteProjectResponse
-	(*PinVersionRequest)(nil),          // 35: sandkeep.v1.PinVersionRequest
-	(*PinVersionResponse)(nil),         // 36: sandkeep.v1.PinVersionResponse
-	(*RetentionPolicy)(nil),            // 37: sandkeep.v1.RetentionPolicy
-	(*GetRetentionRequest)(nil),        // 38: sandkeep.v1.GetRetentionRequest
-	(*GetRetentionResponse)(nil),       // 39: sandkeep.v1.GetRetentionResponse
-	(*SetRetentionRequest)(nil),        // 40: sandkeep.v1.SetRetentionRequest
-	(*SetRetentionResponse)(nil),       // 41: sandkeep.v1.SetRetentionResponse
-	(*Project)(nil),                    // 42: sandkeep.v1.Project
-	(*Version)(nil),                    // 43: sandkeep.v1.Version
-	(*durationpb.Duration)(nil),        // 44: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 45: google.protobuf.Timestamp
-	(*Heartbeat)(nil),                  // 46: sandkeep.v1.Heartbeat
-	(EntryType)(0),                     // 47: sandkeep.v1.EntryType
+	(*TokenInfo)(nil),                  // 9: sandkeep.v1.TokenInfo
+	(*ListTokensRequest)(nil),          // 10: sandkeep.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),         // 11: sandkeep.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),         // 12: sandkeep.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),        // 13: sandkeep.v1.RevokeTokenResponse
+	(*ProjectLimits)(nil),              // 14: sandkeep.v1.ProjectLimits
+	(*GetProjectLimitsRequest)(nil),    // 15: sandkeep.v1.GetProjectLimitsRequest
+	(*GetProjectLimitsResponse)(nil),   // 16: sandkeep.v1.GetProjectLimitsResponse
+	(*SetProjectLimitsRequest)(nil),    // 17: sandkeep.v1.SetProjectLimitsRequest
+	(*SetProjectLimitsResponse)(nil),   // 18: sandkeep.v1.SetProjectLimitsResponse
+	(*ListVersionsRequest)(nil),        // 19: sandkeep.v1.ListVersionsRequest
+	(*ListVersionsResponse)(nil),       // 20: sandkeep.v1.ListVersionsResponse
+	(*FlushProjectRequest)(nil),        // 21: sandkeep.v1.FlushProjectRequest
+	(*FlushProjectResponse)(nil),       // 22: sandkeep.v1.FlushProjectResponse
+	(*ListAgentsRequest)(nil),          // 23: sandkeep.v1.ListAgentsRequest
+	(*AgentInfo)(nil),                  // 24: sandkeep.v1.AgentInfo
+	(*ListAgentsResponse)(nil),         // 25: sandkeep.v1.ListAgentsResponse
+	(*FileInfo)(nil),                   // 26: sandkeep.v1.FileInfo
+	(*FileChange)(nil),                 // 27: sandkeep.v1.FileChange
+	(*DiffVersionsRequest)(nil),        // 28: sandkeep.v1.DiffVersionsRequest
+	(*DiffVersionsResponse)(nil),       // 29: sandkeep.v1.DiffVersionsResponse
+	(*ListFilesRequest)(nil),           // 30: sandkeep.v1.ListFilesRequest
+	(*ListFilesResponse)(nil),          // 31: sandkeep.v1.ListFilesResponse
+	(*ListFileHistoryRequest)(nil),     // 32: sandkeep.v1.ListFileHistoryRequest
+	(*FileRevision)(nil),               // 33: sandkeep.v1.FileRevision
+	(*ListFileHistoryResponse)(nil),    // 34: sandkeep.v1.ListFileHistoryResponse
+	(*ReadFileRequest)(nil),            // 35: sandkeep.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),           // 36: sandkeep.v1.ReadFileResponse
+	(*RollbackProjectRequest)(nil),     // 37: sandkeep.v1.RollbackProjectRequest
+	(*RollbackProjectResponse)(nil),    // 38: sandkeep.v1.RollbackProjectResponse
+	(*CreateFileLinkRequest)(nil),      // 39: sandkeep.v1.CreateFileLinkRequest
+	(*CreateFileLinkResponse)(nil),     // 40: sandkeep.v1.CreateFileLinkResponse
+	(*CollectGarbageRequest)(nil),      // 41: sandkeep.v1.CollectGarbageRequest
+	(*CollectGarbageResponse)(nil),     // 42: sandkeep.v1.CollectGarbageResponse
+	(*DeleteProjectRequest)(nil),       // 43: sandkeep.v1.DeleteProjectRequest
+	(*DeleteProjectResponse)(nil),      // 44: sandkeep.v1.DeleteProjectResponse
+	(*PinVersionRequest)(nil),          // 45: sandkeep.v1.PinVersionRequest
+	(*PinVersionResponse)(nil),         // 46: sandkeep.v1.PinVersionResponse
+	(*RetentionPolicy)(nil),            // 47: sandkeep.v1.RetentionPolicy
+	(*GetRetentionRequest)(nil),        // 48: sandkeep.v1.GetRetentionRequest
+	(*GetRetentionResponse)(nil),       // 49: sandkeep.v1.GetRetentionResponse
+	(*SetRetentionRequest)(nil),        // 50: sandkeep.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil),       // 51: sandkeep.v1.SetRetentionResponse
+	(*Project)(nil),                    // 52: sandkeep.v1.Project
+	(*timestamppb.Timestamp)(nil),      // 53: google.protobuf.Timestamp
+	(*Version)(nil),                    // 54: sandkeep.v1.Version
+	(*durationpb.Duration)(nil),        // 55: google.protobuf.Duration
+	(*Heartbeat)(nil),                  // 56: sandkeep.v1.Heartbeat
+	(EntryType)(0),                     // 57: sandkeep.v1.EntryType
 }
 var file_sandkeep_v1_admin_proto_depIdxs = []int32{
-	42, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
-	42, // 1: sandkeep.v1.GetProjectResponse.project:type_name -> sandkeep.v1.Project
-	42, // 2: sandkeep.v1.ListProjectsResponse.projects:type_name -> sandkeep.v1.Project
-	43, // 3: sandkeep.v1.ListVersionsResponse.versions:type_name -> sandkeep.v1.Version
-	44, // 4: sandkeep.v1.FlushProjectRequest.timeout:type_name -> google.protobuf.Duration
-	45, // 5: sandkeep.v1.AgentInfo.last_seen_time:type_name -> google.protobuf.Timestamp
-	46, // 6: sandkeep.v1.AgentInfo.heartbeat:type_name -> sandkeep.v1.Heartbeat
-	14, // 7: sandkeep.v1.ListAgentsResponse.agents:type_name -> sandkeep.v1.AgentInfo
-	47, // 8: sandkeep.v1.FileInfo.type:type_name -> sandkeep.v1.EntryType
-	0,  // 9: sandkeep.v1.FileChange.kind:type_name -> sandkeep.v1.ChangeKind
-	16, // 10: sandkeep.v1.FileChange.old_file:type_name -> sandkeep.v1.FileInfo
-	16, // 11: sandkeep.v1.FileChange.new_file:type_name -> sandkeep.v1.FileInfo
-	17, // 12: sandkeep.v1.DiffVersionsResponse.changes:type_name -> sandkeep.v1.FileChange
-	16, // 13: sandkeep.v1.ListFilesResponse.files:type_name -> sandkeep.v1.FileInfo
-	43, // 14: sandkeep.v1.ListFilesResponse.version:type_name -> sandkeep.v1.Version
-	43, // 15: sandkeep.v1.FileRevision.version:type_name -> sandkeep.v1.Version
-	0,  // 16: sandkeep.v1.FileRevision.kind:type_name -> sandkeep.v1.ChangeKind
-	16, // 17: sandkeep.v1.FileRevision.file:type_name -> sandkeep.v1.FileInfo
-	23, // 18: sandkeep.v1.ListFileHistoryResponse.revisions:type_name -> sandkeep.v1.FileRevision
-	16, // 19: sandkeep.v1.ReadFileResponse.file:type_name -> sandkeep.v1.FileInfo
-	43, // 20: sandkeep.v1.ReadFileResponse.version:type_name -> sandkeep.v1.Version
-	44, // 21: sandkeep.v1.RollbackProjectRequest.agent_timeout:type_name -> google.protobuf.Duration
-	43, // 22: sandkeep.v1.RollbackProjectResponse.version:type_name -> sandkeep.v1.Version
-	44, // 23: sandkeep.v1.CreateFileLinkRequest.ttl:type_name -> google.protobuf.Duration
-	45, // 24: sandkeep.v1.CreateFileLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	43, // 25: sandkeep.v1.PinVersionResponse.version:type_name -> sandkeep.v1.Version
-	44, // 26: sandkeep.v1.RetentionPolicy.keep_within:type_name -> google.protobuf.Duration
-	37, // 27: sandkeep.v1.GetRetentionResponse.policy:type_name -> sandkeep.v1.RetentionPolicy
-	37, // 28: sandkeep.v1.SetRetentionRequest.policy:type_name -> sandkeep.v1.RetentionPolicy
-	37, // 29: sandkeep.v1.SetRetentionResponse.policy:type_name -> sandkeep.v1.RetentionPolicy
-	1,  // 30: sandkeep.v1.AdminService.CreateProject:input_type -> sandkeep.v1.CreateProjectRequest
-	3,  // 31: sandkeep.v1.AdminService.GetProject:input_type -> sandkeep.v1.GetProjectRequest
-	5,  // 32: sandkeep.v1.AdminService.ListProjects:input_type -> sandkeep.v1.ListProjectsRequest
-	7,  // 33: sandkeep.v1.AdminService.CreateSandboxToken:input_type -> sandkeep.v1.CreateSandboxTokenRequest
-	9,  // 34: sandkeep.v1.AdminService.ListVersions:input_type -> sandkeep.v1.ListVersionsRequest
-	11, // 35: sandkeep.v1.AdminService.FlushProject:input_type -> sandkeep.v1.FlushProjectRequest
-	13, // 36: sandkeep.v1.AdminService.ListAgents:input_type -> sandkeep.v1.ListAgentsRequest
-	18, // 37: sandkeep.v1.AdminService.DiffVersions:input_type -> sandkeep.v1.DiffVersionsRequest
-	20, // 38: sandkeep.v1.AdminService.ListFiles:input_type -> sandkeep.v1.ListFilesRequest
-	22, // 39: sandkeep.v1.AdminService.ListFileHistory:input_type -> sandkeep.v1.ListFileHistoryRequest
-	25, // 40: sandkeep.v1.AdminService.ReadFile:input_type -> sandkeep.v1.ReadFileRequest
-	27, // 41: sandkeep.v1.AdminService.RollbackProject:input_type -> sandkeep.v1.RollbackProjectRequest
-	29, // 42: sandkeep.v1.AdminService.CreateFileLink:input_type -> sandkeep.v1.CreateFileLinkRequest
-	31, // 43: sandkeep.v1.AdminService.CollectGarbage:input_type -> sandkeep.v1.CollectGarbageRequest
-	33, // 44: sandkeep.v1.AdminService.DeleteProject:input_type -> sandkeep.v1.DeleteProjectRequest
-	35, // 45: sandkeep.v1.AdminService.PinVersion:input_type -> sandkeep.v1.PinVersionRequest
-	38, // 46: sandkeep.v1.AdminService.GetRetention:input_type -> sandkeep.v1.GetRetentionRequest
-	40, // 47: sandkeep.v1.AdminService.SetRetention:input_type -> sandkeep.v1.SetRetentionRequest
-	2,  // 48: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
-	4,  // 49: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
-	6,  // 50: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
-	8,  // 51: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
-	10, // 52: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
-	12, // 53: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
-	15, // 54: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
-	19, // 55: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
-	21, // 56: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
-	24, // 57: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
-	26, // 58: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
-	28, // 59: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
-	30, // 60: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
-	32, // 61: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
-	34, // 62: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
-	36, // 63: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
-	39, // 64: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
-	41, // 65: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
-	48, // [48:66] is the sub-list for method output_type
-	30, // [30:48] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	52, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
+	52, // 1: sandkeep.v1.GetProjectResponse.project:type_name -> sandkeep.v1.Project
+	52, // 2: sandkeep.v1.ListProjectsResponse.projects:type_name -> sandkeep.v1.Project
+	53, // 3: sandkeep.v1.CreateSandboxTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	53, // 4: sandkeep.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
+	53, // 5: sandkeep.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
+	53, // 6: sandkeep.v1.TokenInfo.last_use_time:type_name -> google.protobuf.Timestamp
+	9,  // 7: sandkeep.v1.ListTokensResponse.tokens:type_name -> sandkeep.v1.TokenInfo
+	9,  // 8: sandkeep.v1.RevokeTokenResponse.token:type_name -> sandkeep.v1.TokenInfo
+	14, // 9: sandkeep.v1.GetProjectLimitsResponse.limits:type_name -> sandkeep.v1.ProjectLimits
+	14, // 10: sandkeep.v1.SetProjectLimitsRequest.limits:type_name -> sandkeep.v1.ProjectLimits
+	14, // 11: sandkeep.v1.SetProjectLimitsResponse.limits:type_name -> sandkeep.v1.ProjectLimits
+	54, // 12: sandkeep.v1.ListVersionsResponse.versions:type_name -> sandkeep.v1.Version
+	55, // 13: sandkeep.v1.FlushProjectRequest.timeout:type_name -> google.protobuf.Duration
+	53, // 14: sandkeep.v1.AgentInfo.last_seen_time:type_name -> google.protobuf.Timestamp
+	56, // 15: sandkeep.v1.AgentInfo.heartbeat:type_name -> sandkeep.v1.Heartbeat
+	24, // 16: sandkeep.v1.ListAgentsResponse.agents:type_name -> sandkeep.v1.AgentInfo
+	57, // 17: sandkeep.v1.FileInfo.type:type_name -> sandkeep.v1.EntryType
+	0,  // 18: sandkeep.v1.FileChange.kind:type_name -> sandkeep.v1.ChangeKind
+	26, // 19: sandkeep.v1.FileChange.old_file:type_name -> sandkeep.v1.FileInfo
+	26, // 20: sandkeep.v1.FileChange.new_file:type_name -> sandkeep.v1.FileInfo
+	27, // 21: sandkeep.v1.DiffVersionsResponse.changes:type_name -> sandkeep.v1.FileChange
+	26, // 22: sandkeep.v1.ListFilesResponse.files:type_name -> sandkeep.v1.FileInfo
+	54, // 23: sandkeep.v1.ListFilesResponse.version:type_name -> sandkeep.v1.Version
+	54, // 24: sandkeep.v1.FileRevision.version:type_name -> sandkeep.v1.Version
+	0,  // 25: sandkeep.v1.FileRevision.kind:type_name -> sandkeep.v1.ChangeKind
+	26, // 26: sandkeep.v1.FileRevision.file:type_name -> sandkeep.v1.FileInfo
+	33, // 27: sandkeep.v1.ListFileHistoryResponse.revisions:type_name -> sandkeep.v1.FileRevision
+	26, // 28: sandkeep.v1.ReadFileResponse.file:type_name -> sandkeep.v1.FileInfo
+	54, // 29: sandkeep.v1.ReadFileResponse.version:type_name -> sandkeep.v1.Version
+	55, // 30: sandkeep.v1.RollbackProjectRequest.agent_timeout:type_name -> google.protobuf.Duration
+	54, // 31: sandkeep.v1.RollbackProjectResponse.version:type_name -> sandkeep.v1.Version
+	55, // 32: sandkeep.v1.CreateFileLinkRequest.ttl:type_name -> google.protobuf.Duration
+	53, // 33: sandkeep.v1.CreateFileLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	54, // 34: sandkeep.v1.PinVersionResponse.version:type_name -> sandkeep.v1.Version
+	55, // 35: sandkeep.v1.RetentionPolicy.keep_within:type_name -> google.protobuf.Duration
+	47, // 36: sandkeep.v1.GetRetentionResponse.policy:type_name -> sandkeep.v1.RetentionPolicy
+	47, // 37: sandkeep.v1.SetRetentionRequest.policy:type_name -> sandkeep.v1.RetentionPolicy
+	47, // 38: sandkeep.v1.SetRetentionResponse.policy:type_name -> sandkeep.v1.RetentionPolicy
+	1,  // 39: sandkeep.v1.AdminService.CreateProject:input_type -> sandkeep.v1.CreateProjectRequest
+	3,  // 40: sandkeep.v1.AdminService.GetProject:input_type -> sandkeep.v1.GetProjectRequest
+	5,  // 41: sandkeep.v1.AdminService.ListProjects:input_type -> sandkeep.v1.ListProjectsRequest
+	7,  // 42: sandkeep.v1.AdminService.CreateSandboxToken:input_type -> sandkeep.v1.CreateSandboxTokenRequest
+	19, // 43: sandkeep.v1.AdminService.ListVersions:input_type -> sandkeep.v1.ListVersionsRequest
+	21, // 44: sandkeep.v1.AdminService.FlushProject:input_type -> sandkeep.v1.FlushProjectRequest
+	23, // 45: sandkeep.v1.AdminService.ListAgents:input_type -> sandkeep.v1.ListAgentsRequest
+	28, // 46: sandkeep.v1.AdminService.DiffVersions:input_type -> sandkeep.v1.DiffVersionsRequest
+	30, // 47: sandkeep.v1.AdminService.ListFiles:input_type -> sandkeep.v1.ListFilesRequest
+	32, // 48: sandkeep.v1.AdminService.ListFileHistory:input_type -> sandkeep.v1.ListFileHistoryRequest
+	35, // 49: sandkeep.v1.AdminService.ReadFile:input_type -> sandkeep.v1.ReadFileRequest
+	37, // 50: sandkeep.v1.AdminService.RollbackProject:input_type -> sandkeep.v1.RollbackProjectRequest
+	39, // 51: sandkeep.v1.AdminService.CreateFileLink:input_type -> sandkeep.v1.CreateFileLinkRequest
+	41, // 52: sandkeep.v1.AdminService.CollectGarbage:input_type -> sandkeep.v1.CollectGarbageRequest
+	43, // 53: sandkeep.v1.AdminService.DeleteProject:input_type -> sandkeep.v1.DeleteProjectRequest
+	45, // 54: sandkeep.v1.AdminService.PinVersion:input_type -> sandkeep.v1.PinVersionRequest
+	48, // 55: sandkeep.v1.AdminService.GetRetention:input_type -> sandkeep.v1.GetRetentionRequest
+	50, // 56: sandkeep.v1.AdminService.SetRetention:input_type -> sandkeep.v1.SetRetentionRequest
+	10, // 57: sandkeep.v1.AdminService.ListTokens:input_type -> sandkeep.v1.ListTokensRequest
+	12, // 58: sandkeep.v1.AdminService.RevokeToken:input_type -> sandkeep.v1.RevokeTokenRequest
+	15, // 59: sandkeep.v1.AdminService.GetProjectLimits:input_type -> sandkeep.v1.GetProjectLimitsRequest
+	17, // 60: sandkeep.v1.AdminService.SetProjectLimits:input_type -> sandkeep.v1.SetProjectLimitsRequest
+	2,  // 61: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
+	4,  // 62: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
+	6,  // 63: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
+	8,  // 64: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
+	20, // 65: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
+	22, // 66: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
+	25, // 67: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
+	29, // 68: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
+	31, // 69: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
+	34, // 70: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
+	36, // 71: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
+	38, // 72: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
+	40, // 73: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
+	42, // 74: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
+	44, // 75: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
+	46, // 76: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
+	49, // 77: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
+	51, // 78: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
+	11, // 79: sandkeep.v1.AdminService.ListTokens:output_type -> sandkeep.v1.ListTokensResponse
+	13, // 80: sandkeep.v1.AdminService.RevokeToken:output_type -> sandkeep.v1.RevokeTokenResponse
+	16, // 81: sandkeep.v1.AdminService.GetProjectLimits:output_type -> sandkeep.v1.GetProjectLimitsResponse
+	18, // 82: sandkeep.v1.AdminService.SetProjectLimits:output_type -> sandkeep.v1.SetProjectLimitsResponse
+	61, // [61:83] is the sub-list for method output_type
+	39, // [39:61] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_sandkeep_v1_admin_proto_init() }
@@ -2879,14 +3542,15 @@ func file_sandkeep_v1_admin_proto_init() {
 	}
 	file_sandkeep_v1_agent_proto_init()
 	file_sandkeep_v1_types_proto_init()
-	file_sandkeep_v1_admin_proto_msgTypes[36].OneofWrappers = []any{}
+	file_sandkeep_v1_admin_proto_msgTypes[13].OneofWrappers = []any{}
+	file_sandkeep_v1_admin_proto_msgTypes[46].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandkeep_v1_admin_proto_rawDesc), len(file_sandkeep_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   41,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,10 @@ const (
 	AdminService_PinVersion_FullMethodName         = "/sandkeep.v1.AdminService/PinVersion"
 	AdminService_GetRetention_FullMethodName       = "/sandkeep.v1.AdminService/GetRetention"
 	AdminService_SetRetention_FullMethodName       = "/sandkeep.v1.AdminService/SetRetention"
+	AdminService_ListTokens_FullMethodName         = "/sandkeep.v1.AdminService/ListTokens"
+	AdminService_RevokeToken_FullMethodName        = "/sandkeep.v1.AdminService/RevokeToken"
+	AdminService_GetProjectLimits_FullMethodName   = "/sandkeep.v1.AdminService/GetProjectLimits"
+	AdminService_SetProjectLimits_FullMethodName   = "/sandkeep.v1.AdminService/SetProjectLimits"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -101,6 +105,14 @@ type AdminServiceClient interface {
 	// SetRetention changes the fields of a project's retention policy that are
 	// set in the request.
 	SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error)
+	// ListTokens lists a project's sandbox tokens (never their secrets).
+	ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error)
+	// RevokeToken revokes one token by its id; its open agent streams end.
+	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
+	// GetProjectLimits returns the limits a commit of the project must keep.
+	GetProjectLimits(ctx context.Context, in *GetProjectLimitsRequest, opts ...grpc.CallOption) (*GetProjectLimitsResponse, error)
+	// SetProjectLimits changes the limits set in the request.
+	SetProjectLimits(ctx context.Context, in *SetProjectLimitsRequest, opts ...grpc.CallOption) (*SetProjectLimitsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -300,6 +312,46 @@ func (c *adminServiceClient) SetRetention(ctx context.Context, in *SetRetentionR
 	return out, nil
 }
 
+func (c *adminServiceClient) ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTokensResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeTokenResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetProjectLimits(ctx context.Context, in *GetProjectLimitsRequest, opts ...grpc.CallOption) (*GetProjectLimitsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetProjectLimitsResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetProjectLimits_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SetProjectLimits(ctx context.Context, in *SetProjectLimitsRequest, opts ...grpc.CallOption) (*SetProjectLimitsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetProjectLimitsResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetProjectLimits_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -362,6 +414,14 @@ type AdminServiceServer interface {
 	// SetRetention changes the fields of a project's retention policy that are
 	// set in the request.
 	SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error)
+	// ListTokens lists a project's sandbox tokens (never their secrets).
+	ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error)
+	// RevokeToken revokes one token by its id; its open agent streams end.
+	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
+	// GetProjectLimits returns the limits a commit of the project must keep.
+	GetProjectLimits(context.Context, *GetProjectLimitsRequest) (*GetProjectLimitsResponse, error)
+	// SetProjectLimits changes the limits set in the request.
+	SetProjectLimits(context.Context, *SetProjectLimitsRequest) (*SetProjectLimitsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -425,6 +485,18 @@ func (UnimplementedAdminServiceServer) GetRetention(context.Context, *GetRetenti
 }
 func (UnimplementedAdminServiceServer) SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetRetention not implemented")
+}
+func (UnimplementedAdminServiceServer) ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTokens not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
+}
+func (UnimplementedAdminServiceServer) GetProjectLimits(context.Context, *GetProjectLimitsRequest) (*GetProjectLimitsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetProjectLimits not implemented")
+}
+func (UnimplementedAdminServiceServer) SetProjectLimits(context.Context, *SetProjectLimitsRequest) (*SetProjectLimitsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetProjectLimits not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -764,6 +836,78 @@ func _AdminService_SetRetention_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListTokens(ctx, req.(*ListTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeToken(ctx, req.(*RevokeTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetProjectLimits_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetProjectLimitsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetProjectLimits(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetProjectLimits_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetProjectLimits(ctx, req.(*GetProjectLimitsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SetProjectLimits_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetProjectLimitsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetProjectLimits(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetProjectLimits_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetProjectLimits(ctx, req.(*SetProjectLimitsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -838,6 +982,22 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetRetention",
 			Handler:    _AdminService_SetRetention_Handler,
+		},
+		{
+			MethodName: "ListTokens",
+			Handler:    _AdminService_ListTokens_Handler,
+		},
+		{
+			MethodName: "RevokeToken",
+			Handler:    _AdminService_RevokeToken_Handler,
+		},
+		{
+			MethodName: "GetProjectLimits",
+			Handler:    _AdminService_GetProjectLimits_Handler,
+		},
+		{
+			MethodName: "SetProjectLimits",
+			Handler:    _AdminService_SetProjectLimits_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
