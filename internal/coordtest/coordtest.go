@@ -6,8 +6,8 @@ package coordtest
 import (
 	"context"
 	"io"
-	"net/http"
 	"log/slog"
+	"net/http"
 	"os"
 	"sync"
 	"testing"

@@ -59,10 +59,10 @@ type Server struct {
 	// metricsLn serves /metrics without credentials (Config.MetricsListen).
 	metricsLn  net.Listener
 	metricsSrv *http.Server
-	grpc   *grpc.Server
-	http   *http.Server
-	health *health.Server
-	fs     *fsstore.Store
+	grpc       *grpc.Server
+	http       *http.Server
+	health     *health.Server
+	fs         *fsstore.Store
 	// publicURL is how clients reach the HTTP listener (file links).
 	publicURL string
 
