@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/ignore"
@@ -151,10 +152,32 @@ func SyncOnce(ctx context.Context, cfg Config) (SyncResult, error) {
 	if err := saveIndex(res.Index, idxPath); err != nil {
 		log.Warn("save agent index", "path", idxPath, "err", err)
 	}
+	if res.Stats.UnsavedCount > 0 {
+		return out, &UnreadableError{Paths: res.Stats.Unsaved, Count: res.Stats.UnsavedCount}
+	}
 	if len(res.Stats.FilesChangedDuringRead) > 0 {
 		return out, &ChangingFilesError{Paths: res.Stats.FilesChangedDuringRead}
 	}
 	return out, nil
+}
+
+// UnreadableError says some entries of the workspace could not be read
+// (permission denied, I/O error) and are not in the version as they are on
+// disk: it holds their previous content, or not them at all. The version
+// was committed all the same.
+type UnreadableError struct {
+	Paths []string // the first of them, sorted
+	Count int64
+}
+
+func (e *UnreadableError) Error() string {
+	shown := e.Paths[:min(5, len(e.Paths))]
+	more := ""
+	if e.Count > int64(len(shown)) {
+		more = fmt.Sprintf(" and %d more", e.Count-int64(len(shown)))
+	}
+	return fmt.Sprintf("%d path(s) could not be read and were not saved: %s%s (fix their permissions, or list them in .sandkeepignore)",
+		e.Count, strings.Join(shown, ", "), more)
 }
 
 // syncOnce is one scan and, if the root differs from head's, one commit on

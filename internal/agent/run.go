@@ -181,27 +181,39 @@ func Run(ctx context.Context, stop <-chan struct{}, cfg Config, opts RunOptions)
 // coordinator; nothing was restored or synced.
 var ErrStoppedUnconnected = errors.New("stopped before the coordinator answered; nothing was restored or synced")
 
-// connectOrStop is connect, given up at once when stop closes.
+// connectOrStop is connect, bounded by --stop-timeout once stop closes: an
+// agent told to stop before it ever reached the coordinator still connects
+// (and then makes its final flush) if it can within the stop timeout, and
+// otherwise ends with ErrStoppedUnconnected.
 func (r *runner) connectOrStop(ctx context.Context, stop <-chan struct{}) (*remote.Client, error) {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
 		select {
 		case <-stop:
+		case <-cctx.Done():
+			return
+		}
+		t := time.NewTimer(r.opts.StopTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
 			cancel()
 		case <-cctx.Done():
 		}
 	}()
 	c, err := r.connect(cctx)
+	if err == nil {
+		return c, nil
+	}
 	select {
 	case <-stop:
-		if c != nil {
-			c.Close()
+		if ctx.Err() == nil && !remote.IsTokenRefused(err) {
+			return nil, fmt.Errorf("%w (coordinator %s, within --stop-timeout %s)", ErrStoppedUnconnected, r.cfg.Remote.Addr, r.opts.StopTimeout)
 		}
-		return nil, fmt.Errorf("%w (coordinator %s)", ErrStoppedUnconnected, r.cfg.Remote.Addr)
 	default:
 	}
-	return c, err
+	return nil, err
 }
 
 // connect opens a session, retrying while the coordinator is unreachable.

@@ -29,6 +29,9 @@ const (
 	exitOK      = 0
 	exitError   = 1
 	exitPartial = 3 // sync committed, but some files kept changing and were not saved
+	// exitUnreadable: sync committed, but some paths could not be read
+	// (permission denied, I/O error) and were not saved.
+	exitUnreadable = 4
 )
 
 // Main runs the command line and returns the exit code.
@@ -164,9 +167,14 @@ func newSync(g *globals, code *int) *cobra.Command {
 			g.oneShot()
 			res, err := agent.SyncOnce(cmd.Context(), g.cfg)
 			var partial *agent.ChangingFilesError
-			if errors.As(err, &partial) {
+			var unreadable *agent.UnreadableError
+			switch {
+			case errors.As(err, &unreadable):
+				*code = exitUnreadable
+				fmt.Fprintln(g.stderr, "sandkeep-agent:", err)
+			case errors.As(err, &partial):
 				*code = exitPartial
-			} else if err != nil {
+			case err != nil:
 				return err
 			}
 			if res.Version == nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/agent"
 	"github.com/sandkeep/sandkeep/internal/control"
 	"github.com/sandkeep/sandkeep/internal/coordtest"
+	"github.com/sandkeep/sandkeep/internal/workspacetest"
 )
 
 // freeAddr returns a loopback address nothing listens on.
@@ -70,7 +71,7 @@ func TestAgentFailsClosedWithoutCoordinator(t *testing.T) {
 	}
 
 	sock := filepath.Join(t.TempDir(), "agent.sock")
-	run := exec.Command(agentBin, "run", "--coordinator", down, "--workspace", ws, "--socket", sock, "--stop-timeout", "30s")
+	run := exec.Command(agentBin, "run", "--coordinator", down, "--workspace", ws, "--socket", sock, "--stop-timeout", "3s")
 	run.Env = env
 	var stderr bytes.Buffer
 	run.Stderr = &stderr
@@ -222,5 +223,66 @@ func TestEntrypointFailsClosed(t *testing.T) {
 				t.Fatalf("with SANDKEEP_ALLOW_UNRESTORED=1 the command did not run, or silently: %q\n%s", ranWith(mark), stderr)
 			}
 		})
+	}
+}
+
+// Item 15: files the agent cannot read make `sync --once` exit 4 naming
+// them; the version holds what was saved, and the summary counts only that.
+func TestSyncNamesUnreadableFiles(t *testing.T) {
+	_, agentBin := buildBinaries(t)
+	c := coordtest.Start(t, coordtest.Options{})
+	_, token := c.Project(t, "unreadable")
+	base := t.TempDir()
+	ws := filepath.Join(base, "ws")
+	writeWS(t, ws, "ok.txt", "readable\n")
+	writeWS(t, ws, "secret/key.pem", "private\n")
+	writeWS(t, ws, "locked.txt", "private\n")
+	cache := filepath.Join(base, "cache")
+	if err := os.MkdirAll(cache, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(agentBin, "sync", "--once", "--workspace", ws, "--coordinator", c.Addr, "--cache-dir", cache)
+	cmd.Env = append(os.Environ(), "SANDKEEP_TOKEN="+token)
+	if os.Geteuid() == 0 {
+		// root reads everything: run the agent as nobody, with the two
+		// private entries left to root alone.
+		const nobody = 65534
+		for _, d := range []string{filepath.Dir(base), base, ws, cache} {
+			if err := os.Chmod(d, 0o777); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	}
+	if err := os.Chmod(filepath.Join(ws, "locked.txt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(ws, "secret"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() != 0 {
+		_ = os.Chmod(filepath.Join(ws, "locked.txt"), 0)
+		_ = os.Chmod(filepath.Join(ws, "secret"), 0)
+		t.Cleanup(func() { _ = os.Chmod(filepath.Join(ws, "secret"), 0o700) })
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 {
+		t.Fatalf("sync with unreadable paths: %v, want exit 4\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"2 path(s) could not be read", "locked.txt", "secret"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr does not say %q:\n%s", want, stderr.String())
+		}
+	}
+	if !strings.Contains(stderr.String(), "committed version 1: 1 files") {
+		t.Errorf("the summary counts what was not saved:\n%s", stderr.String())
+	}
+	dir := restoreVersion(t, c, token, 1)
+	got := workspacetest.Snapshot(t, dir)
+	if _, ok := got["ok.txt"]; !ok || len(got) != 1 {
+		t.Fatalf("version 1 holds %v, want ok.txt alone", got)
 	}
 }

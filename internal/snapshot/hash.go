@@ -105,7 +105,7 @@ func (r *run) hashFile(ctx context.Context, j fileJob) error {
 			ex.omit = true // vanished
 			return nil
 		case err != nil && err != errNotRegular:
-			r.c.skipped.Add(1)
+			r.notSaved(j.rel)
 			r.log.Warn("cannot read file; keeping its previous version", "path", j.rel, "err", err)
 			r.keepPrev(j)
 			return nil

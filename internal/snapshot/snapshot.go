@@ -216,7 +216,16 @@ type Stats struct {
 	// changing while read: the snapshot holds their previous version, or
 	// not the file at all if it had none.
 	FilesChangedDuringRead []string
+	// Unsaved lists (at most MaxUnsavedListed, sorted) the entries that exist
+	// but could not be read or stored: permission denied, I/O errors, a
+	// symlink target too long. The snapshot holds their previous version, or
+	// not them at all. UnsavedCount counts them all.
+	Unsaved      []string
+	UnsavedCount int64
 }
+
+// MaxUnsavedListed bounds Stats.Unsaved.
+const MaxUnsavedListed = 1000
 
 // Result is the outcome of a successful Run.
 type Result struct {
@@ -350,6 +359,7 @@ type run struct {
 	open    map[*dirHandle]struct{}
 	trees   []builtTree
 	changed []string
+	unsaved []string
 
 	root     *dirIndex // the new index, once built
 	rootDone atomic.Bool
@@ -358,15 +368,17 @@ type run struct {
 }
 
 type counters struct {
-	skipped, ignored, unchanged, chunksNew, chunksReused atomic.Int64
-	bytesRead, bytesUploaded, packs, trees               atomic.Int64
+	skipped, ignored, unchanged, chunksNew, chunksReused, unsaved atomic.Int64
+	bytesRead, bytesUploaded, packs, trees                        atomic.Int64
 }
 
 func (r *run) stats() Stats {
 	r.mu.Lock()
 	changed := slices.Clone(r.changed)
+	unsaved := slices.Clone(r.unsaved)
 	r.mu.Unlock()
 	slices.Sort(changed)
+	slices.Sort(unsaved)
 	var tot totals
 	if r.root != nil {
 		tot = r.root.tot
@@ -378,7 +390,19 @@ func (r *run) stats() Stats {
 		ChunksReused: r.c.chunksReused.Load(), BytesRead: r.c.bytesRead.Load(),
 		BytesUploaded: r.c.bytesUploaded.Load(), PacksUploaded: int(r.c.packs.Load()),
 		TreesUploaded: int(r.c.trees.Load()), FilesChangedDuringRead: changed,
+		Unsaved: unsaved, UnsavedCount: r.c.unsaved.Load(),
 	}
+}
+
+// notSaved records an entry that exists but could not be read or stored.
+func (r *run) notSaved(rel string) {
+	r.c.skipped.Add(1)
+	if r.c.unsaved.Add(1) > MaxUnsavedListed {
+		return
+	}
+	r.mu.Lock()
+	r.unsaved = append(r.unsaved, rel)
+	r.mu.Unlock()
 }
 
 // packers is the number of goroutines compressing chunks into the shared

@@ -235,7 +235,7 @@ func (r *run) walkDir(ctx context.Context, d *dirState, t *dirtyNode, v *dirView
 			if isNotExist(err) {
 				continue // vanished since the listing
 			}
-			r.c.skipped.Add(1)
+			r.notSaved(rel)
 			r.log.Warn("cannot stat; left out of the snapshot", "path", rel, "err", err)
 			continue
 		}
@@ -269,7 +269,7 @@ func (r *run) walkDir(ctx context.Context, d *dirState, t *dirtyNode, v *dirView
 			target, err := h.readlink(name)
 			if err != nil || target == "" || len(target) > tree.MaxTargetLen {
 				if err == nil || !isNotExist(err) {
-					r.c.skipped.Add(1)
+					r.notSaved(rel)
 					r.log.Warn("cannot store symlink; left out of the snapshot", "path", rel, "len", len(target), "err", err)
 				}
 				continue
@@ -410,12 +410,12 @@ func (r *run) dirFailed(d *dirState, err error) error {
 	case isNotExist(err) || isReplaced(err):
 		p.extra[d.slot].omit = true
 	case d.prev != nil && d.prev.loose == nil:
-		r.c.skipped.Add(1)
+		r.notSaved(d.rel)
 		r.log.Warn("cannot list directory; keeping its previous version", "path", d.rel, "err", err)
 		p.nodes[d.slot].Subtree = d.prev.tree
 		p.extra[d.slot].sub = d.prev
 	default:
-		r.c.skipped.Add(1)
+		r.notSaved(d.rel)
 		r.log.Warn("cannot list directory; left out of the snapshot", "path", d.rel, "err", err)
 		p.extra[d.slot].omit = true
 	}
