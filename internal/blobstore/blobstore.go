@@ -42,6 +42,9 @@ const MaxKeyLen = 900
 type Object struct {
 	Key  string
 	Size int64
+	// ModTime is when the object was stored (the store's clock; second
+	// precision at least).
+	ModTime time.Time
 }
 
 // Store is a flat namespace of immutable objects addressed by slash-separated

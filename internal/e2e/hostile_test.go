@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -27,6 +28,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/coordtest"
 	"github.com/sandkeep/sandkeep/internal/errinfo"
+	"github.com/sandkeep/sandkeep/internal/gc"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/pack"
@@ -507,5 +509,93 @@ func TestRestoreDropsSetuid(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("the workspace has no setuid or setgid file to check")
+	}
+}
+
+// Attack 4: upload URLs outliving their project, and uploads never
+// completed. The local store refuses a PUT into a deleted project at once;
+// S3 presigned URLs cannot be revoked, so garbage collection sweeps the
+// deleted project's prefix, and every project's objects that no row names.
+func TestHostileOrphanUploads(t *testing.T) {
+	for _, b := range hostileBackends {
+		t.Run(b.name, func(t *testing.T) {
+			c := coordtest.Start(t, b.opts)
+			ctx := context.Background()
+			countObjects := func(prefix string) int {
+				n := 0
+				if err := c.Server.Blobs.List(ctx, prefix, func(blobstore.Object) error { n++; return nil }); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			newPack := func(tag string) ([]byte, id.ID) {
+				w := pack.NewWriter()
+				chunk := []byte("orphan " + tag)
+				if _, err := w.Add(pack.Data, id.Sum(chunk), chunk); err != nil {
+					t.Fatal(err)
+				}
+				data, pid, _, err := w.Finish()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return data, pid
+			}
+
+			// A URL fetched before the project's deletion, used after it.
+			doomed, doomedToken := c.Project(t, "doomed")
+			a := newAttacker(t, c, doomedToken)
+			data, pid := newPack("late")
+			sr, err := a.target(pid, len(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Admin.DeleteProject(ctx, &pb.DeleteProjectRequest{ProjectId: doomed}); err != nil {
+				t.Fatal(err)
+			}
+			code := a.put(sr, data)
+			if b.opts.S3 {
+				if code/100 != 2 {
+					t.Fatalf("S3 presigned PUT after deletion: %d (the test assumes S3 cannot revoke it)", code)
+				}
+			} else if code != http.StatusForbidden {
+				t.Fatalf("local signed PUT into a deleted project: HTTP %d, want 403", code)
+			}
+
+			// An upload never completed, in a live project with history.
+			v := newVictim(t, c, "orphans")
+			va := newAttacker(t, c, v.token)
+			odata, opid := newPack("never completed")
+			osr, err := va.target(opid, len(odata))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code := va.put(osr, odata); code/100 != 2 {
+				t.Fatalf("PUT: %d", code)
+			}
+			orphanKey := repo.PackKey(v.project, opid)
+
+			// Within the grace nothing is touched (the upload may still be
+			// completed); past it, both are gone and history is intact.
+			if _, err := gc.Run(ctx, c.Server.Repo, gc.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Server.Blobs.Stat(ctx, orphanKey); err != nil {
+				t.Fatalf("an upload younger than the grace was deleted: %v", err)
+			}
+			rep, err := gc.Run(ctx, c.Server.Repo, gc.Options{Now: func() time.Time { return time.Now().Add(2 * time.Hour) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Server.Blobs.Stat(ctx, orphanKey); !errorsIsNotFound(err) {
+				t.Fatalf("the uncompleted upload survived gc past the grace: %v (%s)", err, rep)
+			}
+			if n := countObjects(repo.ProjectPrefix(doomed)); n != 0 {
+				t.Fatalf("%d objects left under the deleted project after gc (%s)", n, rep)
+			}
+			if rep.OrphansDeleted < 1 || !strings.Contains(rep.String(), "no row named") {
+				t.Fatalf("gc report does not count the orphans: %s", rep)
+			}
+			v.checkHistory(t)
+		})
 	}
 }

@@ -54,6 +54,10 @@ type Options struct {
 	// (default 1 MiB). Zero means the default; a negative value disables
 	// merging.
 	MergeBelow int64
+	// URLTTL is the lifetime of the signed upload URLs the coordinator hands
+	// out (default 15m): a deleted project's prefix is swept until no URL of
+	// it can be valid.
+	URLTTL time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Logger (default slog.Default()).
@@ -75,6 +79,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.URLTTL <= 0 {
+		o.URLTTL = 15 * time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -121,6 +128,10 @@ type Report struct {
 	// BytesCondemned is the size of the packs that are condemned after the
 	// run, awaiting deletion.
 	BytesCondemned int64
+	// OrphansDeleted and OrphanBytes count objects no row named: uploads
+	// never completed, and objects stored under a deleted project.
+	OrphansDeleted int
+	OrphanBytes    int64
 	// Failed lists the projects whose collection failed ("id: error") when
 	// Options.ProjectID is "".
 	Failed []string
@@ -137,6 +148,8 @@ func (r *Report) add(o Report) {
 	r.BlobsCorrupt += o.BlobsCorrupt
 	r.BytesFreed += o.BytesFreed
 	r.BytesWritten += o.BytesWritten
+	r.OrphansDeleted += o.OrphansDeleted
+	r.OrphanBytes += o.OrphanBytes
 	r.BytesBefore += o.BytesBefore
 	r.BytesAfter += o.BytesAfter
 	r.BytesCondemned += o.BytesCondemned
@@ -162,6 +175,9 @@ func (r Report) String() string {
 	}
 	if r.PacksRescued > 0 {
 		fmt.Fprintf(&b, "; %s rescued", plural(r.PacksRescued, "pack"))
+	}
+	if r.OrphansDeleted > 0 {
+		fmt.Fprintf(&b, "; %s no row named deleted (%s)", plural(r.OrphansDeleted, "uploaded object"), FormatBytes(r.OrphanBytes))
 	}
 	fmt.Fprintf(&b, "; bucket %s -> %s", FormatBytes(r.BytesBefore), FormatBytes(r.BytesAfter))
 	if r.BlobsMissing > 0 {
@@ -231,6 +247,11 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (Report, error) {
 		}
 	}
 	var errs []error
+	if opts.ProjectID == "" {
+		if err := sweepDeletedProjects(ctx, r, opts, &rep); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, pid := range projects {
 		if err := ctx.Err(); err != nil {
 			return rep, err
@@ -271,6 +292,9 @@ func runProject(ctx context.Context, r *repo.Repo, opts Options, pid string) (Re
 	defer unlock()
 	g := &run{r: r, meta: r.Meta(), store: r.Store(), opts: opts, pid: pid, log: opts.Logger.With("project", pid)}
 	err = g.collect(ctx)
+	if err == nil {
+		err = g.sweepOrphans(ctx, opts.Now().UTC().Add(-max(opts.Grace, 0)))
+	}
 	g.rep.BytesAfter = g.rep.BytesBefore - g.rep.BytesFreed + g.rep.BytesWritten
 	return g.rep, err
 }

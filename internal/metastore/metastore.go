@@ -79,6 +79,12 @@ func TokenID(hash string) string {
 	return "tok_" + hash
 }
 
+// DeletedProject is a project DeleteProject removed.
+type DeletedProject struct {
+	ID        string
+	DeletedAt time.Time
+}
+
 // Limits bound what one version of a project may expand to. A commit whose
 // tree exceeds one is refused; a zero field means the default.
 type Limits struct {
@@ -340,6 +346,17 @@ type Store interface {
 	// DropPacks forgets deleting packs (other ids are left alone) and
 	// advances the project's PackEpoch.
 	DropPacks(ctx context.Context, projectID string, ids []id.ID) error
+	// ClaimOrphans records each pack of packs that has no row as deleting
+	// (type, size and CreatedAt as given), in one transaction, and returns
+	// the ids it recorded: objects no row named, which the caller may now
+	// delete and then DropPacks. Until then AddPack of such an id fails with
+	// ErrStale, so an upload completed meanwhile cannot be indexed over an
+	// object being deleted.
+	ClaimOrphans(ctx context.Context, projectID string, packs []Pack) ([]id.ID, error)
+	// DeletedProjects lists the projects DeleteProject deleted, with when,
+	// oldest first; ForgetDeletedProject drops one from that list.
+	DeletedProjects(ctx context.Context) ([]DeletedProject, error)
+	ForgetDeletedProject(ctx context.Context, projectID string) error
 
 	// GetRetention returns the project's retention, DefaultRetention() if
 	// none was set.

@@ -141,7 +141,7 @@ func (s *Server) backgroundLeader() metastore.Leader {
 
 // collectGarbage is one periodic collection of every project.
 func (s *Server) collectGarbage(ctx context.Context) (gc.Report, error) {
-	rep, err := gc.Run(ctx, s.Repo, gc.Options{Grace: s.cfg.GC.grace(), Now: s.gcNow, Logger: s.log.With("component", "gc")})
+	rep, err := gc.Run(ctx, s.Repo, gc.Options{Grace: s.cfg.GC.grace(), URLTTL: s.cfg.URLTTL, Now: s.gcNow, Logger: s.log.With("component", "gc")})
 	if s.Metrics != nil && ctx.Err() == nil {
 		s.Metrics.ObserveGC(rep.BytesFreed, rep.VersionsDeleted, err == nil)
 	}

@@ -145,7 +145,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 		}
 		s.Blobs = st
 	} else {
-		st, err := fsstore.New(filepath.Join(cfg.DataDir, "blobs"), fsstore.Options{BaseURL: public, URLSigner: s.URLSigner})
+		st, err := fsstore.New(filepath.Join(cfg.DataDir, "blobs"), fsstore.Options{BaseURL: public, URLSigner: s.URLSigner, AllowPut: s.allowPut})
 		if err != nil {
 			return nil, fmt.Errorf("open blob dir: %w", err)
 		}
@@ -250,6 +250,23 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// allowPut refuses a signed PUT into a project that no longer exists (its
+// URL was handed out before the deletion).
+func (s *Server) allowPut(ctx context.Context, key string) error {
+	rest, ok := strings.CutPrefix(key, "projects/")
+	if !ok {
+		return nil
+	}
+	pid, _, _ := strings.Cut(rest, "/")
+	if _, err := s.Meta.GetProject(ctx, pid); err != nil {
+		if errors.Is(err, metastore.ErrNotFound) {
+			return fmt.Errorf("project %s was deleted; its upload URLs are void", pid)
+		}
+		return fmt.Errorf("cannot check project %s; try again", pid)
+	}
+	return nil
 }
 
 // adminOnly serves h to requests carrying an admin token

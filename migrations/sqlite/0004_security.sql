@@ -14,3 +14,11 @@ CREATE TABLE project_limits (
     max_depth  INTEGER NOT NULL DEFAULT 0 CHECK (max_depth >= 0),
     updated_at TEXT    NOT NULL
 ) STRICT;
+
+-- Projects deleted recently: a signed upload URL handed out before the
+-- deletion may still store an object under the project's prefix until it
+-- expires, so garbage collection sweeps these prefixes for a while.
+CREATE TABLE deleted_projects (
+    id         TEXT NOT NULL PRIMARY KEY,
+    deleted_at TEXT NOT NULL
+) STRICT;

@@ -142,6 +142,13 @@ func list(t *testing.T, s blobstore.Store, prefix string) []blobstore.Object {
 	t.Helper()
 	var objs []blobstore.Object
 	err := s.List(t.Context(), prefix, func(o blobstore.Object) error {
+		// Every listed object says when it was stored (garbage collection
+		// deletes orphans older than its grace by it); the tests store
+		// everything within minutes.
+		if d := time.Since(o.ModTime); o.ModTime.IsZero() || d > time.Hour || d < -time.Hour {
+			t.Errorf("List(%q): %s has ModTime %v, want about now", prefix, o.Key, o.ModTime)
+		}
+		o.ModTime = time.Time{}
 		objs = append(objs, o)
 		return nil
 	})

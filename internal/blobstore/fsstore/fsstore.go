@@ -73,6 +73,11 @@ type Options struct {
 	// Logger receives server-side errors from Handler; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// AllowPut, if set, is asked before Handler stores an object through a
+	// signed PUT URL; an error refuses the PUT (403) with its message. The
+	// coordinator refuses keys of a deleted project: a URL handed out before
+	// the deletion must not store anything after it.
+	AllowPut func(ctx context.Context, key string) error
 }
 
 // Store is a blobstore.Backend on a local directory. It is safe for
@@ -85,6 +90,7 @@ type Store struct {
 	baseURL string
 	signer  *urlsign.Signer
 	log     *slog.Logger
+	allow   func(ctx context.Context, key string) error
 }
 
 var (
@@ -124,7 +130,7 @@ func New(dir string, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Store{dir: abs, root: root, baseURL: base, signer: opts.URLSigner, log: log}, nil
+	return &Store{dir: abs, root: root, baseURL: base, signer: opts.URLSigner, log: log, allow: opts.AllowPut}, nil
 }
 
 // Close releases the store's directory handle. The Store must not be used
@@ -450,7 +456,7 @@ func (s *Store) walk(ctx context.Context, dir, filter string, fn func(blobstore.
 			}
 			return err
 		}
-		if err := fn(blobstore.Object{Key: key, Size: fi.Size()}); err != nil {
+		if err := fn(blobstore.Object{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
 			return err
 		}
 	}

@@ -95,6 +95,12 @@ func (s *Store) servePut(w http.ResponseWriter, r *http.Request, key string) {
 		http.Error(w, "body smaller than the signed size", http.StatusBadRequest)
 		return
 	}
+	if s.allow != nil {
+		if err := s.allow(r.Context(), key); err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+	}
 	if _, err := s.Stat(r.Context(), key); err == nil {
 		// Cheap early answer; create checks again atomically.
 		http.Error(w, "object exists; signed PUTs never replace an object", http.StatusPreconditionFailed)

@@ -512,7 +512,7 @@ func (s *Store) list(ctx context.Context, prefix, startAfter string, fn func([]b
 			if blobstore.ValidateKey(key) != nil {
 				continue // put there by another tool
 			}
-			page = append(page, blobstore.Object{Key: key, Size: aws.ToInt64(o.Size)})
+			page = append(page, blobstore.Object{Key: key, Size: aws.ToInt64(o.Size), ModTime: aws.ToTime(o.LastModified)})
 		}
 		if len(page) > 0 {
 			if err := fn(page); err != nil {

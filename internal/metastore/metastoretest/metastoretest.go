@@ -28,6 +28,7 @@ func Run(t *testing.T, open func(t *testing.T) metastore.Store) {
 		{"Tokens", testTokens},
 		{"TokenListing", testTokenListing},
 		{"Limits", testLimits},
+		{"DeletedProjects", testDeletedProjects},
 		{"BlobIndex", testBlobIndex},
 		{"BlobIndexLargeBatches", testLargeBatches},
 		{"Versions", testVersions},
@@ -309,6 +310,45 @@ func testTokenListing(t *testing.T, s metastore.Store) {
 	}
 	_, err = s.ListTokens(ctx, "prj_aaaaaaaaaaaaaaaaaaaa")
 	wantErr(t, "ListTokens of an unknown project", err, metastore.ErrNotFound)
+}
+
+func testDeletedProjects(t *testing.T, s metastore.Store) {
+	ctx := t.Context()
+	p := newProject(t, s, "deleted-list")
+	// Orphans: ids without a row are claimed as deleting; AddPack of one
+	// then fails until DropPacks forgets it; ids with a row are left alone.
+	live, liveBlobs := makePack(p.ID, "live", metastore.BlobData, 1)
+	wantErr(t, "AddPack", s.AddPack(ctx, live, liveBlobs), nil)
+	orphan, orphanBlobs := makePack(p.ID, "orphan", metastore.BlobData, 1)
+	claimed := must[[]id.ID](t, "ClaimOrphans")(s.ClaimOrphans(ctx, p.ID, []metastore.Pack{live, orphan}))
+	same(t, "ClaimOrphans", claimed, []id.ID{orphan.ID})
+	orphan.Epoch = must[int64](t, "PackEpoch")(s.PackEpoch(ctx, p.ID))
+	wantErr(t, "AddPack of a claimed orphan", s.AddPack(ctx, orphan, orphanBlobs), metastore.ErrStale)
+	if got := must[map[id.ID]metastore.Pack](t, "GetPacks")(s.GetPacks(ctx, p.ID, []id.ID{orphan.ID})); !got[orphan.ID].Deleting {
+		t.Fatalf("claimed orphan = %+v, want deleting", got[orphan.ID])
+	}
+	wantErr(t, "DropPacks", s.DropPacks(ctx, p.ID, claimed), nil)
+	orphan.Epoch = must[int64](t, "PackEpoch")(s.PackEpoch(ctx, p.ID))
+	wantErr(t, "AddPack after DropPacks", s.AddPack(ctx, orphan, orphanBlobs), nil)
+	start := now().Add(-time.Second)
+	wantErr(t, "DeleteProject", s.DeleteProject(ctx, p.ID), nil)
+	var found *metastore.DeletedProject
+	for _, d := range must[[]metastore.DeletedProject](t, "DeletedProjects")(s.DeletedProjects(ctx)) {
+		if d.ID == p.ID {
+			found = &d
+		}
+	}
+	if found == nil || found.DeletedAt.Before(start) || found.DeletedAt.After(now().Add(time.Second)) {
+		t.Fatalf("DeletedProjects after deleting %s: %+v", p.ID, found)
+	}
+	_, err := s.ClaimOrphans(ctx, p.ID, nil)
+	wantErr(t, "ClaimOrphans of a deleted project", err, metastore.ErrNotFound)
+	wantErr(t, "ForgetDeletedProject", s.ForgetDeletedProject(ctx, p.ID), nil)
+	for _, d := range must[[]metastore.DeletedProject](t, "DeletedProjects")(s.DeletedProjects(ctx)) {
+		if d.ID == p.ID {
+			t.Fatal("ForgetDeletedProject left the project listed")
+		}
+	}
 }
 
 func testLimits(t *testing.T, s metastore.Store) {

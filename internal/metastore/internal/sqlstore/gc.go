@@ -377,11 +377,64 @@ func (s *Store) DeleteVersions(ctx context.Context, projectID string, numbers []
 // the project's lock so that no upload or commit is half way through.
 func (s *Store) DeleteProject(ctx context.Context, projectID string) error {
 	err := s.gcTx(ctx, projectID, func(q Querier) error {
-		_, err := q.Exec(ctx, `DELETE FROM projects WHERE id = $1`, projectID)
+		n, err := q.Exec(ctx, `DELETE FROM projects WHERE id = $1`, projectID)
+		if err != nil || n == 0 {
+			return err
+		}
+		_, err = q.Exec(ctx, `INSERT INTO deleted_projects (id, deleted_at) VALUES ($1, $2)
+			ON CONFLICT (id) DO UPDATE SET deleted_at = excluded.deleted_at`, projectID, storeutil.Now())
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("delete project %s: %w", projectID, err)
+	}
+	return nil
+}
+
+// ClaimOrphans records packs without a row as deleting.
+func (s *Store) ClaimOrphans(ctx context.Context, projectID string, packs []metastore.Pack) ([]id.ID, error) {
+	var claimed []id.ID
+	err := s.gcTx(ctx, projectID, func(q Querier) error {
+		claimed = claimed[:0]
+		for _, p := range packs {
+			n, err := q.Exec(ctx, `INSERT INTO packs (project_id, id, type, size, created_at, deleting) VALUES ($1, $2, $3, $4, $5, true)
+				ON CONFLICT (project_id, id) DO NOTHING`, projectID, p.ID.Bytes(), int16(p.Type), p.Size, p.CreatedAt.UTC())
+			if err != nil {
+				return err
+			}
+			if n == 1 {
+				claimed = append(claimed, p.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim orphans of %s: %w", projectID, err)
+	}
+	return claimed, nil
+}
+
+// DeletedProjects lists recently deleted projects, oldest first.
+func (s *Store) DeletedProjects(ctx context.Context) ([]metastore.DeletedProject, error) {
+	var out []metastore.DeletedProject
+	err := s.d.Reader().Query(ctx, func(r Row) error {
+		var d metastore.DeletedProject
+		if err := r.Scan(&d.ID, &d.DeletedAt); err != nil {
+			return err
+		}
+		out = append(out, d)
+		return nil
+	}, `SELECT id, deleted_at FROM deleted_projects ORDER BY deleted_at, id LIMIT 100000`)
+	if err != nil {
+		return nil, fmt.Errorf("deleted projects: %w", err)
+	}
+	return out, nil
+}
+
+// ForgetDeletedProject drops a project from the deleted list.
+func (s *Store) ForgetDeletedProject(ctx context.Context, projectID string) error {
+	if _, err := s.d.Writer().Exec(ctx, `DELETE FROM deleted_projects WHERE id = $1`, projectID); err != nil {
+		return fmt.Errorf("forget deleted project %s: %w", projectID, err)
 	}
 	return nil
 }
