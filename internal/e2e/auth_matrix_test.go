@@ -23,7 +23,7 @@ import (
 
 // rpc is one method of the coordinator's gRPC API.
 type rpc struct {
-	service, method        string
+	service, method         string
 	clientStream, srvStream bool
 }
 
