@@ -52,6 +52,20 @@ lint: ## gofmt + vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 
+# Every fuzz target, as package:Func. `go test` runs their seed corpora in
+# `make test`; `make fuzz` mutates each for FUZZTIME (not in CI: random).
+FUZZTIME ?= 10s
+FUZZ_TARGETS := api:FuzzAgentAPI blobstore:FuzzValidateKey chunker:FuzzChunker id:FuzzParse \
+	ignore:FuzzGlobAgainstRegexp ignore:FuzzParse links:FuzzParseRange pack:FuzzParseFooter \
+	pack:FuzzDecodeBlob pack:FuzzDecodeBlobStored restore:FuzzPlanEntry restore:FuzzRun \
+	snapshot:FuzzIncremental snapshot:FuzzReadIndex tree:FuzzDecode tree:FuzzCleanPath urlsign:FuzzVerify
+
+fuzz: ## fuzz every decoder and path handler for FUZZTIME each (default 10s)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$pkg $$fn"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/$$pkg/; \
+	done
+
 bench-go: ## Go micro-benchmarks (chunker, pack, snapshot, restore)
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/chunker/ ./internal/pack/ ./internal/snapshot/ ./internal/restore/
 

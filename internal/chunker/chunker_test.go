@@ -738,7 +738,7 @@ func FuzzChunker(f *testing.F) {
 	f.Add(randBytes(1, 5000), uint64(2), uint8(0))
 	f.Add(make([]byte, 3000), uint64(3), uint8(2))
 	f.Add(bytes.Repeat([]byte{1, 2, 3}, 1000), uint64(4), uint8(3))
-	f.Add(randBytes(5, 100<<10), uint64(5), uint8(4))
+	f.Add(randBytes(5, 40<<10), uint64(5), uint8(4)) // two lanes (2×8 KiB) past Min, twice
 	paramSets := []Params{
 		smallParams,
 		{Min: 64, Avg: 64, Max: 64},

@@ -57,7 +57,9 @@ func TestRealAgent(t *testing.T) {
 	p := newProvider(t, func(cfg *local.Config) {
 		cfg.AgentBinary = bin
 		cfg.StopTimeout = 60 * time.Second
-		cfg.AgentArgs = []string{"--stop-timeout", "45s"}
+		// --keep-setuid: the generated workspace holds setuid files and
+		// the round trip is compared bit for bit.
+		cfg.AgentArgs = []string{"--stop-timeout", "45s", "--keep-setuid"}
 	})
 	ctx := t.Context()
 	spec := provider.CreateSpec{
@@ -85,7 +87,9 @@ func TestRealAgent(t *testing.T) {
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			st, err := cl.Status(sctx)
 			cancel()
-			if err == nil && st.State != "restoring" {
+			// Ready once past "connecting" and "restoring": the agent opens
+			// its socket before it has a coordinator or a workspace.
+			if err == nil && st.State != "connecting" && st.State != "restoring" {
 				return cl
 			}
 			if sb, gerr := p.Get(ctx, id); gerr == nil && sb.State == provider.StateError {
@@ -178,7 +182,7 @@ func TestRealAgent(t *testing.T) {
 	}
 	defer dumpLogs(sb2.ID)
 	wait(t, p, sb2.ID, provider.StateStarted)
-	up(sb2.ID) // past "restoring"
+	up(sb2.ID) // past "connecting" and "restoring"
 	ws2 := p.Workspace(sb2.ID)
 	t.Cleanup(func() { workspacetest.MakeWritable(ws2) })
 	if diff := workspacetest.Diff(want, workspacetest.Snapshot(t, ws2)); len(diff) > 0 {
