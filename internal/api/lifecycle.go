@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -11,10 +12,12 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sandkeep/sandkeep/internal/errinfo"
 	"github.com/sandkeep/sandkeep/internal/lifecycle"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/policy"
 	"github.com/sandkeep/sandkeep/internal/provider"
+	"github.com/sandkeep/sandkeep/internal/retry"
 	"github.com/sandkeep/sandkeep/internal/sessions"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
@@ -126,13 +129,51 @@ func (s *LifecycleServer) EnsureSandbox(ctx context.Context, req *pb.EnsureSandb
 	}
 	res, err := s.m.EnsureSandbox(ctx, req.GetProjectId())
 	if err != nil {
-		return nil, s.status(ctx, "ensure sandbox", err)
+		return nil, s.ensureStatus(ctx, err, res.Replaced)
 	}
 	v, err := s.m.GetSandbox(ctx, res.Sandbox.ID)
 	if err != nil {
-		return nil, s.status(ctx, "ensure sandbox", err)
+		return nil, s.ensureStatus(ctx, err, res.Replaced)
 	}
-	return &pb.EnsureSandboxResponse{Sandbox: sandboxToPB(v), Took: durationpb.New(res.Took), Created: res.Created, Started: res.Started, Version: res.Version}, nil
+	out := &pb.EnsureSandboxResponse{Sandbox: sandboxToPB(v), Took: durationpb.New(res.Took), Created: res.Created, Started: res.Started, Version: res.Version}
+	for _, r := range res.Replaced {
+		out.Replaced = append(out.Replaced, &pb.SandboxReplacement{SandboxId: r.SandboxID, Reason: r.Reason, Detail: r.Detail, Lost: r.Lost})
+	}
+	return out, nil
+}
+
+// ensureStatus maps EnsureSandbox's errors. EnsureSandbox is safe to call
+// again, so nothing it meets is Internal: a provider outage (or anything
+// unforeseen) is Unavailable with a RetryInfo delay, its own deadline
+// DeadlineExceeded; the sandboxes it replaced on the way are named.
+func (s *LifecycleServer) ensureStatus(ctx context.Context, err error, replaced []lifecycle.Replacement) error {
+	const op = "ensure sandbox"
+	var note string
+	for _, r := range replaced {
+		note += fmt.Sprintf("; replaced %s (%s: %s)", r.SandboxID, r.Reason, r.Detail)
+		if r.Lost != "" {
+			note += ", may have lost: " + r.Lost
+		}
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, lifecycle.ErrNotReady):
+		return status.Error(codes.DeadlineExceeded, op+": "+err.Error()+note+"; ensure again to keep waiting")
+	case errors.Is(err, provider.ErrUnavailable):
+		delay, ok := retry.After(err)
+		if !ok {
+			delay = 5 * time.Second
+		}
+		return errinfo.Retryable(codes.Unavailable, op+": the sandbox provider is unavailable: "+err.Error()+note+"; retry later", delay)
+	}
+	st := s.status(ctx, op, err)
+	if status.Code(st) == codes.Internal || status.Code(st) == codes.Unknown {
+		s.log.ErrorContext(ctx, "ensure sandbox failed", "err", err)
+		return errinfo.Retryable(codes.Unavailable, op+": "+err.Error()+note+"; retry", 5*time.Second)
+	}
+	if note != "" {
+		return status.Error(status.Code(st), status.Convert(st).Message()+note)
+	}
+	return st
 }
 
 // StopSandbox implements pb.LifecycleServiceServer.

@@ -45,6 +45,9 @@ func lifecycleFlags(f *pflag.FlagSet, lc *server.LifecycleConfig) {
 	f.Float64Var(&lc.Rates.StoragePerGBMonth, "rate-storage", rates.StoragePerGBMonth, "USD per GiB-month of bucket storage (default: S3 Standard's list price)")
 	f.DurationVar(&lc.TickEvery, "lifecycle-tick", 5*time.Second, "how often the lifecycle manager looks at every sandbox")
 	f.DurationVar(&lc.ReconcileEvery, "reconcile-every", time.Minute, "how often the database is reconciled with the provider")
+	f.DurationVar(&lc.ProviderCallTimeout, "provider-timeout", 30*time.Second, "bound on one provider call attempt (a call that hangs counts as a provider failure; 5 in a row open the circuit for 30s)")
+	f.DurationVar(&lc.AgentTimeout, "agent-timeout", 2*time.Minute, "a started sandbox whose agent has not answered for this long is replaced by `sandbox ensure`")
+	f.DurationVar(&lc.StuckAfter, "stuck-after", 15*time.Minute, "a sandbox in the error state or in a transition for this long is flushed if its agent answers, then destroyed (the next ensure creates another)")
 }
 
 // newLifecycleCommands are `sandbox`, `lease`, `policy` and `cost`.
@@ -150,9 +153,22 @@ func newSandbox(g *globals) *cobra.Command {
 			}
 			req := &pb.EnsureSandboxRequest{ProjectId: ensureProject}
 			return lifecycleRPC(g, cmd, ensureTimeout, pb.LifecycleServiceClient.EnsureSandbox, req, func(resp *pb.EnsureSandboxResponse) error {
+				replaced := []map[string]string{}
+				for _, r := range resp.GetReplaced() {
+					replaced = append(replaced, map[string]string{"sandbox_id": r.GetSandboxId(), "reason": r.GetReason(), "detail": r.GetDetail(), "lost": r.GetLost()})
+					// Always on stderr, even with --json: a replaced
+					// sandbox may have taken unsaved work with it.
+					line := fmt.Sprintf("replaced sandbox %s (%s: %s)", r.GetSandboxId(), r.GetReason(), r.GetDetail())
+					if r.GetLost() != "" {
+						line += "; may have lost: " + r.GetLost()
+					} else {
+						line += "; nothing unsaved was lost"
+					}
+					fmt.Fprintln(g.stderr, line)
+				}
 				if ensureJSON {
 					return printJSON(g.stdout, map[string]any{"sandbox": toSandboxJSON(resp.GetSandbox()), "seconds": resp.GetTook().AsDuration().Seconds(),
-						"created": resp.GetCreated(), "started": resp.GetStarted(), "version": resp.GetVersion()})
+						"created": resp.GetCreated(), "started": resp.GetStarted(), "version": resp.GetVersion(), "replaced": replaced})
 				}
 				how := "already running"
 				switch {

@@ -21,6 +21,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/coordtest"
 	"github.com/sandkeep/sandkeep/internal/lifecycle"
 	"github.com/sandkeep/sandkeep/internal/policy"
+	"github.com/sandkeep/sandkeep/internal/provider"
 	"github.com/sandkeep/sandkeep/internal/provider/local"
 	"github.com/sandkeep/sandkeep/internal/server"
 	"github.com/sandkeep/sandkeep/internal/testclock"
@@ -90,7 +91,17 @@ func startLifecycle(t *testing.T, mod func(*server.Config)) *lcEnv {
 	}
 	c := coordtest.Start(t, coordtest.Options{Config: cfg})
 	e := &lcEnv{t: t, c: c, clock: clock, m: c.Server.Lifecycle, lc: pb.NewLifecycleServiceClient(c.Conn(t, c.Server.AdminToken))}
-	p, ok := e.m.Provider().(*local.Provider)
+	prov := e.m.Provider()
+	for {
+		// The server guards every provider (package guard); tests may
+		// add faults (package faulty).
+		g, ok := prov.(interface{ Unwrap() provider.Provider })
+		if !ok {
+			break
+		}
+		prov = g.Unwrap()
+	}
+	p, ok := prov.(*local.Provider)
 	if !ok {
 		t.Fatalf("provider %T, want the local one", e.m.Provider())
 	}

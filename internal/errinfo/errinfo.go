@@ -7,9 +7,12 @@
 package errinfo
 
 import (
+	"time"
+
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // Domain is the ErrorInfo domain of sandkeep's reasons.
@@ -55,4 +58,30 @@ func Reason(err error) string {
 		}
 	}
 	return ""
+}
+
+// Retryable returns an Unavailable (or other code) status error carrying a
+// google.rpc.RetryInfo detail: the client may try again after delay.
+func Retryable(code codes.Code, msg string, delay time.Duration) error {
+	st := status.New(code, msg)
+	if delay > 0 {
+		if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(delay)}); err == nil {
+			st = d
+		}
+	}
+	return st.Err()
+}
+
+// RetryDelay returns the RetryInfo delay of a gRPC error, if it has one.
+func RetryDelay(err error) (time.Duration, bool) {
+	st, ok := status.FromError(err)
+	if !ok {
+		return 0, false
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			return ri.GetRetryDelay().AsDuration(), true
+		}
+	}
+	return 0, false
 }

@@ -66,6 +66,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/cost"
@@ -135,9 +136,16 @@ type Config struct {
 	// given (0: sandkeep decides when to stop).
 	Spec provider.CreateSpec
 
-	FlushTimeout   time.Duration // one flush barrier (default 60s)
-	OpTimeout      time.Duration // one provider operation and the wait for its state (default 5m)
-	ReadyTimeout   time.Duration // EnsureSandbox as a whole (default 5m)
+	FlushTimeout time.Duration // one flush barrier (default 60s)
+	OpTimeout    time.Duration // one provider operation and the wait for its state (default 5m)
+	ReadyTimeout time.Duration // EnsureSandbox as a whole (default 5m)
+	// AgentTimeout: a started sandbox whose agent has not answered for
+	// this long is silent, and EnsureSandbox replaces it (default 2m).
+	AgentTimeout time.Duration
+	// StuckAfter: the loop recovers a sandbox in the error state or in a
+	// transition for this long — flushed if its agent answers, then
+	// destroyed; the next EnsureSandbox creates another (default 15m).
+	StuckAfter     time.Duration
 	Poll           time.Duration // polling of provider states and agent readiness (default 250ms)
 	TickEvery      time.Duration // Run's tick (default 5s)
 	ReconcileEvery time.Duration // Run's reconcile (default 1m)
@@ -159,6 +167,9 @@ type Manager struct {
 
 	locks   projectLocks
 	flights flights
+	slots   chan struct{}  // the loop's steps in flight (Parallel)
+	running sync.WaitGroup // steps Run started
+	rr      atomic.Uint64  // dispatch's round-robin start
 
 	mu     sync.Mutex
 	alerts map[string]string // sandbox id -> the last alert logged
@@ -196,6 +207,8 @@ func New(cfg Config) (*Manager, error) {
 	def(&cfg.FlushTimeout, 60*time.Second)
 	def(&cfg.OpTimeout, 5*time.Minute)
 	def(&cfg.ReadyTimeout, 5*time.Minute)
+	def(&cfg.AgentTimeout, 2*time.Minute)
+	def(&cfg.StuckAfter, 15*time.Minute)
 	def(&cfg.Poll, 250*time.Millisecond)
 	def(&cfg.TickEvery, 5*time.Second)
 	def(&cfg.ReconcileEvery, time.Minute)
@@ -207,7 +220,8 @@ func New(cfg Config) (*Manager, error) {
 		cfg.HTTPClient = &http.Client{}
 	}
 	return &Manager{cfg: cfg, log: cfg.Log, meta: cfg.Repo.Meta(), st: cfg.Store,
-		locks: projectLocks{m: map[string]chan struct{}{}}, flights: flights{m: map[string]*flight{}}, alerts: map[string]string{}}, nil
+		locks: projectLocks{m: map[string]chan struct{}{}}, flights: flights{m: map[string]*flight{}}, alerts: map[string]string{},
+		slots: make(chan struct{}, cfg.Parallel)}, nil
 }
 
 // Provider returns the configured provider (nil if none).
@@ -235,12 +249,17 @@ func (m *Manager) count(action, result string) {
 }
 
 // Run runs the loop until ctx ends: Reconcile at once and every
-// ReconcileEvery, Tick every TickEvery, on the leader only.
+// ReconcileEvery, a pass over the sandboxes every TickEvery, on the leader
+// only. A pass does not wait for slow sandboxes: each holds one of the
+// Parallel slots (and its project's lock) until its provider calls end,
+// bounded by their timeouts, while the others go on. Run returns once the
+// steps it started have ended.
 func (m *Manager) Run(ctx context.Context) {
 	tick := time.NewTicker(m.cfg.TickEvery)
 	defer tick.Stop()
 	var lastReconcile time.Time
 	defer func() {
+		m.running.Wait()
 		if m.cfg.Leader != nil {
 			m.cfg.Leader.Resign()
 		}
@@ -258,9 +277,7 @@ func (m *Manager) Run(ctx context.Context) {
 					m.log.Warn("lifecycle: cost metrics", "err", err)
 				}
 			}
-			if err := m.Tick(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("lifecycle: tick failed", "err", err)
-			}
+			m.dispatch(ctx, false)
 		}
 		select {
 		case <-ctx.Done():
@@ -312,6 +329,11 @@ func (l *projectLocks) lock(ctx context.Context, project string) (func(), error)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// busy reports whether the project's lock is held now.
+func (l *projectLocks) busy(project string) bool {
+	return len(l.ch(project)) > 0
 }
 
 func (l *projectLocks) tryLock(project string) (func(), bool) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,16 +18,31 @@ import (
 const maxSteps = 6
 
 // Tick makes one pass over the sandboxes: each is decided on and acted upon
-// (see the package documentation). Sandboxes of a project busy with another
-// operation (EnsureSandbox, a previous tick) are skipped. Errors of single
-// sandboxes are recorded and logged, not returned.
+// (see the package documentation), and Tick returns when every one is
+// done. Sandboxes of a project busy with another operation
+// (EnsureSandbox, a previous tick) are skipped. Errors of single sandboxes
+// are recorded and logged, not returned.
 func (m *Manager) Tick(ctx context.Context) error {
+	m.dispatch(ctx, true).Wait()
+	return ctx.Err()
+}
+
+// dispatch starts a step for each project's sandbox, at most Parallel at
+// once across every dispatch. With wait it waits for free slots (Tick);
+// without (Run), projects that find no free slot wait for the next tick,
+// so a sandbox whose provider calls are slow holds one slot and never the
+// whole loop.
+func (m *Manager) dispatch(ctx context.Context, wait bool) *sync.WaitGroup {
+	var wg sync.WaitGroup
 	if m.cfg.Provider == nil {
-		return nil
+		return &wg
 	}
 	all, err := m.st.ListSandboxes(ctx, metastore.SandboxFilter{})
 	if err != nil {
-		return err
+		if ctx.Err() == nil {
+			m.log.Warn("lifecycle: list sandboxes", "err", err)
+		}
+		return &wg
 	}
 	// Per project: the live sandbox, or else the newest destroyed one
 	// (delete_history).
@@ -48,22 +64,41 @@ func (m *Manager) Tick(ctx context.Context) error {
 			picks[sb.ProjectID] = pick{sb, false}
 		}
 	}
-	sem := make(chan struct{}, m.cfg.Parallel)
-	var wg sync.WaitGroup
+	if !wait && len(order) > 0 {
+		// Round robin: with every slot but one held by slow sandboxes,
+		// each project still gets its turn.
+		k := int(m.rr.Add(1) % uint64(len(order)))
+		order = slices.Concat(order[k:], order[:k])
+	}
 	for _, project := range order {
 		p := picks[project]
 		if !p.live && !m.historyPolicyMayApply(ctx, project) {
 			continue
 		}
-		sem <- struct{}{}
+		if m.locks.busy(project) {
+			continue // its step (or an ensure) is still running
+		}
+		if wait {
+			select {
+			case m.slots <- struct{}{}:
+			case <-ctx.Done():
+				return &wg
+			}
+		} else {
+			select {
+			case m.slots <- struct{}{}:
+			default:
+				continue // every slot busy: next tick
+			}
+		}
 		wg.Add(1)
+		m.running.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
+			defer func() { <-m.slots; wg.Done(); m.running.Done() }()
 			m.step(ctx, p.sb)
 		}()
 	}
-	wg.Wait()
-	return ctx.Err()
+	return &wg
 }
 
 // historyPolicyMayApply: a destroyed sandbox matters only when history is
@@ -94,6 +129,12 @@ func (m *Manager) step(ctx context.Context, sb metastore.Sandbox) {
 		}
 		if m.stale(sb) {
 			m.gone(ctx, sb, "its create never completed")
+			return
+		}
+		if u := m.stuck(sb); u != nil {
+			// Flushed if its agent answers, then destroyed; the next
+			// EnsureSandbox creates another.
+			m.replace(ctx, sb, u)
 			return
 		}
 		if sb.State.Transitional() && sb.ProviderID != "" {
@@ -134,6 +175,21 @@ func (m *Manager) step(ctx context.Context, sb metastore.Sandbox) {
 			// may stop the sandbox anyway; otherwise the backoff waits).
 		}
 	}
+}
+
+// stuck reports a sandbox in the error state or in a transition for longer
+// than StuckAfter.
+func (m *Manager) stuck(sb metastore.Sandbox) *unusable {
+	if sb.ProviderID == "" || sb.StateSince.IsZero() || m.now().Sub(sb.StateSince) <= m.cfg.StuckAfter {
+		return nil
+	}
+	switch {
+	case sb.State == provider.StateError:
+		return &unusable{ReasonFailed, fmt.Sprintf("in the error state since %s (%s)", sb.StateSince.Format(time.RFC3339), sb.LastError)}
+	case sb.State.Transitional():
+		return &unusable{ReasonStuck, fmt.Sprintf("%s since %s", sb.State, sb.StateSince.Format(time.RFC3339))}
+	}
+	return nil
 }
 
 // noteAlert logs an alerting decision at ERROR once per distinct reason.
@@ -387,7 +443,7 @@ func (m *Manager) startForFlush(ctx context.Context, sb metastore.Sandbox) error
 	}
 	octx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
 	defer cancel()
-	return m.waitAgent(octx, sb, func(*agentView) bool { return true })
+	return m.waitAgent(octx, sb, 0, func(*agentView) bool { return true })
 }
 
 // start asks the provider to start the sandbox and waits until it runs.

@@ -32,6 +32,12 @@ type Metrics struct {
 	GCBytesFreed   prometheus.Counter     // pack bytes they deleted
 	GCVersions     prometheus.Counter     // versions their retention deleted
 	GCLastSuccess  prometheus.Gauge       // unix time of the last one that succeeded
+
+	ProviderCalls       *prometheus.CounterVec   // op, result (guard.Result)
+	ProviderCallSeconds *prometheus.HistogramVec // op: a call with its retries
+	ProviderCircuitOpen prometheus.Gauge         // 1 while the provider's circuit breaker is open
+	EnsureSeconds       *prometheus.HistogramVec // result: ok, error; EnsureSandbox as a whole
+	SandboxesReplaced   *prometheus.CounterVec   // reason: lost, failed, silent, stuck
 }
 
 // New makes and registers the metrics.
@@ -96,10 +102,28 @@ func New() *Metrics {
 		GCLastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "sandkeep", Name: "gc_last_success_timestamp_seconds", Help: "Unix time at which the last successful periodic garbage collection ended (0: none yet).",
 		}),
+		ProviderCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "provider_calls_total", Help: "Sandbox provider calls by operation and result (ok, not_found, unavailable, circuit_open, …).",
+		}, []string{"op", "result"}),
+		ProviderCallSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "sandkeep", Name: "provider_call_seconds", Help: "Sandbox provider call latency (retries included) by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16),
+		}, []string{"op"}),
+		ProviderCircuitOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "sandkeep", Name: "provider_circuit_open", Help: "1 while the provider's circuit breaker is open (calls fail at once).",
+		}),
+		EnsureSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "sandkeep", Name: "ensure_seconds", Help: "EnsureSandbox latency by result.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
+		}, []string{"result"}),
+		SandboxesReplaced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "sandboxes_replaced_total", Help: "Sandboxes EnsureSandbox or the loop found lost, failed, silent or stuck and replaced, by reason.",
+		}, []string{"reason"}),
 	}
 	r.MustRegister(m.Commits, m.CommitSeconds, m.PacksCompleted, m.PackBytes, m.ChunksIndexed, m.ChunksAsked,
 		m.ChunksMissing, m.RestorePlans, m.RestoreSeconds, m.AgentSessions, m.Heartbeats, m.ReaperActions,
-		m.CostDollars, m.HTTPRequests, m.GCRuns, m.GCBytesFreed, m.GCVersions, m.GCLastSuccess)
+		m.CostDollars, m.HTTPRequests, m.GCRuns, m.GCBytesFreed, m.GCVersions, m.GCLastSuccess,
+		m.ProviderCalls, m.ProviderCallSeconds, m.ProviderCircuitOpen, m.EnsureSeconds, m.SandboxesReplaced)
 	return m
 }
 

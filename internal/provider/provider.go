@@ -220,3 +220,50 @@ func MatchLabels(labels, selector map[string]string) bool {
 	}
 	return true
 }
+
+// UnavailableError is an ErrUnavailable that says more: when the provider
+// asked to be called again (HTTP Retry-After), and whether it certainly did
+// not act on the request (a 429, an open circuit, a refused connection), so
+// that even a Create may be sent again.
+type UnavailableError struct {
+	Op       string
+	Err      error // the cause (may be nil)
+	After    time.Duration
+	NotActed bool
+}
+
+func (e *UnavailableError) Error() string {
+	s := ErrUnavailable.Error()
+	if e.Op != "" {
+		s = e.Op + ": " + s
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	if e.After > 0 {
+		s += fmt.Sprintf(" (retry in %s)", e.After.Round(time.Millisecond))
+	}
+	return s
+}
+
+// Unwrap makes errors.Is(err, ErrUnavailable) hold, and reaches the cause.
+func (e *UnavailableError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrUnavailable}
+	}
+	return []error{ErrUnavailable, e.Err}
+}
+
+// RetryAfter is the provider's advice on when to try again (0: none).
+func (e *UnavailableError) RetryAfter() time.Duration { return e.After }
+
+// NotActedOn reports whether err says the provider certainly did not act on
+// the request (so a non-idempotent call may be repeated).
+func NotActedOn(err error) bool {
+	var n interface{ NotActed() bool }
+	if errors.As(err, &n) && n.NotActed() {
+		return true
+	}
+	var u *UnavailableError
+	return errors.As(err, &u) && u.NotActed
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/policy"
 	"github.com/sandkeep/sandkeep/internal/provider"
 	"github.com/sandkeep/sandkeep/internal/provider/daytona"
+	"github.com/sandkeep/sandkeep/internal/provider/guard"
 	"github.com/sandkeep/sandkeep/internal/provider/local"
 )
 
@@ -63,8 +64,14 @@ type LifecycleConfig struct {
 	// (tests, with Now a fake clock).
 	Manual bool
 	Now    func() time.Time
-	// FlushTimeout, ReadyTimeout: see lifecycle.Config.
-	FlushTimeout, ReadyTimeout time.Duration
+	// FlushTimeout, ReadyTimeout, AgentTimeout, StuckAfter: see
+	// lifecycle.Config.
+	FlushTimeout, ReadyTimeout, AgentTimeout, StuckAfter time.Duration
+	// ProviderCallTimeout bounds one provider call attempt (guard.Config
+	// CallTimeout; default 30s).
+	ProviderCallTimeout time.Duration
+	// Guard tunes the provider guard beyond the call timeout (tests).
+	Guard guard.Config
 }
 
 // buildProvider makes the configured provider (nil for none).
@@ -123,6 +130,16 @@ func (s *Server) buildLifecycle() error {
 		return fmt.Errorf("sandbox provider: %w", err)
 	}
 	s.provider = prov
+	if prov != nil {
+		// Every provider call of the manager is bounded, retried and
+		// behind a circuit breaker (package guard).
+		gc := lc.Guard
+		if lc.ProviderCallTimeout > 0 {
+			gc.CallTimeout = lc.ProviderCallTimeout
+		}
+		gc.Metrics, gc.Log = s.Metrics, s.log.With("component", "provider")
+		prov = guard.New(prov, gc)
+	}
 	st, ok := s.Meta.(metastore.SandboxStore)
 	if !ok {
 		return errors.New("the metadata store has no lifecycle tables")
@@ -143,7 +160,7 @@ func (s *Server) buildLifecycle() error {
 	s.Lifecycle, err = lifecycle.New(lifecycle.Config{
 		Repo: s.Repo, Store: st, Agents: s.Sessions, Provider: prov, Metrics: s.Metrics, Log: s.log.With("component", "lifecycle"),
 		Now: lc.Now, Policy: lc.Policy, Webhook: lc.Webhook, Rates: lc.Rates, AgentCoordinator: coord, AgentEnv: agentEnv,
-		Spec: spec, FlushTimeout: lc.FlushTimeout, ReadyTimeout: lc.ReadyTimeout,
+		Spec: spec, FlushTimeout: lc.FlushTimeout, ReadyTimeout: lc.ReadyTimeout, AgentTimeout: lc.AgentTimeout, StuckAfter: lc.StuckAfter,
 		TickEvery: lc.TickEvery, ReconcileEvery: lc.ReconcileEvery, Leader: leader,
 	})
 	return err

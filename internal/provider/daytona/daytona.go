@@ -55,7 +55,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -64,6 +63,7 @@ import (
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/provider"
+	"github.com/sandkeep/sandkeep/internal/retry"
 )
 
 // DefaultAPIURL is Daytona's hosted API.
@@ -432,8 +432,17 @@ type APIError struct {
 	Code         string // Daytona's error code, when it sends one
 	Message      string
 	Attempts     int // > 1 when it is the last of several attempts
-	kind         error
+	// After is the Retry-After the last answer carried (0: none).
+	After time.Duration
+	kind  error
 }
+
+// RetryAfter is the Retry-After of the last answer (retry.Afterer).
+func (e *APIError) RetryAfter() time.Duration { return e.After }
+
+// NotActed: Daytona refused the request before acting on it (429: rate
+// limited), so even a create may be sent again.
+func (e *APIError) NotActed() bool { return e.StatusCode == http.StatusTooManyRequests }
 
 func (e *APIError) Error() string {
 	var b strings.Builder
@@ -567,6 +576,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 				return apiErr
 			}
 			if ra, ok := retryAfter(hdr.Get("Retry-After"), time.Now()); ok {
+				apiErr.After = ra
 				if ra > c.cfg.MaxRetryAfter {
 					return fmt.Errorf("%w (Retry-After %s is longer than %s)", apiErr, ra, c.cfg.MaxRetryAfter)
 				}
@@ -626,12 +636,7 @@ func (c *Client) once(ctx context.Context, method, u string, payload []byte) (in
 // backoff is the wait before attempt+1: RetryMin·2^(attempt-1), capped at
 // RetryMax, plus up to 20 % jitter so that replicas do not retry in step.
 func (c *Client) backoff(attempt int) time.Duration {
-	d := c.cfg.RetryMin
-	for i := 1; i < attempt && d < c.cfg.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, c.cfg.RetryMax)
-	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+	return retry.Backoff{Min: c.cfg.RetryMin, Max: c.cfg.RetryMax, Jitter: 0.2}.Delay(attempt)
 }
 
 // retryAfter parses a Retry-After header: delay-seconds or an HTTP date.

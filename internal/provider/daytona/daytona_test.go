@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,7 +16,10 @@ import (
 	"github.com/sandkeep/sandkeep/internal/provider"
 	"github.com/sandkeep/sandkeep/internal/provider/daytona"
 	"github.com/sandkeep/sandkeep/internal/provider/daytona/fakedaytona"
+	"github.com/sandkeep/sandkeep/internal/provider/faulty"
+	"github.com/sandkeep/sandkeep/internal/provider/guard"
 	"github.com/sandkeep/sandkeep/internal/provider/providertest"
+	"github.com/sandkeep/sandkeep/internal/retry"
 )
 
 // sleeps records the client's waits between attempts instead of waiting.
@@ -74,6 +78,54 @@ func TestConformance(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestConformanceUnderFaults: the client keeps the provider's guarantees
+// while the API answers 503, 502 and 429 at random and holds some reads
+// past the client's timeout; and behind the coordinator's guard when the
+// faults come from the provider interface itself (package faulty).
+func TestConformanceUnderFaults(t *testing.T) {
+	spec := func(_ *testing.T, labels map[string]string) provider.CreateSpec {
+		return provider.CreateSpec{Labels: labels, Env: map[string]string{provider.EnvToken: "skt_x"}, Snapshot: "sandkeep-base"}
+	}
+	t.Run("api chaos", func(t *testing.T) {
+		fake, base := fakedaytona.Start(t, fakedaytona.Options{Polls: 1, Chaos: &fakedaytona.Chaos{
+			Seed: 3, ServerError: 0.1, Throttle: 0.1, SlowGets: 0.05, Delay: 300 * time.Millisecond}})
+		c, _ := newClient(t, fake, base, func(c *daytona.Config) {
+			c.RequestTimeout, c.MaxAttempts, c.Sleep = 100*time.Millisecond, 12, nil
+			c.RetryMin, c.RetryMax = time.Millisecond, 5*time.Millisecond
+		})
+		t.Cleanup(func() { // after the parallel subtests
+			var failed int
+			for _, r := range fake.Requests() {
+				if r.Status == http.StatusServiceUnavailable || r.Status == http.StatusBadGateway || r.Status == http.StatusTooManyRequests {
+					failed++
+				}
+			}
+			if failed == 0 {
+				t.Error("no fault was injected")
+			}
+		})
+		providertest.RunWith(t, func(t *testing.T) provider.Provider { return c }, providertest.Options{
+			Poll: time.Millisecond, Timeout: 30 * time.Second, Spec: spec})
+	})
+	t.Run("interface faults behind the guard", func(t *testing.T) {
+		fake, base := fakedaytona.Start(t, fakedaytona.Options{Polls: 1})
+		c, _ := newClient(t, fake, base)
+		// No hangs here: a create that hangs is ambiguous (it may have
+		// made a sandbox), so it is not repeated; the lifecycle's ensure
+		// replaces it instead (internal/e2e's soak test).
+		fl := faulty.New(c, faulty.Faults{Seed: 5, Unavailable: 0.1, Throttle: 0.1, Slow: 5 * time.Millisecond})
+		g := guard.New(fl, guard.Config{CallTimeout: 100 * time.Millisecond, Attempts: 8, Threshold: 1000,
+			Backoff: retry.Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond}, Log: slog.New(slog.DiscardHandler)})
+		t.Cleanup(func() {
+			if c := fl.Counts(); c["unavailable"]+c["throttle"] == 0 {
+				t.Errorf("no fault was injected: %v", c)
+			}
+		})
+		providertest.RunWith(t, func(t *testing.T) provider.Provider { return g }, providertest.Options{
+			Poll: time.Millisecond, Timeout: 30 * time.Second, Spec: spec})
+	})
 }
 
 func TestCreateRequest(t *testing.T) {

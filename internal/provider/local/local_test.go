@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +20,11 @@ import (
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/provider"
+	"github.com/sandkeep/sandkeep/internal/provider/faulty"
+	"github.com/sandkeep/sandkeep/internal/provider/guard"
 	"github.com/sandkeep/sandkeep/internal/provider/local"
 	"github.com/sandkeep/sandkeep/internal/provider/providertest"
+	"github.com/sandkeep/sandkeep/internal/retry"
 )
 
 var (
@@ -108,6 +112,36 @@ func specWith(labels map[string]string, env ...string) provider.CreateSpec {
 func TestConformance(t *testing.T) {
 	stub(t)
 	providertest.RunWith(t, func(t *testing.T) provider.Provider { return newProvider(t) }, providertest.Options{
+		Poll: 5 * time.Millisecond, Timeout: 30 * time.Second,
+		Spec: func(_ *testing.T, labels map[string]string) provider.CreateSpec { return specWith(labels) },
+	})
+}
+
+// TestConformanceUnderFaults: behind the coordinator's guard, the local
+// provider keeps its guarantees while every call may fail like a 503 or a
+// 429 and transitions are slow (package faulty).
+func TestConformanceUnderFaults(t *testing.T) {
+	stub(t)
+	var mu sync.Mutex
+	var fls []*faulty.Provider
+	t.Cleanup(func() {
+		n := 0
+		for _, fl := range fls {
+			c := fl.Counts()
+			n += c["unavailable"] + c["throttle"]
+		}
+		if n == 0 {
+			t.Error("no fault was injected")
+		}
+	})
+	providertest.RunWith(t, func(t *testing.T) provider.Provider {
+		fl := faulty.New(newProvider(t), faulty.Faults{Seed: 9, Unavailable: 0.1, Throttle: 0.1, Slow: 10 * time.Millisecond})
+		mu.Lock()
+		fls = append(fls, fl)
+		mu.Unlock()
+		return guard.New(fl, guard.Config{CallTimeout: 10 * time.Second, Attempts: 8, Threshold: 1000,
+			Backoff: retry.Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond}, Log: slog.New(slog.DiscardHandler)})
+	}, providertest.Options{
 		Poll: 5 * time.Millisecond, Timeout: 30 * time.Second,
 		Spec: func(_ *testing.T, labels map[string]string) provider.CreateSpec { return specWith(labels) },
 	})

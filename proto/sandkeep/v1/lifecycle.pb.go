@@ -491,7 +491,10 @@ type EnsureSandboxResponse struct {
 	Created bool `protobuf:"varint,3,opt,name=created,proto3" json:"created,omitempty"`
 	Started bool `protobuf:"varint,4,opt,name=started,proto3" json:"started,omitempty"`
 	// The version the agent reported when found ready.
-	Version       int64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	Version int64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	// Sandboxes this call found unusable and replaced (lost at the provider,
+	// failed, silent or stuck), oldest first.
+	Replaced      []*SandboxReplacement `protobuf:"bytes,6,rep,name=replaced,proto3" json:"replaced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -561,6 +564,89 @@ func (x *EnsureSandboxResponse) GetVersion() int64 {
 	return 0
 }
 
+func (x *EnsureSandboxResponse) GetReplaced() []*SandboxReplacement {
+	if x != nil {
+		return x.Replaced
+	}
+	return nil
+}
+
+// SandboxReplacement is a sandbox EnsureSandbox gave up on and replaced.
+type SandboxReplacement struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// lost (gone at the provider), failed (error state, or its start failed),
+	// silent (its agent never answered), stuck (a transition past its
+	// deadline).
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What was seen, in words.
+	Detail string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	// What may not have been saved: empty only when a flush confirmed
+	// everything; otherwise the pending paths and bytes of its last
+	// heartbeat, and that changes after it are lost.
+	Lost          string `protobuf:"bytes,4,opt,name=lost,proto3" json:"lost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SandboxReplacement) Reset() {
+	*x = SandboxReplacement{}
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SandboxReplacement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SandboxReplacement) ProtoMessage() {}
+
+func (x *SandboxReplacement) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SandboxReplacement.ProtoReflect.Descriptor instead.
+func (*SandboxReplacement) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SandboxReplacement) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *SandboxReplacement) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SandboxReplacement) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *SandboxReplacement) GetLost() string {
+	if x != nil {
+		return x.Lost
+	}
+	return ""
+}
+
 type StopSandboxRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
@@ -570,7 +656,7 @@ type StopSandboxRequest struct {
 
 func (x *StopSandboxRequest) Reset() {
 	*x = StopSandboxRequest{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[7]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +668,7 @@ func (x *StopSandboxRequest) String() string {
 func (*StopSandboxRequest) ProtoMessage() {}
 
 func (x *StopSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[7]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +681,7 @@ func (x *StopSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSandboxRequest.ProtoReflect.Descriptor instead.
 func (*StopSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{7}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StopSandboxRequest) GetSandboxId() string {
@@ -614,7 +700,7 @@ type StopSandboxResponse struct {
 
 func (x *StopSandboxResponse) Reset() {
 	*x = StopSandboxResponse{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[8]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +712,7 @@ func (x *StopSandboxResponse) String() string {
 func (*StopSandboxResponse) ProtoMessage() {}
 
 func (x *StopSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[8]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +725,7 @@ func (x *StopSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSandboxResponse.ProtoReflect.Descriptor instead.
 func (*StopSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{8}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StopSandboxResponse) GetSandbox() *Sandbox {
@@ -659,7 +745,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[9]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +757,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[9]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +770,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{9}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DestroySandboxRequest) GetSandboxId() string {
@@ -712,7 +798,7 @@ type DestroySandboxResponse struct {
 
 func (x *DestroySandboxResponse) Reset() {
 	*x = DestroySandboxResponse{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[10]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +810,7 @@ func (x *DestroySandboxResponse) String() string {
 func (*DestroySandboxResponse) ProtoMessage() {}
 
 func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[10]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +823,7 @@ func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxResponse.ProtoReflect.Descriptor instead.
 func (*DestroySandboxResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{10}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DestroySandboxResponse) GetSandbox() *Sandbox {
@@ -766,7 +852,7 @@ type ExtendSandboxRequest struct {
 
 func (x *ExtendSandboxRequest) Reset() {
 	*x = ExtendSandboxRequest{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[11]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +864,7 @@ func (x *ExtendSandboxRequest) String() string {
 func (*ExtendSandboxRequest) ProtoMessage() {}
 
 func (x *ExtendSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[11]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +877,7 @@ func (x *ExtendSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendSandboxRequest.ProtoReflect.Descriptor instead.
 func (*ExtendSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{11}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExtendSandboxRequest) GetSandboxId() string {
@@ -824,7 +910,7 @@ type ExtendSandboxResponse struct {
 
 func (x *ExtendSandboxResponse) Reset() {
 	*x = ExtendSandboxResponse{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[12]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +922,7 @@ func (x *ExtendSandboxResponse) String() string {
 func (*ExtendSandboxResponse) ProtoMessage() {}
 
 func (x *ExtendSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[12]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +935,7 @@ func (x *ExtendSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendSandboxResponse.ProtoReflect.Descriptor instead.
 func (*ExtendSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{12}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExtendSandboxResponse) GetSandbox() *Sandbox {
@@ -873,7 +959,7 @@ type RunLease struct {
 
 func (x *RunLease) Reset() {
 	*x = RunLease{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[13]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +971,7 @@ func (x *RunLease) String() string {
 func (*RunLease) ProtoMessage() {}
 
 func (x *RunLease) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[13]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +984,7 @@ func (x *RunLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunLease.ProtoReflect.Descriptor instead.
 func (*RunLease) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{13}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RunLease) GetId() string {
@@ -946,7 +1032,7 @@ type AcquireRunLeaseRequest struct {
 
 func (x *AcquireRunLeaseRequest) Reset() {
 	*x = AcquireRunLeaseRequest{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[14]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1044,7 @@ func (x *AcquireRunLeaseRequest) String() string {
 func (*AcquireRunLeaseRequest) ProtoMessage() {}
 
 func (x *AcquireRunLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[14]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1057,7 @@ func (x *AcquireRunLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireRunLeaseRequest.ProtoReflect.Descriptor instead.
 func (*AcquireRunLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{14}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AcquireRunLeaseRequest) GetProjectId() string {
@@ -997,7 +1083,7 @@ type AcquireRunLeaseResponse struct {
 
 func (x *AcquireRunLeaseResponse) Reset() {
 	*x = AcquireRunLeaseResponse{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[15]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1095,7 @@ func (x *AcquireRunLeaseResponse) String() string {
 func (*AcquireRunLeaseResponse) ProtoMessage() {}
 
 func (x *AcquireRunLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[15]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1108,7 @@ func (x *AcquireRunLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireRunLeaseResponse.ProtoReflect.Descriptor instead.
 func (*AcquireRunLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{15}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AcquireRunLeaseResponse) GetLease() *RunLease {
@@ -1043,7 +1129,7 @@ type RenewRunLeaseRequest struct {
 
 func (x *RenewRunLeaseRequest) Reset() {
 	*x = RenewRunLeaseRequest{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[16]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1141,7 @@ func (x *RenewRunLeaseRequest) String() string {
 func (*RenewRunLeaseRequest) ProtoMessage() {}
 
 func (x *RenewRunLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[16]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1154,7 @@ func (x *RenewRunLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRunLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RenewRunLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{16}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RenewRunLeaseRequest) GetLeaseId() string {
@@ -1094,7 +1180,7 @@ type RenewRunLeaseResponse struct {
 
 func (x *RenewRunLeaseResponse) Reset() {
 	*x = RenewRunLeaseResponse{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[17]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1192,7 @@ func (x *RenewRunLeaseResponse) String() string {
 func (*RenewRunLeaseResponse) ProtoMessage() {}
 
 func (x *RenewRunLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[17]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1205,7 @@ func (x *RenewRunLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRunLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RenewRunLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{17}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RenewRunLeaseResponse) GetLease() *RunLease {
@@ -1138,7 +1224,7 @@ type ReleaseRunLeaseRequest struct {
 
 func (x *ReleaseRunLeaseRequest) Reset() {
 	*x = ReleaseRunLeaseRequest{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[18]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1236,7 @@ func (x *ReleaseRunLeaseRequest) String() string {
 func (*ReleaseRunLeaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRunLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[18]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1249,7 @@ func (x *ReleaseRunLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRunLeaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRunLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{18}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReleaseRunLeaseRequest) GetLeaseId() string {
@@ -1182,7 +1268,7 @@ type ReleaseRunLeaseResponse struct {
 
 func (x *ReleaseRunLeaseResponse) Reset() {
 	*x = ReleaseRunLeaseResponse{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[19]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1280,7 @@ func (x *ReleaseRunLeaseResponse) String() string {
 func (*ReleaseRunLeaseResponse) ProtoMessage() {}
 
 func (x *ReleaseRunLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[19]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1293,7 @@ func (x *ReleaseRunLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRunLeaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseRunLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{19}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReleaseRunLeaseResponse) GetLease() *RunLease {
@@ -1232,7 +1318,7 @@ type PolicyValues struct {
 
 func (x *PolicyValues) Reset() {
 	*x = PolicyValues{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[20]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1330,7 @@ func (x *PolicyValues) String() string {
 func (*PolicyValues) ProtoMessage() {}
 
 func (x *PolicyValues) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[20]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1343,7 @@ func (x *PolicyValues) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyValues.ProtoReflect.Descriptor instead.
 func (*PolicyValues) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{20}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PolicyValues) GetStopAfter() *durationpb.Duration {
@@ -1310,7 +1396,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[21]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1408,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[21]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1421,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{21}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetPolicyRequest) GetProjectId() string {
@@ -1375,7 +1461,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[22]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1473,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[22]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1486,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{22}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetPolicyResponse) GetPolicy() *ProjectPolicy {
@@ -1420,7 +1506,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[23]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1518,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[23]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1531,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{23}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetPolicyRequest) GetProjectId() string {
@@ -1464,7 +1550,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[24]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1562,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[24]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1575,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{24}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *ProjectPolicy {
@@ -1517,7 +1603,7 @@ type ProjectPolicy struct {
 
 func (x *ProjectPolicy) Reset() {
 	*x = ProjectPolicy{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[25]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1615,7 @@ func (x *ProjectPolicy) String() string {
 func (*ProjectPolicy) ProtoMessage() {}
 
 func (x *ProjectPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[25]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1628,7 @@ func (x *ProjectPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectPolicy.ProtoReflect.Descriptor instead.
 func (*ProjectPolicy) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{25}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ProjectPolicy) GetProjectId() string {
@@ -1606,7 +1692,7 @@ type GetCostRequest struct {
 
 func (x *GetCostRequest) Reset() {
 	*x = GetCostRequest{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[26]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1704,7 @@ func (x *GetCostRequest) String() string {
 func (*GetCostRequest) ProtoMessage() {}
 
 func (x *GetCostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[26]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1717,7 @@ func (x *GetCostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCostRequest.ProtoReflect.Descriptor instead.
 func (*GetCostRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{26}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetCostRequest) GetProjectId() string {
@@ -1661,7 +1747,7 @@ type GetCostResponse struct {
 
 func (x *GetCostResponse) Reset() {
 	*x = GetCostResponse{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[27]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1759,7 @@ func (x *GetCostResponse) String() string {
 func (*GetCostResponse) ProtoMessage() {}
 
 func (x *GetCostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[27]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1772,7 @@ func (x *GetCostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCostResponse.ProtoReflect.Descriptor instead.
 func (*GetCostResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{27}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetCostResponse) GetSince() *timestamppb.Timestamp {
@@ -1737,7 +1823,7 @@ type CostRates struct {
 
 func (x *CostRates) Reset() {
 	*x = CostRates{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[28]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1835,7 @@ func (x *CostRates) String() string {
 func (*CostRates) ProtoMessage() {}
 
 func (x *CostRates) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[28]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1848,7 @@ func (x *CostRates) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CostRates.ProtoReflect.Descriptor instead.
 func (*CostRates) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{28}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CostRates) GetStartedPerHour() float64 {
@@ -1805,7 +1891,7 @@ type StateTime struct {
 
 func (x *StateTime) Reset() {
 	*x = StateTime{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[29]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1903,7 @@ func (x *StateTime) String() string {
 func (*StateTime) ProtoMessage() {}
 
 func (x *StateTime) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[29]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1916,7 @@ func (x *StateTime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateTime.ProtoReflect.Descriptor instead.
 func (*StateTime) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{29}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StateTime) GetState() string {
@@ -1876,7 +1962,7 @@ type ProjectCost struct {
 
 func (x *ProjectCost) Reset() {
 	*x = ProjectCost{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[30]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +1974,7 @@ func (x *ProjectCost) String() string {
 func (*ProjectCost) ProtoMessage() {}
 
 func (x *ProjectCost) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[30]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +1987,7 @@ func (x *ProjectCost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCost.ProtoReflect.Descriptor instead.
 func (*ProjectCost) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{30}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ProjectCost) GetProjectId() string {
@@ -2024,13 +2110,20 @@ const file_sandkeep_v1_lifecycle_proto_rawDesc = "" +
 	"\asandbox\x18\x01 \x01(\v2\x14.sandkeep.v1.SandboxR\asandbox\"5\n" +
 	"\x14EnsureSandboxRequest\x12\x1d\n" +
 	"\n" +
-	"project_id\x18\x01 \x01(\tR\tprojectId\"\xc4\x01\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\"\x81\x02\n" +
 	"\x15EnsureSandboxResponse\x12.\n" +
 	"\asandbox\x18\x01 \x01(\v2\x14.sandkeep.v1.SandboxR\asandbox\x12-\n" +
 	"\x04took\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04took\x12\x18\n" +
 	"\acreated\x18\x03 \x01(\bR\acreated\x12\x18\n" +
 	"\astarted\x18\x04 \x01(\bR\astarted\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\x03R\aversion\"3\n" +
+	"\aversion\x18\x05 \x01(\x03R\aversion\x12;\n" +
+	"\breplaced\x18\x06 \x03(\v2\x1f.sandkeep.v1.SandboxReplacementR\breplaced\"w\n" +
+	"\x12SandboxReplacement\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x12\n" +
+	"\x04lost\x18\x04 \x01(\tR\x04lost\"3\n" +
 	"\x12StopSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"E\n" +
@@ -2167,7 +2260,7 @@ func file_sandkeep_v1_lifecycle_proto_rawDescGZIP() []byte {
 	return file_sandkeep_v1_lifecycle_proto_rawDescData
 }
 
-var file_sandkeep_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_sandkeep_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_sandkeep_v1_lifecycle_proto_goTypes = []any{
 	(*Sandbox)(nil),                 // 0: sandkeep.v1.Sandbox
 	(*ListSandboxesRequest)(nil),    // 1: sandkeep.v1.ListSandboxesRequest
@@ -2176,104 +2269,106 @@ var file_sandkeep_v1_lifecycle_proto_goTypes = []any{
 	(*GetSandboxResponse)(nil),      // 4: sandkeep.v1.GetSandboxResponse
 	(*EnsureSandboxRequest)(nil),    // 5: sandkeep.v1.EnsureSandboxRequest
 	(*EnsureSandboxResponse)(nil),   // 6: sandkeep.v1.EnsureSandboxResponse
-	(*StopSandboxRequest)(nil),      // 7: sandkeep.v1.StopSandboxRequest
-	(*StopSandboxResponse)(nil),     // 8: sandkeep.v1.StopSandboxResponse
-	(*DestroySandboxRequest)(nil),   // 9: sandkeep.v1.DestroySandboxRequest
-	(*DestroySandboxResponse)(nil),  // 10: sandkeep.v1.DestroySandboxResponse
-	(*ExtendSandboxRequest)(nil),    // 11: sandkeep.v1.ExtendSandboxRequest
-	(*ExtendSandboxResponse)(nil),   // 12: sandkeep.v1.ExtendSandboxResponse
-	(*RunLease)(nil),                // 13: sandkeep.v1.RunLease
-	(*AcquireRunLeaseRequest)(nil),  // 14: sandkeep.v1.AcquireRunLeaseRequest
-	(*AcquireRunLeaseResponse)(nil), // 15: sandkeep.v1.AcquireRunLeaseResponse
-	(*RenewRunLeaseRequest)(nil),    // 16: sandkeep.v1.RenewRunLeaseRequest
-	(*RenewRunLeaseResponse)(nil),   // 17: sandkeep.v1.RenewRunLeaseResponse
-	(*ReleaseRunLeaseRequest)(nil),  // 18: sandkeep.v1.ReleaseRunLeaseRequest
-	(*ReleaseRunLeaseResponse)(nil), // 19: sandkeep.v1.ReleaseRunLeaseResponse
-	(*PolicyValues)(nil),            // 20: sandkeep.v1.PolicyValues
-	(*SetPolicyRequest)(nil),        // 21: sandkeep.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),       // 22: sandkeep.v1.SetPolicyResponse
-	(*GetPolicyRequest)(nil),        // 23: sandkeep.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),       // 24: sandkeep.v1.GetPolicyResponse
-	(*ProjectPolicy)(nil),           // 25: sandkeep.v1.ProjectPolicy
-	(*GetCostRequest)(nil),          // 26: sandkeep.v1.GetCostRequest
-	(*GetCostResponse)(nil),         // 27: sandkeep.v1.GetCostResponse
-	(*CostRates)(nil),               // 28: sandkeep.v1.CostRates
-	(*StateTime)(nil),               // 29: sandkeep.v1.StateTime
-	(*ProjectCost)(nil),             // 30: sandkeep.v1.ProjectCost
-	(*timestamppb.Timestamp)(nil),   // 31: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 32: google.protobuf.Duration
+	(*SandboxReplacement)(nil),      // 7: sandkeep.v1.SandboxReplacement
+	(*StopSandboxRequest)(nil),      // 8: sandkeep.v1.StopSandboxRequest
+	(*StopSandboxResponse)(nil),     // 9: sandkeep.v1.StopSandboxResponse
+	(*DestroySandboxRequest)(nil),   // 10: sandkeep.v1.DestroySandboxRequest
+	(*DestroySandboxResponse)(nil),  // 11: sandkeep.v1.DestroySandboxResponse
+	(*ExtendSandboxRequest)(nil),    // 12: sandkeep.v1.ExtendSandboxRequest
+	(*ExtendSandboxResponse)(nil),   // 13: sandkeep.v1.ExtendSandboxResponse
+	(*RunLease)(nil),                // 14: sandkeep.v1.RunLease
+	(*AcquireRunLeaseRequest)(nil),  // 15: sandkeep.v1.AcquireRunLeaseRequest
+	(*AcquireRunLeaseResponse)(nil), // 16: sandkeep.v1.AcquireRunLeaseResponse
+	(*RenewRunLeaseRequest)(nil),    // 17: sandkeep.v1.RenewRunLeaseRequest
+	(*RenewRunLeaseResponse)(nil),   // 18: sandkeep.v1.RenewRunLeaseResponse
+	(*ReleaseRunLeaseRequest)(nil),  // 19: sandkeep.v1.ReleaseRunLeaseRequest
+	(*ReleaseRunLeaseResponse)(nil), // 20: sandkeep.v1.ReleaseRunLeaseResponse
+	(*PolicyValues)(nil),            // 21: sandkeep.v1.PolicyValues
+	(*SetPolicyRequest)(nil),        // 22: sandkeep.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),       // 23: sandkeep.v1.SetPolicyResponse
+	(*GetPolicyRequest)(nil),        // 24: sandkeep.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),       // 25: sandkeep.v1.GetPolicyResponse
+	(*ProjectPolicy)(nil),           // 26: sandkeep.v1.ProjectPolicy
+	(*GetCostRequest)(nil),          // 27: sandkeep.v1.GetCostRequest
+	(*GetCostResponse)(nil),         // 28: sandkeep.v1.GetCostResponse
+	(*CostRates)(nil),               // 29: sandkeep.v1.CostRates
+	(*StateTime)(nil),               // 30: sandkeep.v1.StateTime
+	(*ProjectCost)(nil),             // 31: sandkeep.v1.ProjectCost
+	(*timestamppb.Timestamp)(nil),   // 32: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 33: google.protobuf.Duration
 }
 var file_sandkeep_v1_lifecycle_proto_depIdxs = []int32{
-	31, // 0: sandkeep.v1.Sandbox.state_since:type_name -> google.protobuf.Timestamp
-	31, // 1: sandkeep.v1.Sandbox.create_time:type_name -> google.protobuf.Timestamp
-	31, // 2: sandkeep.v1.Sandbox.last_activity_time:type_name -> google.protobuf.Timestamp
-	31, // 3: sandkeep.v1.Sandbox.last_heartbeat_time:type_name -> google.protobuf.Timestamp
-	31, // 4: sandkeep.v1.Sandbox.extended_until:type_name -> google.protobuf.Timestamp
-	31, // 5: sandkeep.v1.Sandbox.lease_until:type_name -> google.protobuf.Timestamp
+	32, // 0: sandkeep.v1.Sandbox.state_since:type_name -> google.protobuf.Timestamp
+	32, // 1: sandkeep.v1.Sandbox.create_time:type_name -> google.protobuf.Timestamp
+	32, // 2: sandkeep.v1.Sandbox.last_activity_time:type_name -> google.protobuf.Timestamp
+	32, // 3: sandkeep.v1.Sandbox.last_heartbeat_time:type_name -> google.protobuf.Timestamp
+	32, // 4: sandkeep.v1.Sandbox.extended_until:type_name -> google.protobuf.Timestamp
+	32, // 5: sandkeep.v1.Sandbox.lease_until:type_name -> google.protobuf.Timestamp
 	0,  // 6: sandkeep.v1.ListSandboxesResponse.sandboxes:type_name -> sandkeep.v1.Sandbox
 	0,  // 7: sandkeep.v1.GetSandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
 	0,  // 8: sandkeep.v1.EnsureSandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
-	32, // 9: sandkeep.v1.EnsureSandboxResponse.took:type_name -> google.protobuf.Duration
-	0,  // 10: sandkeep.v1.StopSandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
-	0,  // 11: sandkeep.v1.DestroySandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
-	32, // 12: sandkeep.v1.ExtendSandboxRequest.duration:type_name -> google.protobuf.Duration
-	0,  // 13: sandkeep.v1.ExtendSandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
-	31, // 14: sandkeep.v1.RunLease.create_time:type_name -> google.protobuf.Timestamp
-	31, // 15: sandkeep.v1.RunLease.expire_time:type_name -> google.protobuf.Timestamp
-	31, // 16: sandkeep.v1.RunLease.release_time:type_name -> google.protobuf.Timestamp
-	32, // 17: sandkeep.v1.AcquireRunLeaseRequest.ttl:type_name -> google.protobuf.Duration
-	13, // 18: sandkeep.v1.AcquireRunLeaseResponse.lease:type_name -> sandkeep.v1.RunLease
-	32, // 19: sandkeep.v1.RenewRunLeaseRequest.ttl:type_name -> google.protobuf.Duration
-	13, // 20: sandkeep.v1.RenewRunLeaseResponse.lease:type_name -> sandkeep.v1.RunLease
-	13, // 21: sandkeep.v1.ReleaseRunLeaseResponse.lease:type_name -> sandkeep.v1.RunLease
-	32, // 22: sandkeep.v1.PolicyValues.stop_after:type_name -> google.protobuf.Duration
-	32, // 23: sandkeep.v1.PolicyValues.destroy_after:type_name -> google.protobuf.Duration
-	32, // 24: sandkeep.v1.PolicyValues.archive_after:type_name -> google.protobuf.Duration
-	32, // 25: sandkeep.v1.PolicyValues.delete_history_after:type_name -> google.protobuf.Duration
-	32, // 26: sandkeep.v1.PolicyValues.notify_grace:type_name -> google.protobuf.Duration
-	20, // 27: sandkeep.v1.SetPolicyRequest.override:type_name -> sandkeep.v1.PolicyValues
-	25, // 28: sandkeep.v1.SetPolicyResponse.policy:type_name -> sandkeep.v1.ProjectPolicy
-	25, // 29: sandkeep.v1.GetPolicyResponse.policy:type_name -> sandkeep.v1.ProjectPolicy
-	20, // 30: sandkeep.v1.ProjectPolicy.effective:type_name -> sandkeep.v1.PolicyValues
-	20, // 31: sandkeep.v1.ProjectPolicy.global:type_name -> sandkeep.v1.PolicyValues
-	20, // 32: sandkeep.v1.ProjectPolicy.override:type_name -> sandkeep.v1.PolicyValues
-	31, // 33: sandkeep.v1.ProjectPolicy.update_time:type_name -> google.protobuf.Timestamp
-	31, // 34: sandkeep.v1.GetCostRequest.since:type_name -> google.protobuf.Timestamp
-	31, // 35: sandkeep.v1.GetCostResponse.since:type_name -> google.protobuf.Timestamp
-	31, // 36: sandkeep.v1.GetCostResponse.until:type_name -> google.protobuf.Timestamp
-	28, // 37: sandkeep.v1.GetCostResponse.rates:type_name -> sandkeep.v1.CostRates
-	30, // 38: sandkeep.v1.GetCostResponse.projects:type_name -> sandkeep.v1.ProjectCost
-	30, // 39: sandkeep.v1.GetCostResponse.total:type_name -> sandkeep.v1.ProjectCost
-	29, // 40: sandkeep.v1.ProjectCost.states:type_name -> sandkeep.v1.StateTime
-	1,  // 41: sandkeep.v1.LifecycleService.ListSandboxes:input_type -> sandkeep.v1.ListSandboxesRequest
-	3,  // 42: sandkeep.v1.LifecycleService.GetSandbox:input_type -> sandkeep.v1.GetSandboxRequest
-	5,  // 43: sandkeep.v1.LifecycleService.EnsureSandbox:input_type -> sandkeep.v1.EnsureSandboxRequest
-	7,  // 44: sandkeep.v1.LifecycleService.StopSandbox:input_type -> sandkeep.v1.StopSandboxRequest
-	9,  // 45: sandkeep.v1.LifecycleService.DestroySandbox:input_type -> sandkeep.v1.DestroySandboxRequest
-	11, // 46: sandkeep.v1.LifecycleService.ExtendSandbox:input_type -> sandkeep.v1.ExtendSandboxRequest
-	14, // 47: sandkeep.v1.LifecycleService.AcquireRunLease:input_type -> sandkeep.v1.AcquireRunLeaseRequest
-	16, // 48: sandkeep.v1.LifecycleService.RenewRunLease:input_type -> sandkeep.v1.RenewRunLeaseRequest
-	18, // 49: sandkeep.v1.LifecycleService.ReleaseRunLease:input_type -> sandkeep.v1.ReleaseRunLeaseRequest
-	21, // 50: sandkeep.v1.LifecycleService.SetPolicy:input_type -> sandkeep.v1.SetPolicyRequest
-	23, // 51: sandkeep.v1.LifecycleService.GetPolicy:input_type -> sandkeep.v1.GetPolicyRequest
-	26, // 52: sandkeep.v1.LifecycleService.GetCost:input_type -> sandkeep.v1.GetCostRequest
-	2,  // 53: sandkeep.v1.LifecycleService.ListSandboxes:output_type -> sandkeep.v1.ListSandboxesResponse
-	4,  // 54: sandkeep.v1.LifecycleService.GetSandbox:output_type -> sandkeep.v1.GetSandboxResponse
-	6,  // 55: sandkeep.v1.LifecycleService.EnsureSandbox:output_type -> sandkeep.v1.EnsureSandboxResponse
-	8,  // 56: sandkeep.v1.LifecycleService.StopSandbox:output_type -> sandkeep.v1.StopSandboxResponse
-	10, // 57: sandkeep.v1.LifecycleService.DestroySandbox:output_type -> sandkeep.v1.DestroySandboxResponse
-	12, // 58: sandkeep.v1.LifecycleService.ExtendSandbox:output_type -> sandkeep.v1.ExtendSandboxResponse
-	15, // 59: sandkeep.v1.LifecycleService.AcquireRunLease:output_type -> sandkeep.v1.AcquireRunLeaseResponse
-	17, // 60: sandkeep.v1.LifecycleService.RenewRunLease:output_type -> sandkeep.v1.RenewRunLeaseResponse
-	19, // 61: sandkeep.v1.LifecycleService.ReleaseRunLease:output_type -> sandkeep.v1.ReleaseRunLeaseResponse
-	22, // 62: sandkeep.v1.LifecycleService.SetPolicy:output_type -> sandkeep.v1.SetPolicyResponse
-	24, // 63: sandkeep.v1.LifecycleService.GetPolicy:output_type -> sandkeep.v1.GetPolicyResponse
-	27, // 64: sandkeep.v1.LifecycleService.GetCost:output_type -> sandkeep.v1.GetCostResponse
-	53, // [53:65] is the sub-list for method output_type
-	41, // [41:53] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	33, // 9: sandkeep.v1.EnsureSandboxResponse.took:type_name -> google.protobuf.Duration
+	7,  // 10: sandkeep.v1.EnsureSandboxResponse.replaced:type_name -> sandkeep.v1.SandboxReplacement
+	0,  // 11: sandkeep.v1.StopSandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
+	0,  // 12: sandkeep.v1.DestroySandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
+	33, // 13: sandkeep.v1.ExtendSandboxRequest.duration:type_name -> google.protobuf.Duration
+	0,  // 14: sandkeep.v1.ExtendSandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
+	32, // 15: sandkeep.v1.RunLease.create_time:type_name -> google.protobuf.Timestamp
+	32, // 16: sandkeep.v1.RunLease.expire_time:type_name -> google.protobuf.Timestamp
+	32, // 17: sandkeep.v1.RunLease.release_time:type_name -> google.protobuf.Timestamp
+	33, // 18: sandkeep.v1.AcquireRunLeaseRequest.ttl:type_name -> google.protobuf.Duration
+	14, // 19: sandkeep.v1.AcquireRunLeaseResponse.lease:type_name -> sandkeep.v1.RunLease
+	33, // 20: sandkeep.v1.RenewRunLeaseRequest.ttl:type_name -> google.protobuf.Duration
+	14, // 21: sandkeep.v1.RenewRunLeaseResponse.lease:type_name -> sandkeep.v1.RunLease
+	14, // 22: sandkeep.v1.ReleaseRunLeaseResponse.lease:type_name -> sandkeep.v1.RunLease
+	33, // 23: sandkeep.v1.PolicyValues.stop_after:type_name -> google.protobuf.Duration
+	33, // 24: sandkeep.v1.PolicyValues.destroy_after:type_name -> google.protobuf.Duration
+	33, // 25: sandkeep.v1.PolicyValues.archive_after:type_name -> google.protobuf.Duration
+	33, // 26: sandkeep.v1.PolicyValues.delete_history_after:type_name -> google.protobuf.Duration
+	33, // 27: sandkeep.v1.PolicyValues.notify_grace:type_name -> google.protobuf.Duration
+	21, // 28: sandkeep.v1.SetPolicyRequest.override:type_name -> sandkeep.v1.PolicyValues
+	26, // 29: sandkeep.v1.SetPolicyResponse.policy:type_name -> sandkeep.v1.ProjectPolicy
+	26, // 30: sandkeep.v1.GetPolicyResponse.policy:type_name -> sandkeep.v1.ProjectPolicy
+	21, // 31: sandkeep.v1.ProjectPolicy.effective:type_name -> sandkeep.v1.PolicyValues
+	21, // 32: sandkeep.v1.ProjectPolicy.global:type_name -> sandkeep.v1.PolicyValues
+	21, // 33: sandkeep.v1.ProjectPolicy.override:type_name -> sandkeep.v1.PolicyValues
+	32, // 34: sandkeep.v1.ProjectPolicy.update_time:type_name -> google.protobuf.Timestamp
+	32, // 35: sandkeep.v1.GetCostRequest.since:type_name -> google.protobuf.Timestamp
+	32, // 36: sandkeep.v1.GetCostResponse.since:type_name -> google.protobuf.Timestamp
+	32, // 37: sandkeep.v1.GetCostResponse.until:type_name -> google.protobuf.Timestamp
+	29, // 38: sandkeep.v1.GetCostResponse.rates:type_name -> sandkeep.v1.CostRates
+	31, // 39: sandkeep.v1.GetCostResponse.projects:type_name -> sandkeep.v1.ProjectCost
+	31, // 40: sandkeep.v1.GetCostResponse.total:type_name -> sandkeep.v1.ProjectCost
+	30, // 41: sandkeep.v1.ProjectCost.states:type_name -> sandkeep.v1.StateTime
+	1,  // 42: sandkeep.v1.LifecycleService.ListSandboxes:input_type -> sandkeep.v1.ListSandboxesRequest
+	3,  // 43: sandkeep.v1.LifecycleService.GetSandbox:input_type -> sandkeep.v1.GetSandboxRequest
+	5,  // 44: sandkeep.v1.LifecycleService.EnsureSandbox:input_type -> sandkeep.v1.EnsureSandboxRequest
+	8,  // 45: sandkeep.v1.LifecycleService.StopSandbox:input_type -> sandkeep.v1.StopSandboxRequest
+	10, // 46: sandkeep.v1.LifecycleService.DestroySandbox:input_type -> sandkeep.v1.DestroySandboxRequest
+	12, // 47: sandkeep.v1.LifecycleService.ExtendSandbox:input_type -> sandkeep.v1.ExtendSandboxRequest
+	15, // 48: sandkeep.v1.LifecycleService.AcquireRunLease:input_type -> sandkeep.v1.AcquireRunLeaseRequest
+	17, // 49: sandkeep.v1.LifecycleService.RenewRunLease:input_type -> sandkeep.v1.RenewRunLeaseRequest
+	19, // 50: sandkeep.v1.LifecycleService.ReleaseRunLease:input_type -> sandkeep.v1.ReleaseRunLeaseRequest
+	22, // 51: sandkeep.v1.LifecycleService.SetPolicy:input_type -> sandkeep.v1.SetPolicyRequest
+	24, // 52: sandkeep.v1.LifecycleService.GetPolicy:input_type -> sandkeep.v1.GetPolicyRequest
+	27, // 53: sandkeep.v1.LifecycleService.GetCost:input_type -> sandkeep.v1.GetCostRequest
+	2,  // 54: sandkeep.v1.LifecycleService.ListSandboxes:output_type -> sandkeep.v1.ListSandboxesResponse
+	4,  // 55: sandkeep.v1.LifecycleService.GetSandbox:output_type -> sandkeep.v1.GetSandboxResponse
+	6,  // 56: sandkeep.v1.LifecycleService.EnsureSandbox:output_type -> sandkeep.v1.EnsureSandboxResponse
+	9,  // 57: sandkeep.v1.LifecycleService.StopSandbox:output_type -> sandkeep.v1.StopSandboxResponse
+	11, // 58: sandkeep.v1.LifecycleService.DestroySandbox:output_type -> sandkeep.v1.DestroySandboxResponse
+	13, // 59: sandkeep.v1.LifecycleService.ExtendSandbox:output_type -> sandkeep.v1.ExtendSandboxResponse
+	16, // 60: sandkeep.v1.LifecycleService.AcquireRunLease:output_type -> sandkeep.v1.AcquireRunLeaseResponse
+	18, // 61: sandkeep.v1.LifecycleService.RenewRunLease:output_type -> sandkeep.v1.RenewRunLeaseResponse
+	20, // 62: sandkeep.v1.LifecycleService.ReleaseRunLease:output_type -> sandkeep.v1.ReleaseRunLeaseResponse
+	23, // 63: sandkeep.v1.LifecycleService.SetPolicy:output_type -> sandkeep.v1.SetPolicyResponse
+	25, // 64: sandkeep.v1.LifecycleService.GetPolicy:output_type -> sandkeep.v1.GetPolicyResponse
+	28, // 65: sandkeep.v1.LifecycleService.GetCost:output_type -> sandkeep.v1.GetCostResponse
+	54, // [54:66] is the sub-list for method output_type
+	42, // [42:54] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_sandkeep_v1_lifecycle_proto_init() }
@@ -2281,14 +2376,14 @@ func file_sandkeep_v1_lifecycle_proto_init() {
 	if File_sandkeep_v1_lifecycle_proto != nil {
 		return
 	}
-	file_sandkeep_v1_lifecycle_proto_msgTypes[21].OneofWrappers = []any{}
+	file_sandkeep_v1_lifecycle_proto_msgTypes[22].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandkeep_v1_lifecycle_proto_rawDesc), len(file_sandkeep_v1_lifecycle_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ package fakedaytona
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -87,6 +88,20 @@ type Options struct {
 	MaxSandboxes int
 	// Now is the clock for createdAt/updatedAt (default time.Now).
 	Now func() time.Time
+	// Chaos, if set, makes the fake misbehave at random, as Daytona's API
+	// does under load.
+	Chaos *Chaos
+}
+
+// Chaos are random faults: a share of requests answered 503 or 502
+// (ServerError) or 429 with Retry-After: 0 (Throttle) before anything is
+// done, and a share of GETs held for Delay before they are served (a
+// client with a shorter timeout gives up on them). Drawn from Seed.
+type Chaos struct {
+	Seed                  uint64
+	ServerError, Throttle float64
+	SlowGets              float64
+	Delay                 time.Duration
 }
 
 // Fault is an injected failure answered instead of the next Count requests
@@ -158,6 +173,7 @@ type Server struct {
 	seq       int
 	faults    []Fault
 	requests  []Request
+	rng       *rand.Rand
 }
 
 // New returns a fake with no sandboxes.
@@ -171,7 +187,11 @@ func New(opts Options) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Server{opts: opts, sandboxes: make(map[string]*sandbox)}
+	s := &Server{opts: opts, sandboxes: make(map[string]*sandbox)}
+	if opts.Chaos != nil {
+		s.rng = rand.New(rand.NewPCG(opts.Chaos.Seed, 0x5eed))
+	}
+	return s
 }
 
 // Start serves a new fake on a loopback port until the test ends and
@@ -295,6 +315,18 @@ func (s *Server) now() string { return s.opts.Now().UTC().Format("2006-01-02T15:
 
 // ServeHTTP answers one API request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.rng != nil && r.Method == http.MethodGet {
+		s.mu.Lock()
+		slow := s.rng.Float64() < s.opts.Chaos.SlowGets
+		s.mu.Unlock()
+		if slow {
+			select {
+			case <-time.After(s.opts.Chaos.Delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec := &recorder{ResponseWriter: w}
@@ -307,6 +339,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		s.fail(rec, r, http.StatusNotFound, "", fmt.Sprintf("Cannot %s %s", r.Method, r.URL.Path))
 		return
+	}
+	if s.rng != nil {
+		c := s.opts.Chaos
+		switch x := s.rng.Float64(); {
+		case x < c.ServerError/2:
+			s.fail(rec, r, http.StatusServiceUnavailable, "", "chaos: service unavailable")
+			return
+		case x < c.ServerError:
+			s.fail(rec, r, http.StatusBadGateway, "", "chaos: bad gateway")
+			return
+		case x < c.ServerError+c.Throttle:
+			rec.Header().Set("Retry-After", "0")
+			s.fail(rec, r, http.StatusTooManyRequests, "", "chaos: too many requests")
+			return
+		}
 	}
 	if f, ok := s.takeFault(r.Method + " " + path); ok {
 		if f.RetryAfter != "" {
