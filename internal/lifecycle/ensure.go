@@ -240,7 +240,11 @@ func (m *Manager) replace(ctx context.Context, sb metastore.Sandbox, u *unusable
 	}
 	if sb.Live() {
 		m.observe(ctx, sb, provider.StateDestroyed, "replaced: "+u.Error())
-		m.setLastError(ctx, sb.ID, "replaced: "+u.Error())
+		msg := "replaced: " + u.Error()
+		if r.Lost != "" {
+			msg += "; may have lost: " + r.Lost
+		}
+		m.setLastError(ctx, sb.ID, msg)
 		if err := m.st.RevokeToken(ctx, sb.TokenHash); err != nil {
 			m.log.Warn("lifecycle: revoke token", "sandbox", sb.ID, "err", err)
 		}
