@@ -3,12 +3,15 @@ package agentcli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -48,8 +51,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(ch)
 	go sig.handle(ch, cancel, stderr)
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "sandkeep-agent:", errorText(err))
+	if cmd, err := root.ExecuteContextC(ctx); err != nil {
+		if cmd != nil && cmd.Flags().Lookup("json") != nil && cmd.Flags().Lookup("json").Value.String() == "true" {
+			b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": errorCode(err), "message": errorMessage(err)}})
+			fmt.Fprintln(stderr, string(b))
+		} else {
+			fmt.Fprintln(stderr, "sandkeep-agent:", errorText(err))
+		}
 		if code == exitOK {
 			code = exitError
 		}
@@ -57,11 +65,36 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-func errorText(err error) string {
+// errorCode is the gRPC code inside err ("" if none).
+func errorCode(err error) string {
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
-		s := se.GRPCStatus()
-		return fmt.Sprintf("%v (%s)", err, s.Code())
+		return se.GRPCStatus().Code().String()
+	}
+	return ""
+}
+
+// errorMessage is errorText without the code.
+func errorMessage(err error) string {
+	var se interface {
+		error
+		GRPCStatus() *status.Status
+	}
+	if errors.As(err, &se) {
+		return strings.Replace(err.Error(), se.Error(), se.GRPCStatus().Message(), 1)
+	}
+	return err.Error()
+}
+
+// errorText is err as the user reads it: a gRPC status inside it shows
+// as its message and code once, without "rpc error: code = … desc =".
+func errorText(err error) string {
+	var se interface {
+		error
+		GRPCStatus() *status.Status
+	}
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s (%s)", errorMessage(err), se.GRPCStatus().Code())
 	}
 	return err.Error()
 }
@@ -127,7 +160,7 @@ func newRoot(stdout, stderr io.Writer, code *int, sig *signals) *cobra.Command {
 	pf.StringVar(&g.cfg.Remote.SandboxID, "sandbox-id", "", "this sandbox's provider id (env SANDKEEP_SANDBOX_ID)")
 	pf.StringVar(&g.cfg.Workspace, "workspace", "/workspace", "workspace directory (env SANDKEEP_WORKSPACE)")
 	pf.StringVar(&g.cfg.CacheDir, "cache-dir", "", "agent index cache directory (env SANDKEEP_CACHE_DIR; default "+agent.DefaultCacheDir()+")")
-	pf.StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error (env SANDKEEP_LOG_LEVEL)")
+	pf.StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error (env SANDKEEP_LOG_LEVEL; sync and restore default to warn)")
 	pf.DurationVar(&g.connectTimeout, "connect-timeout", 30*time.Second, "sync --once and restore give up when the coordinator does not answer within this (env SANDKEEP_CONNECT_TIMEOUT)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		switch {
@@ -142,6 +175,11 @@ func newRoot(stdout, stderr io.Writer, code *int, sig *signals) *cobra.Command {
 		if g.connectTimeout <= 0 {
 			return errors.New("--connect-timeout must be positive")
 		}
+		if (cmd.Name() == "sync" || cmd.Name() == "restore") && !cmd.Flags().Changed("log-level") && os.Getenv("SANDKEEP_LOG_LEVEL") == "" {
+			// One-shot commands print their own summary: the log keeps
+			// to warnings unless asked.
+			g.logLevel = "warn"
+		}
 		var lv slog.Level
 		if err := lv.UnmarshalText([]byte(g.logLevel)); err != nil {
 			return fmt.Errorf("--log-level: %w", err)
@@ -150,12 +188,37 @@ func newRoot(stdout, stderr io.Writer, code *int, sig *signals) *cobra.Command {
 		g.cfg.Remote.Version = Version
 		return nil
 	}
-	root.AddCommand(newSync(g, code), newRestore(g), newRun(g, sig), newFlush(g), newStatus(g))
+	var versionJSON bool
+	version := &cobra.Command{
+		Use:   "version",
+		Short: "Print sandkeep-agent's version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if versionJSON {
+				return printJSON(g.stdout, map[string]string{"version": Version, "go": runtime.Version()})
+			}
+			fmt.Fprintf(g.stdout, "sandkeep-agent %s (%s)\n", Version, runtime.Version())
+			return nil
+		},
+	}
+	version.Flags().BoolVar(&versionJSON, "json", false, `print {"version", "go"}`)
+	root.AddCommand(newSync(g, code), newRestore(g), newRun(g, sig), newFlush(g), newStatus(g), version)
 	return root
 }
 
+// syncJSON is `sandkeep-agent sync --once --json`.
+type syncJSON struct {
+	Version       int64    `json:"version"`
+	Changed       bool     `json:"changed"` // a new version was made
+	Files         int64    `json:"files"`
+	Bytes         int64    `json:"bytes"`
+	BytesUploaded int64    `json:"bytes_uploaded"`
+	Changing      []string `json:"changing"`   // kept changing while read: not saved (exit 3)
+	Unreadable    []string `json:"unreadable"` // could not be read: not saved (exit 4)
+}
+
 func newSync(g *globals, code *int) *cobra.Command {
-	var once bool
+	var once, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "sync --once",
 		Short: "Scan the workspace, upload what is missing, commit; prints the version number last",
@@ -171,7 +234,9 @@ func newSync(g *globals, code *int) *cobra.Command {
 			switch {
 			case errors.As(err, &unreadable):
 				*code = exitUnreadable
-				fmt.Fprintln(g.stderr, "sandkeep-agent:", err)
+				if !asJSON {
+					fmt.Fprintln(g.stderr, "sandkeep-agent:", err)
+				}
 			case errors.As(err, &partial):
 				*code = exitPartial
 			case err != nil:
@@ -182,22 +247,44 @@ func newSync(g *globals, code *int) *cobra.Command {
 				// of changes: impossible, a first sync always commits.
 				return errors.New("no version")
 			}
+			if asJSON {
+				out := syncJSON{Version: res.Version.GetNumber(), Changed: res.Changed, Files: res.Version.GetFiles(), Bytes: res.Version.GetBytes(),
+					BytesUploaded: res.Stats.BytesUploaded, Changing: nonNil(res.Stats.FilesChangedDuringRead), Unreadable: nonNil(res.Stats.Unsaved)}
+				if err := printJSON(g.stdout, out); err != nil {
+					return err
+				}
+				if *code != exitOK {
+					return nil // the exit code says it; the JSON names the paths
+				}
+				return err
+			}
 			if res.Changed {
 				fmt.Fprintf(g.stderr, "committed version %d: %d files, %d bytes (%d bytes uploaded)\n", res.Version.GetNumber(), res.Version.GetFiles(), res.Version.GetBytes(), res.Stats.BytesUploaded)
 			} else {
 				fmt.Fprintf(g.stderr, "no change since version %d\n", res.Version.GetNumber())
 			}
 			fmt.Fprintln(g.stdout, res.Version.GetNumber())
+			if unreadable != nil {
+				return nil // said above; the exit code is 4
+			}
 			return err
 		},
 	}
 	cmd.Flags().BoolVar(&once, "once", false, "sync once and exit")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"version", "changed", "files", "bytes", "bytes_uploaded", "changing", "unreadable"}`)
 	return cmd
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func newRestore(g *globals) *cobra.Command {
 	var version int64
-	var force bool
+	var force, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "restore --workspace DIR [--version N] [--force] [--keep-setuid]",
 		Short: "Rehydrate the workspace from the head (or version N); only missing data is downloaded",
@@ -223,6 +310,10 @@ a sandbox should not become a setuid binary of whoever restores it.`,
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return printJSON(g.stdout, map[string]any{"version": res.Version.GetNumber(), "files": res.Files, "dirs": res.Dirs, "symlinks": res.Symlinks,
+					"bytes": res.Bytes, "bytes_downloaded": res.BytesDownloaded, "seconds": res.Duration.Seconds()})
+			}
 			fmt.Fprintf(g.stderr, "restored version %d: %d files, %d dirs, %d symlinks, %d bytes (%d downloaded) in %s\n",
 				res.Version.GetNumber(), res.Files, res.Dirs, res.Symlinks, res.Bytes, res.BytesDownloaded, res.Duration.Round(1e6))
 			fmt.Fprintln(g.stdout, res.Version.GetNumber())
@@ -232,6 +323,7 @@ a sandbox should not become a setuid binary of whoever restores it.`,
 	cmd.Flags().Int64Var(&version, "version", 0, "version number to restore (default: the head)")
 	cmd.Flags().BoolVar(&force, "force", false, "make a non-empty target exactly the version (overwrite what differs, remove what the version lacks)")
 	cmd.Flags().BoolVar(&g.cfg.KeepSetuid, "keep-setuid", false, "restore setuid/setgid bits as stored (default: dropped)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"version", "files", "dirs", "symlinks", "bytes", "bytes_downloaded", "seconds"}`)
 	return cmd
 }
 

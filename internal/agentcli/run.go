@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
@@ -100,6 +101,7 @@ non-zero naming what was not saved.`,
 func newFlush(g *globals) *cobra.Command {
 	var socket string
 	var timeout time.Duration
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "flush [--timeout 60s]",
 		Short: "Return once every change made before it is committed; prints the version",
@@ -115,12 +117,16 @@ func newFlush(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("flush: %w", err)
 			}
+			if asJSON {
+				return printJSON(g.stdout, map[string]int64{"version": v})
+			}
 			fmt.Fprintln(g.stdout, v)
 			return nil
 		},
 	}
 	addSocketFlag(cmd, &socket)
 	cmd.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "give up after this long (exit non-zero)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"version"}`)
 	return cmd
 }
 
@@ -140,9 +146,7 @@ func newStatus(g *globals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(s)
+				return printJSON(g.stdout, s)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
@@ -176,6 +180,13 @@ func newStatus(g *globals) *cobra.Command {
 	addSocketFlag(cmd, &socket)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// printJSON prints v as one indented JSON document.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func fmtTime(t time.Time) string {

@@ -80,7 +80,7 @@ func sandboxToPB(v lifecycle.View) *pb.Sandbox {
 		Id: v.ID, ProjectId: v.ProjectID, Provider: v.Provider, ProviderId: v.ProviderID, State: string(v.State),
 		StateSince: ts(v.StateSince), CreateTime: ts(v.CreatedAt), LastActivityTime: ts(v.LastActivity),
 		BackupStatus: string(v.Backup), CleanVersion: v.CleanVersion, Flushed: v.Flushed, VerifiedVersion: v.VerifiedVersion,
-		HeadVersion: v.Head, ReadyToDestroy: v.Ready, FlushFailures: int32(v.FlushFailures), LastFlushError: v.LastFlushError,
+		HeadVersion: v.Head, ReadyToDestroy: v.Ready, Location: v.Location, FlushFailures: int32(v.FlushFailures), LastFlushError: v.LastFlushError,
 		AgentState: v.AgentState, PendingPaths: v.PendingPaths, PendingBytes: v.PendingBytes,
 		LastHeartbeatTime: ts(v.LastHeartbeat), ExtendedUntil: ts(v.ExtendedUntil), LeaseUntil: ts(v.LeaseUntil), LastError: v.LastError,
 	}

@@ -14,17 +14,22 @@ import (
 
 func newProject(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "project", Short: "Create, list and delete projects"}
+	var createJSON bool
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a project; prints its id alone on stdout",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return adminRPC(g, cmd, callTimeout, pb.AdminServiceClient.CreateProject, &pb.CreateProjectRequest{Name: args[0]}, func(resp *pb.CreateProjectResponse) error {
+				if createJSON {
+					return printJSON(g.stdout, projectJSON(resp.GetProject()))
+				}
 				fmt.Fprintln(g.stdout, resp.GetProject().GetId())
 				return nil
 			})
 		},
 	}
+	create.Flags().BoolVar(&createJSON, "json", false, `print {"id", "name", "created", "head"}`)
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",
@@ -113,8 +118,12 @@ func newVersions(g *globals) *cobra.Command {
 						break
 					}
 				}
-				return printList(g.stdout, asJSON, all, toVersionJSON, "NUMBER\tTIME\tFILES\tBYTES\tKIND", func(w io.Writer, v *pb.Version) {
-					fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%s\n", v.GetNumber(), v.GetCreateTime().AsTime().Format(time.RFC3339), v.GetFiles(), v.GetBytes(), kindName(v.GetKind()))
+				return printList(g.stdout, asJSON, all, toVersionJSON, "NUMBER\tTIME\tFILES\tBYTES\tKIND\tPINNED", func(w io.Writer, v *pb.Version) {
+					pinned := ""
+					if v.GetPinned() {
+						pinned = "pinned"
+					}
+					fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%s\t%s\n", v.GetNumber(), v.GetCreateTime().AsTime().Format(time.RFC3339), v.GetFiles(), v.GetBytes(), kindName(v.GetKind()), pinned)
 				})
 			})
 		},

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -290,6 +291,7 @@ kind, change, size, checksum}.`,
 				if !asJSON {
 					fmt.Fprintln(tw, "VERSION\tTIME\tKIND\tCHANGE\tSIZE")
 				}
+				revisions := 0
 				token := ""
 				for {
 					resp, err := c.ListFileHistory(ctx, &pb.ListFileHistoryRequest{ProjectId: project, Path: args[0], PageSize: 1000, PageToken: token})
@@ -297,6 +299,7 @@ kind, change, size, checksum}.`,
 						return err
 					}
 					for _, r := range resp.GetRevisions() {
+						revisions++
 						v := r.GetVersion()
 						j := revJSON{Version: v.GetNumber(), Time: v.GetCreateTime().AsTime(), Kind: kindName(v.GetKind()), Change: changeName(r.GetKind()), Size: r.GetFile().GetSize(), Checksum: r.GetFile().GetChecksum()}
 						if asJSON {
@@ -312,6 +315,11 @@ kind, change, size, checksum}.`,
 					if token = resp.GetNextPageToken(); token == "" {
 						break
 					}
+				}
+				if revisions == 0 {
+					// Not an error (a script may ask about any path), but
+					// say it, so an empty table is not a mystery.
+					fmt.Fprintf(g.stderr, "sandkeep: no version of project %s holds %s: it never existed there (paths are relative to the workspace, e.g. src/main.go)\n", project, args[0])
 				}
 				if asJSON {
 					return printJSON(g.stdout, out)
@@ -429,6 +437,7 @@ func newRollback(g *globals) *cobra.Command {
 	var project string
 	var version int64
 	var wait time.Duration
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "rollback --project ID --version N",
 		Short: "Make version N's tree the new head; prints the new version number",
@@ -448,6 +457,11 @@ alone on stdout; what the agent did goes to stderr.`,
 			}
 			req := &pb.RollbackProjectRequest{ProjectId: project, Version: version, AgentTimeout: durationpb.New(wait)}
 			return adminRPC(g, cmd, wait+30*time.Second, pb.AdminServiceClient.RollbackProject, req, func(resp *pb.RollbackProjectResponse) error {
+				if asJSON {
+					return printJSON(g.stdout, map[string]any{"version": resp.GetVersion().GetNumber(), "to": version,
+						"agent_connected": resp.GetAgentConnected(), "agent_applied": resp.GetAgentApplied(),
+						"agent_version": resp.GetAgentVersion(), "agent_error": resp.GetAgentError()})
+				}
 				fmt.Fprintln(g.stdout, resp.GetVersion().GetNumber())
 				switch {
 				case resp.GetAgentApplied():
@@ -464,6 +478,7 @@ alone on stdout; what the agent did goes to stderr.`,
 	cmd.Flags().StringVar(&project, "project", "", "project id")
 	cmd.Flags().Int64Var(&version, "version", 0, "the version to roll back to")
 	cmd.Flags().DurationVar(&wait, "wait", time.Minute, "how long to wait for a running agent to apply it")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"version", "to", "agent_connected", "agent_applied", "agent_version", "agent_error"}`)
 	return cmd
 }
 
@@ -502,7 +517,20 @@ expires, whether or not a sandbox exists. The URL alone goes to stdout.`,
 }
 
 func newVersion(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "version", Short: "Pin or unpin a version"}
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "version [pin|unpin]",
+		Short: "Print sandkeep's version; pin or unpin a project version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if asJSON {
+				return printJSON(g.stdout, map[string]string{"version": Version, "go": runtime.Version()})
+			}
+			fmt.Fprintf(g.stdout, "sandkeep %s (%s)\n", Version, runtime.Version())
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"version", "go"}`)
 	for _, pin := range []bool{true, false} {
 		var project string
 		var version int64
@@ -624,7 +652,7 @@ versions and the head. The default is keep-last 50, keep-days 30.`,
 // newGC is `sandkeep gc`.
 func newGC(g *globals) *cobra.Command {
 	var project string
-	var dryRun bool
+	var dryRun, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "gc [--project ID] [--dry-run]",
 		Short: "Apply retention and delete what no kept version references; prints what was freed",
@@ -632,7 +660,16 @@ func newGC(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req := &pb.CollectGarbageRequest{ProjectId: project, DryRun: dryRun}
 			return adminRPC(g, cmd, 6*time.Hour, pb.AdminServiceClient.CollectGarbage, req, func(resp *pb.CollectGarbageResponse) error {
-				fmt.Fprint(g.stdout, strings.TrimRight(resp.GetReport(), "\n")+"\n")
+				if asJSON {
+					if err := printJSON(g.stdout, map[string]any{"dry_run": dryRun, "projects": resp.GetProjects(), "versions_deleted": resp.GetVersionsDeleted(),
+						"packs_deleted": resp.GetPacksDeleted(), "bytes_freed": resp.GetBytesFreed(), "packs_condemned": resp.GetPacksCondemned(),
+						"bytes_condemned": resp.GetBytesCondemned(), "bytes_before": resp.GetBytesBefore(), "bytes_after": resp.GetBytesAfter(),
+						"failed": nonNilStrings(resp.GetFailed()), "report": strings.TrimRight(resp.GetReport(), "\n")}); err != nil {
+						return err
+					}
+				} else {
+					fmt.Fprint(g.stdout, strings.TrimRight(resp.GetReport(), "\n")+"\n")
+				}
 				if len(resp.GetFailed()) > 0 {
 					return fmt.Errorf("gc failed for %d project(s): %s", len(resp.GetFailed()), strings.Join(resp.GetFailed(), "; "))
 				}
@@ -642,12 +679,21 @@ func newGC(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&project, "project", "", "only this project (default: every project)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be freed; delete nothing")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"dry_run", "projects", "versions_deleted", "packs_deleted", "bytes_freed", "packs_condemned", "bytes_condemned", "bytes_before", "bytes_after", "failed", "report"}`)
 	return cmd
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // newProjectDelete is `sandkeep project delete`.
 func newProjectDelete(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "delete ID",
 		Short: "Delete a project: every object and row, its tokens and links; prints the bytes freed",
 		Long: `Delete a project: every object under its bucket prefix, every row, its sandbox
@@ -656,11 +702,19 @@ freed alone on stdout, and the number of objects on stderr.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &pb.DeleteProjectRequest{ProjectId: args[0]}
+			if !asJSON {
+				fmt.Fprintf(g.stderr, "deleting project %s (every object under its prefix, then its rows)...\n", args[0])
+			}
 			return adminRPC(g, cmd, time.Hour, pb.AdminServiceClient.DeleteProject, req, func(resp *pb.DeleteProjectResponse) error {
+				if asJSON {
+					return printJSON(g.stdout, map[string]any{"project": args[0], "objects_deleted": resp.GetObjectsDeleted(), "bytes_freed": resp.GetBytesFreed()})
+				}
 				fmt.Fprintln(g.stdout, resp.GetBytesFreed())
 				fmt.Fprintf(g.stderr, "deleted project %s: %d objects, %d bytes freed\n", args[0], resp.GetObjectsDeleted(), resp.GetBytesFreed())
 				return nil
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"project", "objects_deleted", "bytes_freed"}`)
+	return cmd
 }

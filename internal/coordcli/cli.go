@@ -16,7 +16,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 
 	"github.com/sandkeep/sandkeep/internal/dial"
 	"github.com/sandkeep/sandkeep/internal/envflag"
@@ -28,22 +27,22 @@ var Version = "dev"
 
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	root := newRoot(stdout, stderr)
+	root, g := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "sandkeep:", errorText(err))
+	cmd, err := root.ExecuteContextC(ctx)
+	if err != nil {
+		asJSON := false
+		if cmd != nil {
+			if f := cmd.Flags().Lookup("json"); f != nil && f.Value.String() == "true" {
+				asJSON = true
+			}
+		}
+		g.report(stderr, err, asJSON)
 		return 1
 	}
 	return 0
-}
-
-func errorText(err error) string {
-	if s, ok := status.FromError(err); ok {
-		return fmt.Sprintf("%s (%s)", s.Message(), s.Code())
-	}
-	return err.Error()
 }
 
 // globals are the admin client's connection flags.
@@ -55,10 +54,13 @@ type globals struct {
 	caFile      string
 	stdout      io.Writer
 	stderr      io.Writer
+	// flagChanged: the connection flags given on the command line (for
+	// error messages naming where a value came from).
+	flagChanged map[string]bool
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdout: stdout, stderr: stderr}
+func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
+	g := &globals{stdout: stdout, stderr: stderr, flagChanged: map[string]bool{}}
 	root := &cobra.Command{
 		Use:           "sandkeep",
 		Short:         "sandkeep coordinator: keeps every version of every sandbox workspace",
@@ -75,13 +77,16 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.BoolVar(&g.tls, "tls", false, "use TLS to reach the coordinator (env SANDKEEP_TLS)")
 	pf.StringVar(&g.caFile, "tls-ca", "", "PEM file of a CA to trust (env SANDKEEP_TLS_CA)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		for _, f := range []string{"coordinator", "admin-token", "data"} {
+			g.flagChanged[f] = cmd.Flags().Changed(f)
+		}
 		return envflag.Apply(cmd.Flags(), "coordinator", "admin-token", "data", "tls", "tls-ca")
 	}
 	root.AddCommand(newServe(g), newProject(g), newToken(g), newVersions(g),
 		newDiff(g), newFiles(g), newHistory(g), newGet(g), newRollback(g), newLink(g),
 		newGC(g), newVersion(g), newRetention(g), newSimulate(g))
 	root.AddCommand(newLifecycleCommands(g)...) // lifecycle: sandbox, lease, policy, cost
-	return root
+	return root, g
 }
 
 // dial connects to the coordinator with the admin token (--admin-token,
@@ -92,7 +97,7 @@ func (g *globals) dial() (*grpc.ClientConn, error) {
 		b, err := os.ReadFile(server.AdminTokenFile(g.dataDir))
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
-				return nil, fmt.Errorf("no admin token: set SANDKEEP_ADMIN_TOKEN, --admin-token, or --data pointing at the coordinator's data directory (%s not found)", server.AdminTokenFile(g.dataDir))
+				return nil, fmt.Errorf("no admin token: %s not found; set SANDKEEP_ADMIN_TOKEN or --admin-token, or point --data (SANDKEEP_DATA) at the coordinator's data directory", server.AdminTokenFile(g.dataDir))
 			}
 			return nil, fmt.Errorf("read admin token: %w", err)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -38,16 +39,33 @@ func lifecycleFlags(f *pflag.FlagSet, lc *server.LifecycleConfig) {
 	f.DurationVar(&lc.Policy.ArchiveAfter, "archive-after", def.ArchiveAfter, "global policy: archive a stopped sandbox after this long idle (0: never)")
 	f.DurationVar(&lc.Policy.DeleteHistoryAfter, "delete-history-after", def.DeleteHistoryAfter, "global policy: delete a project's whole history this long after it went idle, once its sandbox is destroyed (0: never)")
 	f.DurationVar(&lc.Policy.NotifyGrace, "notify-grace", def.NotifyGrace, "global policy: call the webhook this long before each cleanup (0: no webhook)")
-	f.StringVar(&lc.Webhook, "lifecycle-webhook", "", "global cleanup webhook URL (projects may set their own with `policy set --webhook`)")
-	f.Float64Var(&lc.Rates.StartedPerHour, "rate-started", rates.StartedPerHour, "USD per hour of a running sandbox (default: Daytona's list price for 1 vCPU, 1 GiB, 3 GiB disk)")
-	f.Float64Var(&lc.Rates.StoppedPerHour, "rate-stopped", rates.StoppedPerHour, "USD per hour of a stopped sandbox (its disk)")
-	f.Float64Var(&lc.Rates.ArchivedPerHour, "rate-archived", rates.ArchivedPerHour, "USD per hour of an archived sandbox")
-	f.Float64Var(&lc.Rates.StoragePerGBMonth, "rate-storage", rates.StoragePerGBMonth, "USD per GiB-month of bucket storage (default: S3 Standard's list price)")
+	f.StringVar(&lc.Webhook, "lifecycle-webhook", "", "global cleanup webhook URL (projects may set their own with 'sandkeep policy set --webhook')")
+	f.Var((*rate)(&lc.Rates.StartedPerHour), "rate-started", "USD per hour of a running sandbox (Daytona's list price for 1 vCPU, 1 GiB, 3 GiB disk)")
+	f.Var((*rate)(&lc.Rates.StoppedPerHour), "rate-stopped", "USD per hour of a stopped sandbox (its disk)")
+	f.Var((*rate)(&lc.Rates.ArchivedPerHour), "rate-archived", "USD per hour of an archived sandbox")
+	f.Var((*rate)(&lc.Rates.StoragePerGBMonth), "rate-storage", "USD per GiB-month of bucket storage (S3 Standard's list price)")
 	f.DurationVar(&lc.TickEvery, "lifecycle-tick", 5*time.Second, "how often the lifecycle manager looks at every sandbox")
 	f.DurationVar(&lc.ReconcileEvery, "reconcile-every", time.Minute, "how often the database is reconciled with the provider")
 	f.DurationVar(&lc.ProviderCallTimeout, "provider-timeout", 30*time.Second, "bound on one provider call attempt (a call that hangs counts as a provider failure; 5 in a row open the circuit for 30s)")
-	f.DurationVar(&lc.AgentTimeout, "agent-timeout", 2*time.Minute, "a started sandbox whose agent has not answered for this long is replaced by `sandbox ensure`")
+	f.DurationVar(&lc.AgentTimeout, "agent-timeout", 2*time.Minute, "a started sandbox whose agent has not answered for this long is replaced by 'sandkeep sandbox ensure'")
 	f.DurationVar(&lc.StuckAfter, "stuck-after", 15*time.Minute, "a sandbox in the error state or in a transition for this long is flushed if its agent answers, then destroyed (the next ensure creates another)")
+}
+
+// rate is a float flag whose default prints as a price (6 significant
+// decimals at most), not as 9.452054794520548e-05.
+type rate float64
+
+func (r *rate) String() string {
+	return strings.TrimRight(strings.TrimRight(strconv.FormatFloat(float64(*r), 'f', 8, 64), "0"), ".")
+}
+func (r *rate) Type() string { return "usd" }
+func (r *rate) Set(s string) error {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 {
+		return fmt.Errorf("want a non-negative number, got %q", s)
+	}
+	*r = rate(v)
+	return nil
 }
 
 // newLifecycleCommands are `sandbox`, `lease`, `policy` and `cost`.
@@ -87,6 +105,7 @@ type sandboxJSON struct {
 	ExtendedUntil   *time.Time `json:"extended_until,omitempty"`
 	LeaseUntil      *time.Time `json:"lease_until,omitempty"`
 	LastError       string     `json:"last_error,omitempty"`
+	Location        string     `json:"location,omitempty"`
 }
 
 func tptr(t *timestamppb.Timestamp) *time.Time {
@@ -103,7 +122,7 @@ func toSandboxJSON(s *pb.Sandbox) sandboxJSON {
 		Backup: s.GetBackupStatus(), CleanVersion: s.GetCleanVersion(), Flushed: s.GetFlushed(), VerifiedVersion: s.GetVerifiedVersion(),
 		Head: s.GetHeadVersion(), ReadyToDestroy: s.GetReadyToDestroy(), FlushFailures: s.GetFlushFailures(), LastFlushError: s.GetLastFlushError(),
 		AgentState: s.GetAgentState(), PendingPaths: s.GetPendingPaths(), PendingBytes: s.GetPendingBytes(), LastHeartbeat: tptr(s.GetLastHeartbeatTime()),
-		ExtendedUntil: tptr(s.GetExtendedUntil()), LeaseUntil: tptr(s.GetLeaseUntil()), LastError: s.GetLastError()}
+		ExtendedUntil: tptr(s.GetExtendedUntil()), LeaseUntil: tptr(s.GetLeaseUntil()), LastError: s.GetLastError(), Location: s.GetLocation()}
 }
 
 // sandboxOpTimeout bounds `sandbox stop` and `sandbox destroy`.
@@ -125,13 +144,17 @@ func newSandbox(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req := &pb.ListSandboxesRequest{ProjectId: project, IncludeDestroyed: all}
 			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.ListSandboxes, req, func(resp *pb.ListSandboxesResponse) error {
-				return printList(g.stdout, asJSON, resp.GetSandboxes(), toSandboxJSON, "ID\tPROJECT\tSTATE\tLAST ACTIVITY\tBACKUP\tCLEAN AT\tHEAD\tREADY", func(w io.Writer, s *pb.Sandbox) {
+				return printList(g.stdout, asJSON, resp.GetSandboxes(), toSandboxJSON, "ID\tPROJECT\tSTATE\tLAST ACTIVITY\tBACKUP\tCLEAN AT\tHEAD\tREADY\tLOCATION", func(w io.Writer, s *pb.Sandbox) {
 					backup := s.GetBackupStatus()
 					if s.GetFlushed() {
 						backup += " (flushed)"
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%v\n", s.GetId(), s.GetProjectId(), s.GetState(), fmtTime(s.GetLastActivityTime()),
-						backup, s.GetCleanVersion(), s.GetHeadVersion(), s.GetReadyToDestroy())
+					loc := s.GetLocation()
+					if loc == "" {
+						loc = "-"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%v\t%s\n", s.GetId(), s.GetProjectId(), s.GetState(), fmtTime(s.GetLastActivityTime()),
+						backup, s.GetCleanVersion(), s.GetHeadVersion(), s.GetReadyToDestroy(), loc)
 				})
 			})
 		},
@@ -241,6 +264,20 @@ func newSandbox(g *globals) *cobra.Command {
 	return cmd
 }
 
+// leaseJSON is a lease in --json output.
+func leaseJSON(l *pb.RunLease) map[string]any {
+	out := map[string]any{"id": l.GetId(), "project_id": l.GetProjectId(), "created": tsOrNil(l.GetCreateTime()),
+		"expires": tsOrNil(l.GetExpireTime()), "released": tsOrNil(l.GetReleaseTime())}
+	return out
+}
+
+func tsOrNil(t *timestamppb.Timestamp) any {
+	if t == nil {
+		return nil
+	}
+	return t.AsTime()
+}
+
 func leaseLine(w io.Writer, l *pb.RunLease) {
 	end := l.GetExpireTime()
 	if l.GetReleaseTime() != nil {
@@ -253,6 +290,7 @@ func newLease(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "lease", Short: "Run leases: a project's sandbox is never reaped while one is held"}
 	var project string
 	var ttl, renewTTL time.Duration
+	var acquireJSON bool
 	acquire := &cobra.Command{
 		Use:   "acquire --project ID [--ttl 10m]",
 		Short: "Take a run lease; prints its id alone on stdout",
@@ -263,6 +301,9 @@ func newLease(g *globals) *cobra.Command {
 			}
 			req := &pb.AcquireRunLeaseRequest{ProjectId: project, Ttl: durationpb.New(ttl)}
 			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.AcquireRunLease, req, func(resp *pb.AcquireRunLeaseResponse) error {
+				if acquireJSON {
+					return printJSON(g.stdout, leaseJSON(resp.GetLease()))
+				}
 				fmt.Fprintf(g.stderr, "lease held until %s\n", resp.GetLease().GetExpireTime().AsTime().Format(time.RFC3339))
 				fmt.Fprintln(g.stdout, resp.GetLease().GetId())
 				return nil
@@ -271,6 +312,7 @@ func newLease(g *globals) *cobra.Command {
 	}
 	acquire.Flags().StringVar(&project, "project", "", "project id")
 	acquire.Flags().DurationVar(&ttl, "ttl", 10*time.Minute, "the lease ends this long from now unless renewed")
+	acquire.Flags().BoolVar(&acquireJSON, "json", false, `print {"id", "project_id", "created", "expires", "released"}`)
 	renew := &cobra.Command{
 		Use:   "renew ID [--ttl 10m]",
 		Short: "Make a lease end ttl from now",
@@ -300,8 +342,8 @@ func newLease(g *globals) *cobra.Command {
 	return cmd
 }
 
-// policyJSON is the JSON form of PolicyValues: Go duration strings, unset
-// fields left out.
+// policyValuesJSON is the JSON form of PolicyValues: Go duration strings
+// ("never" for 0, as the text says), unset fields left out.
 func policyValuesJSON(v *pb.PolicyValues) map[string]string {
 	out := map[string]string{}
 	for _, f := range []struct {
@@ -311,6 +353,9 @@ func policyValuesJSON(v *pb.PolicyValues) map[string]string {
 		{"delete_history_after", v.GetDeleteHistoryAfter()}, {"notify_grace", v.GetNotifyGrace()}} {
 		if f.d != nil {
 			out[f.name] = f.d.AsDuration().String()
+			if f.d.AsDuration() == 0 {
+				out[f.name] = "never"
+			}
 		}
 	}
 	return out
@@ -328,9 +373,6 @@ func printPolicy(w io.Writer, p *pb.ProjectPolicy, asJSON bool) error {
 		v, from := eff[k], "global"
 		if _, ok := over[k]; ok {
 			from = "project"
-		}
-		if v == "0s" {
-			v = "never"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", strings.ReplaceAll(k, "_", "-"), v, from)
 	}
@@ -513,8 +555,12 @@ func printCost(w io.Writer, r *pb.GetCostResponse) error {
 				other += v
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%.1f%%\t\n", name, h["started"], h["stopped"], h["archived"], other,
-			humanBytes(p.GetStoredBytes()), p.GetComputeDollars(), p.GetStorageDollars(), p.GetTotalDollars(), p.GetAlwaysOnDollars(), 100*p.GetSavings())
+		savings := "–" // nothing to compare yet
+		if p.GetAlwaysOnDollars() > 0 {
+			savings = fmt.Sprintf("%.1f%%", 100*p.GetSavings())
+		}
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%s\t\n", name, h["started"], h["stopped"], h["archived"], other,
+			humanBytes(p.GetStoredBytes()), p.GetComputeDollars(), p.GetStorageDollars(), p.GetTotalDollars(), p.GetAlwaysOnDollars(), savings)
 	}
 	for _, p := range r.GetProjects() {
 		row(p.GetProjectId(), p)

@@ -54,6 +54,7 @@ variable: --s3-bucket as SANDKEEP_S3_BUCKET, and so on.`,
 	f.StringVar(&cfg.S3Endpoint, "s3-endpoint", "", "S3 endpoint URL (MinIO, versitygw, R2, ...); default AWS")
 	f.StringVar(&cfg.S3Region, "s3-region", "us-east-1", "S3 region")
 	f.BoolVar(&cfg.S3PathStyle, "s3-path-style", false, "path-style S3 addressing (most non-AWS servers)")
+	f.BoolVar(&cfg.S3InstanceCredentials, "s3-instance-credentials", false, "let the AWS credential chain ask the EC2 instance metadata endpoint (an instance role); off, it is never probed")
 	f.StringVar(&cfg.S3Prefix, "s3-prefix", "", "key prefix inside the bucket")
 	f.StringVar(&cfg.SecretKey, "secret-key", "", "hex key (>= 32 bytes) that signs URLs; default <data>/secret.key; share it between replicas")
 	f.DurationVar(&cfg.URLTTL, "url-ttl", 15*time.Minute, "lifetime of signed URLs given to agents")
@@ -62,7 +63,7 @@ variable: --s3-bucket as SANDKEEP_S3_BUCKET, and so on.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	lifecycleFlags(f, &cfg.Lifecycle) // lifecycle: --provider, --daytona-*, --local-*, policy and rates
-	f.DurationVar(&cfg.GC.Interval, "gc-interval", server.DefaultGCInterval, "collect garbage in every project this often: retention, then deletion of what no kept version references (0: never; `sandkeep gc` still works)")
+	f.DurationVar(&cfg.GC.Interval, "gc-interval", server.DefaultGCInterval, "collect garbage in every project this often: retention, then deletion of what no kept version references (0: never; 'sandkeep gc' still works)")
 	f.DurationVar(&cfg.GC.Grace, "gc-grace", server.DefaultGCGrace, "how long a condemned pack waits before deletion, and how old a pack must be to be condemned; must exceed the longest agent upload and the longest restore")
 	// --admin-token (global) doubles as the token serve registers.
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {

@@ -14,7 +14,7 @@ import (
 func runServe(t *testing.T, args ...string) (func(name string) string, error) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	root := newRoot(&out, &errb)
+	root, _ := newRoot(&out, &errb)
 	args = append([]string{"serve", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--tls-cert", "x.pem"}, args...)
 	root.SetArgs(args)
 	err := root.Execute()

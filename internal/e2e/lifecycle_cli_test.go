@@ -38,7 +38,7 @@ func TestLifecycleCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(run(true, "policy", "show", "--project", project, "--json")), &pol); err != nil {
 		t.Fatal(err)
 	}
-	if pol.Effective["stop_after"] != "3m0s" || pol.Override["destroy_after"] != "20m0s" || pol.Effective["notify_grace"] != "1m0s" || pol.Effective["archive_after"] != "0s" {
+	if pol.Effective["stop_after"] != "3m0s" || pol.Override["destroy_after"] != "20m0s" || pol.Effective["notify_grace"] != "1m0s" || pol.Effective["archive_after"] != "never" {
 		t.Fatalf("policy show: %+v", pol)
 	}
 	if out := run(false, "policy", "set", "--project", project, "--destroy-after", "1m"); !strings.Contains(out, "InvalidArgument") {

@@ -189,7 +189,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Policy == (policy.Policy{}) {
 		cfg.Policy = policy.Default()
 	}
-	if err := cfg.Policy.Validate(); err != nil {
+	if err := withoutGraceIfNoHook(cfg.Policy, cfg.Webhook).Validate(); err != nil {
 		return nil, fmt.Errorf("lifecycle: global policy: %w", err)
 	}
 	if cfg.Rates == (cost.Rates{}) {

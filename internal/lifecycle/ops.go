@@ -24,6 +24,7 @@ type View struct {
 	Head       int64     // the project's head version
 	LeaseUntil time.Time // the project's run lease end (zero: none)
 	Ready      bool      // flushed clean at the head and the head verified: may be destroyed
+	Location   string    // where its workspace is, if the provider can say
 }
 
 // ListSandboxes returns the project's sandboxes ("" for all), destroyed
@@ -58,7 +59,11 @@ func (m *Manager) ListSandboxes(ctx context.Context, projectID string, liveOnly 
 }
 
 func (m *Manager) view(sb metastore.Sandbox, head int64, lease time.Time) View {
-	return View{Sandbox: sb, Head: head, LeaseUntil: lease, Ready: backupStatus(sb, head).Ready()}
+	v := View{Sandbox: sb, Head: head, LeaseUntil: lease, Ready: backupStatus(sb, head).Ready()}
+	if sb.ProviderID != "" && sb.Live() && m.cfg.Provider != nil {
+		v.Location = provider.LocationOf(m.cfg.Provider, sb.ProviderID)
+	}
+	return v
 }
 
 // GetSandbox returns one sandbox.
@@ -328,7 +333,11 @@ func (m *Manager) SetPolicy(ctx context.Context, projectID string, c PolicyChang
 		}
 		lp.WebhookURL = *c.Webhook
 	}
-	if err := policy.Merge(m.cfg.Policy, lp.Override).Validate(); err != nil {
+	hook := lp.WebhookURL
+	if hook == "" {
+		hook = m.cfg.Webhook
+	}
+	if err := withoutGraceIfNoHook(policy.Merge(m.cfg.Policy, lp.Override), hook).Validate(); err != nil {
 		return PolicyView{}, fmt.Errorf("%w: %v", metastore.ErrInvalid, err)
 	}
 	lp.UpdatedAt = m.now()

@@ -215,20 +215,29 @@ func (m *Manager) effectivePolicy(ctx context.Context, project string) (policy.P
 	lp, err := m.st.GetLifecyclePolicy(ctx, project)
 	switch {
 	case errors.Is(err, metastore.ErrNotFound):
-		return m.cfg.Policy, m.cfg.Webhook, nil
+		return withoutGraceIfNoHook(m.cfg.Policy, m.cfg.Webhook), m.cfg.Webhook, nil
 	case err != nil:
 		return policy.Policy{}, "", err
-	}
-	p := policy.Merge(m.cfg.Policy, lp.Override)
-	if err := p.Validate(); err != nil {
-		m.log.Warn("lifecycle: project policy contradicts the global one; using the global policy", "project", project, "err", err)
-		p = m.cfg.Policy
 	}
 	hook := lp.WebhookURL
 	if hook == "" {
 		hook = m.cfg.Webhook
 	}
+	p := withoutGraceIfNoHook(policy.Merge(m.cfg.Policy, lp.Override), hook)
+	if err := p.Validate(); err != nil {
+		m.log.Warn("lifecycle: project policy contradicts the global one; using the global policy", "project", project, "err", err)
+		p = withoutGraceIfNoHook(m.cfg.Policy, hook)
+	}
 	return p, hook, nil
+}
+
+// withoutGraceIfNoHook: with no webhook nobody is notified, so the
+// notify grace does not apply (and does not constrain stop-after).
+func withoutGraceIfNoHook(p policy.Policy, hook string) policy.Policy {
+	if hook == "" {
+		p.NotifyGrace = 0
+	}
+	return p
 }
 
 // policySandbox is what policy.Decide needs to know of sb.

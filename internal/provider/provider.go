@@ -221,6 +221,28 @@ func MatchLabels(labels, selector map[string]string) bool {
 	return true
 }
 
+// Locator is implemented by providers that can say where a sandbox's
+// workspace is for a person to look (the local provider: its directory).
+// Wrappers (guard, faulty) pass it through.
+type Locator interface {
+	Location(id string) string
+}
+
+// LocationOf returns p's location of sandbox id, "" if p cannot say.
+func LocationOf(p Provider, id string) string {
+	for p != nil {
+		if l, ok := p.(Locator); ok {
+			return l.Location(id)
+		}
+		u, ok := p.(interface{ Unwrap() Provider })
+		if !ok {
+			return ""
+		}
+		p = u.Unwrap()
+	}
+	return ""
+}
+
 // UnavailableError is an ErrUnavailable that says more: when the provider
 // asked to be called again (HTTP Retry-After), and whether it certainly did
 // not act on the request (a 429, an open circuit, a refused connection), so

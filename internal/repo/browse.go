@@ -64,7 +64,7 @@ func (r *Repo) ResolveVersion(ctx context.Context, projectID string, number int6
 	}
 	v, err := r.meta.GetVersion(ctx, projectID, number)
 	if err != nil {
-		return metastore.Version{}, fmt.Errorf("version %d: %w", number, err)
+		return metastore.Version{}, err // names the version and the ones that exist
 	}
 	return v, nil
 }

@@ -140,7 +140,7 @@ func (r *Repo) Rollback(ctx context.Context, projectID string, number int64) (me
 	}
 	target, err := r.meta.GetVersion(ctx, projectID, number)
 	if err != nil {
-		return metastore.Version{}, fmt.Errorf("version %d: %w", number, err)
+		return metastore.Version{}, err // names the version and the ones that exist
 	}
 	backoff := 5 * time.Millisecond
 	for attempt := 1; ; attempt++ {

@@ -57,6 +57,7 @@ import (
 	"net/http"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	sandkeepv1 "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
@@ -234,13 +235,24 @@ type runner struct {
 	reused atomic.Int64
 
 	// Touched only by the goroutine running Run.
-	res   Result
-	fails failures
+	res     Result
+	fails   failures
+	noSpace bool // an ENOSPC was logged: the next ones are not
 }
 
 func (r *runner) fail(p string, err error) {
-	r.log.Warn("restore: entry not restored", "path", p, "err", err)
 	r.fails.add(p, err)
+	if errors.Is(err, syscall.ENOSPC) {
+		// One line, not one per file: the error names the totals.
+		if !r.noSpace {
+			r.noSpace = true
+			free, _ := freeSpace(r.root.Name())
+			r.log.Warn("restore: the file system is full; the remaining files fail the same way", "dir", r.root.Name(), "free", humanBytes(free), "first", p)
+		}
+		r.log.Debug("restore: entry not restored", "path", p, "err", err)
+		return
+	}
+	r.log.Warn("restore: entry not restored", "path", p, "err", err)
 }
 
 type recvResult struct {

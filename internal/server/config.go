@@ -34,6 +34,9 @@ type Config struct {
 	S3Region    string
 	S3Prefix    string
 	S3PathStyle bool
+	// S3InstanceCredentials lets the AWS chain use the EC2 instance
+	// metadata endpoint (off: it is not probed).
+	S3InstanceCredentials bool
 
 	// AdminToken, if set, is registered as an admin token (for several
 	// coordinators over one database). Otherwise one is made on first start

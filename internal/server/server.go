@@ -53,6 +53,7 @@ type Server struct {
 	// Lifecycle is the sandbox lifecycle manager (lifecycle.go). // lifecycle
 	Lifecycle *lifecycle.Manager
 	provider  provider.Provider // lifecycle
+	lock      *os.File          // <data>/serve.lock, flocked
 
 	grpcLn net.Listener
 	httpLn net.Listener
@@ -98,6 +99,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	key, err := s.secretKey()
 	if err != nil {
 		return nil, err
@@ -138,7 +142,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	if cfg.S3Bucket != "" {
 		st, err := s3store.New(ctx, s3store.Config{
 			Bucket: cfg.S3Bucket, Endpoint: cfg.S3Endpoint, Region: cfg.S3Region,
-			Prefix: cfg.S3Prefix, PathStyle: cfg.S3PathStyle, CreateBucket: true,
+			Prefix: cfg.S3Prefix, PathStyle: cfg.S3PathStyle, CreateBucket: true, InstanceCredentials: cfg.S3InstanceCredentials,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("open s3: %w", err)
@@ -475,5 +479,9 @@ func (s *Server) Close() {
 	s.closeProvider() // lifecycle
 	if s.Meta != nil {
 		s.Meta.Close()
+	}
+	if s.lock != nil {
+		s.lock.Close() // releases the flock
+		s.lock = nil
 	}
 }

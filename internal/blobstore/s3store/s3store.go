@@ -20,6 +20,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
@@ -67,6 +68,11 @@ type Config struct {
 	// default AWS chain (environment, shared config, instance roles) is used.
 	AccessKeyID     string
 	SecretAccessKey string
+	// InstanceCredentials lets the AWS chain ask the EC2 instance metadata
+	// endpoint for credentials (an EC2 instance role). Off by default: on
+	// any other machine that probe only delays a clear "no credentials".
+	// AWS_EC2_METADATA_DISABLED, when set, decides instead.
+	InstanceCredentials bool
 	// CreateBucket creates Bucket in New if it does not exist.
 	CreateBucket bool
 	// HTTPClient sends the requests; nil means the SDK's default. It is
@@ -141,9 +147,15 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		opts = append(opts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, "")))
 	}
+	if !cfg.InstanceCredentials && os.Getenv("AWS_EC2_METADATA_DISABLED") == "" {
+		opts = append(opts, config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
+	}
 	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("s3store: loading AWS config: %w", err)
+	}
+	if _, err := awsCfg.Credentials.Retrieve(ctx); err != nil {
+		return nil, fmt.Errorf("s3store: no AWS credentials for bucket %s: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE with a shared credentials file); on EC2 with an instance role, pass --s3-instance-credentials (%w)", cfg.Bucket, err)
 	}
 	if awsCfg.Region == "" {
 		awsCfg.Region = "us-east-1"

@@ -226,6 +226,9 @@ func (p *Provider) Dir(id string) string { return filepath.Join(p.cfg.Root, id) 
 // Workspace is a sandbox's workspace directory.
 func (p *Provider) Workspace(id string) string { return filepath.Join(p.cfg.Root, id, "workspace") }
 
+// Location is the sandbox's workspace directory (provider.Locator).
+func (p *Provider) Location(id string) string { return p.Workspace(id) }
+
 // LogPath is the file holding a sandbox's agent output.
 func (p *Provider) LogPath(id string) string { return filepath.Join(p.cfg.Root, id, "agent.log") }
 

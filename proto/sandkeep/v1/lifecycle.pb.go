@@ -56,8 +56,11 @@ type Sandbox struct {
 	LastHeartbeatTime *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=last_heartbeat_time,json=lastHeartbeatTime,proto3" json:"last_heartbeat_time,omitempty"`
 	ExtendedUntil     *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=extended_until,json=extendedUntil,proto3" json:"extended_until,omitempty"`
 	// The end of the project's run lease, if any.
-	LeaseUntil    *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=lease_until,json=leaseUntil,proto3" json:"lease_until,omitempty"`
-	LastError     string                 `protobuf:"bytes,23,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LeaseUntil *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=lease_until,json=leaseUntil,proto3" json:"lease_until,omitempty"`
+	LastError  string                 `protobuf:"bytes,23,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Where the sandbox's workspace is, when the provider can say (the
+	// local provider: its directory); empty otherwise.
+	Location      string `protobuf:"bytes,24,opt,name=location,proto3" json:"location,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -249,6 +252,13 @@ func (x *Sandbox) GetLeaseUntil() *timestamppb.Timestamp {
 func (x *Sandbox) GetLastError() string {
 	if x != nil {
 		return x.LastError
+	}
+	return ""
+}
+
+func (x *Sandbox) GetLocation() string {
+	if x != nil {
+		return x.Location
 	}
 	return ""
 }
@@ -2064,7 +2074,7 @@ var File_sandkeep_v1_lifecycle_proto protoreflect.FileDescriptor
 
 const file_sandkeep_v1_lifecycle_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsandkeep/v1/lifecycle.proto\x12\vsandkeep.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\a\n" +
+	"\x1bsandkeep/v1/lifecycle.proto\x12\vsandkeep.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\a\n" +
 	"\aSandbox\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -2096,7 +2106,8 @@ const file_sandkeep_v1_lifecycle_proto_rawDesc = "" +
 	"\vlease_until\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"leaseUntil\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\x17 \x01(\tR\tlastError\"b\n" +
+	"last_error\x18\x17 \x01(\tR\tlastError\x12\x1a\n" +
+	"\blocation\x18\x18 \x01(\tR\blocation\"b\n" +
 	"\x14ListSandboxesRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12+\n" +

@@ -338,7 +338,7 @@ func (s *Store) SetPinned(ctx context.Context, projectID string, number int64, p
 		return fmt.Errorf("pin version %d of %s: %w", number, projectID, err)
 	}
 	if n == 0 {
-		return storeutil.NotFound("version %d of project %q", number, projectID)
+		return s.noVersion(ctx, projectID, number)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -467,6 +468,21 @@ func scanVersion(r Row) (metastore.Version, error) {
 	return v, err
 }
 
+// noVersion is the ErrNotFound of a version number the project lacks; it
+// says which numbers the project has, so the user can pick one.
+func (s *Store) noVersion(ctx context.Context, projectID string, number int64) error {
+	var lo, hi sql.NullInt64
+	var n int64
+	err := s.d.Reader().QueryRow(ctx, `SELECT MIN(number), MAX(number), COUNT(*) FROM versions WHERE project_id = $1`, projectID).Scan(&lo, &hi, &n)
+	switch {
+	case err != nil || !lo.Valid:
+		return storeutil.NotFound("version %d of project %s (it has no versions yet)", number, projectID)
+	case n == hi.Int64-lo.Int64+1:
+		return storeutil.NotFound("version %d of project %s (it has versions %d..%d)", number, projectID, lo.Int64, hi.Int64)
+	}
+	return storeutil.NotFound("version %d of project %s (it has %d versions between %d and %d; older ones fell out of retention: see `sandkeep versions`)", number, projectID, n, lo.Int64, hi.Int64)
+}
+
 // GetVersion returns one version, or ErrNotFound.
 func (s *Store) GetVersion(ctx context.Context, projectID string, number int64) (metastore.Version, error) {
 	if !storeutil.Storable(projectID) {
@@ -474,7 +490,7 @@ func (s *Store) GetVersion(ctx context.Context, projectID string, number int64) 
 	}
 	v, err := scanVersion(s.d.Reader().QueryRow(ctx, `SELECT `+versionCols+` FROM versions WHERE project_id = $1 AND number = $2`, projectID, number))
 	if noRows(err) {
-		return v, storeutil.NotFound("version %d of project %q", number, projectID)
+		return v, s.noVersion(ctx, projectID, number)
 	}
 	if err != nil {
 		return v, fmt.Errorf("get version %d of %s: %w", number, projectID, err)
