@@ -80,7 +80,9 @@ func errorMessage(err error) string {
 		error
 		GRPCStatus() *status.Status
 	}
-	if errors.As(err, &se) {
+	if errors.As(err, &se) && strings.HasPrefix(se.Error(), "rpc error: ") {
+		// A raw gRPC error: its message without gRPC's wrapping (errors
+		// that wrote their own message keep it).
 		return strings.Replace(err.Error(), se.Error(), se.GRPCStatus().Message(), 1)
 	}
 	return err.Error()
