@@ -15,9 +15,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/ignore"
+	"github.com/sandkeep/sandkeep/internal/progress"
 	"github.com/sandkeep/sandkeep/internal/remote"
 	"github.com/sandkeep/sandkeep/internal/restore"
 	"github.com/sandkeep/sandkeep/internal/snapshot"
@@ -33,7 +35,9 @@ type Config struct {
 	// re-read of the workspace, nothing else). Default: the user cache dir.
 	CacheDir string
 	Logger   *slog.Logger
-	// Progress receives a progress line on a terminal (restore).
+	// Progress receives progress lines of sync --once and restore: redrawn
+	// in place on a terminal, every few seconds elsewhere (package
+	// progress); nil: none.
 	Progress io.Writer
 	// KeepSetuid restores setuid/setgid bits as stored (default: dropped).
 	KeepSetuid bool
@@ -121,8 +125,17 @@ func SyncOnce(ctx context.Context, cfg Config) (SyncResult, error) {
 	}
 	var res snapshot.Result
 	var v *pb.Version
+	var prog *snapshot.Progress
+	if cfg.Progress != nil {
+		prog = &snapshot.Progress{}
+		stop := progress.Start(cfg.Progress, func(el time.Duration) string {
+			s := progress.Line("sync", prog.FilesDone.Load(), prog.FilesSeen.Load(), prog.BytesDone.Load(), prog.BytesSeen.Load(), el)
+			return s + ", " + progress.Bytes(prog.BytesUploaded.Load()) + " uploaded"
+		})
+		defer stop()
+	}
 	for attempt := 0; ; attempt++ {
-		v, res, err = syncOnce(ctx, c, cfg.Workspace, prev, ign, head, stPath, log)
+		v, res, err = syncOnce(ctx, c, cfg.Workspace, prev, ign, head, stPath, log, prog)
 		if errors.Is(err, remote.ErrBlobMissing) && prev != nil && attempt == 0 {
 			log.Warn("the coordinator no longer stores chunks the agent index names; re-reading every file", "err", err)
 			prev = nil
@@ -183,8 +196,8 @@ func (e *UnreadableError) Error() string {
 // syncOnce is one scan and, if the root differs from head's, one commit on
 // head (nil v: nothing changed). The root is recorded in the state at
 // stPath before the commit, so that a lost answer is recognised later.
-func syncOnce(ctx context.Context, c *remote.Client, ws string, prev *snapshot.Index, ign *ignore.Matcher, head *pb.Version, stPath string, log *slog.Logger) (*pb.Version, snapshot.Result, error) {
-	res, err := snapshot.Run(ctx, ws, c, prev, snapshot.Options{Ignore: ign, Logger: log})
+func syncOnce(ctx context.Context, c *remote.Client, ws string, prev *snapshot.Index, ign *ignore.Matcher, head *pb.Version, stPath string, log *slog.Logger, prog *snapshot.Progress) (*pb.Version, snapshot.Result, error) {
+	res, err := snapshot.Run(ctx, ws, c, prev, snapshot.Options{Ignore: ign, Logger: log, Progress: prog})
 	if err != nil {
 		return nil, res, fmt.Errorf("scan %s: %w", ws, err)
 	}

@@ -220,7 +220,7 @@ type syncJSON struct {
 }
 
 func newSync(g *globals, code *int) *cobra.Command {
-	var once, asJSON bool
+	var once, asJSON, quiet bool
 	cmd := &cobra.Command{
 		Use:   "sync --once",
 		Short: "Scan the workspace, upload what is missing, commit; prints the version number last",
@@ -230,6 +230,9 @@ func newSync(g *globals, code *int) *cobra.Command {
 				return errors.New("sync needs --once (continuous sync is `sandkeep-agent run`)")
 			}
 			g.oneShot()
+			if !quiet {
+				g.cfg.Progress = g.stderr
+			}
 			res, err := agent.SyncOnce(cmd.Context(), g.cfg)
 			var partial *agent.ChangingFilesError
 			var unreadable *agent.UnreadableError
@@ -273,6 +276,7 @@ func newSync(g *globals, code *int) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&once, "once", false, "sync once and exit")
+	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress lines on stderr (the summary and errors still)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"version", "changed", "files", "bytes", "bytes_uploaded", "changing", "unreadable"}`)
 	return cmd
 }
@@ -286,7 +290,7 @@ func nonNil(s []string) []string {
 
 func newRestore(g *globals) *cobra.Command {
 	var version int64
-	var force, asJSON bool
+	var force, asJSON, quiet bool
 	cmd := &cobra.Command{
 		Use:   "restore --workspace DIR [--version N] [--force] [--keep-setuid]",
 		Short: "Rehydrate the workspace from the head (or version N); only missing data is downloaded",
@@ -306,7 +310,9 @@ a sandbox should not become a setuid binary of whoever restores it.`,
 			if version < 0 {
 				return errors.New("--version must be a version number")
 			}
-			g.cfg.Progress = g.stderr
+			if !quiet {
+				g.cfg.Progress = g.stderr
+			}
 			g.oneShot()
 			res, err := agent.RestoreWith(cmd.Context(), g.cfg, agent.RestoreOptions{Version: version, Force: force})
 			if err != nil {
@@ -326,6 +332,7 @@ a sandbox should not become a setuid binary of whoever restores it.`,
 	cmd.Flags().BoolVar(&force, "force", false, "make a non-empty target exactly the version (overwrite what differs, remove what the version lacks)")
 	cmd.Flags().BoolVar(&g.cfg.KeepSetuid, "keep-setuid", false, "restore setuid/setgid bits as stored (default: dropped)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"version", "files", "dirs", "symlinks", "bytes", "bytes_downloaded", "seconds"}`)
+	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress lines on stderr (the summary and errors still)")
 	return cmd
 }
 

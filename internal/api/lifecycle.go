@@ -255,6 +255,19 @@ func (s *LifecycleServer) ReleaseRunLease(ctx context.Context, req *pb.ReleaseRu
 	return &pb.ReleaseRunLeaseResponse{Lease: leaseToPB(l)}, nil
 }
 
+// ListRunLeases implements pb.LifecycleServiceServer.
+func (s *LifecycleServer) ListRunLeases(ctx context.Context, req *pb.ListRunLeasesRequest) (*pb.ListRunLeasesResponse, error) {
+	ls, err := s.m.ListRunLeases(ctx, req.GetProjectId())
+	if err != nil {
+		return nil, s.status(ctx, "list run leases", err)
+	}
+	out := &pb.ListRunLeasesResponse{}
+	for _, l := range ls {
+		out.Leases = append(out.Leases, leaseToPB(l))
+	}
+	return out, nil
+}
+
 func durOf(d *durationpb.Duration) *time.Duration {
 	if d == nil {
 		return nil

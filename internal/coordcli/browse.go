@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/progress"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -336,6 +338,7 @@ kind, change, size, checksum}.`,
 func newGet(g *globals) *cobra.Command {
 	var project, output string
 	var version int64
+	var quiet bool
 	cmd := &cobra.Command{
 		Use:   "get --project ID PATH [--version N] [-o FILE]",
 		Short: "Write a file of a version (default: the head) to stdout or FILE",
@@ -362,8 +365,18 @@ beside FILE, then renamed), and a failure leaves no partial FILE.`,
 					_, err := copyStream(g.stdout, stream)
 					return err
 				}
+				// -o: progress on stderr (stdout may be the data).
+				var got, size atomic.Int64
+				size.Store(-1)
+				stop := func() {}
+				if !quiet {
+					stop = progress.Start(g.stderr, func(el time.Duration) string {
+						return progress.Line("get "+args[0], 0, 1, got.Load(), max(size.Load(), 0), el)
+					})
+				}
+				defer stop()
 				return writeAtomically(output, func(w io.Writer) error {
-					_, err := copyStream(w, stream)
+					_, err := copyStream(&countingWriter{w: w, n: &got}, streamSize(stream, &size))
 					return err
 				})
 			})
@@ -372,7 +385,39 @@ beside FILE, then renamed), and a failure leaves no partial FILE.`,
 	cmd.Flags().StringVar(&project, "project", "", "project id")
 	cmd.Flags().Int64Var(&version, "version", 0, "version number (default: the head)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of stdout")
+	cmd.Flags().BoolVar(&quiet, "quiet", false, "with -o: no progress lines on stderr")
 	return cmd
+}
+
+// countingWriter counts what goes through it (for progress).
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	k, err := c.w.Write(p)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// sizeStream notes the announced file size (for progress) as the stream
+// passes.
+type sizeStream struct {
+	grpc.ServerStreamingClient[pb.ReadFileResponse]
+	size *atomic.Int64
+}
+
+func streamSize(s grpc.ServerStreamingClient[pb.ReadFileResponse], size *atomic.Int64) grpc.ServerStreamingClient[pb.ReadFileResponse] {
+	return &sizeStream{s, size}
+}
+
+func (s *sizeStream) Recv() (*pb.ReadFileResponse, error) {
+	m, err := s.ServerStreamingClient.Recv()
+	if f := m.GetFile(); err == nil && f != nil {
+		s.size.Store(f.GetSize())
+	}
+	return m, err
 }
 
 // copyStream writes a ReadFile stream to w and checks that exactly the

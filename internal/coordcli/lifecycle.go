@@ -338,7 +338,24 @@ func newLease(g *globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(acquire, renew, release)
+	var listProject string
+	var listJSON bool
+	list := &cobra.Command{
+		Use:   "list [--project ID] [--json]",
+		Short: "List the run leases held now: ID, PROJECT, CREATED, EXPIRES",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := &pb.ListRunLeasesRequest{ProjectId: listProject}
+			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.ListRunLeases, req, func(resp *pb.ListRunLeasesResponse) error {
+				return printList(g.stdout, listJSON, resp.GetLeases(), leaseJSON, "ID\tPROJECT\tCREATED\tEXPIRES", func(w io.Writer, l *pb.RunLease) {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", l.GetId(), l.GetProjectId(), fmtTime(l.GetCreateTime()), fmtTime(l.GetExpireTime()))
+				})
+			})
+		},
+	}
+	list.Flags().StringVar(&listProject, "project", "", "only this project's leases")
+	list.Flags().BoolVar(&listJSON, "json", false, `print an array of {"id", "project_id", "created", "expires", "released"}`)
+	cmd.AddCommand(acquire, renew, release, list)
 	return cmd
 }
 

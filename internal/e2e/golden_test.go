@@ -159,6 +159,8 @@ func TestGoldenCLI(t *testing.T) {
 	admin("policy-show-json", 0, "policy", "show", "--project", project, "--json")
 	admin("policy-set-short-stop", 0, "policy", "set", "--project", project, "--stop-after", "30s", "--destroy-after", "1m")
 	admin("lease-acquire-json", 0, "lease", "acquire", "--project", project, "--json")
+	admin("lease-list", 0, "lease", "list", "--project", project)
+	admin("lease-list-json", 0, "lease", "list", "--json")
 	admin("cost", 0, "cost", "--project", project)
 	admin("sandbox-list-json", 0, "sandbox", "list", "--json")
 	admin("sandbox-ensure-no-provider", 1, "sandbox", "ensure", "--project", project)

@@ -250,6 +250,33 @@ func (m *Manager) RenewRunLease(ctx context.Context, id string, ttl time.Duratio
 	return m.st.RenewRunLease(ctx, id, m.now(), ttl)
 }
 
+// ListRunLeases returns the leases held now, of the project ("" for every
+// project), by project then expiry.
+func (m *Manager) ListRunLeases(ctx context.Context, projectID string) ([]metastore.RunLease, error) {
+	ids := []string{projectID}
+	if projectID == "" {
+		prjs, err := m.meta.ListProjects(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ids = ids[:0]
+		for _, p := range prjs {
+			ids = append(ids, p.ID)
+		}
+	} else if _, err := m.meta.GetProject(ctx, projectID); err != nil {
+		return nil, err
+	}
+	var out []metastore.RunLease
+	for _, id := range ids {
+		ls, err := m.st.ListRunLeases(ctx, id, m.now())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ls...)
+	}
+	return out, nil
+}
+
 // ReleaseRunLease ends a lease now.
 func (m *Manager) ReleaseRunLease(ctx context.Context, id string) (metastore.RunLease, error) {
 	return m.st.ReleaseRunLease(ctx, id, m.now())

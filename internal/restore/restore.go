@@ -52,6 +52,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/progress"
 	"io"
 	"log/slog"
 	"net/http"
@@ -87,7 +88,8 @@ type Options struct {
 	HTTPClient *http.Client
 	// Parallel is the number of concurrent range GETs. Default 8.
 	Parallel int
-	// Progress, if it is a terminal, gets a one-line progress display
+	// Progress gets progress lines (package progress: redrawn on a
+	// terminal, every few seconds elsewhere); nil: none. It gets a one-line progress display
 	// (updated at most 10 times a second). Otherwise nothing is written.
 	Progress io.Writer
 	// Logger gets structured logs. Default: discard.
@@ -197,10 +199,11 @@ func Run(ctx context.Context, src PlanSource, opts Options) (Result, error) {
 	for i := range r.workers {
 		r.workers[i] = &worker{r: r, dc: dirCache{ws: root}}
 	}
-	if isTerminal(opts.Progress) {
-		stop := startProgress(opts.Progress, &r.stats, start)
-		defer stop()
-	}
+	stop := progress.Start(opts.Progress, func(el time.Duration) string {
+		return progress.Line("restore", r.stats.filesDone.Load(), r.stats.filesSeen.Load(), r.stats.bytesDone.Load(), r.stats.bytesSeen.Load(), el) +
+			", " + progress.Bytes(r.stats.downloaded.Load()) + " downloaded"
+	})
+	defer stop()
 
 	fatal := r.run(ctx, src)
 	if fatal == nil || !errors.Is(fatal, context.Canceled) && !errors.Is(fatal, context.DeadlineExceeded) {

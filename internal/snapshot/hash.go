@@ -192,6 +192,12 @@ func (r *run) readFile(ctx context.Context, j fileJob, before fileStat, attempt 
 		refs, total, err = r.readChunked(ctx, f, before, known)
 	}
 	r.c.bytesRead.Add(total)
+	if p := r.opts.Progress; p != nil {
+		p.BytesDone.Add(total)
+		if err == nil && attempt == 0 {
+			p.FilesDone.Add(1)
+		}
+	}
 	if err != nil {
 		return readResult{}, err
 	}

@@ -143,6 +143,9 @@ type Options struct {
 	// longer exist; "." or "" is the root. An invalid path makes the Run a
 	// full scan. See "Incremental scans" in the package documentation.
 	Dirty []string
+	// Progress, when set, is kept up to date while the Run goes (for a
+	// progress display; the Run never reads it).
+	Progress *Progress
 
 	// afterRead, set by tests only (export_test.go), runs after a file was
 	// read and before it is stat'ed again.
@@ -365,6 +368,13 @@ type run struct {
 	rootDone atomic.Bool
 
 	c counters
+}
+
+// Progress counts a Run's work as it happens: files and bytes found by the
+// walk so far (the totals, growing until the walk ends), files and bytes
+// done (reused unread, or read), bytes uploaded.
+type Progress struct {
+	FilesSeen, FilesDone, BytesSeen, BytesDone, BytesUploaded atomic.Int64
 }
 
 type counters struct {

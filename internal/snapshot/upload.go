@@ -157,6 +157,9 @@ func (r *run) pack(ctx context.Context) error {
 			}
 			r.c.packs.Add(1)
 			r.c.bytesUploaded.Add(int64(len(data)))
+			if p := r.opts.Progress; p != nil {
+				p.BytesUploaded.Add(int64(len(data)))
+			}
 			w.Recycle(data) // the remote keeps no reference (see Remote)
 			for _, e := range entries {
 				r.inflight.remove(e.ID)

@@ -248,10 +248,18 @@ func (r *run) walkDir(ctx context.Context, d *dirState, t *dirtyNode, v *dirView
 			slot := len(d.nodes)
 			d.nodes = append(d.nodes, tree.Node{Name: name, Type: tree.File, Mode: st.mode, MtimeNs: st.mtimeNs, Size: st.size})
 			d.extra = append(d.extra, nodeExtra{st: st})
+			if p := r.opts.Progress; p != nil {
+				p.FilesSeen.Add(1)
+				p.BytesSeen.Add(st.size)
+			}
 			pe, ok := prev.file(name)
 			if ok && !pe.racy && pe.st == st {
 				d.nodes[slot].Chunks = pe.chunks
 				r.c.unchanged.Add(1)
+				if p := r.opts.Progress; p != nil {
+					p.FilesDone.Add(1)
+					p.BytesDone.Add(st.size)
+				}
 				r.c.chunksReused.Add(int64(len(pe.chunks)))
 				continue
 			}

@@ -1313,6 +1313,96 @@ func (x *ReleaseRunLeaseResponse) GetLease() *RunLease {
 	return nil
 }
 
+type ListRunLeasesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: every project.
+	ProjectId     string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRunLeasesRequest) Reset() {
+	*x = ListRunLeasesRequest{}
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRunLeasesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRunLeasesRequest) ProtoMessage() {}
+
+func (x *ListRunLeasesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRunLeasesRequest.ProtoReflect.Descriptor instead.
+func (*ListRunLeasesRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListRunLeasesRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+type ListRunLeasesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// By project, then by expiry.
+	Leases        []*RunLease `protobuf:"bytes,1,rep,name=leases,proto3" json:"leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRunLeasesResponse) Reset() {
+	*x = ListRunLeasesResponse{}
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRunLeasesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRunLeasesResponse) ProtoMessage() {}
+
+func (x *ListRunLeasesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRunLeasesResponse.ProtoReflect.Descriptor instead.
+func (*ListRunLeasesResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListRunLeasesResponse) GetLeases() []*RunLease {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
 // PolicyValues are idle thresholds; an unset field is "not set" (in an
 // override: inherited), zero means never.
 type PolicyValues struct {
@@ -1328,7 +1418,7 @@ type PolicyValues struct {
 
 func (x *PolicyValues) Reset() {
 	*x = PolicyValues{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[21]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1430,7 @@ func (x *PolicyValues) String() string {
 func (*PolicyValues) ProtoMessage() {}
 
 func (x *PolicyValues) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[21]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1443,7 @@ func (x *PolicyValues) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyValues.ProtoReflect.Descriptor instead.
 func (*PolicyValues) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{21}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PolicyValues) GetStopAfter() *durationpb.Duration {
@@ -1406,7 +1496,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[22]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1508,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[22]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1521,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{22}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetPolicyRequest) GetProjectId() string {
@@ -1471,7 +1561,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[23]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1573,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[23]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1586,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{23}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetPolicyResponse) GetPolicy() *ProjectPolicy {
@@ -1516,7 +1606,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[24]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1618,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[24]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1631,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{24}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetPolicyRequest) GetProjectId() string {
@@ -1560,7 +1650,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[25]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1662,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[25]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1675,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{25}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *ProjectPolicy {
@@ -1613,7 +1703,7 @@ type ProjectPolicy struct {
 
 func (x *ProjectPolicy) Reset() {
 	*x = ProjectPolicy{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[26]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1715,7 @@ func (x *ProjectPolicy) String() string {
 func (*ProjectPolicy) ProtoMessage() {}
 
 func (x *ProjectPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[26]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1728,7 @@ func (x *ProjectPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectPolicy.ProtoReflect.Descriptor instead.
 func (*ProjectPolicy) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{26}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ProjectPolicy) GetProjectId() string {
@@ -1702,7 +1792,7 @@ type GetCostRequest struct {
 
 func (x *GetCostRequest) Reset() {
 	*x = GetCostRequest{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[27]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1804,7 @@ func (x *GetCostRequest) String() string {
 func (*GetCostRequest) ProtoMessage() {}
 
 func (x *GetCostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[27]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1817,7 @@ func (x *GetCostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCostRequest.ProtoReflect.Descriptor instead.
 func (*GetCostRequest) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{27}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetCostRequest) GetProjectId() string {
@@ -1757,7 +1847,7 @@ type GetCostResponse struct {
 
 func (x *GetCostResponse) Reset() {
 	*x = GetCostResponse{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[28]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1769,7 +1859,7 @@ func (x *GetCostResponse) String() string {
 func (*GetCostResponse) ProtoMessage() {}
 
 func (x *GetCostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[28]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1782,7 +1872,7 @@ func (x *GetCostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCostResponse.ProtoReflect.Descriptor instead.
 func (*GetCostResponse) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{28}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetCostResponse) GetSince() *timestamppb.Timestamp {
@@ -1833,7 +1923,7 @@ type CostRates struct {
 
 func (x *CostRates) Reset() {
 	*x = CostRates{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[29]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +1935,7 @@ func (x *CostRates) String() string {
 func (*CostRates) ProtoMessage() {}
 
 func (x *CostRates) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[29]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +1948,7 @@ func (x *CostRates) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CostRates.ProtoReflect.Descriptor instead.
 func (*CostRates) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{29}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CostRates) GetStartedPerHour() float64 {
@@ -1901,7 +1991,7 @@ type StateTime struct {
 
 func (x *StateTime) Reset() {
 	*x = StateTime{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[30]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2003,7 @@ func (x *StateTime) String() string {
 func (*StateTime) ProtoMessage() {}
 
 func (x *StateTime) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[30]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2016,7 @@ func (x *StateTime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateTime.ProtoReflect.Descriptor instead.
 func (*StateTime) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{30}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StateTime) GetState() string {
@@ -1972,7 +2062,7 @@ type ProjectCost struct {
 
 func (x *ProjectCost) Reset() {
 	*x = ProjectCost{}
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[31]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2074,7 @@ func (x *ProjectCost) String() string {
 func (*ProjectCost) ProtoMessage() {}
 
 func (x *ProjectCost) ProtoReflect() protoreflect.Message {
-	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[31]
+	mi := &file_sandkeep_v1_lifecycle_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2087,7 @@ func (x *ProjectCost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCost.ProtoReflect.Descriptor instead.
 func (*ProjectCost) Descriptor() ([]byte, []int) {
-	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{31}
+	return file_sandkeep_v1_lifecycle_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ProjectCost) GetProjectId() string {
@@ -2178,7 +2268,12 @@ const file_sandkeep_v1_lifecycle_proto_rawDesc = "" +
 	"\x16ReleaseRunLeaseRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\"F\n" +
 	"\x17ReleaseRunLeaseResponse\x12+\n" +
-	"\x05lease\x18\x01 \x01(\v2\x15.sandkeep.v1.RunLeaseR\x05lease\"\xd3\x02\n" +
+	"\x05lease\x18\x01 \x01(\v2\x15.sandkeep.v1.RunLeaseR\x05lease\"5\n" +
+	"\x14ListRunLeasesRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\"F\n" +
+	"\x15ListRunLeasesResponse\x12-\n" +
+	"\x06leases\x18\x01 \x03(\v2\x15.sandkeep.v1.RunLeaseR\x06leases\"\xd3\x02\n" +
 	"\fPolicyValues\x128\n" +
 	"\n" +
 	"stop_after\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\tstopAfter\x12>\n" +
@@ -2243,7 +2338,7 @@ const file_sandkeep_v1_lifecycle_proto_rawDesc = "" +
 	"\x0falways_on_hours\x18\b \x01(\x01R\ralwaysOnHours\x12*\n" +
 	"\x11always_on_dollars\x18\t \x01(\x01R\x0falwaysOnDollars\x12\x18\n" +
 	"\asavings\x18\n" +
-	" \x01(\x01R\asavings2\x88\b\n" +
+	" \x01(\x01R\asavings2\xe0\b\n" +
 	"\x10LifecycleService\x12V\n" +
 	"\rListSandboxes\x12!.sandkeep.v1.ListSandboxesRequest\x1a\".sandkeep.v1.ListSandboxesResponse\x12M\n" +
 	"\n" +
@@ -2254,7 +2349,8 @@ const file_sandkeep_v1_lifecycle_proto_rawDesc = "" +
 	"\rExtendSandbox\x12!.sandkeep.v1.ExtendSandboxRequest\x1a\".sandkeep.v1.ExtendSandboxResponse\x12\\\n" +
 	"\x0fAcquireRunLease\x12#.sandkeep.v1.AcquireRunLeaseRequest\x1a$.sandkeep.v1.AcquireRunLeaseResponse\x12V\n" +
 	"\rRenewRunLease\x12!.sandkeep.v1.RenewRunLeaseRequest\x1a\".sandkeep.v1.RenewRunLeaseResponse\x12\\\n" +
-	"\x0fReleaseRunLease\x12#.sandkeep.v1.ReleaseRunLeaseRequest\x1a$.sandkeep.v1.ReleaseRunLeaseResponse\x12J\n" +
+	"\x0fReleaseRunLease\x12#.sandkeep.v1.ReleaseRunLeaseRequest\x1a$.sandkeep.v1.ReleaseRunLeaseResponse\x12V\n" +
+	"\rListRunLeases\x12!.sandkeep.v1.ListRunLeasesRequest\x1a\".sandkeep.v1.ListRunLeasesResponse\x12J\n" +
 	"\tSetPolicy\x12\x1d.sandkeep.v1.SetPolicyRequest\x1a\x1e.sandkeep.v1.SetPolicyResponse\x12J\n" +
 	"\tGetPolicy\x12\x1d.sandkeep.v1.GetPolicyRequest\x1a\x1e.sandkeep.v1.GetPolicyResponse\x12D\n" +
 	"\aGetCost\x12\x1b.sandkeep.v1.GetCostRequest\x1a\x1c.sandkeep.v1.GetCostResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
@@ -2271,7 +2367,7 @@ func file_sandkeep_v1_lifecycle_proto_rawDescGZIP() []byte {
 	return file_sandkeep_v1_lifecycle_proto_rawDescData
 }
 
-var file_sandkeep_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_sandkeep_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_sandkeep_v1_lifecycle_proto_goTypes = []any{
 	(*Sandbox)(nil),                 // 0: sandkeep.v1.Sandbox
 	(*ListSandboxesRequest)(nil),    // 1: sandkeep.v1.ListSandboxesRequest
@@ -2294,92 +2390,97 @@ var file_sandkeep_v1_lifecycle_proto_goTypes = []any{
 	(*RenewRunLeaseResponse)(nil),   // 18: sandkeep.v1.RenewRunLeaseResponse
 	(*ReleaseRunLeaseRequest)(nil),  // 19: sandkeep.v1.ReleaseRunLeaseRequest
 	(*ReleaseRunLeaseResponse)(nil), // 20: sandkeep.v1.ReleaseRunLeaseResponse
-	(*PolicyValues)(nil),            // 21: sandkeep.v1.PolicyValues
-	(*SetPolicyRequest)(nil),        // 22: sandkeep.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),       // 23: sandkeep.v1.SetPolicyResponse
-	(*GetPolicyRequest)(nil),        // 24: sandkeep.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),       // 25: sandkeep.v1.GetPolicyResponse
-	(*ProjectPolicy)(nil),           // 26: sandkeep.v1.ProjectPolicy
-	(*GetCostRequest)(nil),          // 27: sandkeep.v1.GetCostRequest
-	(*GetCostResponse)(nil),         // 28: sandkeep.v1.GetCostResponse
-	(*CostRates)(nil),               // 29: sandkeep.v1.CostRates
-	(*StateTime)(nil),               // 30: sandkeep.v1.StateTime
-	(*ProjectCost)(nil),             // 31: sandkeep.v1.ProjectCost
-	(*timestamppb.Timestamp)(nil),   // 32: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 33: google.protobuf.Duration
+	(*ListRunLeasesRequest)(nil),    // 21: sandkeep.v1.ListRunLeasesRequest
+	(*ListRunLeasesResponse)(nil),   // 22: sandkeep.v1.ListRunLeasesResponse
+	(*PolicyValues)(nil),            // 23: sandkeep.v1.PolicyValues
+	(*SetPolicyRequest)(nil),        // 24: sandkeep.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),       // 25: sandkeep.v1.SetPolicyResponse
+	(*GetPolicyRequest)(nil),        // 26: sandkeep.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),       // 27: sandkeep.v1.GetPolicyResponse
+	(*ProjectPolicy)(nil),           // 28: sandkeep.v1.ProjectPolicy
+	(*GetCostRequest)(nil),          // 29: sandkeep.v1.GetCostRequest
+	(*GetCostResponse)(nil),         // 30: sandkeep.v1.GetCostResponse
+	(*CostRates)(nil),               // 31: sandkeep.v1.CostRates
+	(*StateTime)(nil),               // 32: sandkeep.v1.StateTime
+	(*ProjectCost)(nil),             // 33: sandkeep.v1.ProjectCost
+	(*timestamppb.Timestamp)(nil),   // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 35: google.protobuf.Duration
 }
 var file_sandkeep_v1_lifecycle_proto_depIdxs = []int32{
-	32, // 0: sandkeep.v1.Sandbox.state_since:type_name -> google.protobuf.Timestamp
-	32, // 1: sandkeep.v1.Sandbox.create_time:type_name -> google.protobuf.Timestamp
-	32, // 2: sandkeep.v1.Sandbox.last_activity_time:type_name -> google.protobuf.Timestamp
-	32, // 3: sandkeep.v1.Sandbox.last_heartbeat_time:type_name -> google.protobuf.Timestamp
-	32, // 4: sandkeep.v1.Sandbox.extended_until:type_name -> google.protobuf.Timestamp
-	32, // 5: sandkeep.v1.Sandbox.lease_until:type_name -> google.protobuf.Timestamp
+	34, // 0: sandkeep.v1.Sandbox.state_since:type_name -> google.protobuf.Timestamp
+	34, // 1: sandkeep.v1.Sandbox.create_time:type_name -> google.protobuf.Timestamp
+	34, // 2: sandkeep.v1.Sandbox.last_activity_time:type_name -> google.protobuf.Timestamp
+	34, // 3: sandkeep.v1.Sandbox.last_heartbeat_time:type_name -> google.protobuf.Timestamp
+	34, // 4: sandkeep.v1.Sandbox.extended_until:type_name -> google.protobuf.Timestamp
+	34, // 5: sandkeep.v1.Sandbox.lease_until:type_name -> google.protobuf.Timestamp
 	0,  // 6: sandkeep.v1.ListSandboxesResponse.sandboxes:type_name -> sandkeep.v1.Sandbox
 	0,  // 7: sandkeep.v1.GetSandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
 	0,  // 8: sandkeep.v1.EnsureSandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
-	33, // 9: sandkeep.v1.EnsureSandboxResponse.took:type_name -> google.protobuf.Duration
+	35, // 9: sandkeep.v1.EnsureSandboxResponse.took:type_name -> google.protobuf.Duration
 	7,  // 10: sandkeep.v1.EnsureSandboxResponse.replaced:type_name -> sandkeep.v1.SandboxReplacement
 	0,  // 11: sandkeep.v1.StopSandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
 	0,  // 12: sandkeep.v1.DestroySandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
-	33, // 13: sandkeep.v1.ExtendSandboxRequest.duration:type_name -> google.protobuf.Duration
+	35, // 13: sandkeep.v1.ExtendSandboxRequest.duration:type_name -> google.protobuf.Duration
 	0,  // 14: sandkeep.v1.ExtendSandboxResponse.sandbox:type_name -> sandkeep.v1.Sandbox
-	32, // 15: sandkeep.v1.RunLease.create_time:type_name -> google.protobuf.Timestamp
-	32, // 16: sandkeep.v1.RunLease.expire_time:type_name -> google.protobuf.Timestamp
-	32, // 17: sandkeep.v1.RunLease.release_time:type_name -> google.protobuf.Timestamp
-	33, // 18: sandkeep.v1.AcquireRunLeaseRequest.ttl:type_name -> google.protobuf.Duration
+	34, // 15: sandkeep.v1.RunLease.create_time:type_name -> google.protobuf.Timestamp
+	34, // 16: sandkeep.v1.RunLease.expire_time:type_name -> google.protobuf.Timestamp
+	34, // 17: sandkeep.v1.RunLease.release_time:type_name -> google.protobuf.Timestamp
+	35, // 18: sandkeep.v1.AcquireRunLeaseRequest.ttl:type_name -> google.protobuf.Duration
 	14, // 19: sandkeep.v1.AcquireRunLeaseResponse.lease:type_name -> sandkeep.v1.RunLease
-	33, // 20: sandkeep.v1.RenewRunLeaseRequest.ttl:type_name -> google.protobuf.Duration
+	35, // 20: sandkeep.v1.RenewRunLeaseRequest.ttl:type_name -> google.protobuf.Duration
 	14, // 21: sandkeep.v1.RenewRunLeaseResponse.lease:type_name -> sandkeep.v1.RunLease
 	14, // 22: sandkeep.v1.ReleaseRunLeaseResponse.lease:type_name -> sandkeep.v1.RunLease
-	33, // 23: sandkeep.v1.PolicyValues.stop_after:type_name -> google.protobuf.Duration
-	33, // 24: sandkeep.v1.PolicyValues.destroy_after:type_name -> google.protobuf.Duration
-	33, // 25: sandkeep.v1.PolicyValues.archive_after:type_name -> google.protobuf.Duration
-	33, // 26: sandkeep.v1.PolicyValues.delete_history_after:type_name -> google.protobuf.Duration
-	33, // 27: sandkeep.v1.PolicyValues.notify_grace:type_name -> google.protobuf.Duration
-	21, // 28: sandkeep.v1.SetPolicyRequest.override:type_name -> sandkeep.v1.PolicyValues
-	26, // 29: sandkeep.v1.SetPolicyResponse.policy:type_name -> sandkeep.v1.ProjectPolicy
-	26, // 30: sandkeep.v1.GetPolicyResponse.policy:type_name -> sandkeep.v1.ProjectPolicy
-	21, // 31: sandkeep.v1.ProjectPolicy.effective:type_name -> sandkeep.v1.PolicyValues
-	21, // 32: sandkeep.v1.ProjectPolicy.global:type_name -> sandkeep.v1.PolicyValues
-	21, // 33: sandkeep.v1.ProjectPolicy.override:type_name -> sandkeep.v1.PolicyValues
-	32, // 34: sandkeep.v1.ProjectPolicy.update_time:type_name -> google.protobuf.Timestamp
-	32, // 35: sandkeep.v1.GetCostRequest.since:type_name -> google.protobuf.Timestamp
-	32, // 36: sandkeep.v1.GetCostResponse.since:type_name -> google.protobuf.Timestamp
-	32, // 37: sandkeep.v1.GetCostResponse.until:type_name -> google.protobuf.Timestamp
-	29, // 38: sandkeep.v1.GetCostResponse.rates:type_name -> sandkeep.v1.CostRates
-	31, // 39: sandkeep.v1.GetCostResponse.projects:type_name -> sandkeep.v1.ProjectCost
-	31, // 40: sandkeep.v1.GetCostResponse.total:type_name -> sandkeep.v1.ProjectCost
-	30, // 41: sandkeep.v1.ProjectCost.states:type_name -> sandkeep.v1.StateTime
-	1,  // 42: sandkeep.v1.LifecycleService.ListSandboxes:input_type -> sandkeep.v1.ListSandboxesRequest
-	3,  // 43: sandkeep.v1.LifecycleService.GetSandbox:input_type -> sandkeep.v1.GetSandboxRequest
-	5,  // 44: sandkeep.v1.LifecycleService.EnsureSandbox:input_type -> sandkeep.v1.EnsureSandboxRequest
-	8,  // 45: sandkeep.v1.LifecycleService.StopSandbox:input_type -> sandkeep.v1.StopSandboxRequest
-	10, // 46: sandkeep.v1.LifecycleService.DestroySandbox:input_type -> sandkeep.v1.DestroySandboxRequest
-	12, // 47: sandkeep.v1.LifecycleService.ExtendSandbox:input_type -> sandkeep.v1.ExtendSandboxRequest
-	15, // 48: sandkeep.v1.LifecycleService.AcquireRunLease:input_type -> sandkeep.v1.AcquireRunLeaseRequest
-	17, // 49: sandkeep.v1.LifecycleService.RenewRunLease:input_type -> sandkeep.v1.RenewRunLeaseRequest
-	19, // 50: sandkeep.v1.LifecycleService.ReleaseRunLease:input_type -> sandkeep.v1.ReleaseRunLeaseRequest
-	22, // 51: sandkeep.v1.LifecycleService.SetPolicy:input_type -> sandkeep.v1.SetPolicyRequest
-	24, // 52: sandkeep.v1.LifecycleService.GetPolicy:input_type -> sandkeep.v1.GetPolicyRequest
-	27, // 53: sandkeep.v1.LifecycleService.GetCost:input_type -> sandkeep.v1.GetCostRequest
-	2,  // 54: sandkeep.v1.LifecycleService.ListSandboxes:output_type -> sandkeep.v1.ListSandboxesResponse
-	4,  // 55: sandkeep.v1.LifecycleService.GetSandbox:output_type -> sandkeep.v1.GetSandboxResponse
-	6,  // 56: sandkeep.v1.LifecycleService.EnsureSandbox:output_type -> sandkeep.v1.EnsureSandboxResponse
-	9,  // 57: sandkeep.v1.LifecycleService.StopSandbox:output_type -> sandkeep.v1.StopSandboxResponse
-	11, // 58: sandkeep.v1.LifecycleService.DestroySandbox:output_type -> sandkeep.v1.DestroySandboxResponse
-	13, // 59: sandkeep.v1.LifecycleService.ExtendSandbox:output_type -> sandkeep.v1.ExtendSandboxResponse
-	16, // 60: sandkeep.v1.LifecycleService.AcquireRunLease:output_type -> sandkeep.v1.AcquireRunLeaseResponse
-	18, // 61: sandkeep.v1.LifecycleService.RenewRunLease:output_type -> sandkeep.v1.RenewRunLeaseResponse
-	20, // 62: sandkeep.v1.LifecycleService.ReleaseRunLease:output_type -> sandkeep.v1.ReleaseRunLeaseResponse
-	23, // 63: sandkeep.v1.LifecycleService.SetPolicy:output_type -> sandkeep.v1.SetPolicyResponse
-	25, // 64: sandkeep.v1.LifecycleService.GetPolicy:output_type -> sandkeep.v1.GetPolicyResponse
-	28, // 65: sandkeep.v1.LifecycleService.GetCost:output_type -> sandkeep.v1.GetCostResponse
-	54, // [54:66] is the sub-list for method output_type
-	42, // [42:54] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	14, // 23: sandkeep.v1.ListRunLeasesResponse.leases:type_name -> sandkeep.v1.RunLease
+	35, // 24: sandkeep.v1.PolicyValues.stop_after:type_name -> google.protobuf.Duration
+	35, // 25: sandkeep.v1.PolicyValues.destroy_after:type_name -> google.protobuf.Duration
+	35, // 26: sandkeep.v1.PolicyValues.archive_after:type_name -> google.protobuf.Duration
+	35, // 27: sandkeep.v1.PolicyValues.delete_history_after:type_name -> google.protobuf.Duration
+	35, // 28: sandkeep.v1.PolicyValues.notify_grace:type_name -> google.protobuf.Duration
+	23, // 29: sandkeep.v1.SetPolicyRequest.override:type_name -> sandkeep.v1.PolicyValues
+	28, // 30: sandkeep.v1.SetPolicyResponse.policy:type_name -> sandkeep.v1.ProjectPolicy
+	28, // 31: sandkeep.v1.GetPolicyResponse.policy:type_name -> sandkeep.v1.ProjectPolicy
+	23, // 32: sandkeep.v1.ProjectPolicy.effective:type_name -> sandkeep.v1.PolicyValues
+	23, // 33: sandkeep.v1.ProjectPolicy.global:type_name -> sandkeep.v1.PolicyValues
+	23, // 34: sandkeep.v1.ProjectPolicy.override:type_name -> sandkeep.v1.PolicyValues
+	34, // 35: sandkeep.v1.ProjectPolicy.update_time:type_name -> google.protobuf.Timestamp
+	34, // 36: sandkeep.v1.GetCostRequest.since:type_name -> google.protobuf.Timestamp
+	34, // 37: sandkeep.v1.GetCostResponse.since:type_name -> google.protobuf.Timestamp
+	34, // 38: sandkeep.v1.GetCostResponse.until:type_name -> google.protobuf.Timestamp
+	31, // 39: sandkeep.v1.GetCostResponse.rates:type_name -> sandkeep.v1.CostRates
+	33, // 40: sandkeep.v1.GetCostResponse.projects:type_name -> sandkeep.v1.ProjectCost
+	33, // 41: sandkeep.v1.GetCostResponse.total:type_name -> sandkeep.v1.ProjectCost
+	32, // 42: sandkeep.v1.ProjectCost.states:type_name -> sandkeep.v1.StateTime
+	1,  // 43: sandkeep.v1.LifecycleService.ListSandboxes:input_type -> sandkeep.v1.ListSandboxesRequest
+	3,  // 44: sandkeep.v1.LifecycleService.GetSandbox:input_type -> sandkeep.v1.GetSandboxRequest
+	5,  // 45: sandkeep.v1.LifecycleService.EnsureSandbox:input_type -> sandkeep.v1.EnsureSandboxRequest
+	8,  // 46: sandkeep.v1.LifecycleService.StopSandbox:input_type -> sandkeep.v1.StopSandboxRequest
+	10, // 47: sandkeep.v1.LifecycleService.DestroySandbox:input_type -> sandkeep.v1.DestroySandboxRequest
+	12, // 48: sandkeep.v1.LifecycleService.ExtendSandbox:input_type -> sandkeep.v1.ExtendSandboxRequest
+	15, // 49: sandkeep.v1.LifecycleService.AcquireRunLease:input_type -> sandkeep.v1.AcquireRunLeaseRequest
+	17, // 50: sandkeep.v1.LifecycleService.RenewRunLease:input_type -> sandkeep.v1.RenewRunLeaseRequest
+	19, // 51: sandkeep.v1.LifecycleService.ReleaseRunLease:input_type -> sandkeep.v1.ReleaseRunLeaseRequest
+	21, // 52: sandkeep.v1.LifecycleService.ListRunLeases:input_type -> sandkeep.v1.ListRunLeasesRequest
+	24, // 53: sandkeep.v1.LifecycleService.SetPolicy:input_type -> sandkeep.v1.SetPolicyRequest
+	26, // 54: sandkeep.v1.LifecycleService.GetPolicy:input_type -> sandkeep.v1.GetPolicyRequest
+	29, // 55: sandkeep.v1.LifecycleService.GetCost:input_type -> sandkeep.v1.GetCostRequest
+	2,  // 56: sandkeep.v1.LifecycleService.ListSandboxes:output_type -> sandkeep.v1.ListSandboxesResponse
+	4,  // 57: sandkeep.v1.LifecycleService.GetSandbox:output_type -> sandkeep.v1.GetSandboxResponse
+	6,  // 58: sandkeep.v1.LifecycleService.EnsureSandbox:output_type -> sandkeep.v1.EnsureSandboxResponse
+	9,  // 59: sandkeep.v1.LifecycleService.StopSandbox:output_type -> sandkeep.v1.StopSandboxResponse
+	11, // 60: sandkeep.v1.LifecycleService.DestroySandbox:output_type -> sandkeep.v1.DestroySandboxResponse
+	13, // 61: sandkeep.v1.LifecycleService.ExtendSandbox:output_type -> sandkeep.v1.ExtendSandboxResponse
+	16, // 62: sandkeep.v1.LifecycleService.AcquireRunLease:output_type -> sandkeep.v1.AcquireRunLeaseResponse
+	18, // 63: sandkeep.v1.LifecycleService.RenewRunLease:output_type -> sandkeep.v1.RenewRunLeaseResponse
+	20, // 64: sandkeep.v1.LifecycleService.ReleaseRunLease:output_type -> sandkeep.v1.ReleaseRunLeaseResponse
+	22, // 65: sandkeep.v1.LifecycleService.ListRunLeases:output_type -> sandkeep.v1.ListRunLeasesResponse
+	25, // 66: sandkeep.v1.LifecycleService.SetPolicy:output_type -> sandkeep.v1.SetPolicyResponse
+	27, // 67: sandkeep.v1.LifecycleService.GetPolicy:output_type -> sandkeep.v1.GetPolicyResponse
+	30, // 68: sandkeep.v1.LifecycleService.GetCost:output_type -> sandkeep.v1.GetCostResponse
+	56, // [56:69] is the sub-list for method output_type
+	43, // [43:56] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_sandkeep_v1_lifecycle_proto_init() }
@@ -2387,14 +2488,14 @@ func file_sandkeep_v1_lifecycle_proto_init() {
 	if File_sandkeep_v1_lifecycle_proto != nil {
 		return
 	}
-	file_sandkeep_v1_lifecycle_proto_msgTypes[22].OneofWrappers = []any{}
+	file_sandkeep_v1_lifecycle_proto_msgTypes[24].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandkeep_v1_lifecycle_proto_rawDesc), len(file_sandkeep_v1_lifecycle_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	LifecycleService_AcquireRunLease_FullMethodName = "/sandkeep.v1.LifecycleService/AcquireRunLease"
 	LifecycleService_RenewRunLease_FullMethodName   = "/sandkeep.v1.LifecycleService/RenewRunLease"
 	LifecycleService_ReleaseRunLease_FullMethodName = "/sandkeep.v1.LifecycleService/ReleaseRunLease"
+	LifecycleService_ListRunLeases_FullMethodName   = "/sandkeep.v1.LifecycleService/ListRunLeases"
 	LifecycleService_SetPolicy_FullMethodName       = "/sandkeep.v1.LifecycleService/SetPolicy"
 	LifecycleService_GetPolicy_FullMethodName       = "/sandkeep.v1.LifecycleService/GetPolicy"
 	LifecycleService_GetCost_FullMethodName         = "/sandkeep.v1.LifecycleService/GetCost"
@@ -69,6 +70,8 @@ type LifecycleServiceClient interface {
 	RenewRunLease(ctx context.Context, in *RenewRunLeaseRequest, opts ...grpc.CallOption) (*RenewRunLeaseResponse, error)
 	// ReleaseRunLease ends a lease now; the idle time counts from now.
 	ReleaseRunLease(ctx context.Context, in *ReleaseRunLeaseRequest, opts ...grpc.CallOption) (*ReleaseRunLeaseResponse, error)
+	// ListRunLeases lists the leases held now (of one project, or of all).
+	ListRunLeases(ctx context.Context, in *ListRunLeasesRequest, opts ...grpc.CallOption) (*ListRunLeasesResponse, error)
 	// SetPolicy changes a project's policy override and webhook.
 	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error)
 	// GetPolicy returns a project's effective policy (or the global one).
@@ -175,6 +178,16 @@ func (c *lifecycleServiceClient) ReleaseRunLease(ctx context.Context, in *Releas
 	return out, nil
 }
 
+func (c *lifecycleServiceClient) ListRunLeases(ctx context.Context, in *ListRunLeasesRequest, opts ...grpc.CallOption) (*ListRunLeasesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRunLeasesResponse)
+	err := c.cc.Invoke(ctx, LifecycleService_ListRunLeases_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *lifecycleServiceClient) SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SetPolicyResponse)
@@ -241,6 +254,8 @@ type LifecycleServiceServer interface {
 	RenewRunLease(context.Context, *RenewRunLeaseRequest) (*RenewRunLeaseResponse, error)
 	// ReleaseRunLease ends a lease now; the idle time counts from now.
 	ReleaseRunLease(context.Context, *ReleaseRunLeaseRequest) (*ReleaseRunLeaseResponse, error)
+	// ListRunLeases lists the leases held now (of one project, or of all).
+	ListRunLeases(context.Context, *ListRunLeasesRequest) (*ListRunLeasesResponse, error)
 	// SetPolicy changes a project's policy override and webhook.
 	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
 	// GetPolicy returns a project's effective policy (or the global one).
@@ -283,6 +298,9 @@ func (UnimplementedLifecycleServiceServer) RenewRunLease(context.Context, *Renew
 }
 func (UnimplementedLifecycleServiceServer) ReleaseRunLease(context.Context, *ReleaseRunLeaseRequest) (*ReleaseRunLeaseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseRunLease not implemented")
+}
+func (UnimplementedLifecycleServiceServer) ListRunLeases(context.Context, *ListRunLeasesRequest) (*ListRunLeasesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRunLeases not implemented")
 }
 func (UnimplementedLifecycleServiceServer) SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetPolicy not implemented")
@@ -476,6 +494,24 @@ func _LifecycleService_ReleaseRunLease_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LifecycleService_ListRunLeases_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRunLeasesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).ListRunLeases(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_ListRunLeases_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).ListRunLeases(ctx, req.(*ListRunLeasesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _LifecycleService_SetPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SetPolicyRequest)
 	if err := dec(in); err != nil {
@@ -572,6 +608,10 @@ var LifecycleService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReleaseRunLease",
 			Handler:    _LifecycleService_ReleaseRunLease_Handler,
+		},
+		{
+			MethodName: "ListRunLeases",
+			Handler:    _LifecycleService_ListRunLeases_Handler,
 		},
 		{
 			MethodName: "SetPolicy",
