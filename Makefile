@@ -10,6 +10,7 @@ RESTIC_VERSION := v0.18.1
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+STATICCHECK_VERSION := v0.8.2
 
 .PHONY: help build run test test-short tools proto lint bench bench-go fuzz clean
 
@@ -48,9 +49,11 @@ proto: ## regenerate the gRPC code from proto/ (buf + protoc-gen-go + protoc-gen
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	cd proto && buf lint && buf generate
 
-lint: ## gofmt + vet
+lint: ## gofmt + vet + staticcheck (pinned; installed if missing)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	@command -v staticcheck >/dev/null 2>&1 || { echo "installing staticcheck $(STATICCHECK_VERSION)"; $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); }
+	staticcheck ./...
 
 # Every fuzz target, as package:Func. `go test` runs their seed corpora in
 # `make test`; `make fuzz` mutates each for FUZZTIME (not in CI: random).

@@ -119,11 +119,13 @@ func newVersions(g *globals) *cobra.Command {
 					}
 				}
 				return printList(g.stdout, asJSON, all, toVersionJSON, "NUMBER\tTIME\tFILES\tBYTES\tKIND\tPINNED", func(w io.Writer, v *pb.Version) {
+					// The PINNED cell only on pinned rows: the others still
+					// end with their kind, as scripts expect.
 					pinned := ""
 					if v.GetPinned() {
-						pinned = "pinned"
+						pinned = "\tpinned"
 					}
-					fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%s\t%s\n", v.GetNumber(), v.GetCreateTime().AsTime().Format(time.RFC3339), v.GetFiles(), v.GetBytes(), kindName(v.GetKind()), pinned)
+					fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%s%s\n", v.GetNumber(), v.GetCreateTime().AsTime().Format(time.RFC3339), v.GetFiles(), v.GetBytes(), kindName(v.GetKind()), pinned)
 				})
 			})
 		},

@@ -697,13 +697,23 @@ versions and the head. The default is keep-last 50, keep-days 30.`,
 // newGC is `sandkeep gc`.
 func newGC(g *globals) *cobra.Command {
 	var project string
-	var dryRun, asJSON bool
+	var dryRun, asJSON, quiet bool
 	cmd := &cobra.Command{
 		Use:   "gc [--project ID] [--dry-run]",
 		Short: "Apply retention and delete what no kept version references; prints what was freed",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req := &pb.CollectGarbageRequest{ProjectId: project, DryRun: dryRun}
+			if !quiet {
+				what := "every project"
+				if project != "" {
+					what = project
+				}
+				stop := progress.Start(g.stderr, func(el time.Duration) string {
+					return fmt.Sprintf("gc: collecting %s, %s", what, el.Truncate(100*time.Millisecond))
+				})
+				defer stop()
+			}
 			return adminRPC(g, cmd, 6*time.Hour, pb.AdminServiceClient.CollectGarbage, req, func(resp *pb.CollectGarbageResponse) error {
 				if asJSON {
 					if err := printJSON(g.stdout, map[string]any{"dry_run": dryRun, "projects": resp.GetProjects(), "versions_deleted": resp.GetVersionsDeleted(),
@@ -724,6 +734,7 @@ func newGC(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&project, "project", "", "only this project (default: every project)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be freed; delete nothing")
+	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"dry_run", "projects", "versions_deleted", "packs_deleted", "bytes_freed", "packs_condemned", "bytes_condemned", "bytes_before", "bytes_after", "failed", "report"}`)
 	return cmd
 }
@@ -737,7 +748,7 @@ func nonNilStrings(s []string) []string {
 
 // newProjectDelete is `sandkeep project delete`.
 func newProjectDelete(g *globals) *cobra.Command {
-	var asJSON bool
+	var asJSON, quiet bool
 	cmd := &cobra.Command{
 		Use:   "delete ID",
 		Short: "Delete a project: every object and row, its tokens and links; prints the bytes freed",
@@ -747,8 +758,11 @@ freed alone on stdout, and the number of objects on stderr.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &pb.DeleteProjectRequest{ProjectId: args[0]}
-			if !asJSON {
-				fmt.Fprintf(g.stderr, "deleting project %s (every object under its prefix, then its rows)...\n", args[0])
+			if !quiet {
+				stop := progress.Start(g.stderr, func(el time.Duration) string {
+					return fmt.Sprintf("deleting project %s (every object under its prefix, then its rows), %s", args[0], el.Truncate(100*time.Millisecond))
+				})
+				defer stop()
 			}
 			return adminRPC(g, cmd, time.Hour, pb.AdminServiceClient.DeleteProject, req, func(resp *pb.DeleteProjectResponse) error {
 				if asJSON {
@@ -761,5 +775,6 @@ freed alone on stdout, and the number of objects on stderr.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"project", "objects_deleted", "bytes_freed"}`)
+	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	return cmd
 }

@@ -1,11 +1,14 @@
 package coordcli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/progress"
 	"io"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -49,6 +52,44 @@ func lifecycleFlags(f *pflag.FlagSet, lc *server.LifecycleConfig) {
 	f.DurationVar(&lc.ProviderCallTimeout, "provider-timeout", 30*time.Second, "bound on one provider call attempt (a call that hangs counts as a provider failure; 5 in a row open the circuit for 30s)")
 	f.DurationVar(&lc.AgentTimeout, "agent-timeout", 2*time.Minute, "a started sandbox whose agent has not answered for this long is replaced by 'sandkeep sandbox ensure'")
 	f.DurationVar(&lc.StuckAfter, "stuck-after", 15*time.Minute, "a sandbox in the error state or in a transition for this long is flushed if its agent answers, then destroyed (the next ensure creates another)")
+}
+
+// ensureWithProgress calls EnsureSandbox and, meanwhile, shows on w what
+// the project's sandbox is doing (its state and its agent's), polled once
+// a second.
+func ensureWithProgress(ctx context.Context, c pb.LifecycleServiceClient, req *pb.EnsureSandboxRequest, quiet bool, w io.Writer) (*pb.EnsureSandboxResponse, error) {
+	if quiet {
+		return c.EnsureSandbox(ctx, req)
+	}
+	var what atomic.Value
+	what.Store("looking for the project's sandbox")
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			if resp, err := c.ListSandboxes(pctx, &pb.ListSandboxesRequest{ProjectId: req.GetProjectId()}); err == nil {
+				for _, sb := range resp.GetSandboxes() {
+					s := "sandbox " + sb.GetId() + " " + sb.GetState()
+					if a := sb.GetAgentState(); a != "" {
+						s += ", agent " + a
+					}
+					what.Store(s)
+				}
+			}
+			select {
+			case <-pctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	stop := progress.Start(w, func(el time.Duration) string {
+		return fmt.Sprintf("ensure: %s, %s", what.Load(), el.Truncate(100*time.Millisecond))
+	})
+	defer stop()
+	return c.EnsureSandbox(ctx, req)
 }
 
 // rate is a float flag whose default prints as a price (6 significant
@@ -149,11 +190,13 @@ func newSandbox(g *globals) *cobra.Command {
 					if s.GetFlushed() {
 						backup += " (flushed)"
 					}
-					loc := s.GetLocation()
-					if loc == "" {
-						loc = "-"
+					// The LOCATION cell only where the provider gives one:
+					// other rows still end with READY.
+					loc := ""
+					if l := s.GetLocation(); l != "" {
+						loc = "\t" + l
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%v\t%s\n", s.GetId(), s.GetProjectId(), s.GetState(), fmtTime(s.GetLastActivityTime()),
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%v%s\n", s.GetId(), s.GetProjectId(), s.GetState(), fmtTime(s.GetLastActivityTime()),
 						backup, s.GetCleanVersion(), s.GetHeadVersion(), s.GetReadyToDestroy(), loc)
 				})
 			})
@@ -164,7 +207,7 @@ func newSandbox(g *globals) *cobra.Command {
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
 	var ensureProject string
-	var ensureJSON bool
+	var ensureJSON, ensureQuiet bool
 	var ensureTimeout time.Duration
 	ensure := &cobra.Command{
 		Use:   "ensure --project ID",
@@ -175,7 +218,11 @@ func newSandbox(g *globals) *cobra.Command {
 				return err
 			}
 			req := &pb.EnsureSandboxRequest{ProjectId: ensureProject}
-			return lifecycleRPC(g, cmd, ensureTimeout, pb.LifecycleServiceClient.EnsureSandbox, req, func(resp *pb.EnsureSandboxResponse) error {
+			return dialCall(g, cmd, ensureTimeout, pb.NewLifecycleServiceClient, func(ctx context.Context, c pb.LifecycleServiceClient) error {
+				resp, err := ensureWithProgress(ctx, c, req, ensureQuiet, g.stderr)
+				if err != nil {
+					return err
+				}
 				replaced := []map[string]string{}
 				for _, r := range resp.GetReplaced() {
 					replaced = append(replaced, map[string]string{"sandbox_id": r.GetSandboxId(), "reason": r.GetReason(), "detail": r.GetDetail(), "lost": r.GetLost()})
@@ -209,6 +256,7 @@ func newSandbox(g *globals) *cobra.Command {
 	ensure.Flags().StringVar(&ensureProject, "project", "", "project id")
 	ensure.Flags().BoolVar(&ensureJSON, "json", false, "print JSON")
 	ensure.Flags().DurationVar(&ensureTimeout, "timeout", 10*time.Minute, "give up after this long")
+	ensure.Flags().BoolVar(&ensureQuiet, "quiet", false, "no progress lines on stderr")
 
 	stop := &cobra.Command{
 		Use:   "stop ID",

@@ -4,8 +4,8 @@ import (
 	"encoding/binary"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -18,7 +18,10 @@ const benchChunk = 1 << 20 // the average chunk size
 // text when GOROOT is not readable).
 func sourceCode(tb testing.TB, n int) []byte {
 	var out []byte
-	root := filepath.Join(runtime.GOROOT(), "src")
+	root := ""
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		root = filepath.Join(strings.TrimSpace(string(out)), "src")
+	}
 	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || len(out) >= n {
 			return fs.SkipDir

@@ -454,9 +454,7 @@ func TestDiffFromRandomized(t *testing.T) {
 		// Drop entries that would be both a file and a directory.
 		for p := range out {
 			for q := path.Dir(p); q != "."; q = path.Dir(q) {
-				if _, ok := out[q]; ok {
-					delete(out, q)
-				}
+				delete(out, q)
 			}
 		}
 		return out

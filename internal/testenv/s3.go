@@ -64,6 +64,7 @@ var (
 	s3Err  error
 	// s3Proc keeps the server's stdin pipe referenced for the life of the
 	// test binary: the server is stopped when that pipe closes.
+	//lint:ignore U1000 written only: it keeps the pipe reachable
 	s3Proc *vgwProcess
 
 	bucketSeq atomic.Uint64

@@ -90,7 +90,7 @@ func referenceWorkspace(ctx context.Context, benchDir string, sizeMB int) (strin
 	}
 	info.Sources = append(info.Sources, fmt.Sprintf("%d module source trees (%.1f MB)", len(mods), float64(modBytes)/1e6))
 	if modBytes < 400e6 && budget > 0 {
-		goroot := filepath.Join(runtime.GOROOT(), "src")
+		goroot := ""
 		if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
 			goroot = filepath.Join(strings.TrimSpace(string(out)), "src")
 		}

@@ -644,7 +644,7 @@ func testConcurrentOverwrite(t *testing.T, s blobstore.Backend) {
 		wg.Go(func() {
 			for range 3 {
 				if err := s.Put(t.Context(), key, bytes.NewReader(versions[i]), int64(len(versions[i]))); err != nil {
-					errs <- fmt.Errorf("Put version %d: %w", i, err)
+					errs <- fmt.Errorf("put version %d: %w", i, err)
 					return
 				}
 			}
@@ -655,17 +655,17 @@ func testConcurrentOverwrite(t *testing.T, s blobstore.Backend) {
 			for range 10 {
 				rc, err := s.Get(t.Context(), key, 0, -1)
 				if err != nil {
-					errs <- fmt.Errorf("Get: %w", err)
+					errs <- fmt.Errorf("get: %w", err)
 					return
 				}
 				got, err := io.ReadAll(rc)
 				rc.Close()
 				if err != nil {
-					errs <- fmt.Errorf("Get: read: %w", err)
+					errs <- fmt.Errorf("get: read: %w", err)
 					return
 				}
 				if !slices.ContainsFunc(versions, func(v []byte) bool { return bytes.Equal(v, got) }) {
-					errs <- fmt.Errorf("Get returned %d bytes that are no version of the object", len(got))
+					errs <- fmt.Errorf("get returned %d bytes that are no version of the object", len(got))
 					return
 				}
 			}
