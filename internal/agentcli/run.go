@@ -186,6 +186,7 @@ func newStatus(g *globals) *cobra.Command {
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // URLs keep their &
 	return enc.Encode(v)
 }
 

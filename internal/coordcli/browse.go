@@ -528,6 +528,7 @@ alone on stdout; what the agent did goes to stderr.`,
 }
 
 func newLink(g *globals) *cobra.Command {
+	var linkJSON bool
 	var project string
 	var version int64
 	var ttl time.Duration
@@ -550,6 +551,9 @@ expires, whether or not a sandbox exists. The URL alone goes to stdout.`,
 				if err != nil {
 					return err
 				}
+				if linkJSON {
+					return printJSON(g.stdout, map[string]any{"url": resp.GetUrl(), "version": resp.GetVersion(), "expires": tsOrNil(resp.GetExpireTime())})
+				}
 				fmt.Fprintln(g.stdout, resp.GetUrl())
 				return nil
 			})
@@ -558,6 +562,7 @@ expires, whether or not a sandbox exists. The URL alone goes to stdout.`,
 	cmd.Flags().StringVar(&project, "project", "", "project id")
 	cmd.Flags().Int64Var(&version, "version", 0, "version number (default: the head)")
 	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "lifetime of the link")
+	cmd.Flags().BoolVar(&linkJSON, "json", false, `print {"url", "version", "expires"}`)
 	return cmd
 }
 
@@ -579,6 +584,7 @@ func newVersion(g *globals) *cobra.Command {
 	for _, pin := range []bool{true, false} {
 		var project string
 		var version int64
+		var pinJSON bool
 		name := "pin"
 		short := "Pin a version: garbage collection never removes it"
 		if !pin {
@@ -600,6 +606,9 @@ func newVersion(g *globals) *cobra.Command {
 					if err != nil {
 						return err
 					}
+					if pinJSON {
+						return printJSON(g.stdout, toVersionJSON(resp.GetVersion()))
+					}
 					state := "pinned"
 					if !resp.GetVersion().GetPinned() {
 						state = "unpinned"
@@ -611,6 +620,7 @@ func newVersion(g *globals) *cobra.Command {
 		}
 		sub.Flags().StringVar(&project, "project", "", "project id")
 		sub.Flags().Int64Var(&version, "version", 0, "version number")
+		sub.Flags().BoolVar(&pinJSON, "json", false, "print the version as JSON (as in versions --json)")
 		cmd.AddCommand(sub)
 	}
 	return cmd
@@ -654,6 +664,7 @@ versions and the head. The default is keep-last 50, keep-days 30.`,
 	var setProject string
 	var keepLast int64
 	var keepDays float64
+	var setJSON bool
 	set := &cobra.Command{
 		Use:   "set --project ID [--keep-last N] [--keep-days D]",
 		Short: "Change the retention policy (only the flags given); prints the policy in effect",
@@ -683,13 +694,14 @@ versions and the head. The default is keep-last 50, keep-days 30.`,
 				if err != nil {
 					return err
 				}
-				return printPolicy(resp.GetPolicy(), false)
+				return printPolicy(resp.GetPolicy(), setJSON)
 			})
 		},
 	}
 	set.Flags().StringVar(&setProject, "project", "", "project id")
 	set.Flags().Int64Var(&keepLast, "keep-last", 0, "keep the newest N versions (0: none by count)")
 	set.Flags().Float64Var(&keepDays, "keep-days", 0, "keep versions younger than D days (0: none by age)")
+	set.Flags().BoolVar(&setJSON, "json", false, "print JSON {keep_last, keep_days, keep_within_seconds}")
 	cmd.AddCommand(show, set)
 	return cmd
 }

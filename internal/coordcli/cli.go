@@ -109,6 +109,7 @@ func (g *globals) dial() (*grpc.ClientConn, error) {
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // URLs keep their &
 	return enc.Encode(v)
 }
 

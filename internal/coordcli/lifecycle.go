@@ -258,6 +258,7 @@ func newSandbox(g *globals) *cobra.Command {
 	ensure.Flags().DurationVar(&ensureTimeout, "timeout", 10*time.Minute, "give up after this long")
 	ensure.Flags().BoolVar(&ensureQuiet, "quiet", false, "no progress lines on stderr")
 
+	var stopJSON bool
 	stop := &cobra.Command{
 		Use:   "stop ID",
 		Short: "Stop a sandbox now (its agent flushes on the way down)",
@@ -265,13 +266,17 @@ func newSandbox(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &pb.StopSandboxRequest{SandboxId: args[0]}
 			return lifecycleRPC(g, cmd, sandboxOpTimeout, pb.LifecycleServiceClient.StopSandbox, req, func(resp *pb.StopSandboxResponse) error {
+				if stopJSON {
+					return printJSON(g.stdout, toSandboxJSON(resp.GetSandbox()))
+				}
 				sandboxStateLine(g.stdout, resp.GetSandbox())
 				return nil
 			})
 		},
 	}
+	stop.Flags().BoolVar(&stopJSON, "json", false, "print the sandbox as JSON (as in sandbox list --json)")
 
-	var force bool
+	var force, destroyJSON bool
 	destroy := &cobra.Command{
 		Use:   "destroy ID [--force]",
 		Short: "Destroy a sandbox; refused unless flushed at the head and the head verified (--force destroys anyway and says what it loses)",
@@ -282,15 +287,20 @@ func newSandbox(g *globals) *cobra.Command {
 				if lost := resp.GetLost(); lost != "" {
 					fmt.Fprintf(g.stderr, "warning: destroyed without a verified flush: %s\n", lost)
 				}
+				if destroyJSON {
+					return printJSON(g.stdout, map[string]any{"sandbox": toSandboxJSON(resp.GetSandbox()), "lost": resp.GetLost()})
+				}
 				sandboxStateLine(g.stdout, resp.GetSandbox())
 				return nil
 			})
 		},
 	}
 	destroy.Flags().BoolVar(&force, "force", false, "destroy even without a verified flush (reports what may be lost)")
+	destroy.Flags().BoolVar(&destroyJSON, "json", false, `print {"sandbox", "lost"}`)
 
 	var extendProject string
 	var extendFor time.Duration
+	var extendJSON bool
 	extend := &cobra.Command{
 		Use:   "extend [ID | --project ID] --for 30m",
 		Short: "Postpone every cleanup of a sandbox (the answer to a cleanup webhook)",
@@ -301,6 +311,9 @@ func newSandbox(g *globals) *cobra.Command {
 				req.SandboxId = args[0]
 			}
 			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.ExtendSandbox, req, func(resp *pb.ExtendSandboxResponse) error {
+				if extendJSON {
+					return printJSON(g.stdout, toSandboxJSON(resp.GetSandbox()))
+				}
 				fmt.Fprintf(g.stdout, "%s extended until %s\n", resp.GetSandbox().GetId(), fmtTime(resp.GetSandbox().GetExtendedUntil()))
 				return nil
 			})
@@ -308,6 +321,7 @@ func newSandbox(g *globals) *cobra.Command {
 	}
 	extend.Flags().StringVar(&extendProject, "project", "", "the project's live sandbox")
 	extend.Flags().DurationVar(&extendFor, "for", 30*time.Minute, "postpone cleanups this long from now")
+	extend.Flags().BoolVar(&extendJSON, "json", false, "print the sandbox as JSON (as in sandbox list --json)")
 	cmd.AddCommand(list, ensure, stop, destroy, extend)
 	return cmd
 }
@@ -338,7 +352,7 @@ func newLease(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "lease", Short: "Run leases: a project's sandbox is never reaped while one is held"}
 	var project string
 	var ttl, renewTTL time.Duration
-	var acquireJSON bool
+	var acquireJSON, renewJSON, releaseJSON bool
 	acquire := &cobra.Command{
 		Use:   "acquire --project ID [--ttl 10m]",
 		Short: "Take a run lease; prints its id alone on stdout",
@@ -368,12 +382,16 @@ func newLease(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &pb.RenewRunLeaseRequest{LeaseId: args[0], Ttl: durationpb.New(renewTTL)}
 			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.RenewRunLease, req, func(resp *pb.RenewRunLeaseResponse) error {
+				if renewJSON {
+					return printJSON(g.stdout, leaseJSON(resp.GetLease()))
+				}
 				leaseLine(g.stdout, resp.GetLease())
 				return nil
 			})
 		},
 	}
 	renew.Flags().DurationVar(&renewTTL, "ttl", 10*time.Minute, "the lease ends this long from now")
+	renew.Flags().BoolVar(&renewJSON, "json", false, `print {"id", "project_id", "created", "expires", "released"}`)
 	release := &cobra.Command{
 		Use:   "release ID",
 		Short: "End a lease now",
@@ -381,11 +399,15 @@ func newLease(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &pb.ReleaseRunLeaseRequest{LeaseId: args[0]}
 			return lifecycleRPC(g, cmd, callTimeout, pb.LifecycleServiceClient.ReleaseRunLease, req, func(resp *pb.ReleaseRunLeaseResponse) error {
+				if releaseJSON {
+					return printJSON(g.stdout, leaseJSON(resp.GetLease()))
+				}
 				leaseLine(g.stdout, resp.GetLease())
 				return nil
 			})
 		},
 	}
+	release.Flags().BoolVar(&releaseJSON, "json", false, `print {"id", "project_id", "created", "expires", "released"}`)
 	var listProject string
 	var listJSON bool
 	list := &cobra.Command{

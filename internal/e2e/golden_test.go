@@ -48,6 +48,7 @@ var normalizers = []struct {
 	{regexp.MustCompile(`\(\d+ downloaded\)`), "(N downloaded)"},
 	{regexp.MustCompile(`sig=[A-Za-z0-9_-]+`), "sig=SIG"},
 	{regexp.MustCompile(`expires=\d+`), "expires=UNIX"},
+	{regexp.MustCompile(`exp=\d+`), "exp=UNIX"},
 	{regexp.MustCompile(`pid \d+`), "pid PID"},
 	{regexp.MustCompile(`/tmp/[^\s"]+`), "DIR"},
 }
@@ -116,6 +117,14 @@ func TestGoldenCLI(t *testing.T) {
 	project = strings.TrimSpace(admin("project-create", 0, "project", "create", "golden"))
 	admin("project-create-json", 0, "project", "create", "golden-json", "--json")
 	token = strings.TrimSpace(admin("", 0, "token", "create", "--project", project, "--note", "golden"))
+	admin("project-list", 0, "project", "list")
+	admin("project-list-json", 0, "project", "list", "--json")
+	admin("project-limits", 0, "project", "limits", "--project", project)
+	admin("project-limits-json", 0, "project", "limits", "--project", project, "--json")
+	admin("token-create", 0, "token", "create", "--project", project, "--ttl", "1h")
+	spare := admin("token-create-json", 0, "token", "create", "--project", project, "--json")
+	spareID := regexp.MustCompile(`tok_[0-9a-f]+`).FindString(spare)
+	admin("token-revoke-json", 0, "token", "revoke", spareID, "--json")
 	admin("token-list", 0, "token", "list", "--project", project)
 	admin("token-list-json", 0, "token", "list", "--project", project, "--json")
 
@@ -149,6 +158,10 @@ func TestGoldenCLI(t *testing.T) {
 	admin("get-no-version", 1, "get", "--project", project, "a.txt", "--version", "999")
 	admin("version-pin", 0, "version", "pin", "--project", project, "--version", "1")
 	admin("versions-pinned", 0, "versions", "--project", project)
+	admin("version-unpin-json", 0, "version", "unpin", "--project", project, "--version", "1", "--json")
+	admin("version-pin-json", 0, "version", "pin", "--project", project, "--version", "1", "--json")
+	admin("link-json", 0, "link", "--project", project, "a.txt", "--json")
+	admin("retention-set-json", 0, "retention", "set", "--project", project, "--keep-last", "10", "--json")
 	admin("rollback", 0, "rollback", "--project", project, "--version", "1", "--wait", "0s")
 	admin("rollback-json", 0, "rollback", "--project", project, "--version", "2", "--wait", "0s", "--json")
 	admin("retention-show", 0, "retention", "show", "--project", project)
@@ -161,12 +174,17 @@ func TestGoldenCLI(t *testing.T) {
 	admin("lease-acquire-json", 0, "lease", "acquire", "--project", project, "--json")
 	admin("lease-list", 0, "lease", "list", "--project", project)
 	admin("lease-list-json", 0, "lease", "list", "--json")
+	lease := regexp.MustCompile(`lse_[a-z0-9]+`).FindString(admin("", 0, "lease", "list", "--project", project))
+	admin("lease-renew-json", 0, "lease", "renew", lease, "--json")
+	admin("lease-release", 0, "lease", "release", lease)
 	admin("cost", 0, "cost", "--project", project)
 	admin("sandbox-list-json", 0, "sandbox", "list", "--json")
 	admin("sandbox-ensure-no-provider", 1, "sandbox", "ensure", "--project", project)
 	admin("sandbox-ensure-no-provider-json", 1, "sandbox", "ensure", "--project", project, "--json")
 	admin("version", 0, "version")
 	admin("version-json", 0, "version", "--json")
+	admin("simulate-json", 0, "simulate", "--synthetic", "--seed", "1", "--json")
+	agentRun("agent-version", 0, "version")
 	admin("project-delete-json", 0, "project", "delete", project, "--json")
 }
 
