@@ -20,7 +20,7 @@ help: ## list targets
 build: ## build bin/sandkeep and the static bin/sandkeep-agent
 	@mkdir -p bin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS) -X github.com/sandkeep/sandkeep/internal/coordcli.Version=$(VERSION)' -o bin/sandkeep ./coordinator
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) -X github.com/sandkeep/sandkeep/internal/agentcli.Version=$(VERSION)' -o bin/sandkeep-agent ./agent
+	CGO_ENABLED=0 $(GO) build -trimpath -tags grpcnotrace -ldflags '$(LDFLAGS) -X github.com/sandkeep/sandkeep/internal/agentcli.Version=$(VERSION)' -o bin/sandkeep-agent ./agent
 
 run: build ## run the coordinator on embedded defaults (SQLite + ./data/blobs)
 	./bin/sandkeep serve --data ./data

@@ -235,19 +235,3 @@ type wrappedStream struct {
 }
 
 func (w *wrappedStream) Context() context.Context { return w.ctx }
-
-// BearerCredentials is a grpc.PerRPCCredentials sending a bearer token.
-type BearerCredentials struct {
-	Token string
-	// Secure requires transport security; false allows plaintext (loopback,
-	// or a network the operator trusts).
-	Secure bool
-}
-
-// GetRequestMetadata implements credentials.PerRPCCredentials.
-func (b BearerCredentials) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + b.Token}, nil
-}
-
-// RequireTransportSecurity implements credentials.PerRPCCredentials.
-func (b BearerCredentials) RequireTransportSecurity() bool { return b.Secure }

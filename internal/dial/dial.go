@@ -4,6 +4,7 @@
 package dial
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -15,8 +16,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
-
-	"github.com/sandkeep/sandkeep/internal/auth"
 )
 
 // Options configure a connection.
@@ -79,7 +78,7 @@ func Dial(addr string, o Options) (*grpc.ClientConn, error) {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	}
 	if o.Token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(auth.BearerCredentials{Token: o.Token, Secure: o.TLS || o.CAFile != ""}))
+		opts = append(opts, grpc.WithPerRPCCredentials(BearerCredentials{Token: o.Token, Secure: o.TLS || o.CAFile != ""}))
 	}
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
@@ -87,3 +86,19 @@ func Dial(addr string, o Options) (*grpc.ClientConn, error) {
 	}
 	return conn, nil
 }
+
+// BearerCredentials is a grpc.PerRPCCredentials sending a bearer token.
+type BearerCredentials struct {
+	Token string
+	// Secure requires transport security; false allows plaintext (loopback,
+	// or a network the operator trusts).
+	Secure bool
+}
+
+// GetRequestMetadata implements credentials.PerRPCCredentials.
+func (b BearerCredentials) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.Token}, nil
+}
+
+// RequireTransportSecurity implements credentials.PerRPCCredentials.
+func (b BearerCredentials) RequireTransportSecurity() bool { return b.Secure }

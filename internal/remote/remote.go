@@ -18,10 +18,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/dial"
 	"github.com/sandkeep/sandkeep/internal/errinfo"
 	"github.com/sandkeep/sandkeep/internal/id"
+	"github.com/sandkeep/sandkeep/internal/redact"
 	"github.com/sandkeep/sandkeep/internal/snapshot"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
@@ -242,7 +242,7 @@ func (c *Client) put(ctx context.Context, sr *pb.SignedRequest, data []byte) err
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			last = blobstore.RedactError(err) // never a signed URL in a log
+			last = redact.Error(err) // never a signed URL in a log
 			continue
 		}
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))

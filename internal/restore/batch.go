@@ -11,7 +11,7 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/pack"
-	sandkeepv1 "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
 // want is a chunk of the batch that some files still need.
@@ -30,7 +30,7 @@ type target struct {
 
 type blobSrc struct {
 	packID id.ID
-	req    *sandkeepv1.SignedRequest
+	req    *pb.SignedRequest
 	abs    int64 // offset in the pack
 	length int64
 	rawLen int64
@@ -40,7 +40,7 @@ type blobSrc struct {
 // job is one unit of phase D: a GET of [start, end) of a pack feeding wants
 // (sorted by offset), or a copy of one chunk from disk.
 type job struct {
-	req        *sandkeepv1.SignedRequest
+	req        *pb.SignedRequest
 	start, end int64
 	wants      []*want
 	copy       *want
@@ -56,20 +56,20 @@ func (r *runner) runBatch(ctx context.Context, b *batch) error {
 		}
 		it := &b.items[i]
 		switch it.kind {
-		case sandkeepv1.EntryType_ENTRY_TYPE_DIRECTORY:
+		case pb.EntryType_ENTRY_TYPE_DIRECTORY:
 			created, err := makeDir(&r.dc, it.path, it.mode)
 			if err != nil {
 				r.st.dirs[it.dir].failed = true
 				r.fail(it.path, err)
 			}
 			r.st.dirs[it.dir].fresh = created
-		case sandkeepv1.EntryType_ENTRY_TYPE_SYMLINK:
+		case pb.EntryType_ENTRY_TYPE_SYMLINK:
 			if err := makeSymlink(&r.dc, it.path, it.target, it.mtime); err != nil {
 				r.fail(it.path, err)
 			} else {
 				r.res.Symlinks++
 			}
-		case sandkeepv1.EntryType_ENTRY_TYPE_FILE:
+		case pb.EntryType_ENTRY_TYPE_FILE:
 			f := it.file
 			r.stats.filesSeen.Add(1)
 			r.stats.bytesSeen.Add(f.size)

@@ -10,15 +10,15 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/pack"
-	sandkeepv1 "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
 // benchPlan stores 2000 files of 64 KiB (compressible, one chunk each) and
 // 10 files of 8 MiB (incompressible, 1 MiB chunks) in ~16 MiB packs and
 // returns a plan of batches of at most 1000 entries, with ranges merged per
 // pack up to 16 MiB as the coordinator does.
-func benchPlan(b *testing.B, e *env) (msgs func() []*sandkeepv1.GetRestorePlanResponse, total int64) {
-	var entries []*sandkeepv1.PlanEntry
+func benchPlan(b *testing.B, e *env) (msgs func() []*pb.GetRestorePlanResponse, total int64) {
+	var entries []*pb.PlanEntry
 	w := pack.NewWriter()
 	flush := func() {
 		if w.Len() == 0 {
@@ -65,11 +65,11 @@ func benchPlan(b *testing.B, e *env) (msgs func() []*sandkeepv1.GetRestorePlanRe
 		total += 8 << 20
 	}
 	flush()
-	msgs = func() []*sandkeepv1.GetRestorePlanResponse {
-		var out []*sandkeepv1.GetRestorePlanResponse
+	msgs = func() []*pb.GetRestorePlanResponse {
+		var out []*pb.GetRestorePlanResponse
 		for start := 0; start < len(entries); start += 1000 {
 			batch := entries[start:min(start+1000, len(entries))]
-			out = append(out, &sandkeepv1.GetRestorePlanResponse{Entries: batch, Ranges: mergedRanges(e, chunkIDs(batch...))})
+			out = append(out, &pb.GetRestorePlanResponse{Entries: batch, Ranges: mergedRanges(e, chunkIDs(batch...))})
 		}
 		return out
 	}
@@ -77,17 +77,17 @@ func benchPlan(b *testing.B, e *env) (msgs func() []*sandkeepv1.GetRestorePlanRe
 }
 
 // mergedRanges splits the per-pack ranges of rangesFor at 16 MiB.
-func mergedRanges(e *env, ids []id.ID) []*sandkeepv1.PackRange {
-	var out []*sandkeepv1.PackRange
+func mergedRanges(e *env, ids []id.ID) []*pb.PackRange {
+	var out []*pb.PackRange
 	for _, r := range e.rangesFor(false, ids...) {
-		var cur *sandkeepv1.PackRange
+		var cur *pb.PackRange
 		for _, bl := range r.Blobs {
 			abs := r.Offset + bl.Offset
 			if cur == nil || abs+bl.Length-cur.Offset > 16<<20 {
-				cur = &sandkeepv1.PackRange{PackId: r.PackId, Request: r.Request, Offset: abs}
+				cur = &pb.PackRange{PackId: r.PackId, Request: r.Request, Offset: abs}
 				out = append(out, cur)
 			}
-			cur.Blobs = append(cur.Blobs, &sandkeepv1.RangeBlob{Id: bl.Id, Offset: abs - cur.Offset, Length: bl.Length, RawLength: bl.RawLength, Codec: bl.Codec})
+			cur.Blobs = append(cur.Blobs, &pb.RangeBlob{Id: bl.Id, Offset: abs - cur.Offset, Length: bl.Length, RawLength: bl.RawLength, Codec: bl.Codec})
 			cur.Length = abs + bl.Length - cur.Offset
 		}
 	}

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/pack"
+	"github.com/sandkeep/sandkeep/internal/redact"
 )
 
 var (
@@ -128,7 +128,7 @@ func isRetryable(err error) bool {
 }
 
 // redactURL drops the query (the signature) and any user info.
-func redactURL(raw string) string { return blobstore.RedactURL(raw) }
+func redactURL(raw string) string { return redact.URL(raw) }
 
 var s3Code = regexp.MustCompile(`<Code>([^<]{1,64})</Code>`)
 

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	sandkeepv1 "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
 var (
@@ -69,7 +69,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // newRangeRequest builds the GET of bytes [start, end) of a signed object.
-func newRangeRequest(ctx context.Context, sr *sandkeepv1.SignedRequest, start, end int64) (*http.Request, error) {
+func newRangeRequest(ctx context.Context, sr *pb.SignedRequest, start, end int64) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, sr.GetUrl(), nil)
 	if err != nil {
 		return nil, err
@@ -93,7 +93,7 @@ func newRangeRequest(ctx context.Context, sr *sandkeepv1.SignedRequest, start, e
 // checkResponse accepts 206 for [start, end) (or a prefix of it, reported by
 // a smaller avail) or 200 when the range is the whole object. Everything
 // else is an error; only 5xx and 429 are worth retrying.
-func checkResponse(resp *http.Response, sr *sandkeepv1.SignedRequest, start, end int64) (avail int64, err error) {
+func checkResponse(resp *http.Response, sr *pb.SignedRequest, start, end int64) (avail int64, err error) {
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		first, last, ok := parseContentRange(resp.Header.Get("Content-Range"))

@@ -11,7 +11,7 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/tree"
-	sandkeepv1 "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
 // FuzzPlanEntry feeds random entries (after directory entries for their
@@ -26,25 +26,25 @@ func FuzzPlanEntry(f *testing.F) {
 	f.Add("x\x00y", int32(1), uint32(0), int64(5), int64(5), uint8(255), "", int64(0), int64(10), int64(9), int64(2), int64(5), int32(1))
 	f.Fuzz(func(t *testing.T, p string, typ int32, mode uint32, size, chunkSize int64, nChunks uint8, target string,
 		rOff, rLen, bOff, bLen, bRaw int64, codec int32) {
-		var entries []*sandkeepv1.PlanEntry
+		var entries []*pb.PlanEntry
 		if parts := strings.Split(p, "/"); len(parts) > 1 {
 			for i := 1; i < len(parts); i++ {
 				entries = append(entries, dirE(strings.Join(parts[:i], "/"), 0o755, 0))
 			}
 		}
-		e := &sandkeepv1.PlanEntry{Path: p, Type: sandkeepv1.EntryType(typ), Mode: mode, Size: size, Target: target}
+		e := &pb.PlanEntry{Path: p, Type: pb.EntryType(typ), Mode: mode, Size: size, Target: target}
 		cid := id.Sum([]byte(p))
 		for range nChunks {
-			e.Chunks = append(e.Chunks, &sandkeepv1.ChunkRef{Id: cid[:], Size: chunkSize})
+			e.Chunks = append(e.Chunks, &pb.ChunkRef{Id: cid[:], Size: chunkSize})
 		}
 		entries = append(entries, e)
-		r := &sandkeepv1.PackRange{
+		r := &pb.PackRange{
 			PackId: cid[:], Offset: rOff, Length: rLen,
-			Request: &sandkeepv1.SignedRequest{Method: "GET", Url: "http://127.0.0.1:1/p?" + target, Headers: map[string]string{"x-" + strconv.Itoa(int(codec)): target}},
-			Blobs:   []*sandkeepv1.RangeBlob{{Id: cid[:], Offset: bOff, Length: bLen, RawLength: bRaw, Codec: sandkeepv1.Codec(codec)}},
+			Request: &pb.SignedRequest{Method: "GET", Url: "http://127.0.0.1:1/p?" + target, Headers: map[string]string{"x-" + strconv.Itoa(int(codec)): target}},
+			Blobs:   []*pb.RangeBlob{{Id: cid[:], Offset: bOff, Length: bLen, RawLength: bRaw, Codec: pb.Codec(codec)}},
 		}
 		st := newPlanState()
-		b, err := st.validate(&sandkeepv1.GetRestorePlanResponse{Entries: entries, Ranges: []*sandkeepv1.PackRange{r}})
+		b, err := st.validate(&pb.GetRestorePlanResponse{Entries: entries, Ranges: []*pb.PackRange{r}})
 		if err != nil {
 			if !errors.Is(err, ErrInvalidPlan) {
 				t.Fatalf("error does not wrap ErrInvalidPlan: %v", err)
@@ -63,7 +63,7 @@ func FuzzPlanEntry(f *testing.F) {
 				t.Fatalf("accepted mode %o", it.mode)
 			}
 			switch it.kind {
-			case sandkeepv1.EntryType_ENTRY_TYPE_FILE:
+			case pb.EntryType_ENTRY_TYPE_FILE:
 				var sum int64
 				for i, c := range it.file.refs {
 					if c.Size <= 0 || c.Size > MaxChunkSize || it.file.offs[i] != sum {
@@ -74,11 +74,11 @@ func FuzzPlanEntry(f *testing.F) {
 				if sum != it.file.size || it.file.size < 0 {
 					t.Fatalf("accepted a file of %d bytes with chunks of %d", it.file.size, sum)
 				}
-			case sandkeepv1.EntryType_ENTRY_TYPE_SYMLINK:
+			case pb.EntryType_ENTRY_TYPE_SYMLINK:
 				if it.target == "" || strings.IndexByte(it.target, 0) >= 0 {
 					t.Fatalf("accepted target %q", it.target)
 				}
-			case sandkeepv1.EntryType_ENTRY_TYPE_DIRECTORY:
+			case pb.EntryType_ENTRY_TYPE_DIRECTORY:
 			default:
 				t.Fatalf("accepted type %v", it.kind)
 			}
@@ -125,7 +125,7 @@ func FuzzRun(f *testing.F) {
 				return nil
 			})
 		})
-		var entries []*sandkeepv1.PlanEntry
+		var entries []*pb.PlanEntry
 		for line := range strings.Lines(plan) {
 			line = strings.TrimSuffix(line, "\n")
 			line = strings.ReplaceAll(line, "OUTSIDE", outside)
@@ -155,7 +155,7 @@ func FuzzRun(f *testing.F) {
 				}
 			}
 		}
-		msg := &sandkeepv1.GetRestorePlanResponse{Entries: entries}
+		msg := &pb.GetRestorePlanResponse{Entries: entries}
 		_, err := Run(t.Context(), source(msg), Options{Workspace: ws, Retries: -1})
 		var fe *FileError
 		if err != nil && !errors.Is(err, ErrInvalidPlan) && !errors.As(err, &fe) {

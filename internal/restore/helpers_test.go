@@ -19,7 +19,7 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/pack"
-	sandkeepv1 "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
 func TestMain(m *testing.M) {
@@ -31,11 +31,11 @@ func TestMain(m *testing.M) {
 // ---- plan source ----
 
 type sliceSource struct {
-	msgs []*sandkeepv1.GetRestorePlanResponse
+	msgs []*pb.GetRestorePlanResponse
 	err  error // returned after the messages instead of io.EOF
 }
 
-func (s *sliceSource) Recv() (*sandkeepv1.GetRestorePlanResponse, error) {
+func (s *sliceSource) Recv() (*pb.GetRestorePlanResponse, error) {
 	if len(s.msgs) == 0 {
 		if s.err != nil {
 			return nil, s.err
@@ -47,7 +47,7 @@ func (s *sliceSource) Recv() (*sandkeepv1.GetRestorePlanResponse, error) {
 	return m, nil
 }
 
-func source(msgs ...*sandkeepv1.GetRestorePlanResponse) *sliceSource {
+func source(msgs ...*pb.GetRestorePlanResponse) *sliceSource {
 	return &sliceSource{msgs: msgs}
 }
 
@@ -170,25 +170,25 @@ func (e *env) addPack(chunks ...[]byte) id.ID {
 	return pid
 }
 
-func (e *env) request(pid id.ID) *sandkeepv1.SignedRequest {
-	return &sandkeepv1.SignedRequest{
+func (e *env) request(pid id.ID) *pb.SignedRequest {
+	return &pb.SignedRequest{
 		Method:  "GET",
 		Url:     e.srv.URL + packPath(pid) + "?sig=secret",
 		Headers: map[string]string{"X-Test-Signed": "yes"},
 	}
 }
 
-func codecOf(c pack.Codec) sandkeepv1.Codec {
+func codecOf(c pack.Codec) pb.Codec {
 	if c == pack.Zstd {
-		return sandkeepv1.Codec_CODEC_ZSTD
+		return pb.Codec_CODEC_ZSTD
 	}
-	return sandkeepv1.Codec_CODEC_NONE
+	return pb.Codec_CODEC_NONE
 }
 
 // rangesFor returns, per pack, one range from the first to the end of the
 // last of the given chunks (as the coordinator merges them), or one range
 // per chunk when perBlob is set.
-func (e *env) rangesFor(perBlob bool, ids ...id.ID) []*sandkeepv1.PackRange {
+func (e *env) rangesFor(perBlob bool, ids ...id.ID) []*pb.PackRange {
 	e.t.Helper()
 	seen := make(map[id.ID]bool)
 	byPack := make(map[id.ID][]pack.Entry)
@@ -207,7 +207,7 @@ func (e *env) rangesFor(perBlob bool, ids ...id.ID) []*sandkeepv1.PackRange {
 		}
 		byPack[l.packID] = append(byPack[l.packID], l.e)
 	}
-	var out []*sandkeepv1.PackRange
+	var out []*pb.PackRange
 	for _, p := range packs {
 		es := byPack[p]
 		slices.SortFunc(es, func(a, b pack.Entry) int { return int(a.Offset) - int(b.Offset) })
@@ -220,9 +220,9 @@ func (e *env) rangesFor(perBlob bool, ids ...id.ID) []*sandkeepv1.PackRange {
 		}
 		for _, g := range groups {
 			start, end := g[0].Offset, g[len(g)-1].End()
-			r := &sandkeepv1.PackRange{PackId: p.Bytes(), Request: e.request(p), Offset: int64(start), Length: int64(end - start)}
+			r := &pb.PackRange{PackId: p.Bytes(), Request: e.request(p), Offset: int64(start), Length: int64(end - start)}
 			for _, en := range g {
-				r.Blobs = append(r.Blobs, &sandkeepv1.RangeBlob{
+				r.Blobs = append(r.Blobs, &pb.RangeBlob{
 					Id: en.ID.Bytes(), Offset: int64(en.Offset - start), Length: int64(en.Length),
 					RawLength: int64(en.RawLength), Codec: codecOf(en.Codec),
 				})
@@ -234,11 +234,11 @@ func (e *env) rangesFor(perBlob bool, ids ...id.ID) []*sandkeepv1.PackRange {
 }
 
 // batch makes a plan message of entries with the ranges of all their chunks.
-func (e *env) batch(entries ...*sandkeepv1.PlanEntry) *sandkeepv1.GetRestorePlanResponse {
-	return &sandkeepv1.GetRestorePlanResponse{Entries: entries, Ranges: e.rangesFor(false, chunkIDs(entries...)...)}
+func (e *env) batch(entries ...*pb.PlanEntry) *pb.GetRestorePlanResponse {
+	return &pb.GetRestorePlanResponse{Entries: entries, Ranges: e.rangesFor(false, chunkIDs(entries...)...)}
 }
 
-func chunkIDs(entries ...*sandkeepv1.PlanEntry) []id.ID {
+func chunkIDs(entries ...*pb.PlanEntry) []id.ID {
 	var ids []id.ID
 	for _, en := range entries {
 		for _, c := range en.Chunks {
@@ -248,19 +248,19 @@ func chunkIDs(entries ...*sandkeepv1.PlanEntry) []id.ID {
 	return ids
 }
 
-func dirE(p string, mode uint32, mtime int64) *sandkeepv1.PlanEntry {
-	return &sandkeepv1.PlanEntry{Path: p, Type: sandkeepv1.EntryType_ENTRY_TYPE_DIRECTORY, Mode: mode, MtimeNs: mtime}
+func dirE(p string, mode uint32, mtime int64) *pb.PlanEntry {
+	return &pb.PlanEntry{Path: p, Type: pb.EntryType_ENTRY_TYPE_DIRECTORY, Mode: mode, MtimeNs: mtime}
 }
 
-func linkE(p, target string, mtime int64) *sandkeepv1.PlanEntry {
-	return &sandkeepv1.PlanEntry{Path: p, Type: sandkeepv1.EntryType_ENTRY_TYPE_SYMLINK, Target: target, MtimeNs: mtime, Mode: 0o777}
+func linkE(p, target string, mtime int64) *pb.PlanEntry {
+	return &pb.PlanEntry{Path: p, Type: pb.EntryType_ENTRY_TYPE_SYMLINK, Target: target, MtimeNs: mtime, Mode: 0o777}
 }
 
-func fileE(p string, mode uint32, mtime int64, chunks ...[]byte) *sandkeepv1.PlanEntry {
-	e := &sandkeepv1.PlanEntry{Path: p, Type: sandkeepv1.EntryType_ENTRY_TYPE_FILE, Mode: mode, MtimeNs: mtime}
+func fileE(p string, mode uint32, mtime int64, chunks ...[]byte) *pb.PlanEntry {
+	e := &pb.PlanEntry{Path: p, Type: pb.EntryType_ENTRY_TYPE_FILE, Mode: mode, MtimeNs: mtime}
 	for _, c := range chunks {
 		sum := id.Sum(c)
-		e.Chunks = append(e.Chunks, &sandkeepv1.ChunkRef{Id: sum[:], Size: int64(len(c))})
+		e.Chunks = append(e.Chunks, &pb.ChunkRef{Id: sum[:], Size: int64(len(c))})
 		e.Size += int64(len(c))
 	}
 	return e
@@ -291,7 +291,7 @@ func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 // ---- assertions ----
 
-func mustRun(t testing.TB, ws string, opts Options, msgs ...*sandkeepv1.GetRestorePlanResponse) Result {
+func mustRun(t testing.TB, ws string, opts Options, msgs ...*pb.GetRestorePlanResponse) Result {
 	t.Helper()
 	opts.Workspace = ws
 	res, err := Run(t.Context(), source(msgs...), opts)

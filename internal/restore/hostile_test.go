@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"testing"
 
-	sandkeepv1 "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
 // sandbox makes parent/{ws, outside/...} and returns ws, outside and a
@@ -48,16 +48,16 @@ func sandbox(t *testing.T) (ws, outside string, check func()) {
 
 func TestHostilePathsAreRefused(t *testing.T) {
 	bad := []string{"../x", "/etc/x", "a/../../x", "a/../x", "..", ".", "./x", "a/./x", "x/", "a//x", "", "x\x00y", "/tmp/x", "../outside/file"}
-	kinds := []func(p string) *sandkeepv1.PlanEntry{
-		func(p string) *sandkeepv1.PlanEntry { return dirE(p, 0o755, baseNs) },
-		func(p string) *sandkeepv1.PlanEntry { return fileE(p, 0o644, baseNs) },
-		func(p string) *sandkeepv1.PlanEntry { return linkE(p, "target", baseNs) },
+	kinds := []func(p string) *pb.PlanEntry{
+		func(p string) *pb.PlanEntry { return dirE(p, 0o755, baseNs) },
+		func(p string) *pb.PlanEntry { return fileE(p, 0o644, baseNs) },
+		func(p string) *pb.PlanEntry { return linkE(p, "target", baseNs) },
 	}
 	for _, p := range bad {
 		for k, mk := range kinds {
 			t.Run(fmt.Sprintf("%q/%d", p, k), func(t *testing.T) {
 				ws, _, check := sandbox(t)
-				msg := &sandkeepv1.GetRestorePlanResponse{Entries: []*sandkeepv1.PlanEntry{dirE("a", 0o755, baseNs), mk(p)}}
+				msg := &pb.GetRestorePlanResponse{Entries: []*pb.PlanEntry{dirE("a", 0o755, baseNs), mk(p)}}
 				_, err := Run(t.Context(), source(msg), Options{Workspace: ws})
 				if !errors.Is(err, ErrInvalidPlan) {
 					t.Fatalf("err = %v, want ErrInvalidPlan", err)
@@ -80,22 +80,22 @@ func TestPlanSymlinksCannotBeFollowed(t *testing.T) {
 	a := textBytes(501, 100)
 	e.addPack(a)
 	for name, tc := range map[string]struct {
-		batches [][]*sandkeepv1.PlanEntry
+		batches [][]*pb.PlanEntry
 		invalid bool
 	}{
-		"file under absolute link":             {batches: [][]*sandkeepv1.PlanEntry{{linkE("l", "OUTSIDE", baseNs), fileE("l/f", 0o644, baseNs, a)}}, invalid: true},
-		"file under link to ..":                {batches: [][]*sandkeepv1.PlanEntry{{linkE("l", "..", baseNs), fileE("l/f", 0o644, baseNs, a)}}, invalid: true},
-		"dir under link, next batch":           {batches: [][]*sandkeepv1.PlanEntry{{linkE("l", "../outside", baseNs)}, {dirE("l/sub", 0o755, baseNs)}}, invalid: true},
-		"link under link":                      {batches: [][]*sandkeepv1.PlanEntry{{linkE("l", "OUTSIDE", baseNs), linkE("l/x", "y", baseNs)}}, invalid: true},
-		"file named like link's child via dir": {batches: [][]*sandkeepv1.PlanEntry{{dirE("d", 0o755, baseNs), linkE("d/l", "OUTSIDE/sub", baseNs), fileE("d/l/file2", 0o644, baseNs, a)}}, invalid: true},
+		"file under absolute link":             {batches: [][]*pb.PlanEntry{{linkE("l", "OUTSIDE", baseNs), fileE("l/f", 0o644, baseNs, a)}}, invalid: true},
+		"file under link to ..":                {batches: [][]*pb.PlanEntry{{linkE("l", "..", baseNs), fileE("l/f", 0o644, baseNs, a)}}, invalid: true},
+		"dir under link, next batch":           {batches: [][]*pb.PlanEntry{{linkE("l", "../outside", baseNs)}, {dirE("l/sub", 0o755, baseNs)}}, invalid: true},
+		"link under link":                      {batches: [][]*pb.PlanEntry{{linkE("l", "OUTSIDE", baseNs), linkE("l/x", "y", baseNs)}}, invalid: true},
+		"file named like link's child via dir": {batches: [][]*pb.PlanEntry{{dirE("d", 0o755, baseNs), linkE("d/l", "OUTSIDE/sub", baseNs), fileE("d/l/file2", 0o644, baseNs, a)}}, invalid: true},
 		// A directory entry replaces the link; its children land inside.
-		"dir replaces link": {batches: [][]*sandkeepv1.PlanEntry{{linkE("l", "OUTSIDE", baseNs)}, {dirE("l", 0o755, baseNs), fileE("l/file", 0o644, baseNs, a)}}},
+		"dir replaces link": {batches: [][]*pb.PlanEntry{{linkE("l", "OUTSIDE", baseNs)}, {dirE("l", 0o755, baseNs), fileE("l/file", 0o644, baseNs, a)}}},
 		// A file entry replaces the link; nothing is written through it.
-		"file replaces link": {batches: [][]*sandkeepv1.PlanEntry{{linkE("file", "OUTSIDE/file", baseNs)}, {fileE("file", 0o644, baseNs, a)}}},
+		"file replaces link": {batches: [][]*pb.PlanEntry{{linkE("file", "OUTSIDE/file", baseNs)}, {fileE("file", 0o644, baseNs, a)}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			ws, outside, check := sandbox(t)
-			var msgs []*sandkeepv1.GetRestorePlanResponse
+			var msgs []*pb.GetRestorePlanResponse
 			for _, b := range tc.batches {
 				for _, en := range b {
 					en.Target = strings.ReplaceAll(en.Target, "OUTSIDE", outside)
@@ -228,8 +228,8 @@ func TestReadOnlyEntries(t *testing.T) {
 	})
 	a, b, c := randBytes(701, 20_000), randBytes(702, 20_000), textBytes(703, 5000)
 	e.addPack(a, b, c)
-	plan := func() []*sandkeepv1.GetRestorePlanResponse {
-		return []*sandkeepv1.GetRestorePlanResponse{
+	plan := func() []*pb.GetRestorePlanResponse {
+		return []*pb.GetRestorePlanResponse{
 			e.batch(dirE("ro", 0o555, baseNs), fileE("ro/r", 0o444, baseNs+1, a, b), dirE("ro/sub", 0o500, baseNs+2)),
 			e.batch(fileE("ro/sub/secret", 0o000, baseNs+3, c), dirE("ro/sub/locked", 0o000, baseNs+4), fileE("ro/w", 0o200, baseNs+5, b)),
 		}

@@ -12,7 +12,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/pack"
 	"github.com/sandkeep/sandkeep/internal/tree"
-	sandkeepv1 "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
 const (
@@ -62,7 +62,7 @@ type batch struct {
 }
 
 type item struct {
-	kind   sandkeepv1.EntryType
+	kind   pb.EntryType
 	path   string
 	mode   uint32
 	mtime  int64
@@ -73,7 +73,7 @@ type item struct {
 
 type planRange struct {
 	packID id.ID
-	req    *sandkeepv1.SignedRequest
+	req    *pb.SignedRequest
 	offset int64
 	length int64
 	blobs  []planBlob
@@ -93,7 +93,7 @@ type fileJob struct {
 	size  int64
 	mode  uint32
 	mtime int64
-	refs  []*sandkeepv1.ChunkRef
+	refs  []*pb.ChunkRef
 	ids   []id.ID
 	offs  []int64 // offset of each chunk in the file
 
@@ -159,7 +159,7 @@ func invalid(format string, args ...any) error {
 // as hostile: paths must be clean relative paths whose parent is a directory
 // named earlier by the plan (so no entry can be placed under a symlink),
 // sizes must add up, ranges must be bounded and self-consistent.
-func (st *planState) validate(msg *sandkeepv1.GetRestorePlanResponse) (*batch, error) {
+func (st *planState) validate(msg *pb.GetRestorePlanResponse) (*batch, error) {
 	b := &batch{items: make([]item, 0, len(msg.GetEntries()))}
 	seen := make(map[string]struct{}, len(msg.GetEntries()))
 	added := 0 // directories added by this message, undone on error
@@ -175,7 +175,7 @@ func (st *planState) validate(msg *sandkeepv1.GetRestorePlanResponse) (*batch, e
 			undo()
 			return nil, err
 		}
-		if it.kind == sandkeepv1.EntryType_ENTRY_TYPE_DIRECTORY {
+		if it.kind == pb.EntryType_ENTRY_TYPE_DIRECTORY {
 			added++
 		}
 		b.items = append(b.items, it)
@@ -191,7 +191,7 @@ func (st *planState) validate(msg *sandkeepv1.GetRestorePlanResponse) (*batch, e
 	return b, nil
 }
 
-func (st *planState) validateEntry(e *sandkeepv1.PlanEntry, seen map[string]struct{}) (item, error) {
+func (st *planState) validateEntry(e *pb.PlanEntry, seen map[string]struct{}) (item, error) {
 	if e == nil {
 		return item{}, invalid("nil entry")
 	}
@@ -216,14 +216,14 @@ func (st *planState) validateEntry(e *sandkeepv1.PlanEntry, seen map[string]stru
 	}
 	it := item{kind: e.GetType(), path: p, mode: e.GetMode() & 0o7777, mtime: e.GetMtimeNs()}
 	switch e.GetType() {
-	case sandkeepv1.EntryType_ENTRY_TYPE_DIRECTORY:
+	case pb.EntryType_ENTRY_TYPE_DIRECTORY:
 		if len(e.GetChunks()) != 0 {
 			return item{}, invalid("directory %q has chunks", p)
 		}
 		it.dir = len(st.dirs)
 		st.dirs = append(st.dirs, dirRec{path: p, mode: it.mode, mtime: it.mtime})
 		st.dirIdx[p] = it.dir
-	case sandkeepv1.EntryType_ENTRY_TYPE_SYMLINK:
+	case pb.EntryType_ENTRY_TYPE_SYMLINK:
 		t := e.GetTarget()
 		if t == "" || len(t) > maxSymlinkLen || strings.IndexByte(t, 0) >= 0 {
 			return item{}, invalid("symlink %q: bad target (%d bytes)", p, len(t))
@@ -232,7 +232,7 @@ func (st *planState) validateEntry(e *sandkeepv1.PlanEntry, seen map[string]stru
 			return item{}, invalid("symlink %q has chunks", p)
 		}
 		it.target = t
-	case sandkeepv1.EntryType_ENTRY_TYPE_FILE:
+	case pb.EntryType_ENTRY_TYPE_FILE:
 		f, err := validateFile(e)
 		if err != nil {
 			return item{}, err
@@ -246,7 +246,7 @@ func (st *planState) validateEntry(e *sandkeepv1.PlanEntry, seen map[string]stru
 	return it, nil
 }
 
-func validateFile(e *sandkeepv1.PlanEntry) (*fileJob, error) {
+func validateFile(e *pb.PlanEntry) (*fileJob, error) {
 	p, size := e.GetPath(), e.GetSize()
 	if size < 0 {
 		return nil, invalid("file %q: negative size %d", p, size)
@@ -278,7 +278,7 @@ func validateFile(e *sandkeepv1.PlanEntry) (*fileJob, error) {
 	return f, nil
 }
 
-func validateRange(r *sandkeepv1.PackRange) (planRange, error) {
+func validateRange(r *pb.PackRange) (planRange, error) {
 	if r == nil {
 		return planRange{}, invalid("nil range")
 	}
@@ -313,9 +313,9 @@ func validateRange(r *sandkeepv1.PackRange) (planRange, error) {
 		}
 		var codec pack.Codec
 		switch bl.GetCodec() {
-		case sandkeepv1.Codec_CODEC_NONE:
+		case pb.Codec_CODEC_NONE:
 			codec = pack.None
-		case sandkeepv1.Codec_CODEC_ZSTD:
+		case pb.Codec_CODEC_ZSTD:
 			codec = pack.Zstd
 		default:
 			return planRange{}, invalid("pack %s: blob %s: unknown codec %d", pid.Short(), bid.Short(), bl.GetCodec())
@@ -325,7 +325,7 @@ func validateRange(r *sandkeepv1.PackRange) (planRange, error) {
 	return pr, nil
 }
 
-func validateRequest(r *sandkeepv1.SignedRequest) error {
+func validateRequest(r *pb.SignedRequest) error {
 	if r == nil {
 		return fmt.Errorf("no request")
 	}

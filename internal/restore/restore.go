@@ -61,13 +61,13 @@ import (
 	"syscall"
 	"time"
 
-	sandkeepv1 "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
 // PlanSource is a restore plan stream; a GetRestorePlan client stream
 // satisfies it. io.EOF ends it.
 type PlanSource interface {
-	Recv() (*sandkeepv1.GetRestorePlanResponse, error)
+	Recv() (*pb.GetRestorePlanResponse, error)
 }
 
 // FileInfo describes a file restored and verified.
@@ -76,7 +76,7 @@ type FileInfo struct {
 	Size    int64
 	MtimeNs int64
 	Mode    uint32 // unix permission bits incl. setuid/setgid/sticky
-	Chunks  []*sandkeepv1.ChunkRef
+	Chunks  []*pb.ChunkRef
 }
 
 // Options configure Run.
@@ -116,7 +116,7 @@ type Options struct {
 // Result summarises a restore.
 type Result struct {
 	// Version is the version restored, as the plan announced it.
-	Version *sandkeepv1.Version
+	Version *pb.Version
 	// Entries restored (files whose content was already right included).
 	Files, Dirs, Symlinks int64
 	// Bytes is the total size of the files restored.
@@ -259,7 +259,7 @@ func (r *runner) fail(p string, err error) {
 }
 
 type recvResult struct {
-	msg *sandkeepv1.GetRestorePlanResponse
+	msg *pb.GetRestorePlanResponse
 	err error
 }
 

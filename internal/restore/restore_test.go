@@ -21,7 +21,7 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/pack"
-	sandkeepv1 "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
 const baseNs = int64(1_700_000_000_123_456_789)
@@ -58,8 +58,8 @@ func TestRestoreRefusesWithoutSpace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.Version = &sandkeepv1.Version{Number: 3, Bytes: free * 2}
-	_, err = Run(t.Context(), &sliceSource{msgs: []*sandkeepv1.GetRestorePlanResponse{b}}, Options{Workspace: ws})
+	b.Version = &pb.Version{Number: 3, Bytes: free * 2}
+	_, err = Run(t.Context(), &sliceSource{msgs: []*pb.GetRestorePlanResponse{b}}, Options{Workspace: ws})
 	var se *SpaceError
 	if !errors.As(err, &se) || !errors.Is(err, ErrNoSpace) || se.Need != free*2 || se.Version != 3 {
 		t.Fatalf("Run = %v, want a SpaceError for version 3 needing %d bytes", err, free*2)
@@ -71,7 +71,7 @@ func TestRestoreRefusesWithoutSpace(t *testing.T) {
 		t.Fatalf("a file was written despite the refusal: %v", err)
 	}
 	// What the target holds already counts as available.
-	_, err = Run(t.Context(), &sliceSource{msgs: []*sandkeepv1.GetRestorePlanResponse{b}}, Options{Workspace: ws, ExistingBytes: free * 2})
+	_, err = Run(t.Context(), &sliceSource{msgs: []*pb.GetRestorePlanResponse{b}}, Options{Workspace: ws, ExistingBytes: free * 2})
 	if errors.Is(err, ErrNoSpace) {
 		t.Fatalf("Run with the bytes on disk already = %v", err)
 	}
@@ -89,7 +89,7 @@ func TestEveryEntryKind(t *testing.T) {
 	suid := textBytes(6, 300)
 	e.addPack(small, script, suid)
 
-	entries := []*sandkeepv1.PlanEntry{
+	entries := []*pb.PlanEntry{
 		dirE("src", 0o755, baseNs+1),
 		fileE("src/big.bin", 0o644, baseNs+2, c0, c1, c2, c3),
 		fileE("src/empty", 0o600, baseNs+3),
@@ -206,7 +206,7 @@ func TestSharedChunksAndRangeDedup(t *testing.T) {
 	a, b, c, d := randBytes(11, 40_000), textBytes(12, 30_000), randBytes(13, 20_000), textBytes(14, 5000)
 	p1 := e.addPack(a, b, c)
 	e.addPack(d)
-	entries := []*sandkeepv1.PlanEntry{
+	entries := []*pb.PlanEntry{
 		fileE("one", 0o644, baseNs, a, b, a), // a twice in one file
 		fileE("two", 0o644, baseNs, b, c, d),
 		fileE("three", 0o644, baseNs, a),
@@ -216,7 +216,7 @@ func TestSharedChunksAndRangeDedup(t *testing.T) {
 	rs := e.rangesFor(true, chunkIDs(entries...)...)
 	rs = append(rs, rs[0])
 	rs = append(rs, e.rangesFor(false, id.Sum(b), id.Sum(c))...)
-	msg := &sandkeepv1.GetRestorePlanResponse{Entries: entries, Ranges: rs}
+	msg := &pb.GetRestorePlanResponse{Entries: entries, Ranges: rs}
 	res := mustRun(t, ws, Options{}, msg)
 	wantFile(t, filepath.Join(ws, "one"), cat(a, b, a), 0o644, baseNs)
 	wantFile(t, filepath.Join(ws, "two"), cat(b, c, d), 0o644, baseNs)
@@ -243,7 +243,7 @@ func TestCorruptChunkFailsExactlyItsFiles(t *testing.T) {
 	data[l.e.Offset+uint64(l.e.Length)/2] ^= 0x40
 	e.srv.put(packPath(pid), data)
 
-	entries := []*sandkeepv1.PlanEntry{
+	entries := []*pb.PlanEntry{
 		dirE("d", 0o755, baseNs),
 		fileE("d/ok1", 0o644, baseNs, good1),
 		fileE("d/broken1", 0o644, baseNs, good1, bad),
@@ -301,12 +301,12 @@ func TestMissingChunkAndShortRange(t *testing.T) {
 	// The stored object is cut in the middle of b: the plan's range is longer.
 	lb := e.loc[id.Sum(b)]
 	e.srv.put(packPath(pid), e.data[pid][:lb.e.Offset+uint64(lb.e.Length)/2])
-	entries := []*sandkeepv1.PlanEntry{
+	entries := []*pb.PlanEntry{
 		fileE("a", 0o644, baseNs, a),
 		fileE("b", 0o644, baseNs, b),
 		fileE("c", 0o644, baseNs, c), // in no range
 	}
-	msg := &sandkeepv1.GetRestorePlanResponse{Entries: entries, Ranges: e.rangesFor(false, id.Sum(a), id.Sum(b))}
+	msg := &pb.GetRestorePlanResponse{Entries: entries, Ranges: e.rangesFor(false, id.Sum(a), id.Sum(b))}
 	_, err := Run(t.Context(), source(msg), Options{Workspace: ws})
 	var fe *FileError
 	if !errors.As(err, &fe) || !slices.Equal(fe.Paths, []string{"b", "c"}) {
@@ -575,13 +575,13 @@ func TestSeedFetchesOnlyWhatChanged(t *testing.T) {
 		ch = append(ch, randBytes(uint64(200+i), 300_000))
 	}
 	e.addPack(ch...)
-	entries := []*sandkeepv1.PlanEntry{
+	entries := []*pb.PlanEntry{
 		fileE("big", 0o644, baseNs, ch[0], ch[1], ch[2]),
 		fileE("other", 0o640, baseNs+1, ch[3], ch[4]),
 		fileE("copy-of-2", 0o644, baseNs+2, ch[2]),
 		fileE("last", 0o644, baseNs+3, ch[5], ch[6]),
 	}
-	msg := func() *sandkeepv1.GetRestorePlanResponse { return e.batch(entries...) }
+	msg := func() *pb.GetRestorePlanResponse { return e.batch(entries...) }
 	mustRun(t, ws, Options{}, msg())
 
 	big := filepath.Join(ws, "big")
@@ -751,10 +751,10 @@ func TestDefaultClientWorks(t *testing.T) {
 // sit in memory.
 type genSource struct {
 	n, batches int
-	gen        func(i int) *sandkeepv1.GetRestorePlanResponse
+	gen        func(i int) *pb.GetRestorePlanResponse
 }
 
-func (g *genSource) Recv() (*sandkeepv1.GetRestorePlanResponse, error) {
+func (g *genSource) Recv() (*pb.GetRestorePlanResponse, error) {
 	if g.n == g.batches {
 		return nil, io.EOF
 	}
@@ -769,8 +769,8 @@ func TestMemoryBounded(t *testing.T) {
 	shared := textBytes(901, 1000)
 	e.addPack(shared)
 	const batches, perBatch = 8, 400
-	src := &genSource{batches: batches, gen: func(i int) *sandkeepv1.GetRestorePlanResponse {
-		entries := []*sandkeepv1.PlanEntry{dirE(fmt.Sprintf("dir%d", i), 0o755, baseNs)}
+	src := &genSource{batches: batches, gen: func(i int) *pb.GetRestorePlanResponse {
+		entries := []*pb.PlanEntry{dirE(fmt.Sprintf("dir%d", i), 0o755, baseNs)}
 		for j := range perBatch {
 			p := fmt.Sprintf("dir%d/%s-%d", i, strings.Repeat("long-name-", 8), j)
 			if j%50 == 0 {

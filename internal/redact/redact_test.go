@@ -1,4 +1,4 @@
-package blobstore
+package redact
 
 import (
 	"context"
@@ -14,8 +14,8 @@ func TestRedact(t *testing.T) {
 		{"https://user:pw@bucket.s3.amazonaws.com/k?X-Amz-Signature=SECRET", "https://bucket.s3.amazonaws.com/k"},
 		{"://bad", "(unparsable URL)"},
 	} {
-		if got := RedactURL(tt.in); got != tt.want {
-			t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.want)
+		if got := URL(tt.in); got != tt.want {
+			t.Errorf("URL(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 	// A real client error quotes the URL; after RedactError it does not.
@@ -27,7 +27,7 @@ func TestRedact(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "SECRET") {
 		t.Fatalf("client error %v does not quote the URL (test premise)", err)
 	}
-	err = RedactError(err)
+	err = Error(err)
 	if strings.Contains(err.Error(), "SECRET") {
 		t.Fatalf("RedactError left the signature: %v", err)
 	}
