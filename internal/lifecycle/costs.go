@@ -69,7 +69,7 @@ func (m *Manager) Cost(ctx context.Context, projectID string, since time.Time) (
 		if to.IsZero() || to.After(until) {
 			to = until
 		}
-		byProject[iv.ProjectID] = append(byProject[iv.ProjectID], cost.Interval{State: policy.State(iv.State), From: iv.From, To: to})
+		byProject[iv.ProjectID] = append(byProject[iv.ProjectID], cost.Interval{State: iv.State, From: iv.From, To: to})
 	}
 	firstCreated := map[string]time.Time{}
 	sbs, err := m.st.ListSandboxes(ctx, metastore.SandboxFilter{ProjectID: projectID})

@@ -251,7 +251,7 @@ func (m *Manager) policySandbox(ctx context.Context, sb metastore.Sandbox) (poli
 		return policy.Sandbox{}, err
 	}
 	ps := policy.Sandbox{
-		State:         policy.State(sb.State),
+		State:         sb.State,
 		LastActivity:  sb.LastActivity,
 		LeaseUntil:    lease,
 		ExtendedUntil: sb.ExtendedUntil,

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/policy"
-	"github.com/sandkeep/sandkeep/internal/provider"
+	"github.com/sandkeep/sandkeep/internal/sandboxstate"
 )
 
 // This file holds the lifecycle manager's part of the metadata database
@@ -21,7 +21,7 @@ import (
 
 var (
 	// ErrIllegalTransition: a sandbox state change the state machine
-	// (provider.Transition) forbids, or any change of a destroyed sandbox.
+	// (sandboxstate.Transition) forbids, or any change of a destroyed sandbox.
 	ErrIllegalTransition = errors.New("illegal sandbox state transition")
 	// ErrLeaseEnded: the run lease was released or expired.
 	ErrLeaseEnded = errors.New("run lease ended")
@@ -51,7 +51,7 @@ type Sandbox struct {
 	ProjectID  string
 	Provider   string // the provider's Name()
 	ProviderID string // empty until the provider accepted the create
-	State      provider.State
+	State      sandboxstate.State
 	StateSince time.Time // when it entered State
 	CreatedAt  time.Time
 
@@ -93,14 +93,14 @@ type Sandbox struct {
 }
 
 // Live reports whether the sandbox still exists (is not destroyed).
-func (s Sandbox) Live() bool { return s.State != provider.StateDestroyed }
+func (s Sandbox) Live() bool { return s.State != sandboxstate.Destroyed }
 
 // SandboxInterval is a stretch of time a sandbox spent in one state. To is
 // zero for the current state.
 type SandboxInterval struct {
 	SandboxID string
 	ProjectID string
-	State     provider.State
+	State     sandboxstate.State
 	From, To  time.Time
 	Illegal   bool // entered by a transition the state machine forbids
 }
@@ -113,7 +113,7 @@ type SandboxFilter struct {
 
 // Transition is the outcome of TransitionSandbox.
 type Transition struct {
-	From, To provider.State
+	From, To sandboxstate.State
 	Changed  bool // false: it already was in To
 	Illegal  bool // an observed transition the state machine forbids, recorded anyway
 }
@@ -170,13 +170,13 @@ type SandboxStore interface {
 	UpdateSandbox(ctx context.Context, id string, fn func(*Sandbox) error) (Sandbox, error)
 	// TransitionSandbox moves the sandbox to state to at time at, closing
 	// the current interval and opening the next. Being in to already changes
-	// nothing. A transition provider.Transition forbids fails with
+	// nothing. A transition sandboxstate.Transition forbids fails with
 	// ErrIllegalTransition unless observed (the provider reported it:
 	// reality wins), in which case it is recorded with Illegal set and note
 	// in LastError. Nothing leaves destroyed: ErrIllegalTransition even when
 	// observed. Leaving destroyed for a live state while the project has
 	// another live sandbox is ErrAlreadyExists.
-	TransitionSandbox(ctx context.Context, id string, to provider.State, at time.Time, observed bool, note string) (Transition, error)
+	TransitionSandbox(ctx context.Context, id string, to sandboxstate.State, at time.Time, observed bool, note string) (Transition, error)
 	// SandboxIntervals returns the state intervals of a project's sandboxes
 	// ("" for every project) that end after since (zero: all), by start.
 	SandboxIntervals(ctx context.Context, projectID string, since time.Time) ([]SandboxInterval, error)
@@ -236,14 +236,14 @@ func randomID() string {
 
 // CheckTransition applies the rules of SandboxStore.TransitionSandbox to a
 // sandbox in state from; both stores call it inside their transaction.
-func CheckTransition(from, to provider.State, observed bool) (Transition, error) {
+func CheckTransition(from, to sandboxstate.State, observed bool) (Transition, error) {
 	tr := Transition{From: from, To: to}
 	switch {
 	case from == to:
 		return tr, nil
-	case from == provider.StateDestroyed:
+	case from == sandboxstate.Destroyed:
 		return tr, fmt.Errorf("%w: a destroyed sandbox stays destroyed (%s observed)", ErrIllegalTransition, to)
-	case provider.Transition(from, to):
+	case sandboxstate.Transition(from, to):
 		tr.Changed = true
 		return tr, nil
 	case observed:

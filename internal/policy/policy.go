@@ -69,26 +69,28 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/sandboxstate"
 	"time"
 )
 
-// State is a sandbox's lifecycle state.
-type State string
+// State is a sandbox's lifecycle state (package sandboxstate: the same
+// type as provider.State).
+type State = sandboxstate.State
 
 // The sandbox states.
 const (
-	StateCreating  State = "creating"
-	StateStarting  State = "starting"
-	StateStarted   State = "started"
-	StateStopping  State = "stopping"
-	StateStopped   State = "stopped"
-	StateArchived  State = "archived"
-	StateDestroyed State = "destroyed"
-	StateError     State = "error"
+	StateCreating  = sandboxstate.Creating
+	StateStarting  = sandboxstate.Starting
+	StateStarted   = sandboxstate.Started
+	StateStopping  = sandboxstate.Stopping
+	StateStopped   = sandboxstate.Stopped
+	StateArchived  = sandboxstate.Archived
+	StateDestroyed = sandboxstate.Destroyed
+	StateError     = sandboxstate.Error
 )
 
 // States lists every state in lifecycle order.
-var States = []State{StateCreating, StateStarting, StateStarted, StateStopping, StateStopped, StateArchived, StateDestroyed, StateError}
+var States = sandboxstate.All()
 
 // Action is what Decide asks the caller to do.
 type Action string

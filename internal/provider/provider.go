@@ -12,66 +12,33 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/sandboxstate"
 	"time"
 )
 
-// State is a sandbox's state in sandkeep's state machine. Providers map
-// their own states onto these (each provider documents its mapping) and keep
-// the raw one in Sandbox.ProviderState.
-type State string
+// State is a sandbox's state (package sandboxstate: one type for every
+// package). Providers map their own states onto these (each provider
+// documents its mapping) and keep the raw one in Sandbox.ProviderState.
+type State = sandboxstate.State
 
 // The states, in the order of a sandbox's life.
 const (
-	StateCreating  State = "creating"
-	StateStarting  State = "starting"
-	StateStarted   State = "started"
-	StateStopping  State = "stopping"
-	StateStopped   State = "stopped"
-	StateArchived  State = "archived"
-	StateDestroyed State = "destroyed"
-	StateError     State = "error"
+	StateCreating  = sandboxstate.Creating
+	StateStarting  = sandboxstate.Starting
+	StateStarted   = sandboxstate.Started
+	StateStopping  = sandboxstate.Stopping
+	StateStopped   = sandboxstate.Stopped
+	StateArchived  = sandboxstate.Archived
+	StateDestroyed = sandboxstate.Destroyed
+	StateError     = sandboxstate.Error
 )
 
 // States lists every state.
-func States() []State {
-	return []State{StateCreating, StateStarting, StateStarted, StateStopping, StateStopped, StateArchived, StateDestroyed, StateError}
-}
+func States() []State { return sandboxstate.All() }
 
-// Valid reports whether s is one of the states.
-func (s State) Valid() bool {
-	_, ok := transitions[s]
-	return ok
-}
-
-// Transitional reports whether s is a state a sandbox passes through on its
-// own (creating, starting, stopping): a caller waits rather than acts.
-func (s State) Transitional() bool {
-	return s == StateCreating || s == StateStarting || s == StateStopping
-}
-
-// transitions is the legal-transition table. destroyed is final.
-var transitions = map[State][]State{
-	StateCreating:  {StateStarting, StateStarted, StateError, StateDestroyed},
-	StateStarting:  {StateStarted, StateError, StateStopped},
-	StateStarted:   {StateStopping, StateError, StateDestroyed},
-	StateStopping:  {StateStopped, StateError},
-	StateStopped:   {StateStarting, StateArchived, StateDestroyed},
-	StateArchived:  {StateStarting, StateDestroyed},
-	StateError:     {StateDestroyed, StateStarting, StateStopped},
-	StateDestroyed: {},
-}
-
-// Transition reports whether a sandbox may go from one state to another.
-// Staying in the same state is not a transition (false). Unknown states
-// have no transitions.
-func Transition(from, to State) bool {
-	for _, s := range transitions[from] {
-		if s == to {
-			return true
-		}
-	}
-	return false
-}
+// Transition reports whether a sandbox may go from one state to another
+// (sandboxstate.Transition).
+func Transition(from, to State) bool { return sandboxstate.Transition(from, to) }
 
 // Sandbox is what a provider reports about one sandbox.
 type Sandbox struct {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/metastore/internal/storeutil"
-	"github.com/sandkeep/sandkeep/internal/provider"
+	"github.com/sandkeep/sandkeep/internal/sandboxstate"
 )
 
 // The lifecycle tables (migration 0003_lifecycle): see metastore.SandboxStore.
@@ -39,7 +39,7 @@ func scanSandbox(r Row) (metastore.Sandbox, error) {
 		&sb.TokenHash, &sb.LastError); err != nil {
 		return sb, err
 	}
-	sb.State, sb.Backup = provider.State(state), metastore.BackupState(backup)
+	sb.State, sb.Backup = sandboxstate.State(state), metastore.BackupState(backup)
 	sb.LastAttempt, sb.LastHeartbeat, sb.ExtendedUntil = deref(lastAttempt), deref(lastHB), deref(extended)
 	if err := json.Unmarshal([]byte(notified), &sb.NotifiedAt); err != nil {
 		return sb, fmt.Errorf("stored notified %q: %w", notified, err)
@@ -212,7 +212,7 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*metastore
 }
 
 // TransitionSandbox implements metastore.SandboxStore.
-func (s *Store) TransitionSandbox(ctx context.Context, id string, to provider.State, at time.Time, observed bool, note string) (metastore.Transition, error) {
+func (s *Store) TransitionSandbox(ctx context.Context, id string, to sandboxstate.State, at time.Time, observed bool, note string) (metastore.Transition, error) {
 	if !to.Valid() {
 		return metastore.Transition{}, fmt.Errorf("%w: state %q", metastore.ErrInvalid, to)
 	}
@@ -246,7 +246,7 @@ func (s *Store) TransitionSandbox(ctx context.Context, id string, to provider.St
 		// The interval of the final state closes at once: a destroyed
 		// sandbox costs nothing.
 		var end *time.Time
-		if to == provider.StateDestroyed {
+		if to == sandboxstate.Destroyed {
 			end = &at
 		}
 		if _, err := q.Exec(ctx, `INSERT INTO sandbox_intervals (sandbox_id, seq, project_id, state, started_at, ended_at, illegal)
@@ -289,7 +289,7 @@ func (s *Store) SandboxIntervals(ctx context.Context, projectID string, since ti
 		var state string
 		var to *time.Time
 		err := r.Scan(&iv.SandboxID, &iv.ProjectID, &state, &iv.From, &to, &iv.Illegal)
-		iv.State, iv.To = provider.State(state), deref(to)
+		iv.State, iv.To = sandboxstate.State(state), deref(to)
 		return iv, err
 	}, q+` ORDER BY started_at, sandbox_id`+s.dl.Bytewise+`, seq`, args...)
 	if err != nil {
