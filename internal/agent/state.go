@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,9 +81,7 @@ func saveState(path string, project string, v *pb.Version, committing []id.ID) e
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	// The merge base: fsynced, or a crash could lose it and the next
+	// start would merge against the wrong version.
+	return atomicfile.WriteFile(path, b, 0o600)
 }

@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/atomicfile"
 	"github.com/sandkeep/sandkeep/internal/progress"
 	"io"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -375,7 +374,7 @@ beside FILE, then renamed), and a failure leaves no partial FILE.`,
 					})
 				}
 				defer stop()
-				return writeAtomically(output, func(w io.Writer) error {
+				return atomicfile.Write(output, 0o644, func(w io.Writer) error {
 					_, err := copyStream(&countingWriter{w: w, n: &got}, streamSize(stream, &size))
 					return err
 				})
@@ -447,35 +446,6 @@ func copyStream(w io.Writer, stream grpc.ServerStreamingClient[pb.ReadFileRespon
 		return n, fmt.Errorf("received %d bytes of a %d-byte file", n, want)
 	}
 	return n, nil
-}
-
-// writeAtomically writes a file next to path and renames it into place
-// only when write succeeded.
-func writeAtomically(path string, write func(io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".sandkeep-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := write(f); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 func newRollback(g *globals) *cobra.Command {

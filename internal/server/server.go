@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/atomicfile"
 	"log/slog"
 	"net"
 	"net/http"
@@ -196,7 +197,7 @@ func (s *Server) secretKey() ([]byte, error) {
 	if _, err := rand.Read(k); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(path, []byte(hex.EncodeToString(k)+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(hex.EncodeToString(k)+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("write secret key: %w", err)
 	}
 	return k, nil
@@ -220,7 +221,7 @@ func (s *Server) ensureAdminToken(ctx context.Context) error {
 		if secret, err = auth.NewSecret(metastore.TokenAdmin); err != nil {
 			return err
 		}
-		if err := writeFileAtomic(path, []byte(secret+"\n"), 0o600); err != nil {
+		if err := atomicfile.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
 			return fmt.Errorf("write admin token: %w", err)
 		}
 		s.NewAdmin = true
@@ -234,26 +235,6 @@ func (s *Server) ensureAdminToken(ctx context.Context) error {
 	}
 	s.AdminToken = secret
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // allowPut refuses a signed PUT into a project that no longer exists (its

@@ -6,13 +6,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/atomicfile"
 	"io"
 	"io/fs"
 	"maps"
 	"math/bits"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -606,35 +606,10 @@ var ErrCorruptIndex = errors.New("corrupt agent index")
 // Save writes the index to the file p atomically: a temporary file in the
 // same directory is written, synced and renamed over p, and the directory
 // is synced.
-func (x *Index) Save(p string) (err error) {
+func (x *Index) Save(p string) error {
 	x.prepare()
-	dir := filepath.Dir(p)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(p)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(p, 0o600, x.write); err != nil {
 		return fmt.Errorf("save index: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := x.write(f); err != nil {
-		return fmt.Errorf("save index: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("save index: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("save index: %w", err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		return fmt.Errorf("save index: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // best effort: the rename is durable once the directory is
-		d.Close()
 	}
 	return nil
 }

@@ -47,6 +47,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/atomicfile"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -973,20 +974,13 @@ func cloneMap(m map[string]string) map[string]string {
 	return out
 }
 
-// writeJSON replaces a file atomically.
+// writeJSON replaces a file atomically (fsynced).
 func writeJSON(path string, v any, mode os.FileMode) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), mode); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(path, append(b, '\n'), mode)
 }
 
 func readJSON(path string, v any) error {
