@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/retry"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -219,8 +220,9 @@ func (r *runner) connectOrStop(ctx context.Context, stop <-chan struct{}) (*remo
 // connect opens a session, retrying while the coordinator is unreachable.
 // A refused token is final: it returns at once.
 func (r *runner) connect(ctx context.Context) (*remote.Client, error) {
-	backoff := r.opts.RetryMin
-	for {
+	bo := retry.Backoff{Min: r.opts.RetryMin, Max: r.opts.RetryMax, Jitter: 0.2}
+	for attempt := 1; ; attempt++ {
+		backoff := bo.Delay(attempt)
 		cfg := r.cfg.Remote
 		cfg.ConnectTimeout = 30 * time.Second
 		c, err := remote.Open(ctx, cfg)
@@ -236,12 +238,9 @@ func (r *runner) connect(ctx context.Context) (*remote.Client, error) {
 		}
 		r.setError(err)
 		r.log.Warn("coordinator unreachable; retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
+		if retry.Sleep(ctx, backoff) != nil {
 			return nil, ctx.Err()
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, r.opts.RetryMax)
 	}
 }
 
@@ -463,7 +462,7 @@ func (r *runner) round(ctx context.Context) {
 	}
 	if err != nil {
 		r.failures++
-		backoff := min(r.opts.RetryMin<<min(r.failures-1, 16), r.opts.RetryMax)
+		backoff := retry.Backoff{Min: r.opts.RetryMin, Max: r.opts.RetryMax, Jitter: 0.2}.Delay(r.failures)
 		if remote.IsTokenRefused(err) {
 			backoff = r.opts.RetryMax // final until an operator acts: retry slowly
 			r.nextRetry = time.Now().Add(backoff)
@@ -756,8 +755,8 @@ func (r *runner) shutdown(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, r.opts.StopTimeout)
 	defer cancel()
 	r.log.Info("stopping: final flush", "timeout", r.opts.StopTimeout)
-	backoff := r.opts.RetryMin
-	for {
+	bo := retry.Backoff{Min: r.opts.RetryMin, Max: r.opts.RetryMax, Jitter: 0.2}
+	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		_, err := r.syncOnce(sctx, nil)
 		if err == nil {
@@ -783,9 +782,8 @@ func (r *runner) shutdown(ctx context.Context) error {
 				return fmt.Errorf("%w (%v; last attempt: %v): %s", ErrNotSaved, sctx.Err(), err, r.pendingSummary())
 			}
 			return r.notSaved(sctx.Err())
-		case <-time.After(backoff):
+		case <-time.After(bo.Delay(attempt)):
 		}
-		backoff = min(backoff*2, r.opts.RetryMax)
 	}
 }
 

@@ -69,6 +69,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/retry"
 	"github.com/sandkeep/sandkeep/internal/sandboxstate"
 	"time"
 )
@@ -364,11 +365,9 @@ func Backoff(n int) time.Duration {
 	if n <= 0 {
 		return 0
 	}
-	d := RetryBase
-	for i := 1; i < n && d < RetryMax; i++ {
-		d *= 2
-	}
-	return min(d, RetryMax)
+	// No jitter: decisions are replayed (simulate) and tested on a fake
+	// clock; the loop's own pace spreads the retries.
+	return retry.Backoff{Min: RetryBase, Max: RetryMax}.Delay(n)
 }
 
 func none(reason string, notBefore time.Time) Decision {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/retry"
 	"io"
 	"net"
 	"net/http"
@@ -219,15 +220,12 @@ var errObjectExists = errors.New("object exists")
 // put sends data to a signed URL, retrying network errors and 5xx.
 func (c *Client) put(ctx context.Context, sr *pb.SignedRequest, data []byte) error {
 	var last error
-	backoff := 200 * time.Millisecond
+	bo := retry.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
 	for attempt := 0; attempt < c.retries; attempt++ {
 		if attempt > 0 {
-			select {
-			case <-ctx.Done():
+			if err := retry.Sleep(ctx, bo.Delay(attempt)); err != nil {
 				return ctx.Err()
-			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, 5*time.Second)
 		}
 		req, err := http.NewRequestWithContext(ctx, sr.GetMethod(), sr.GetUrl(), bytes.NewReader(data))
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/retry"
 	"sync"
 	"time"
 
@@ -153,7 +154,7 @@ const indexAttempts = 5
 // writes, the pack's object and returns its blobs) and indexes the pack with
 // that epoch, retrying when the store answers ErrStale.
 func (r *Repo) indexPack(ctx context.Context, p metastore.Pack, verify func() ([]metastore.BlobLocation, error)) error {
-	backoff := 20 * time.Millisecond
+	bo := retry.Backoff{Min: 20 * time.Millisecond, Max: time.Second, Jitter: 0.2}
 	for attempt := 1; ; attempt++ {
 		epoch, err := r.meta.PackEpoch(ctx, p.ProjectID)
 		if err != nil {
@@ -173,12 +174,9 @@ func (r *Repo) indexPack(ctx context.Context, p metastore.Pack, verify func() ([
 			return fmt.Errorf("%w: %w", ErrMissing, err)
 		}
 		r.log.Info("pack changed state while indexed; retrying", "project", p.ProjectID, "pack", p.ID.Short(), "err", err)
-		select {
-		case <-ctx.Done():
+		if err := retry.Sleep(ctx, bo.Delay(attempt)); err != nil {
 			return ctx.Err()
-		case <-time.After(backoff):
 		}
-		backoff *= 2
 	}
 }
 

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkeep/sandkeep/internal/retry"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -50,23 +50,10 @@ func DefaultHTTPClient(parallel int) *http.Client {
 }
 
 func backoff(attempt int) time.Duration {
-	d := backoffBase << min(attempt, 16)
-	if d > backoffMax || d <= 0 {
-		d = backoffMax
-	}
-	return d/2 + rand.N(d/2+1)
+	return retry.Backoff{Min: backoffBase, Max: backoffMax, Jitter: 0.2}.Delay(attempt + 1)
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
+func sleepCtx(ctx context.Context, d time.Duration) bool { return retry.Sleep(ctx, d) == nil }
 
 // newRangeRequest builds the GET of bytes [start, end) of a signed object.
 func newRangeRequest(ctx context.Context, sr *pb.SignedRequest, start, end int64) (*http.Request, error) {
