@@ -25,12 +25,14 @@ import (
 
 var (
 	// ErrInvalid: the request is malformed (bad id, size out of range, a
-	// tree that does not decode).
-	ErrInvalid = errors.New("invalid request")
+	// tree that does not decode). The same sentinel as metastore's: one per
+	// meaning.
+	ErrInvalid = metastore.ErrInvalid
 	// ErrCorrupt: an uploaded object does not match what the agent claimed.
 	ErrCorrupt = errors.New("uploaded object is corrupt")
-	// ErrMissing: a tree or version names a blob the project does not store.
-	ErrMissing = errors.New("referenced blob is not stored")
+	// ErrMissing: a tree or version names a blob the project does not store
+	// (metastore's sentinel).
+	ErrMissing = metastore.ErrMissing
 	// ErrTooLarge: a request exceeds a limit.
 	ErrTooLarge = errors.New("request too large")
 	// ErrPackStored: an upload target was asked for a pack the project
