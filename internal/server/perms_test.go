@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io/fs"
 	"net/http"
 	"os"
@@ -84,5 +85,12 @@ func TestMetricsListener(t *testing.T) {
 		if got := get(tt.url, tt.bearer); got != tt.want {
 			t.Errorf("GET %s (token %q): %d, want %d", tt.url, tt.bearer, got, tt.want)
 		}
+	}
+	// The shared listener counts its requests by handler and code.
+	if got := testutil.ToFloat64(s.Metrics.HTTPRequests.WithLabelValues("metrics", "401")); got != 2 {
+		t.Errorf("sandkeep_http_requests_total{handler=metrics,code=401} = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(s.Metrics.HTTPRequests.WithLabelValues("metrics", "200")); got != 1 {
+		t.Errorf("sandkeep_http_requests_total{handler=metrics,code=200} = %v, want 1", got)
 	}
 }

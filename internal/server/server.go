@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -370,11 +371,24 @@ func (s *Server) build() error {
 	// with a redirect to a cleaned path: the links handler refuses it.
 	fileLinks := links.NewHandler(s.Repo, s.URLSigner, s.log).WithClock(s.now)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, links.Prefix) {
-			fileLinks.ServeHTTP(w, r)
-			return
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		name := "other"
+		switch {
+		case strings.HasPrefix(r.URL.Path, links.Prefix):
+			name = "links"
+		case strings.HasPrefix(r.URL.Path, "/v1/blobs/"):
+			name = "blobs"
+		case r.URL.Path == "/metrics":
+			name = "metrics"
+		case r.URL.Path == "/healthz":
+			name = "healthz"
 		}
-		mux.ServeHTTP(w, r)
+		if name == "links" {
+			fileLinks.ServeHTTP(rec, r)
+		} else {
+			mux.ServeHTTP(rec, r)
+		}
+		s.Metrics.HTTPRequests.WithLabelValues(name, strconv.Itoa(rec.code)).Inc()
 	})
 	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	return nil
@@ -466,3 +480,24 @@ func (s *Server) Close() {
 		s.lock = nil
 	}
 }
+
+// statusRecorder notes the status code a handler answered (for
+// sandkeep_http_requests_total); it passes Flush through for streaming.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
