@@ -212,25 +212,11 @@ func (r *Repo) diffFrom(ctx context.Context, projectID string, a, b id.ID, dir s
 	if err != nil {
 		return err
 	}
-	i, j := 0, 0
+	from := ""
 	if len(skip) > 0 {
-		i = sort.Search(len(ta.Nodes), func(k int) bool { return ta.Nodes[k].Name >= skip[0] })
-		j = sort.Search(len(tb.Nodes), func(k int) bool { return tb.Nodes[k].Name >= skip[0] })
+		from = skip[0]
 	}
-	for i < len(ta.Nodes) || j < len(tb.Nodes) {
-		var na, nb *tree.Node
-		switch {
-		case j >= len(tb.Nodes) || (i < len(ta.Nodes) && ta.Nodes[i].Name < tb.Nodes[j].Name):
-			na = &ta.Nodes[i]
-			i++
-		case i >= len(ta.Nodes) || tb.Nodes[j].Name < ta.Nodes[i].Name:
-			nb = &tb.Nodes[j]
-			j++
-		default:
-			na, nb = &ta.Nodes[i], &tb.Nodes[j]
-			i++
-			j++
-		}
+	return pairs(ta.Nodes, tb.Nodes, from, func(na, nb *tree.Node) error {
 		name := nodeName(na, nb)
 		p := join(dir, name)
 		var below []string
@@ -252,12 +238,10 @@ func (r *Repo) diffFrom(ctx context.Context, projectID string, a, b id.ID, dir s
 			sb = nb.Subtree
 		}
 		if sa != sb {
-			if err := r.diffFrom(ctx, projectID, sa, sb, p, below, fn); err != nil {
-				return err
-			}
+			return r.diffFrom(ctx, projectID, sa, sb, p, below, fn)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // Revision is one version in which a path changed: Old is its entry in

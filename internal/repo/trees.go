@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"path"
+	"sort"
 	"strings"
 
 	"github.com/sandkeep/sandkeep/internal/id"
@@ -120,23 +121,36 @@ func (r *Repo) diff(ctx context.Context, projectID string, a, b id.ID, dir strin
 	if err != nil {
 		return err
 	}
+	return pairs(ta.Nodes, tb.Nodes, "", func(na, nb *tree.Node) error {
+		return r.diffNode(ctx, projectID, join(dir, nodeName(na, nb)), na, nb, fn)
+	})
+}
+
+// pairs is the one merge walk over two directories' sorted nodes: it calls
+// fn with each name's node on side a and on side b (nil where the name is
+// absent), in name order, starting at the first name >= from ("" for all).
+// Diff and DiffFrom are built on it.
+func pairs(a, b []tree.Node, from string, fn func(na, nb *tree.Node) error) error {
 	i, j := 0, 0
-	for i < len(ta.Nodes) || j < len(tb.Nodes) {
+	if from != "" {
+		i = sort.Search(len(a), func(k int) bool { return a[k].Name >= from })
+		j = sort.Search(len(b), func(k int) bool { return b[k].Name >= from })
+	}
+	for i < len(a) || j < len(b) {
 		var na, nb *tree.Node
 		switch {
-		case j >= len(tb.Nodes) || (i < len(ta.Nodes) && ta.Nodes[i].Name < tb.Nodes[j].Name):
-			na = &ta.Nodes[i]
+		case j >= len(b) || (i < len(a) && a[i].Name < b[j].Name):
+			na = &a[i]
 			i++
-		case i >= len(ta.Nodes) || tb.Nodes[j].Name < ta.Nodes[i].Name:
-			nb = &tb.Nodes[j]
+		case i >= len(a) || b[j].Name < a[i].Name:
+			nb = &b[j]
 			j++
 		default:
-			na, nb = &ta.Nodes[i], &tb.Nodes[j]
+			na, nb = &a[i], &b[j]
 			i++
 			j++
 		}
-		p := join(dir, nodeName(na, nb))
-		if err := r.diffNode(ctx, projectID, p, na, nb, fn); err != nil {
+		if err := fn(na, nb); err != nil {
 			return err
 		}
 	}
