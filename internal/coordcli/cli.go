@@ -127,3 +127,8 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
 }
+
+// newLifecycleCommands are `sandbox`, `lease`, `policy` and `cost`.
+func newLifecycleCommands(g *globals) []*cobra.Command {
+	return []*cobra.Command{newSandbox(g), newLease(g), newPolicy(g), newCost(g)}
+}

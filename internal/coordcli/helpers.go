@@ -2,13 +2,16 @@ package coordcli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
@@ -103,4 +106,78 @@ func printList[T, J any](w io.Writer, asJSON bool, items []T, toJSON func(T) J, 
 		return printJSON(w, jsonList(items, toJSON))
 	}
 	return printTable(w, header, items, row)
+}
+
+func requireProject(project string) error {
+	if project == "" {
+		return errors.New("--project is required")
+	}
+	return nil
+}
+
+// parseVersionArg parses a version argument: a positive number, or "head"
+// (resolved through GetProject).
+func parseVersionArg(ctx context.Context, c pb.AdminServiceClient, project, s string) (int64, error) {
+	if s == "head" {
+		p, err := c.GetProject(ctx, &pb.GetProjectRequest{ProjectId: project})
+		if err != nil {
+			return 0, err
+		}
+		return p.GetProject().GetHead(), nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("version %q: want a version number (0 for the empty tree) or \"head\"", s)
+	}
+	return v, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func fmtTime(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return "-"
+	}
+	return t.AsTime().Local().Format("2006-01-02 15:04:05")
+}
+
+func tptr(t *timestamppb.Timestamp) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := t.AsTime()
+	return &v
+}
+
+func tsOrNil(t *timestamppb.Timestamp) any {
+	if t == nil {
+		return nil
+	}
+	return t.AsTime()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// adminCall runs fn with an admin client and a context bounded by
+// callTimeout.
+func (g *globals) adminCall(cmd *cobra.Command, fn func(ctx context.Context, c pb.AdminServiceClient) error) error {
+	return dialCall(g, cmd, callTimeout, pb.NewAdminServiceClient, fn)
 }

@@ -12,47 +12,6 @@ import (
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
-func newProject(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "project", Short: "Create, list and delete projects"}
-	var createJSON bool
-	create := &cobra.Command{
-		Use:   "create NAME",
-		Short: "Create a project; prints its id alone on stdout",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return adminRPC(g, cmd, callTimeout, pb.AdminServiceClient.CreateProject, &pb.CreateProjectRequest{Name: args[0]}, func(resp *pb.CreateProjectResponse) error {
-				if createJSON {
-					return printJSON(g.stdout, projectJSON(resp.GetProject()))
-				}
-				fmt.Fprintln(g.stdout, resp.GetProject().GetId())
-				return nil
-			})
-		},
-	}
-	create.Flags().BoolVar(&createJSON, "json", false, `print {"id", "name", "created", "head"}`)
-	var asJSON bool
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List projects",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return adminRPC(g, cmd, callTimeout, pb.AdminServiceClient.ListProjects, &pb.ListProjectsRequest{}, func(resp *pb.ListProjectsResponse) error {
-				return printList(g.stdout, asJSON, resp.GetProjects(), projectJSON, "ID\tNAME\tHEAD\tCREATED", func(w io.Writer, p *pb.Project) {
-					fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", p.GetId(), p.GetName(), p.GetHead(), p.GetCreateTime().AsTime().Format(time.RFC3339))
-				})
-			})
-		},
-	}
-	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(create, list, newProjectDelete(g), newProjectLimits(g))
-	return cmd
-}
-
-// projectJSON is one element of `sandkeep project list --json`.
-func projectJSON(p *pb.Project) map[string]any {
-	return map[string]any{"id": p.GetId(), "name": p.GetName(), "created": p.GetCreateTime().AsTime(), "head": p.GetHead()}
-}
-
 // versionJSON is one element of `sandkeep versions --json`.
 type versionJSON struct {
 	Number    int64     `json:"number"`
