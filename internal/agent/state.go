@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/sandkeep/sandkeep/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/sandkeep/sandkeep/internal/atomicfile"
 	"github.com/sandkeep/sandkeep/internal/id"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/agent"
 	"github.com/sandkeep/sandkeep/internal/coordtest"
 	"github.com/sandkeep/sandkeep/internal/workspacetest"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
 // watchModes runs a test with inotify and with forced polling (what the

@@ -69,9 +69,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
+
 	"github.com/sandkeep/sandkeep/internal/retry"
 	"github.com/sandkeep/sandkeep/internal/sandboxstate"
-	"time"
 )
 
 // State is a sandbox's lifecycle state (package sandboxstate: the same

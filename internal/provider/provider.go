@@ -12,8 +12,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sandkeep/sandkeep/internal/sandboxstate"
 	"time"
+
+	"github.com/sandkeep/sandkeep/internal/sandboxstate"
 )
 
 // State is a sandbox's state (package sandboxstate: one type for every

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sandkeep/sandkeep/internal/retry"
 	"io"
 	"net"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/errinfo"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/redact"
+	"github.com/sandkeep/sandkeep/internal/retry"
 	"github.com/sandkeep/sandkeep/internal/snapshot"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sandkeep/sandkeep/internal/retry"
 	"sync"
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
+	"github.com/sandkeep/sandkeep/internal/retry"
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sandkeep/sandkeep/internal/retry"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandkeep/sandkeep/internal/retry"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 

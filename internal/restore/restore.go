@@ -52,7 +52,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sandkeep/sandkeep/internal/progress"
 	"io"
 	"log/slog"
 	"net/http"
@@ -61,6 +60,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sandkeep/sandkeep/internal/progress"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sandkeep/sandkeep/internal/progress"
 	"io"
 	"net/http"
 	"os"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/pack"
+	"github.com/sandkeep/sandkeep/internal/progress"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 

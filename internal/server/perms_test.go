@@ -2,13 +2,14 @@ package server
 
 import (
 	"context"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // Item 9 of the security issue: the data dir and everything secret in it are

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/sandkeep/sandkeep/internal/atomicfile"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/sandkeep/sandkeep/internal/api"
+	"github.com/sandkeep/sandkeep/internal/atomicfile"
 	"github.com/sandkeep/sandkeep/internal/auth"
 	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/blobstore/fsstore"

@@ -47,7 +47,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/sandkeep/sandkeep/internal/atomicfile"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -62,6 +61,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sandkeep/sandkeep/internal/atomicfile"
 	"github.com/sandkeep/sandkeep/internal/provider"
 )
 
