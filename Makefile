@@ -11,6 +11,7 @@ BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 STATICCHECK_VERSION := v0.8.2
+GOLANGCI_LINT_VERSION := v2.15.0
 
 .PHONY: help build run test test-short tools proto lint bench bench-go fuzz clean
 
@@ -49,11 +50,13 @@ proto: ## regenerate the gRPC code from proto/ (buf + protoc-gen-go + protoc-gen
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	cd proto && buf lint && buf generate
 
-lint: ## gofmt + vet + staticcheck (pinned; installed if missing)
+lint: ## gofmt + vet + staticcheck + golangci-lint (.golangci.yml: errorlint, gocyclo, funlen, depguard for the agent boundary; pinned, installed if missing)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	@command -v staticcheck >/dev/null 2>&1 || { echo "installing staticcheck $(STATICCHECK_VERSION)"; $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); }
 	staticcheck ./...
+	@command -v golangci-lint >/dev/null 2>&1 || { echo "installing golangci-lint $(GOLANGCI_LINT_VERSION)"; $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); }
+	golangci-lint run ./...
 
 # Every fuzz target, as package:Func. `go test` runs their seed corpora in
 # `make test`; `make fuzz` mutates each for FUZZTIME (not in CI: random).

@@ -98,7 +98,7 @@ func compareTarget(ctx context.Context, c *remote.Client, dir string, version in
 	inVersion := make(map[string]bool, len(disk))
 	for {
 		msg, err := stream.Recv()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

@@ -159,7 +159,7 @@ func (s *stallReader) Read(p []byte) (int, error) {
 
 func discard(r io.Reader, n int64) error {
 	got, err := io.CopyN(io.Discard, r, n)
-	if err == io.EOF || (err == nil && got < n) {
+	if errors.Is(err, io.EOF) || (err == nil && got < n) {
 		err = io.ErrUnexpectedEOF
 	}
 	return err

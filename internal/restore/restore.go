@@ -290,7 +290,7 @@ func (r *runner) run(ctx context.Context, src PlanSource) error {
 			return ctx.Err()
 		case rr = <-msgs:
 		}
-		if rr.err == io.EOF {
+		if errors.Is(rr.err, io.EOF) {
 			return nil
 		}
 		if rr.err != nil {

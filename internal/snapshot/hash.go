@@ -104,7 +104,7 @@ func (r *run) hashFile(ctx context.Context, j fileJob) error {
 		case err != nil && isNotExist(err):
 			ex.omit = true // vanished
 			return nil
-		case err != nil && err != errNotRegular:
+		case err != nil && !errors.Is(err, errNotRegular):
 			r.notSaved(j.rel)
 			r.log.Warn("cannot read file; keeping its previous version", "path", j.rel, "err", err)
 			r.keepPrev(j)
@@ -280,7 +280,7 @@ func (r *run) readChunked(ctx context.Context, f *fileReader, before fileStat, k
 			return nil, total, ctx.Err()
 		}
 		data, err := ch.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return refs, total, nil
 		}
 		if err != nil {

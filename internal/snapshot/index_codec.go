@@ -13,7 +13,6 @@ import (
 	"slices"
 
 	"github.com/sandkeep/sandkeep/internal/atomicfile"
-
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/tree"
 )

@@ -277,15 +277,6 @@ func (w *Watcher) Close() error {
 	return nil
 }
 
-// injectError hands err to the event loop as if the event source reported
-// it (tests).
-func (w *Watcher) injectError(err error) {
-	select {
-	case w.testErrs <- err:
-	case <-w.ctx.Done():
-	}
-}
-
 func (w *Watcher) setMode(m Mode, reason string) {
 	w.mu.Lock()
 	w.mode, w.reason = m, reason
