@@ -311,6 +311,8 @@ func (r *Repo) readRange(ctx context.Context, key string, off, n int64) ([]byte,
 // PutTrees validates and stores encoded trees. Each must decode canonically,
 // and every chunk and subtree it names must be stored already or come earlier
 // in encoded. Trees already stored are skipped. It returns the ids in order.
+// Three phases: decode (and collect what they name), check that every name
+// is stored with the right type and size, store the new trees in one pack.
 func (r *Repo) PutTrees(ctx context.Context, projectID string, encoded [][]byte) ([]id.ID, error) {
 	total := 0
 	for _, b := range encoded {
@@ -319,96 +321,132 @@ func (r *Repo) PutTrees(ctx context.Context, projectID string, encoded [][]byte)
 	if total > MaxTreeBytesPerCall {
 		return nil, fmt.Errorf("%w: %d bytes of trees, at most %d per call", ErrTooLarge, total, MaxTreeBytesPerCall)
 	}
-	ids := make([]id.ID, len(encoded))
-	trees := make([]*tree.Tree, len(encoded))
-	inBatch := make(map[id.ID]int, len(encoded))
-	var refs []id.ID
-	seen := make(map[id.ID]bool)
-	for i, b := range encoded {
-		t, err := tree.Decode(b)
-		if err != nil {
-			return nil, fmt.Errorf("%w: tree %d: %v", ErrInvalid, i, err)
-		}
-		ids[i] = id.Sum(b)
-		trees[i] = t
-		for _, n := range t.Nodes {
-			switch n.Type {
-			case tree.Dir:
-				if j, ok := inBatch[n.Subtree]; ok && j < i {
-					continue
-				}
-				if !seen[n.Subtree] {
-					seen[n.Subtree] = true
-					refs = append(refs, n.Subtree)
-				}
-			case tree.File:
-				for _, c := range n.Chunks {
-					if !seen[c.ID] {
-						seen[c.ID] = true
-						refs = append(refs, c.ID)
-					}
-				}
-			}
-		}
-		if _, dup := inBatch[ids[i]]; !dup {
-			inBatch[ids[i]] = i
-		}
-	}
-	// Every referenced blob must be indexed with the right type.
-	locs, err := r.locateAll(ctx, projectID, refs)
+	b, err := decodeTreeBatch(encoded)
 	if err != nil {
 		return nil, err
 	}
-	for i, t := range trees {
+	locs, err := r.locateAll(ctx, projectID, b.refs)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.checkRefs(locs); err != nil {
+		return nil, err
+	}
+	if err := r.storeTrees(ctx, projectID, b); err != nil {
+		return nil, err
+	}
+	return b.ids, nil
+}
+
+// treeBatch is one PutTrees call's trees, decoded.
+type treeBatch struct {
+	encoded [][]byte
+	ids     []id.ID
+	trees   []*tree.Tree
+	inBatch map[id.ID]int // tree id -> its first index in the batch
+	refs    []id.ID       // every chunk and subtree named, once, not counting subtrees earlier in the batch
+}
+
+// decodeTreeBatch decodes every tree strictly and collects what they name.
+func decodeTreeBatch(encoded [][]byte) (*treeBatch, error) {
+	b := &treeBatch{encoded: encoded, ids: make([]id.ID, len(encoded)), trees: make([]*tree.Tree, len(encoded)),
+		inBatch: make(map[id.ID]int, len(encoded))}
+	seen := make(map[id.ID]bool)
+	ref := func(x id.ID) {
+		if !seen[x] {
+			seen[x] = true
+			b.refs = append(b.refs, x)
+		}
+	}
+	for i, enc := range encoded {
+		t, err := tree.Decode(enc)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tree %d: %v", ErrInvalid, i, err)
+		}
+		b.ids[i] = id.Sum(enc)
+		b.trees[i] = t
 		for _, n := range t.Nodes {
 			switch n.Type {
 			case tree.Dir:
-				if j, ok := inBatch[n.Subtree]; ok && j < i {
+				if !b.earlier(n.Subtree, i) {
+					ref(n.Subtree)
+				}
+			case tree.File:
+				for _, c := range n.Chunks {
+					ref(c.ID)
+				}
+			}
+		}
+		if _, dup := b.inBatch[b.ids[i]]; !dup {
+			b.inBatch[b.ids[i]] = i
+		}
+	}
+	return b, nil
+}
+
+// earlier reports whether subtree x comes before tree i in the batch.
+func (b *treeBatch) earlier(x id.ID, i int) bool {
+	j, ok := b.inBatch[x]
+	return ok && j < i
+}
+
+// checkRefs: every subtree a tree names is a stored tree (or an earlier one
+// of the batch), every chunk a stored data blob of the size the tree says.
+func (b *treeBatch) checkRefs(locs map[id.ID]metastore.BlobLocation) error {
+	for i, t := range b.trees {
+		for _, n := range t.Nodes {
+			switch n.Type {
+			case tree.Dir:
+				if b.earlier(n.Subtree, i) {
 					continue
 				}
-				l, ok := locs[n.Subtree]
-				if !ok || l.Type != metastore.BlobTree {
-					return nil, fmt.Errorf("%w: tree %d entry %q names subtree %s", ErrMissing, i, n.Name, n.Subtree.Short())
+				if l, ok := locs[n.Subtree]; !ok || l.Type != metastore.BlobTree {
+					return fmt.Errorf("%w: tree %d entry %q names subtree %s", ErrMissing, i, n.Name, n.Subtree.Short())
 				}
 			case tree.File:
 				for _, c := range n.Chunks {
 					l, ok := locs[c.ID]
 					if !ok || l.Type != metastore.BlobData {
-						return nil, fmt.Errorf("%w: tree %d file %q names chunk %s", ErrMissing, i, n.Name, c.ID.Short())
+						return fmt.Errorf("%w: tree %d file %q names chunk %s", ErrMissing, i, n.Name, c.ID.Short())
 					}
 					if l.RawLength != int64(c.Size) {
-						return nil, fmt.Errorf("%w: tree %d file %q says chunk %s has %d bytes, stored %d", ErrInvalid, i, n.Name, c.ID.Short(), c.Size, l.RawLength)
+						return fmt.Errorf("%w: tree %d file %q says chunk %s has %d bytes, stored %d", ErrInvalid, i, n.Name, c.ID.Short(), c.Size, l.RawLength)
 					}
 				}
 			}
 		}
 	}
-	// Store the trees not stored yet, in one tree pack. A tree stored only
-	// in a pack garbage collection condemned is stored again (see gchooks.go).
-	have, err := r.storedLive(ctx, projectID, ids)
+	return nil
+}
+
+// storeTrees stores the batch's trees not stored yet in one tree pack (a
+// tree stored only in a pack garbage collection condemned is stored again:
+// see gchooks.go) and caches every tree of the batch.
+func (r *Repo) storeTrees(ctx context.Context, projectID string, b *treeBatch) error {
+	have, err := r.storedLive(ctx, projectID, b.ids)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	w := pack.NewWriter()
 	added := make(map[id.ID]bool)
-	for i, b := range encoded {
-		if have[ids[i]] || added[ids[i]] {
+	for i, enc := range b.encoded {
+		if have[b.ids[i]] || added[b.ids[i]] {
 			continue
 		}
-		added[ids[i]] = true
-		if _, err := w.Add(pack.Tree, ids[i], b); err != nil {
-			return nil, fmt.Errorf("pack tree: %w", err)
+		added[b.ids[i]] = true
+		if _, err := w.Add(pack.Tree, b.ids[i], enc); err != nil {
+			return fmt.Errorf("pack tree: %w", err)
 		}
 	}
-	for i, t := range trees {
-		r.trees.put(projectID, ids[i], t, int64(len(encoded[i])))
+	for i, t := range b.trees {
+		r.trees.put(projectID, b.ids[i], t, int64(len(b.encoded[i])))
 	}
 	if w.Len() == 0 {
-		return ids, nil
+		return nil
 	}
 	data, packID, entries, err := w.Finish()
 	if err != nil {
-		return nil, fmt.Errorf("finish tree pack: %w", err)
+		return fmt.Errorf("finish tree pack: %w", err)
 	}
 	locsOut := make([]metastore.BlobLocation, len(entries))
 	for i, e := range entries {
@@ -421,9 +459,9 @@ func (r *Repo) PutTrees(ctx context.Context, projectID string, encoded [][]byte)
 		return locsOut, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("index tree pack: %w", err)
+		return fmt.Errorf("index tree pack: %w", err)
 	}
-	return ids, nil
+	return nil
 }
 
 // locateAll calls LocateBlobs in bounded batches.
