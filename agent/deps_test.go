@@ -18,7 +18,7 @@ var agentSide = map[string]bool{
 	// shared formats and helpers
 	"internal/chunker": true, "internal/pack": true, "internal/tree": true, "internal/id": true,
 	"internal/progress": true, "internal/retry": true, "internal/dial": true, "internal/errinfo": true,
-	"internal/redact": true, "internal/envflag": true, "internal/atomicfile": true,
+	"internal/redact": true, "internal/envflag": true, "internal/atomicfile": true, "internal/cli": true,
 }
 
 func TestAgentLinksNoCoordinatorCode(t *testing.T) {

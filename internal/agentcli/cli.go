@@ -3,7 +3,6 @@ package agentcli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sandkeep/sandkeep/internal/agent"
+	"github.com/sandkeep/sandkeep/internal/cli"
 	"github.com/sandkeep/sandkeep/internal/envflag"
 	"github.com/sandkeep/sandkeep/internal/remote"
 )
@@ -52,9 +52,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(ch)
 	go sig.handle(ch, cancel, stderr)
 	if cmd, err := root.ExecuteContextC(ctx); err != nil {
-		if cmd != nil && cmd.Flags().Lookup("json") != nil && cmd.Flags().Lookup("json").Value.String() == "true" {
-			b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": errorCode(err), "message": errorMessage(err)}})
-			fmt.Fprintln(stderr, string(b))
+		if cli.WantsJSON(cmd) {
+			cli.PrintError(stderr, cli.Error{Code: errorCode(err), Message: errorMessage(err)})
 		} else {
 			fmt.Fprintln(stderr, "sandkeep-agent:", errorText(err))
 		}
@@ -145,15 +144,7 @@ func (g *globals) oneShot() {
 
 func newRoot(stdout, stderr io.Writer, code *int, sig *signals) *cobra.Command {
 	g := &globals{stdout: stdout, stderr: stderr}
-	root := &cobra.Command{
-		Use:           "sandkeep-agent",
-		Short:         "sandkeep agent: keeps a sandbox workspace in the coordinator's versions",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Version:       Version,
-	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root := cli.NewRoot("sandkeep-agent", "sandkeep agent: keeps a sandbox workspace in the coordinator's versions", Version, stdout, stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.cfg.Remote.Addr, "coordinator", "127.0.0.1:7420", "coordinator gRPC address (env SANDKEEP_COORDINATOR)")
 	pf.StringVar(&g.cfg.Remote.Token, "token", "", "sandbox token (env SANDKEEP_TOKEN)")

@@ -2,7 +2,6 @@ package agentcli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sandkeep/sandkeep/internal/agent"
+	"github.com/sandkeep/sandkeep/internal/cli"
 	"github.com/sandkeep/sandkeep/internal/control"
 	"github.com/sandkeep/sandkeep/internal/envflag"
 )
@@ -183,12 +183,7 @@ func newStatus(g *globals) *cobra.Command {
 }
 
 // printJSON prints v as one indented JSON document.
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false) // URLs keep their &
-	return enc.Encode(v)
-}
+func printJSON(w io.Writer, v any) error { return cli.PrintJSON(w, v) }
 
 func fmtTime(t time.Time) string {
 	if t.IsZero() {

@@ -4,7 +4,6 @@ package coordcli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/sandkeep/sandkeep/internal/cli"
 	"github.com/sandkeep/sandkeep/internal/dial"
 	"github.com/sandkeep/sandkeep/internal/envflag"
 	"github.com/sandkeep/sandkeep/internal/server"
@@ -33,13 +33,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	cmd, err := root.ExecuteContextC(ctx)
 	if err != nil {
-		asJSON := false
-		if cmd != nil {
-			if f := cmd.Flags().Lookup("json"); f != nil && f.Value.String() == "true" {
-				asJSON = true
-			}
-		}
-		g.report(stderr, err, asJSON)
+		g.report(stderr, err, cli.WantsJSON(cmd))
 		return 1
 	}
 	return 0
@@ -61,15 +55,7 @@ type globals struct {
 
 func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	g := &globals{stdout: stdout, stderr: stderr, flagChanged: map[string]bool{}}
-	root := &cobra.Command{
-		Use:           "sandkeep",
-		Short:         "sandkeep coordinator: keeps every version of every sandbox workspace",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Version:       Version,
-	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root := cli.NewRoot("sandkeep", "sandkeep coordinator: keeps every version of every sandbox workspace", Version, stdout, stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.coordinator, "coordinator", server.DefaultListen, "coordinator gRPC address (env SANDKEEP_COORDINATOR)")
 	pf.StringVar(&g.adminToken, "admin-token", "", "admin token (env SANDKEEP_ADMIN_TOKEN; default: read from <data>/admin.token)")
@@ -106,12 +92,7 @@ func (g *globals) dial() (*grpc.ClientConn, error) {
 	return dial.Dial(g.coordinator, dial.Options{Token: tok, TLS: g.tls, CAFile: g.caFile})
 }
 
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false) // URLs keep their &
-	return enc.Encode(v)
-}
+func printJSON(w io.Writer, v any) error { return cli.PrintJSON(w, v) }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level

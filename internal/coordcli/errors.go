@@ -1,7 +1,6 @@
 package coordcli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandkeep/sandkeep/internal/cli"
 	"github.com/sandkeep/sandkeep/internal/envflag"
 	"github.com/sandkeep/sandkeep/internal/server"
 )
@@ -18,11 +18,7 @@ import (
 // cliError is what a command failed with, as the user reads it: the
 // gRPC code (if any), a message without gRPC's "rpc error: code = …"
 // wrapping, and the next step.
-type cliError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Hint    string `json:"hint,omitempty"`
-}
+type cliError cli.Error
 
 func (e cliError) text() string {
 	s := e.Message
@@ -114,8 +110,7 @@ func (g *globals) tokenSource() string {
 func (g *globals) report(stderr io.Writer, err error, asJSON bool) {
 	e := g.explain(err)
 	if asJSON {
-		b, _ := json.Marshal(map[string]cliError{"error": e})
-		fmt.Fprintln(stderr, string(b))
+		cli.PrintError(stderr, cli.Error(e))
 		return
 	}
 	fmt.Fprintln(stderr, "sandkeep:", e.text())
