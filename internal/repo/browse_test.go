@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/sandkeep/sandkeep/internal/blobstore"
+	"github.com/sandkeep/sandkeep/internal/blobstore/blobstoretest"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/pack"
@@ -505,13 +506,7 @@ func (f *browseFixture) onlyTrees(keep ...id.ID) {
 		c.put(f.pid, tid, t, 1)
 	}
 	f.r.trees = c
-	f.r.store = failingStore{f.r.store}
-}
-
-type failingStore struct{ blobstore.Backend }
-
-func (failingStore) Get(context.Context, string, int64, int64) (io.ReadCloser, error) {
-	return nil, errors.New("this test allows no store read")
+	f.r.store = &blobstoretest.Faulty{Backend: f.r.store, OnGet: func(string) error { return errors.New("this test allows no store read") }}
 }
 
 // subtree returns the tree id at dir in root.

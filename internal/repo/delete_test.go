@@ -5,10 +5,10 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/sandkeep/sandkeep/internal/blobstore"
+	"github.com/sandkeep/sandkeep/internal/blobstore/blobstoretest"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/pack"
@@ -17,32 +17,10 @@ import (
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
 
-// hookStore is a blob store whose List and Delete can be intercepted.
-type hookStore struct {
-	blobstore.Backend
-	onList   func()
-	deletes  atomic.Int64
-	failFrom int64 // Delete number failFrom and later fail (0: never)
-}
-
-func (s *hookStore) List(ctx context.Context, prefix string, fn func(blobstore.Object) error) error {
-	if s.onList != nil {
-		s.onList()
-	}
-	return s.Backend.List(ctx, prefix, fn)
-}
-
-func (s *hookStore) Delete(ctx context.Context, key string) error {
-	if n := s.deletes.Add(1); s.failFrom > 0 && n >= s.failFrom {
-		return errors.New("injected delete failure")
-	}
-	return s.Backend.Delete(ctx, key)
-}
-
 type delFixture struct {
 	ctx   context.Context
 	meta  metastore.Store
-	store *hookStore
+	store *blobstoretest.Faulty
 	r     *repo.Repo
 }
 
@@ -50,7 +28,7 @@ func newDelFixture(t *testing.T) *delFixture {
 	t.Helper()
 	ctx := context.Background()
 	meta, fs := testenv.Local(t)
-	st := &hookStore{Backend: fs}
+	st := &blobstoretest.Faulty{Backend: fs}
 	return &delFixture{ctx: ctx, meta: meta, store: st, r: repo.New(meta, st, repo.Options{})}
 }
 
@@ -128,7 +106,7 @@ func TestDeleteProject(t *testing.T) {
 	}
 	// Tokens are revoked before any object goes.
 	lists := 0
-	f.store.onList = func() {
+	f.store.OnList = func(string) error {
 		lists++
 		tok, err := f.meta.GetToken(f.ctx, hash)
 		switch {
@@ -137,12 +115,13 @@ func TestDeleteProject(t *testing.T) {
 		case lists > 1 && !errors.Is(err, metastore.ErrNotFound):
 			t.Errorf("at the second sweep the token is %+v (%v), want deleted", tok, err)
 		}
+		return nil
 	}
 	n, freed, err := f.r.DeleteProject(f.ctx, pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.store.onList = nil
+	f.store.OnList = nil
 	if n != objects || freed != size {
 		t.Fatalf("DeleteProject = %d objects, %d bytes; want %d, %d", n, freed, objects, size)
 	}
@@ -180,7 +159,12 @@ func TestDeleteProjectRetry(t *testing.T) {
 	f := newDelFixture(t)
 	pid, hash, _ := f.project(t, "doomed")
 	objects, size := f.objects(t, pid)
-	f.store.failFrom = 2
+	f.store.OnDelete = func(n int64, _ string) error {
+		if n >= 2 {
+			return errors.New("injected delete failure")
+		}
+		return nil
+	}
 	n, _, err := f.r.DeleteProject(f.ctx, pid)
 	if err == nil || n != 1 {
 		t.Fatalf("DeleteProject with failing deletes = %d objects, %v; want 1 and an error", n, err)
@@ -191,7 +175,7 @@ func TestDeleteProjectRetry(t *testing.T) {
 	if _, err := f.meta.GetProject(f.ctx, pid); err != nil {
 		t.Fatalf("rows went before the objects: %v", err)
 	}
-	f.store.failFrom = 0
+	f.store.OnDelete = nil
 	n2, freed, err := f.r.DeleteProject(f.ctx, pid)
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +240,7 @@ func TestDeleteProjectCallsOnTokensRevoked(t *testing.T) {
 			t.Error("OnTokensRevoked ran after the objects were listed for deletion")
 		}
 	}})
-	f.store.onList = func() { listed = true }
+	f.store.OnList = func(string) error { listed = true; return nil }
 	if _, _, err := f.r.DeleteProject(f.ctx, pid); err != nil {
 		t.Fatal(err)
 	}
