@@ -22,6 +22,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/testclock"
 	"github.com/sandkeep/sandkeep/internal/testenv"
 	"github.com/sandkeep/sandkeep/internal/tree"
+	"github.com/sandkeep/sandkeep/internal/tree/treetest"
 )
 
 // newClock is a clock tests move by hand, at database precision.
@@ -152,59 +153,17 @@ func (f *fixture) upload(files map[string]string) id.ID {
 // returns the root id.
 func (f *fixture) putTrees(files map[string]string) id.ID {
 	f.t.Helper()
-	nodes := map[string]tree.Node{}
-	dirs := map[string]map[string]bool{"": {}}
-	var addDir func(d string)
-	addDir = func(d string) {
-		if _, ok := dirs[d]; ok {
-			return
-		}
-		dirs[d] = map[string]bool{}
-		parent := path.Dir(d)
-		if parent == "." {
-			parent = ""
-		}
-		addDir(parent)
-		dirs[parent][d] = true
-	}
+	entries := map[string]tree.Node{}
 	for p, c := range files {
-		parent := path.Dir(p)
-		if parent == "." {
-			parent = ""
-		}
-		addDir(parent)
-		dirs[parent][p] = true
-		n := tree.Node{Name: path.Base(p), Type: tree.File, Mode: 0o644, MtimeNs: mtimeOf(c), Size: int64(len(c))}
+		n := tree.Node{Type: tree.File, Mode: 0o644, MtimeNs: mtimeOf(c), Size: int64(len(c))}
 		if c != "" {
 			n.Chunks = []tree.ChunkRef{{ID: id.Sum([]byte(c)), Size: uint32(len(c))}}
 		}
-		nodes[p] = n
+		entries[p] = n
 	}
-	order := make([]string, 0, len(dirs))
-	for d := range dirs {
-		order = append(order, d)
-	}
-	sort.Slice(order, func(i, j int) bool {
-		return strings.Count(order[i], "/") > strings.Count(order[j], "/") || (order[i] != "" && order[j] == "")
-	})
-	var encoded [][]byte
-	var root id.ID
-	for _, d := range order {
-		var t tree.Tree
-		for child := range dirs[d] {
-			t.Nodes = append(t.Nodes, nodes[child])
-		}
-		sort.Slice(t.Nodes, func(i, j int) bool { return t.Nodes[i].Name < t.Nodes[j].Name })
-		b, err := t.Encode()
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		encoded = append(encoded, b)
-		if d == "" {
-			root = id.Sum(b)
-			continue
-		}
-		nodes[d] = tree.Node{Name: path.Base(d), Type: tree.Dir, Mode: 0o755, MtimeNs: 1_600_000_000_000_000_000, Subtree: id.Sum(b)}
+	encoded, root, err := treetest.Build(entries)
+	if err != nil {
+		f.t.Fatal(err)
 	}
 	if _, err := f.r.PutTrees(f.ctx, f.pid, encoded); err != nil {
 		f.t.Fatalf("PutTrees: %v", err)

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"path"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/pack"
 	"github.com/sandkeep/sandkeep/internal/testenv"
 	"github.com/sandkeep/sandkeep/internal/tree"
+	"github.com/sandkeep/sandkeep/internal/tree/treetest"
 )
 
 // browseFixture is a repo on SQLite and a local directory with one project,
@@ -84,36 +84,13 @@ func (f *browseFixture) storeTree(files map[string]bfEntry) id.ID {
 	// Data: one pack of every chunk the project lacks.
 	w := pack.NewWriter()
 	added := map[id.ID]bool{}
-	nodes := map[string]tree.Node{} // path -> node (directories filled later)
-	dirs := map[string]map[string]bool{"": {}}
-	var addDir func(d string)
-	addDir = func(d string) {
-		if _, ok := dirs[d]; ok {
-			return
-		}
-		dirs[d] = map[string]bool{}
-		parent := path.Dir(d)
-		if parent == "." {
-			parent = ""
-		}
-		addDir(parent)
-		dirs[parent][d] = true
-	}
+	entries := map[string]tree.Node{}
 	for p, e := range files {
-		if _, err := tree.CleanPath(p); err != nil {
-			f.t.Fatal(err)
-		}
-		parent := path.Dir(p)
-		if parent == "." {
-			parent = ""
-		}
-		addDir(parent)
 		if e.dir {
-			addDir(p)
+			entries[p] = tree.Node{Type: tree.Dir}
 			continue
 		}
-		dirs[parent][p] = true
-		n := tree.Node{Name: path.Base(p), Mode: e.mode, MtimeNs: mtimeOf(e)}
+		n := tree.Node{Mode: e.mode, MtimeNs: mtimeOf(e)}
 		if e.link != "" {
 			n.Type, n.Target = tree.Symlink, e.link
 		} else {
@@ -130,7 +107,7 @@ func (f *browseFixture) storeTree(files map[string]bfEntry) id.ID {
 				}
 			}
 		}
-		nodes[p] = n
+		entries[p] = n
 	}
 	if w.Len() > 0 {
 		data, packID, _, err := w.Finish()
@@ -144,36 +121,9 @@ func (f *browseFixture) storeTree(files map[string]bfEntry) id.ID {
 			f.t.Fatal(err)
 		}
 	}
-	// Trees, deepest directories first.
-	order := make([]string, 0, len(dirs))
-	for d := range dirs {
-		order = append(order, d)
-	}
-	sort.Slice(order, func(i, j int) bool {
-		return strings.Count(order[i], "/") > strings.Count(order[j], "/") || (order[i] != "" && order[j] == "")
-	})
-	var encoded [][]byte
-	var rootID id.ID
-	for _, d := range order {
-		var t tree.Tree
-		for child := range dirs[d] {
-			n, ok := nodes[child]
-			if !ok {
-				f.t.Fatalf("directory %q not built before %q", child, d)
-			}
-			t.Nodes = append(t.Nodes, n)
-		}
-		sort.Slice(t.Nodes, func(i, j int) bool { return t.Nodes[i].Name < t.Nodes[j].Name })
-		b, err := t.Encode()
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		encoded = append(encoded, b)
-		if d == "" {
-			rootID = id.Sum(b)
-			continue
-		}
-		nodes[d] = tree.Node{Name: path.Base(d), Type: tree.Dir, Mode: 0o755, MtimeNs: 1_600_000_000_000_000_000, Subtree: id.Sum(b)}
+	encoded, rootID, err := treetest.Build(entries)
+	if err != nil {
+		f.t.Fatal(err)
 	}
 	if _, err := f.r.PutTrees(f.ctx, f.pid, encoded); err != nil {
 		f.t.Fatal(err)
