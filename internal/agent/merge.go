@@ -79,8 +79,30 @@ func Reconcile(ctx context.Context, c *remote.Client, ws string, idx *snapshot.I
 	}
 	defer root.Close()
 
-	take := make(map[string]string) // head path -> path to write it at
-	var deletes []string
+	take, deletes := planMerge(root, idx, baseEntries, headEntries, head.GetNumber(), &res)
+	if len(take) > 0 {
+		stream, err := c.RestorePlan(ctx, head.GetNumber())
+		if err != nil {
+			return res, err
+		}
+		if _, err := restore.Run(ctx, &filteredPlan{src: stream, take: take}, restore.Options{Workspace: ws, Logger: log}); err != nil {
+			return res, fmt.Errorf("apply version %d: %w", head.GetNumber(), err)
+		}
+	}
+	if err := removeDeleted(root, deletes, &res); err != nil {
+		return res, err
+	}
+	for _, cp := range res.Conflicts {
+		log.Warn("changed on disk and in the new head: the disk version is kept, the head's is saved beside it", "conflict_copy", cp, "version", head.GetNumber())
+	}
+	return res, nil
+}
+
+// planMerge decides path by path (the three-way rule of Reconcile): take
+// maps each head path to write to where it goes (itself, or its conflict
+// copy), deletes lists what the head removed and the disk did not change.
+func planMerge(root *os.Root, idx *snapshot.Index, baseEntries, headEntries map[string]*pb.PlanEntry, headNumber int64, res *MergeResult) (take map[string]string, deletes []string) {
+	take = make(map[string]string) // head path -> path to write it at
 	paths := make(map[string]bool, len(headEntries)+len(baseEntries))
 	for p := range headEntries {
 		paths[p] = true
@@ -101,7 +123,7 @@ func Reconcile(ctx context.Context, c *remote.Client, ws string, idx *snapshot.I
 		case !local && h == nil:
 			deletes = append(deletes, p)
 		case h != nil && h.GetType() == pb.EntryType_ENTRY_TYPE_FILE && !diskEquals(root, idx, p, h):
-			cp := p + ConflictSuffix + fmt.Sprint(head.GetNumber())
+			cp := p + ConflictSuffix + fmt.Sprint(headNumber)
 			take[p] = cp
 			res.Conflicts = append(res.Conflicts, cp)
 			res.KeptLocal++
@@ -126,17 +148,13 @@ func Reconcile(ctx context.Context, c *remote.Client, ws string, idx *snapshot.I
 			}
 		}
 	}
-	if len(take) > 0 {
-		stream, err := c.RestorePlan(ctx, head.GetNumber())
-		if err != nil {
-			return res, err
-		}
-		if _, err := restore.Run(ctx, &filteredPlan{src: stream, take: take}, restore.Options{Workspace: ws, Logger: log}); err != nil {
-			return res, fmt.Errorf("apply version %d: %w", head.GetNumber(), err)
-		}
-	}
-	// Deepest first, so directories are empty when their turn comes; a
-	// directory that still holds local files is kept.
+	return take, deletes
+}
+
+// removeDeleted removes what the head deleted, deepest first, so
+// directories are empty when their turn comes; a directory that still
+// holds local files is kept.
+func removeDeleted(root *os.Root, deletes []string, res *MergeResult) error {
 	sort.Slice(deletes, func(i, j int) bool { return len(deletes[i]) > len(deletes[j]) })
 	for _, p := range deletes {
 		err := root.Remove(p)
@@ -147,13 +165,10 @@ func Reconcile(ctx context.Context, c *remote.Client, ws string, idx *snapshot.I
 		case errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST):
 			res.KeptLocal++
 		default:
-			return res, fmt.Errorf("remove %s: %w", p, err)
+			return fmt.Errorf("remove %s: %w", p, err)
 		}
 	}
-	for _, cp := range res.Conflicts {
-		log.Warn("changed on disk and in the new head: the disk version is kept, the head's is saved beside it", "conflict_copy", cp, "version", head.GetNumber())
-	}
-	return res, nil
+	return nil
 }
 
 // listing collects a version's entries by path.
