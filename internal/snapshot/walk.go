@@ -302,7 +302,13 @@ func (r *run) walkDir(ctx context.Context, d *dirState, t *dirtyNode, v *dirView
 		}
 		visits = append(visits, s)
 	}
-	// From here on d.nodes is never reallocated.
+	return r.dispatch(ctx, d, jobs, visits)
+}
+
+// dispatch hands a listed directory's files to the workers and visits its
+// subdirectories, then drops walkDir's hold on d. From here on d.nodes is
+// never reallocated.
+func (r *run) dispatch(ctx context.Context, d *dirState, jobs []fileJob, visits []subdir) error {
 	d.pending.Add(int64(len(jobs) + len(visits)))
 	for _, j := range jobs {
 		select {
