@@ -299,10 +299,12 @@ func runProject(ctx context.Context, r *repo.Repo, opts Options, pid string) (Re
 	return g.rep, err
 }
 
+// collect is one project's collection, in the order the safety argument
+// (package documentation) needs: list packs, then versions; apply
+// retention; mark and locate the live blobs; decide pack by pack; act.
 func (g *run) collect(ctx context.Context) error {
 	start := g.opts.Now().UTC()
 	cutoff := start.Add(-g.opts.Grace)
-	dry := g.opts.DryRun
 
 	// 1. Packs, then versions: the order the safety argument needs.
 	packs, err := g.listPacks(ctx)
@@ -316,44 +318,11 @@ func (g *run) collect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-
 	// 2. Retention.
-	policy, err := g.meta.GetRetention(ctx, g.pid)
+	kept, err := g.retain(ctx, versions, start)
 	if err != nil {
-		return fmt.Errorf("retention: %w", err)
+		return err
 	}
-	kept, drop := Select(versions, policy, start)
-	if len(drop) > 0 && !dry {
-		numbers := make([]int64, len(drop))
-		for i, v := range drop {
-			numbers[i] = v.Number
-		}
-		deleted, err := g.meta.DeleteVersions(ctx, g.pid, numbers)
-		if err != nil {
-			return fmt.Errorf("delete versions: %w", err)
-		}
-		// Versions pinned meanwhile were not deleted: they are kept, and
-		// marked.
-		gone := make(map[int64]bool, len(deleted))
-		for _, n := range deleted {
-			gone[n] = true
-		}
-		kept = kept[:0]
-		for _, v := range versions {
-			if !gone[v.Number] {
-				kept = append(kept, v)
-			}
-		}
-		for _, n := range deleted {
-			if err := g.store.Delete(ctx, repo.VersionKey(g.pid, n)); err != nil {
-				g.log.Warn("gc: delete version record", "version", n, "err", err)
-			}
-		}
-		g.rep.VersionsDeleted = len(deleted)
-	} else {
-		g.rep.VersionsDeleted = len(drop)
-	}
-
 	// 3. Mark, then locate the live blobs.
 	live, err := g.mark(ctx, kept)
 	if err != nil {
@@ -363,64 +332,125 @@ func (g *run) collect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// 4. Decide, pack by pack; 5. act.
+	d := g.decide(packs, byPack, cutoff)
+	if err := g.act(ctx, d, byPack); err != nil {
+		return err
+	}
+	g.log.Info("gc: project collected", "dry_run", g.opts.DryRun, "versions_deleted", g.rep.VersionsDeleted,
+		"packs_deleted", g.rep.PacksDeleted, "bytes_freed", g.rep.BytesFreed, "packs_condemned", g.rep.PacksCondemned,
+		"packs_repacked", g.rep.PacksRepacked, "packs_written", g.rep.PacksWritten, "packs_rescued", g.rep.PacksRescued,
+		"live_blobs", len(live), "missing_blobs", g.rep.BlobsMissing)
+	return nil
+}
 
-	// 4. Decide, pack by pack.
-	var finish, expired, rescue, dead []metastore.Pack
-	repack := map[metastore.BlobType][]metastore.Pack{}
+// retain applies the project's retention policy: it deletes the versions
+// the policy drops (unless a dry run) and returns those kept (a version
+// pinned meanwhile is kept).
+func (g *run) retain(ctx context.Context, versions []metastore.Version, now time.Time) ([]metastore.Version, error) {
+	policy, err := g.meta.GetRetention(ctx, g.pid)
+	if err != nil {
+		return nil, fmt.Errorf("retention: %w", err)
+	}
+	kept, drop := Select(versions, policy, now)
+	if len(drop) == 0 || g.opts.DryRun {
+		g.rep.VersionsDeleted = len(drop)
+		return kept, nil
+	}
+	numbers := make([]int64, len(drop))
+	for i, v := range drop {
+		numbers[i] = v.Number
+	}
+	deleted, err := g.meta.DeleteVersions(ctx, g.pid, numbers)
+	if err != nil {
+		return nil, fmt.Errorf("delete versions: %w", err)
+	}
+	// Versions pinned meanwhile were not deleted: they are kept, and
+	// marked.
+	gone := make(map[int64]bool, len(deleted))
+	for _, n := range deleted {
+		gone[n] = true
+	}
+	kept = kept[:0]
+	for _, v := range versions {
+		if !gone[v.Number] {
+			kept = append(kept, v)
+		}
+	}
+	for _, n := range deleted {
+		if err := g.store.Delete(ctx, repo.VersionKey(g.pid, n)); err != nil {
+			g.log.Warn("gc: delete version record", "version", n, "err", err)
+		}
+	}
+	g.rep.VersionsDeleted = len(deleted)
+	return kept, nil
+}
+
+// decisions sorts a project's packs by what becomes of them.
+type decisions struct {
+	finish, expired, rescue, dead []metastore.Pack
+	repack                        map[metastore.BlobType][]metastore.Pack
+}
+
+// decide sorts the packs: deletions to finish, condemned packs whose grace
+// expired, condemned packs holding live blobs again (rescued), dead packs
+// to condemn, and packs to repack (mostly dead, or small ones to merge).
+func (g *run) decide(packs []metastore.Pack, byPack map[id.ID][]metastore.BlobLocation, cutoff time.Time) decisions {
+	d := decisions{repack: map[metastore.BlobType][]metastore.Pack{}}
 	small := map[metastore.BlobType][]metastore.Pack{}
 	for _, p := range packs {
 		liveBlobs := byPack[p.ID]
 		switch {
 		case p.Deleting: // an earlier run stopped half way
-			finish = append(finish, p)
+			d.finish = append(d.finish, p)
 		case !p.CondemnedAt.IsZero() && len(liveBlobs) > 0:
-			rescue = append(rescue, p)
+			d.rescue = append(d.rescue, p)
 		case !p.CondemnedAt.IsZero() && !p.CondemnedAt.After(cutoff):
-			expired = append(expired, p)
+			d.expired = append(d.expired, p)
 		case !p.CondemnedAt.IsZero():
 			g.rep.BytesCondemned += p.Size // waiting out its grace period
 		case p.CreatedAt.After(cutoff):
 			// Young: may hold chunks of a commit still on its way.
 		case len(liveBlobs) == 0:
-			dead = append(dead, p)
+			d.dead = append(d.dead, p)
 		case g.opts.RepackThreshold > 0 && liveFraction(p, liveBlobs) < g.opts.RepackThreshold:
-			repack[p.Type] = append(repack[p.Type], p)
+			d.repack[p.Type] = append(d.repack[p.Type], p)
 		case g.opts.MergeBelow > 0 && p.Size < g.opts.MergeBelow:
 			small[p.Type] = append(small[p.Type], p)
 		}
 	}
 	for typ, ps := range small {
-		if len(ps) >= 2 || len(repack[typ]) > 0 {
-			repack[typ] = append(repack[typ], ps...)
+		if len(ps) >= 2 || len(d.repack[typ]) > 0 {
+			d.repack[typ] = append(d.repack[typ], ps...)
 		}
 	}
+	return d
+}
 
-	// 5. Act: delete, rescue, condemn, repack.
-	if err := g.delete(ctx, finish, expired); err != nil {
+// act carries the decisions out: delete, rescue, condemn, repack.
+func (g *run) act(ctx context.Context, d decisions, byPack map[id.ID][]metastore.BlobLocation) error {
+	if err := g.delete(ctx, d.finish, d.expired); err != nil {
 		return err
 	}
-	if len(rescue) > 0 {
-		n := len(rescue)
-		if !dry {
-			if n, err = g.meta.UncondemnPacks(ctx, g.pid, ids(rescue)); err != nil {
+	if len(d.rescue) > 0 {
+		n := len(d.rescue)
+		if !g.opts.DryRun {
+			var err error
+			if n, err = g.meta.UncondemnPacks(ctx, g.pid, ids(d.rescue)); err != nil {
 				return fmt.Errorf("un-condemn packs: %w", err)
 			}
 		}
 		g.rep.PacksRescued += n
 		g.log.Info("gc: condemned packs hold live blobs; kept", "packs", n)
 	}
-	if err := g.condemn(ctx, dead); err != nil {
+	if err := g.condemn(ctx, d.dead); err != nil {
 		return err
 	}
 	for _, typ := range []metastore.BlobType{metastore.BlobData, metastore.BlobTree} {
-		if err := g.repack(ctx, typ, repack[typ], byPack); err != nil {
+		if err := g.repack(ctx, typ, d.repack[typ], byPack); err != nil {
 			return err
 		}
 	}
-	g.log.Info("gc: project collected", "dry_run", dry, "versions_deleted", g.rep.VersionsDeleted,
-		"packs_deleted", g.rep.PacksDeleted, "bytes_freed", g.rep.BytesFreed, "packs_condemned", g.rep.PacksCondemned,
-		"packs_repacked", g.rep.PacksRepacked, "packs_written", g.rep.PacksWritten, "packs_rescued", g.rep.PacksRescued,
-		"live_blobs", len(live), "missing_blobs", g.rep.BlobsMissing)
 	return nil
 }
 
