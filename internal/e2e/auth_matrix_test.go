@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"testing"
@@ -59,14 +60,16 @@ func call(ctx context.Context, conn *grpc.ClientConn, r rpc) codes.Code {
 	}
 	if r.method == "Session" {
 		// A session's first message must be a heartbeat with a session id.
-		if err := st.SendMsg(&pb.SessionRequest{Msg: &pb.SessionRequest_Heartbeat{Heartbeat: &pb.Heartbeat{SessionId: "ses_matrix"}}}); err != nil {
+		// io.EOF from SendMsg means the server ended the stream: its status
+		// comes from RecvMsg (gRPC's contract), below.
+		if err := st.SendMsg(&pb.SessionRequest{Msg: &pb.SessionRequest_Heartbeat{Heartbeat: &pb.Heartbeat{SessionId: "ses_matrix"}}}); err != nil && !errors.Is(err, io.EOF) {
 			return status.Code(err)
 		}
-	} else if err := st.SendMsg(&emptypb.Empty{}); err != nil && err != io.EOF {
+	} else if err := st.SendMsg(&emptypb.Empty{}); err != nil && !errors.Is(err, io.EOF) {
 		return status.Code(err)
 	}
 	_ = st.CloseSend()
-	if err := st.RecvMsg(&emptypb.Empty{}); err != nil && err != io.EOF {
+	if err := st.RecvMsg(&emptypb.Empty{}); err != nil && !errors.Is(err, io.EOF) {
 		return status.Code(err)
 	}
 	return codes.OK
