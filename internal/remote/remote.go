@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -204,14 +205,27 @@ func (c *Client) UploadPack(ctx context.Context, packID id.ID, data []byte) erro
 	if len(resp.GetTargets()) != 1 {
 		return fmt.Errorf("get upload target for pack %s: coordinator sent %d targets", packID.Short(), len(resp.GetTargets()))
 	}
-	if err := c.put(ctx, resp.GetTargets()[0].GetRequest(), data); err != nil && !errors.Is(err, errObjectExists) {
-		return fmt.Errorf("upload pack %s: %w", packID.Short(), err)
+	putErr := c.put(ctx, resp.GetTargets()[0].GetRequest(), data)
+	if putErr != nil && !errors.Is(putErr, errObjectExists) && !errors.Is(putErr, errClosedEarly) {
+		return fmt.Errorf("upload pack %s: %w", packID.Short(), putErr)
 	}
+	// Uploaded, or refused because it is there already (412, or the
+	// server closed on the body it would refuse): the coordinator reads
+	// the object back and verifies it, so asking is always safe.
 	if _, err := c.api.CompletePacks(ctx, &pb.CompletePacksRequest{Packs: []*pb.PackUpload{ref}}); err != nil {
+		if putErr != nil {
+			return fmt.Errorf("upload pack %s: %w (and completing it: %v)", packID.Short(), putErr, err)
+		}
 		return fmt.Errorf("complete pack %s: %w", packID.Short(), err)
 	}
 	return nil
 }
+
+// errClosedEarly: every attempt of a PUT ended with the server closing the
+// connection while the body was being sent (connection reset, broken
+// pipe) — what some S3 servers do when they refuse a create-only PUT
+// before reading it (the 412 never reaches the client).
+var errClosedEarly = errors.New("the server closed the connection during the upload")
 
 // errObjectExists: a create-only signed PUT found the object there already
 // (an earlier attempt whose answer was lost, or the same pack from before).
@@ -241,6 +255,9 @@ func (c *Client) put(ctx context.Context, sr *pb.SignedRequest, data []byte) err
 				return ctx.Err()
 			}
 			last = redact.Error(err) // never a signed URL in a log
+			if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+				last = fmt.Errorf("%w: %w", errClosedEarly, last)
+			}
 			continue
 		}
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
