@@ -159,6 +159,10 @@ func (g *Provider) List(ctx context.Context, labels map[string]string) ([]provid
 	return out, err
 }
 
+// ErrCircuitOpen is wrapped (inside a *provider.UnavailableError, with
+// NotActed and the time left) by every call the open circuit refuses.
+var ErrCircuitOpen = errors.New("circuit open")
+
 // transient: worth another attempt.
 func transient(err error) bool { return errors.Is(err, provider.ErrUnavailable) }
 
@@ -170,11 +174,7 @@ func (g *Provider) call(ctx context.Context, op string, retryable func(error) bo
 		Retryable: func(err error) bool {
 			// An open circuit is not retried within the call: the
 			// caller hears at once, with the time it stays open.
-			var u *provider.UnavailableError
-			if errors.As(err, &u) && u.Op == "circuit open" {
-				return false
-			}
-			return retryable(err)
+			return !errors.Is(err, ErrCircuitOpen) && retryable(err)
 		},
 	}, func(ctx context.Context) error {
 		if err := g.admit(op); err != nil {
@@ -211,19 +211,16 @@ func (g *Provider) admit(op string) error {
 		if after <= 0 {
 			after = g.cfg.Backoff.Min
 		}
-		return &provider.UnavailableError{Op: "circuit open", NotActed: true, After: after,
-			Err: fmt.Errorf("%s not sent: %d consecutive provider failures", op, g.failures)}
+		return &provider.UnavailableError{Op: op, NotActed: true, After: after,
+			Err: fmt.Errorf("%w: not sent after %d consecutive provider failures", ErrCircuitOpen, g.failures)}
 	}
 	g.probing = true
 	return nil
 }
 
-// record updates the breaker with an attempt's outcome.
+// record updates the breaker with the outcome of an attempt admit let
+// through.
 func (g *Provider) record(err error) {
-	var u *provider.UnavailableError
-	if errors.As(err, &u) && u.Op == "circuit open" {
-		return
-	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.probing = false
@@ -264,11 +261,10 @@ func (g *Provider) observe(op string, began time.Time, err error) {
 // Result names an outcome for metrics: ok, not_found, conflict,
 // unavailable, circuit_open, quota, unauthorized, failed, error.
 func Result(err error) string {
-	var u *provider.UnavailableError
 	switch {
 	case err == nil:
 		return "ok"
-	case errors.As(err, &u) && u.Op == "circuit open":
+	case errors.Is(err, ErrCircuitOpen):
 		return "circuit_open"
 	case errors.Is(err, provider.ErrNotFound):
 		return "not_found"

@@ -168,7 +168,7 @@ func TestBreaker(t *testing.T) {
 	// While open: no call reaches the provider; the error says when.
 	err = g.Stop(ctx, "sb1")
 	var u *provider.UnavailableError
-	if !errors.As(err, &u) || !u.NotActed || u.After <= 0 || !strings.Contains(err.Error(), "circuit open") {
+	if !errors.As(err, &u) || !u.NotActed || u.After <= 0 || !errors.Is(err, guard.ErrCircuitOpen) || !strings.Contains(err.Error(), "circuit open") {
 		t.Fatalf("open circuit: %v", err)
 	}
 	if inner.calls != 3 {
@@ -214,7 +214,7 @@ func TestResult(t *testing.T) {
 	for err, want := range map[error]string{
 		nil: "ok", provider.ErrNotFound: "not_found", e5xx: "unavailable", provider.ErrQuota: "quota",
 		provider.ErrUnauthorized: "unauthorized", provider.ErrFailed: "failed", errors.New("x"): "error",
-		&provider.UnavailableError{Op: "circuit open"}: "circuit_open",
+		&provider.UnavailableError{Op: "get", Err: guard.ErrCircuitOpen}: "circuit_open",
 	} {
 		if got := guard.Result(err); got != want {
 			t.Errorf("Result(%v) = %s, want %s", err, got, want)
