@@ -239,15 +239,12 @@ func (m *Manager) replace(ctx context.Context, sb metastore.Sandbox, u *unusable
 		}
 	}
 	if sb.Live() {
-		m.observe(ctx, sb, provider.StateDestroyed, "replaced: "+u.Error())
-		msg := "replaced: " + u.Error()
+		note := "replaced: " + u.Error()
+		lastError := note
 		if r.Lost != "" {
-			msg += "; may have lost: " + r.Lost
+			lastError += "; may have lost: " + r.Lost
 		}
-		m.setLastError(ctx, sb.ID, msg)
-		if err := m.st.RevokeToken(ctx, sb.TokenHash); err != nil {
-			m.log.Warn("lifecycle: revoke token", "sandbox", sb.ID, "err", err)
-		}
+		m.markDestroyed(ctx, sb, note, lastError)
 	}
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.SandboxesReplaced.WithLabelValues(u.reason).Inc()
@@ -436,20 +433,23 @@ func (m *Manager) waitAgent(ctx context.Context, sb metastore.Sandbox, silentAft
 		lastBeat = cur.LastHeartbeat
 	}
 	for {
-		prj, err := m.meta.GetProject(ctx, sb.ProjectID)
-		if err != nil {
-			return err
-		}
+		var view *agentView
 		if hb, found := m.agentOf(sb); found {
-			lastSeen = time.Now()
-			if ok(&agentView{state: hb.GetState(), version: hb.GetVersion(), clean: hb.GetClean(), head: prj.Head}) {
-				return nil
-			}
+			view = &agentView{state: hb.GetState(), version: hb.GetVersion(), clean: hb.GetClean()}
 		} else if cur, err := m.st.GetSandbox(ctx, sb.ID); err == nil && cur.LastHeartbeat.After(lastBeat) {
 			// A heartbeat recorded since the wait began: the agent talks
 			// to another replica.
-			lastBeat, lastSeen = cur.LastHeartbeat, time.Now()
-			if ok(&agentView{state: agentStateOf(cur.AgentState), version: cur.AgentVersion, clean: cur.Backup == metastore.BackupClean && cur.PendingPaths == 0, head: prj.Head}) {
+			lastBeat = cur.LastHeartbeat
+			view = &agentView{state: agentStateOf(cur.AgentState), version: cur.AgentVersion, clean: cur.Backup == metastore.BackupClean && cur.PendingPaths == 0}
+		}
+		if view != nil {
+			lastSeen = time.Now()
+			prj, err := m.meta.GetProject(ctx, sb.ProjectID)
+			if err != nil {
+				return err
+			}
+			view.head = prj.Head
+			if ok(view) {
 				return nil
 			}
 		}
@@ -481,9 +481,11 @@ func (m *Manager) waitAgent(ctx context.Context, sb metastore.Sandbox, silentAft
 
 // agentStateOf is the inverse of agentStateName.
 func agentStateOf(name string) pb.AgentState {
-	for s := range pb.AgentState_name {
-		if agentStateName(pb.AgentState(s)) == name && name != "" {
-			return pb.AgentState(s)
+	if name != "" {
+		for s := range pb.AgentState_name {
+			if agentStateName(pb.AgentState(s)) == name {
+				return pb.AgentState(s)
+			}
 		}
 	}
 	return pb.AgentState_AGENT_STATE_UNSPECIFIED

@@ -300,7 +300,9 @@ func TestSlowSandboxDoesNotStallTheLoop(t *testing.T) {
 		if stopped == 4 {
 			break
 		}
-		e.m.dispatch(ctx, false)
+		if _, err := e.m.dispatch(ctx, false); err != nil {
+			t.Fatal(err)
+		}
 		time.Sleep(time.Millisecond)
 	}
 	for _, p := range projects[1:] {

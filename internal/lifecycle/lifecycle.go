@@ -277,7 +277,9 @@ func (m *Manager) Run(ctx context.Context) {
 					m.log.Warn("lifecycle: cost metrics", "err", err)
 				}
 			}
-			m.dispatch(ctx, false)
+			if _, err := m.dispatch(ctx, false); err != nil && ctx.Err() == nil {
+				m.log.Warn("lifecycle: tick failed", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -360,11 +360,8 @@ func (m *Manager) SetPolicy(ctx context.Context, projectID string, c PolicyChang
 		}
 		lp.WebhookURL = *c.Webhook
 	}
-	hook := lp.WebhookURL
-	if hook == "" {
-		hook = m.cfg.Webhook
-	}
-	if err := withoutGraceIfNoHook(policy.Merge(m.cfg.Policy, lp.Override), hook).Validate(); err != nil {
+	merged, _ := m.merged(lp)
+	if err := merged.Validate(); err != nil {
 		return PolicyView{}, fmt.Errorf("%w: %v", metastore.ErrInvalid, err)
 	}
 	lp.UpdatedAt = m.now()

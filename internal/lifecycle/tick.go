@@ -23,7 +23,11 @@ const maxSteps = 6
 // (EnsureSandbox, a previous tick) are skipped. Errors of single sandboxes
 // are recorded and logged, not returned.
 func (m *Manager) Tick(ctx context.Context) error {
-	m.dispatch(ctx, true).Wait()
+	wg, err := m.dispatch(ctx, true)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
 	return ctx.Err()
 }
 
@@ -32,17 +36,14 @@ func (m *Manager) Tick(ctx context.Context) error {
 // without (Run), projects that find no free slot wait for the next tick,
 // so a sandbox whose provider calls are slow holds one slot and never the
 // whole loop.
-func (m *Manager) dispatch(ctx context.Context, wait bool) *sync.WaitGroup {
+func (m *Manager) dispatch(ctx context.Context, wait bool) (*sync.WaitGroup, error) {
 	var wg sync.WaitGroup
 	if m.cfg.Provider == nil {
-		return &wg
+		return &wg, nil
 	}
 	all, err := m.st.ListSandboxes(ctx, metastore.SandboxFilter{})
 	if err != nil {
-		if ctx.Err() == nil {
-			m.log.Warn("lifecycle: list sandboxes", "err", err)
-		}
-		return &wg
+		return &wg, err
 	}
 	// Per project: the live sandbox, or else the newest destroyed one
 	// (delete_history).
@@ -82,7 +83,7 @@ func (m *Manager) dispatch(ctx context.Context, wait bool) *sync.WaitGroup {
 			select {
 			case m.slots <- struct{}{}:
 			case <-ctx.Done():
-				return &wg
+				return &wg, nil
 			}
 		} else {
 			select {
@@ -98,7 +99,7 @@ func (m *Manager) dispatch(ctx context.Context, wait bool) *sync.WaitGroup {
 			m.step(ctx, p.sb)
 		}()
 	}
-	return &wg
+	return &wg, nil
 }
 
 // historyPolicyMayApply: a destroyed sandbox matters only when history is
@@ -219,16 +220,23 @@ func (m *Manager) effectivePolicy(ctx context.Context, project string) (policy.P
 	case err != nil:
 		return policy.Policy{}, "", err
 	}
-	hook := lp.WebhookURL
-	if hook == "" {
-		hook = m.cfg.Webhook
-	}
-	p := withoutGraceIfNoHook(policy.Merge(m.cfg.Policy, lp.Override), hook)
+	p, hook := m.merged(lp)
 	if err := p.Validate(); err != nil {
 		m.log.Warn("lifecycle: project policy contradicts the global one; using the global policy", "project", project, "err", err)
 		p = withoutGraceIfNoHook(m.cfg.Policy, hook)
 	}
 	return p, hook, nil
+}
+
+// merged is a project's policy over the global one, and its webhook (the
+// project's, else the global one); without a webhook the notify grace
+// does not apply.
+func (m *Manager) merged(lp metastore.LifecyclePolicy) (policy.Policy, string) {
+	hook := lp.WebhookURL
+	if hook == "" {
+		hook = m.cfg.Webhook
+	}
+	return withoutGraceIfNoHook(policy.Merge(m.cfg.Policy, lp.Override), hook), hook
 }
 
 // withoutGraceIfNoHook: with no webhook nobody is notified, so the
@@ -356,12 +364,19 @@ func (m *Manager) gone(ctx context.Context, sb metastore.Sandbox, why string) {
 		return
 	}
 	m.log.Warn("lifecycle: sandbox gone at the provider; marked destroyed", "sandbox", sb.ID, "provider_id", sb.ProviderID, "why", why)
-	m.observe(ctx, sb, provider.StateDestroyed, why)
-	m.setLastError(ctx, sb.ID, "gone at the provider: "+why)
+	m.markDestroyed(ctx, sb, why, "gone at the provider: "+why)
+	m.count("mark_destroyed", "ok")
+}
+
+// markDestroyed records a sandbox sandkeep gives up on as destroyed
+// (observed: the provider may still have it), keeps why in its last
+// error, and revokes its token.
+func (m *Manager) markDestroyed(ctx context.Context, sb metastore.Sandbox, note, lastError string) {
+	m.observe(ctx, sb, provider.StateDestroyed, note)
+	m.setLastError(ctx, sb.ID, lastError)
 	if err := m.st.RevokeToken(ctx, sb.TokenHash); err != nil {
 		m.log.Warn("lifecycle: revoke token", "sandbox", sb.ID, "err", err)
 	}
-	m.count("mark_destroyed", "ok")
 }
 
 func (m *Manager) setLastError(ctx context.Context, id, msg string) {
