@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -187,11 +186,7 @@ func newRoot(stdout, stderr io.Writer, code *int, sig *signals) *cobra.Command {
 		Short: "Print sandkeep-agent's version",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			if versionJSON {
-				return printJSON(g.stdout, map[string]string{"version": Version, "go": runtime.Version()})
-			}
-			fmt.Fprintf(g.stdout, "sandkeep-agent %s (%s)\n", Version, runtime.Version())
-			return nil
+			return cli.PrintVersion(g.stdout, "sandkeep-agent", Version, versionJSON)
 		},
 	}
 	version.Flags().BoolVar(&versionJSON, "json", false, `print {"version", "go"}`)
@@ -245,14 +240,10 @@ func newSync(g *globals, code *int) *cobra.Command {
 			}
 			if asJSON {
 				out := syncJSON{Version: res.Version.GetNumber(), Changed: res.Changed, Files: res.Version.GetFiles(), Bytes: res.Version.GetBytes(),
-					BytesUploaded: res.Stats.BytesUploaded, Changing: nonNil(res.Stats.FilesChangedDuringRead), Unreadable: nonNil(res.Stats.Unsaved)}
-				if err := printJSON(g.stdout, out); err != nil {
-					return err
-				}
-				if *code != exitOK {
-					return nil // the exit code says it; the JSON names the paths
-				}
-				return err
+					BytesUploaded: res.Stats.BytesUploaded, Changing: cli.NonNil(res.Stats.FilesChangedDuringRead), Unreadable: cli.NonNil(res.Stats.Unsaved)}
+				// Files not saved are named in the JSON and told by the
+				// exit code (3 or 4), not as an error on stderr.
+				return printJSON(g.stdout, out)
 			}
 			if res.Changed {
 				fmt.Fprintf(g.stderr, "committed version %d: %d files, %d bytes (%d bytes uploaded)\n", res.Version.GetNumber(), res.Version.GetFiles(), res.Version.GetBytes(), res.Stats.BytesUploaded)
@@ -270,13 +261,6 @@ func newSync(g *globals, code *int) *cobra.Command {
 	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress lines on stderr (the summary and errors still)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"version", "changed", "files", "bytes", "bytes_uploaded", "changing", "unreadable"}`)
 	return cmd
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }
 
 func newRestore(g *globals) *cobra.Command {

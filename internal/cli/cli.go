@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"runtime"
 
 	"github.com/spf13/cobra"
 )
@@ -32,6 +33,25 @@ func PrintJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// PrintVersion prints a program's version (and the Go release it was
+// built with): "NAME VERSION (GO)", or {"version", "go"} as JSON.
+func PrintVersion(w io.Writer, name, version string, asJSON bool) error {
+	if asJSON {
+		return PrintJSON(w, map[string]string{"version": version, "go": runtime.Version()})
+	}
+	_, err := fmt.Fprintf(w, "%s %s (%s)\n", name, version, runtime.Version())
+	return err
+}
+
+// NonNil returns s, or an empty slice for nil: a JSON list prints as []
+// rather than null.
+func NonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // WantsJSON reports whether cmd (the command that ran) was given --json.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sandkeep/sandkeep/internal/cli"
 	"github.com/sandkeep/sandkeep/internal/progress"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
@@ -36,7 +37,7 @@ func newGC(g *globals) *cobra.Command {
 					if err := printJSON(g.stdout, map[string]any{"dry_run": dryRun, "projects": resp.GetProjects(), "versions_deleted": resp.GetVersionsDeleted(),
 						"packs_deleted": resp.GetPacksDeleted(), "bytes_freed": resp.GetBytesFreed(), "packs_condemned": resp.GetPacksCondemned(),
 						"bytes_condemned": resp.GetBytesCondemned(), "bytes_before": resp.GetBytesBefore(), "bytes_after": resp.GetBytesAfter(),
-						"failed": nonNilStrings(resp.GetFailed()), "report": strings.TrimRight(resp.GetReport(), "\n")}); err != nil {
+						"failed": cli.NonNil(resp.GetFailed()), "report": strings.TrimRight(resp.GetReport(), "\n")}); err != nil {
 						return err
 					}
 				} else {

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sandkeep/sandkeep/internal/cli"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
@@ -18,11 +18,7 @@ func newVersion(g *globals) *cobra.Command {
 		Short: "Print sandkeep's version; pin or unpin a project version",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			if asJSON {
-				return printJSON(g.stdout, map[string]string{"version": Version, "go": runtime.Version()})
-			}
-			fmt.Fprintf(g.stdout, "sandkeep %s (%s)\n", Version, runtime.Version())
-			return nil
+			return cli.PrintVersion(g.stdout, "sandkeep", Version, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"version", "go"}`)

@@ -134,13 +134,6 @@ func parseVersionArg(ctx context.Context, c pb.AdminServiceClient, project, s st
 
 func ptr[T any](v T) *T { return &v }
 
-func nonNilStrings(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}
-
 func fmtTime(t *timestamppb.Timestamp) string {
 	if t == nil {
 		return "-"
