@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sandkeep/sandkeep/internal/progress"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
@@ -121,7 +122,7 @@ func printCost(w io.Writer, r *pb.GetCostResponse) error {
 			savings = fmt.Sprintf("%.1f%%", 100*p.GetSavings())
 		}
 		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%s\t\n", name, h["started"], h["stopped"], h["archived"], other,
-			humanBytes(p.GetStoredBytes()), p.GetComputeDollars(), p.GetStorageDollars(), p.GetTotalDollars(), p.GetAlwaysOnDollars(), savings)
+			progress.Bytes(p.GetStoredBytes()), p.GetComputeDollars(), p.GetStorageDollars(), p.GetTotalDollars(), p.GetAlwaysOnDollars(), savings)
 	}
 	for _, p := range r.GetProjects() {
 		row(p.GetProjectId(), p)

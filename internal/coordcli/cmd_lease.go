@@ -13,8 +13,8 @@ import (
 
 // leaseJSON is a lease in --json output.
 func leaseJSON(l *pb.RunLease) map[string]any {
-	out := map[string]any{"id": l.GetId(), "project_id": l.GetProjectId(), "created": tsOrNil(l.GetCreateTime()),
-		"expires": tsOrNil(l.GetExpireTime()), "released": tsOrNil(l.GetReleaseTime())}
+	out := map[string]any{"id": l.GetId(), "project_id": l.GetProjectId(), "created": tptr(l.GetCreateTime()),
+		"expires": tptr(l.GetExpireTime()), "released": tptr(l.GetReleaseTime())}
 	return out
 }
 

@@ -37,7 +37,7 @@ expires, whether or not a sandbox exists. The URL alone goes to stdout.`,
 					return err
 				}
 				if linkJSON {
-					return printJSON(g.stdout, map[string]any{"url": resp.GetUrl(), "version": resp.GetVersion(), "expires": tsOrNil(resp.GetExpireTime())})
+					return printJSON(g.stdout, map[string]any{"url": resp.GetUrl(), "version": resp.GetVersion(), "expires": tptr(resp.GetExpireTime())})
 				}
 				fmt.Fprintln(g.stdout, resp.GetUrl())
 				return nil

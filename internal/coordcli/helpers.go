@@ -149,26 +149,6 @@ func tptr(t *timestamppb.Timestamp) *time.Time {
 	return &v
 }
 
-func tsOrNil(t *timestamppb.Timestamp) any {
-	if t == nil {
-		return nil
-	}
-	return t.AsTime()
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
 // adminCall runs fn with an admin client and a context bounded by
 // callTimeout.
 func (g *globals) adminCall(cmd *cobra.Command, fn func(ctx context.Context, c pb.AdminServiceClient) error) error {

@@ -17,6 +17,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/pack"
+	"github.com/sandkeep/sandkeep/internal/progress"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
@@ -165,21 +166,21 @@ func (r Report) String() string {
 		b.WriteString(" (dry run, nothing changed)")
 	}
 	fmt.Fprintf(&b, ": %s: %s deleted; %s deleted, %s freed", plural(r.Projects, "project"), plural(r.VersionsDeleted, "version"),
-		plural(r.PacksDeleted, "pack"), FormatBytes(r.BytesFreed))
+		plural(r.PacksDeleted, "pack"), progress.Bytes(r.BytesFreed))
 	if r.PacksRepacked > 0 {
-		fmt.Fprintf(&b, "; %s repacked into %d (%s written)", plural(r.PacksRepacked, "pack"), r.PacksWritten, FormatBytes(r.BytesWritten))
+		fmt.Fprintf(&b, "; %s repacked into %d (%s written)", plural(r.PacksRepacked, "pack"), r.PacksWritten, progress.Bytes(r.BytesWritten))
 	}
 	if r.PacksCondemned > 0 || r.BytesCondemned > 0 {
-		fmt.Fprintf(&b, "; %s condemned, %s awaiting deletion after %s", plural(r.PacksCondemned, "pack"), FormatBytes(r.BytesCondemned),
+		fmt.Fprintf(&b, "; %s condemned, %s awaiting deletion after %s", plural(r.PacksCondemned, "pack"), progress.Bytes(r.BytesCondemned),
 			shortDuration(r.Grace))
 	}
 	if r.PacksRescued > 0 {
 		fmt.Fprintf(&b, "; %s rescued", plural(r.PacksRescued, "pack"))
 	}
 	if r.OrphansDeleted > 0 {
-		fmt.Fprintf(&b, "; %s no row named deleted (%s)", plural(r.OrphansDeleted, "uploaded object"), FormatBytes(r.OrphanBytes))
+		fmt.Fprintf(&b, "; %s no row named deleted (%s)", plural(r.OrphansDeleted, "uploaded object"), progress.Bytes(r.OrphanBytes))
 	}
-	fmt.Fprintf(&b, "; bucket %s -> %s", FormatBytes(r.BytesBefore), FormatBytes(r.BytesAfter))
+	fmt.Fprintf(&b, "; bucket %s -> %s", progress.Bytes(r.BytesBefore), progress.Bytes(r.BytesAfter))
 	if r.BlobsMissing > 0 {
 		fmt.Fprintf(&b, "; WARNING: %s referenced by kept versions are missing", plural(r.BlobsMissing, "blob"))
 	}
@@ -211,20 +212,6 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return strconv.Itoa(n) + " " + what + "s"
-}
-
-// FormatBytes prints a byte count in binary units ("1.5 MiB").
-func FormatBytes(n int64) string {
-	const unit = 1024
-	if n < unit && n > -unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	f, i := float64(n), -1
-	for f >= unit || f <= -unit {
-		f /= unit
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", f, "KMGTPE"[i])
 }
 
 // Run collects opts.ProjectID, or every project. With every project, a

@@ -81,16 +81,17 @@ func Line(what string, filesDone, filesTotal, bytesDone, bytesTotal int64, elaps
 	return s
 }
 
-// Bytes prints n in binary units (1.5 MiB).
+// Bytes prints n in binary units ("512 B", "1.5 MiB"; negative sizes too):
+// the one byte formatter of both binaries' messages.
 func Bytes(n int64) string {
 	const unit = 1024
-	if n < unit {
+	if n < unit && n > -unit {
 		return fmt.Sprintf("%d B", n)
 	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
+	f, i := float64(n), -1
+	for f >= unit || f <= -unit {
+		f /= unit
+		i++
 	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	return fmt.Sprintf("%.1f %ciB", f, "KMGTPE"[i])
 }

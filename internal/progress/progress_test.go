@@ -43,3 +43,14 @@ func TestStartNotATerminal(t *testing.T) {
 	}
 	Start(nil, func(time.Duration) string { t.Fatal("called"); return "" })()
 }
+
+func TestBytes(t *testing.T) {
+	for _, tt := range []struct {
+		n    int64
+		want string
+	}{{0, "0 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {1536, "1.5 KiB"}, {5 << 20, "5.0 MiB"}, {3 << 40, "3.0 TiB"}, {-2048, "-2.0 KiB"}} {
+		if got := Bytes(tt.n); got != tt.want {
+			t.Errorf("Bytes(%d) = %q, want %q", tt.n, got, tt.want)
+		}
+	}
+}

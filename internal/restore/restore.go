@@ -250,7 +250,7 @@ func (r *runner) fail(p string, err error) {
 		if !r.noSpace {
 			r.noSpace = true
 			free, _ := freeSpace(r.root.Name())
-			r.log.Warn("restore: the file system is full; the remaining files fail the same way", "dir", r.root.Name(), "free", humanBytes(free), "first", p)
+			r.log.Warn("restore: the file system is full; the remaining files fail the same way", "dir", r.root.Name(), "free", progress.Bytes(free), "first", p)
 		}
 		r.log.Debug("restore: entry not restored", "path", p, "err", err)
 		return

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkeep/sandkeep/internal/progress"
 )
 
 // ErrNoSpace: the target's file system has less free space than the version
@@ -21,7 +23,7 @@ type SpaceError struct {
 
 func (e *SpaceError) Error() string {
 	return fmt.Sprintf("%v: version %d needs %s in %s, the file system has %s free; free space or restore elsewhere (nothing was written)",
-		ErrNoSpace, e.Version, humanBytes(e.Need), e.Dir, humanBytes(e.Free))
+		ErrNoSpace, e.Version, progress.Bytes(e.Need), e.Dir, progress.Bytes(e.Free))
 }
 
 func (e *SpaceError) Unwrap() error { return ErrNoSpace }
@@ -59,17 +61,4 @@ func (r *runner) checkSpace(version int64, bytes int64) error {
 		return &SpaceError{Dir: r.opts.Workspace, Version: version, Need: need, Free: free}
 	}
 	return nil
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
