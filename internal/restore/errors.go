@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/pack"
-	"github.com/sandkeep/sandkeep/internal/redact"
 )
 
 var (
@@ -126,9 +125,6 @@ func isRetryable(err error) bool {
 	var p permanentError
 	return !errors.As(err, &p)
 }
-
-// redactURL drops the query (the signature) and any user info.
-func redactURL(raw string) string { return redact.URL(raw) }
 
 var s3Code = regexp.MustCompile(`<Code>([^<]{1,64})</Code>`)
 

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sandkeep/sandkeep/internal/retry"
+	"github.com/sandkeep/sandkeep/internal/redact"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
 
@@ -49,12 +49,6 @@ func DefaultHTTPClient(parallel int) *http.Client {
 	}
 }
 
-func backoff(attempt int) time.Duration {
-	return retry.Backoff{Min: backoffBase, Max: backoffMax, Jitter: 0.2}.Delay(attempt + 1)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool { return retry.Sleep(ctx, d) == nil }
-
 // newRangeRequest builds the GET of bytes [start, end) of a signed object.
 func newRangeRequest(ctx context.Context, sr *pb.SignedRequest, start, end int64) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, sr.GetUrl(), nil)
@@ -86,7 +80,7 @@ func checkResponse(resp *http.Response, sr *pb.SignedRequest, start, end int64) 
 		first, last, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || first != start || last < first {
 			return 0, permanent(fmt.Errorf("%w: GET %s bytes=%d-%d: got Content-Range %q", ErrShortRange,
-				redactURL(sr.GetUrl()), start, end-1, resp.Header.Get("Content-Range")))
+				redact.URL(sr.GetUrl()), start, end-1, resp.Header.Get("Content-Range")))
 		}
 		return min(last+1, end), nil
 	case http.StatusOK:
@@ -94,10 +88,10 @@ func checkResponse(resp *http.Response, sr *pb.SignedRequest, start, end int64) 
 			return end, nil
 		}
 		return 0, permanent(fmt.Errorf("GET %s bytes=%d-%d: the server ignored the range (200 with %d bytes)",
-			redactURL(sr.GetUrl()), start, end-1, resp.ContentLength))
+			redact.URL(sr.GetUrl()), start, end-1, resp.ContentLength))
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
-	he := &HTTPError{StatusCode: resp.StatusCode, Status: resp.Status, URL: redactURL(sr.GetUrl()), Code: errorCode(body)}
+	he := &HTTPError{StatusCode: resp.StatusCode, Status: resp.Status, URL: redact.URL(sr.GetUrl()), Code: errorCode(body)}
 	if sr.GetExpireTime() != nil {
 		he.Expire = sr.GetExpireTime().AsTime()
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/pack"
+	"github.com/sandkeep/sandkeep/internal/redact"
 	"github.com/sandkeep/sandkeep/internal/tree"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
@@ -337,7 +338,7 @@ func validateRequest(r *pb.SignedRequest) error {
 		return fmt.Errorf("bad URL")
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("URL %s is not http(s)", redactURL(r.GetUrl()))
+		return fmt.Errorf("URL %s is not http(s)", redact.URL(r.GetUrl()))
 	}
 	if len(r.GetHeaders()) > maxHeaderValues {
 		return fmt.Errorf("%d headers", len(r.GetHeaders()))

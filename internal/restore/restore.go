@@ -88,9 +88,9 @@ type Options struct {
 	HTTPClient *http.Client
 	// Parallel is the number of concurrent range GETs. Default 8.
 	Parallel int
-	// Progress gets progress lines (package progress: redrawn on a
-	// terminal, every few seconds elsewhere); nil: none. It gets a one-line progress display
-	// (updated at most 10 times a second). Otherwise nothing is written.
+	// Progress gets progress lines (package progress: one line redrawn
+	// at most 10 times a second on a terminal, a line every few seconds
+	// elsewhere); nil: none.
 	Progress io.Writer
 	// Logger gets structured logs. Default: discard.
 	Logger *slog.Logger

@@ -11,6 +11,8 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/pack"
+	"github.com/sandkeep/sandkeep/internal/redact"
+	"github.com/sandkeep/sandkeep/internal/retry"
 )
 
 // worker is one of the Options.Parallel goroutines of phases B and D, with
@@ -184,13 +186,13 @@ func (w *worker) fetch(ctx context.Context, j *job) {
 			if attempt > 0 {
 				err = fmt.Errorf("after %d attempts: %w", attempt+1, err)
 			}
-			w.r.log.Warn("restore: range failed", "url", redactURL(j.req.GetUrl()), "err", err)
+			w.r.log.Warn("restore: range failed", "url", redact.URL(j.req.GetUrl()), "err", err)
 			w.failFrom(j, next, err)
 			return
 		}
-		d := backoff(attempt)
-		w.r.log.Warn("restore: retrying range", "url", redactURL(j.req.GetUrl()), "attempt", attempt+1, "wait", d, "err", err)
-		if !sleepCtx(ctx, d) {
+		d := retry.Backoff{Min: backoffBase, Max: backoffMax, Jitter: 0.2}.Delay(attempt + 1)
+		w.r.log.Warn("restore: retrying range", "url", redact.URL(j.req.GetUrl()), "attempt", attempt+1, "wait", d, "err", err)
+		if retry.Sleep(ctx, d) != nil {
 			w.failFrom(j, next, ctx.Err())
 			return
 		}
@@ -208,7 +210,7 @@ func (w *worker) failFrom(j *job, next int, err error) {
 // every blob it processed (successfully or not).
 func (w *worker) get(ctx context.Context, j *job, next *int) error {
 	start, end := j.wants[*next].src.abs, j.end
-	u := redactURL(j.req.GetUrl())
+	u := redact.URL(j.req.GetUrl())
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	req, err := newRangeRequest(rctx, j.req, start, end)
