@@ -30,12 +30,11 @@ import (
 func (g *run) sweepOrphans(ctx context.Context, cutoff time.Time) error {
 	prefix := repo.ProjectPrefix(g.pid) + "packs/"
 	var batch []metastore.Pack
-	keys := map[id.ID]string{}
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		defer func() { batch, keys = batch[:0], map[id.ID]string{} }()
+		defer func() { batch = batch[:0] }()
 		if g.opts.DryRun {
 			known, err := g.meta.GetPacks(ctx, g.pid, ids(batch))
 			if err != nil {
@@ -58,12 +57,13 @@ func (g *run) sweepOrphans(ctx context.Context, cutoff time.Time) error {
 			sizes[p.ID] = p.Size
 		}
 		for _, pid := range claimed {
-			if err := g.store.Delete(ctx, keys[pid]); err != nil {
+			key := repo.PackKey(g.pid, pid)
+			if err := g.store.Delete(ctx, key); err != nil {
 				return fmt.Errorf("orphan sweep: %w", err)
 			}
 			g.rep.OrphansDeleted++
 			g.rep.OrphanBytes += sizes[pid]
-			g.log.Info("deleted an uploaded object no pack row named", "key", keys[pid], "size", sizes[pid])
+			g.log.Info("deleted an uploaded object no pack row named", "key", key, "size", sizes[pid])
 		}
 		if err := g.meta.DropPacks(ctx, g.pid, claimed); err != nil {
 			return fmt.Errorf("orphan sweep: %w", err)
@@ -79,7 +79,6 @@ func (g *run) sweepOrphans(ctx context.Context, cutoff time.Time) error {
 			return nil // an upload may still be completed
 		}
 		batch = append(batch, metastore.Pack{ProjectID: g.pid, ID: pid, Type: metastore.BlobData, Size: o.Size, CreatedAt: o.ModTime})
-		keys[pid] = o.Key
 		if len(batch) >= 500 {
 			return flush()
 		}
