@@ -74,21 +74,22 @@ var _ provider.Provider = (*Provider)(nil)
 
 // New wraps p.
 func New(p provider.Provider, f Faults) *Provider {
+	return &Provider{inner: p, f: f.withDefaults(), rng: rand.New(rand.NewPCG(f.Seed, f.Seed^0x9e3779b97f4a7c15)),
+		slow: map[string]slowness{}, errored: map[string]string{}, counts: map[string]int{}}
+}
+
+func (f Faults) withDefaults() Faults {
 	if f.RetryAfter <= 0 {
 		f.RetryAfter = 20 * time.Millisecond
 	}
-	return &Provider{inner: p, f: f, rng: rand.New(rand.NewPCG(f.Seed, f.Seed^0x9e3779b97f4a7c15)),
-		slow: map[string]slowness{}, errored: map[string]string{}, counts: map[string]int{}}
+	return f
 }
 
 // SetFaults changes the faults from now on (the seed is kept).
 func (p *Provider) SetFaults(f Faults) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f.RetryAfter <= 0 {
-		f.RetryAfter = 20 * time.Millisecond
-	}
-	p.f = f
+	p.f = f.withDefaults()
 }
 
 // Counts returns how often each fault was injected.
