@@ -140,114 +140,142 @@ func packCapacity(target, maxChunk int) int {
 // returns once every pack is uploaded, and so indexed by the remote.
 func (r *run) pack(ctx context.Context) error {
 	ug, uctx := errgroup.WithContext(ctx)
-	w := pack.NewWriterCap(r.opts.PackSize, packCapacity(r.opts.PackSize, r.opts.Params.Max))
-	slots := make(chan struct{}, r.opts.UploadConcurrency) // pack buffers in use
-	var mu sync.Mutex                                      // guards w
-	// finish hands the pack, which holds a slot, to an uploader; w's lock
-	// is held (or no packer is left).
-	finish := func() error {
-		data, packID, entries, err := w.Finish()
-		if err != nil {
-			return err
-		}
-		ug.Go(func() error {
-			defer func() { <-slots }()
-			if err := r.remote.UploadPack(uctx, packID, data); err != nil {
-				return fmt.Errorf("upload pack %s: %w", packID.Short(), err)
-			}
-			r.c.packs.Add(1)
-			r.c.bytesUploaded.Add(int64(len(data)))
-			if p := r.opts.Progress; p != nil {
-				p.BytesUploaded.Add(int64(len(data)))
-			}
-			w.Recycle(data) // the remote keeps no reference (see Remote)
-			for _, e := range entries {
-				r.inflight.remove(e.ID)
-			}
-			return nil
-		})
-		return nil
-	}
-	// add adds c to the pack, compressed (stored, codec) or, for a large
-	// chunk, to be compressed straight into the pack.
-	add := func(c chunkMsg, codec pack.Codec, stored []byte) error {
-		mu.Lock()
-		defer mu.Unlock()
-		fits := w.Fits(len(stored))
-		if c.large {
-			// Compressed straight into the pack (no scratch buffer as
-			// large as the chunk), so with room for the worst case.
-			fits = w.FitsDirect(len(c.data))
-		}
-		if w.Len() > 0 && !fits {
-			if err := finish(); err != nil {
-				return err
-			}
-		}
-		if w.Len() == 0 {
-			select {
-			case slots <- struct{}{}:
-			case <-uctx.Done():
-				return uctx.Err()
-			}
-		}
-		var err error
-		if c.large {
-			_, err = w.Add(pack.Data, c.id, c.data)
-		} else {
-			_, err = w.AddStored(pack.Data, c.id, codec, len(c.data), stored)
-		}
-		if err != nil {
-			return err
-		}
-		r.c.chunksNew.Add(1)
-		if w.Size() >= r.opts.PackSize || w.Len() >= maxPackBlobs {
-			return finish()
-		}
-		return nil
+	pw := &packWriter{
+		r:       r,
+		uploads: ug,
+		uctx:    uctx,
+		w:       pack.NewWriterCap(r.opts.PackSize, packCapacity(r.opts.PackSize, r.opts.Params.Max)),
+		slots:   make(chan struct{}, r.opts.UploadConcurrency),
 	}
 	pg, pctx := errgroup.WithContext(uctx)
 	for range r.packers {
-		pg.Go(func() error {
-			var comp pack.Compressor
-			for {
-				select {
-				case b, ok := <-r.packs:
-					if !ok {
-						return nil
-					}
-					for i, c := range b {
-						var stored []byte
-						var codec pack.Codec
-						var err error
-						if !c.large {
-							stored, codec, err = comp.Compress(c.data)
-						}
-						if err == nil {
-							err = add(c, codec, stored)
-						}
-						r.drop(c)
-						if err != nil {
-							for _, c := range b[i+1:] {
-								r.drop(c)
-							}
-							return err
-						}
-					}
-				case <-pctx.Done():
-					return pctx.Err()
-				}
-			}
-		})
+		pg.Go(func() error { return pw.compressAll(pctx) })
 	}
 	perr := pg.Wait()
-	if perr == nil && w.Len() > 0 {
-		perr = finish()
+	if perr == nil && pw.w.Len() > 0 {
+		perr = pw.finish()
 	}
 	if uerr := ug.Wait(); uerr != nil {
 		return uerr
 	}
 	return perr
+}
+
+// packWriter is the pack being filled by a Run's packer goroutines and the
+// uploads of the packs finished before it.
+type packWriter struct {
+	r       *run
+	uploads *errgroup.Group // one goroutine per finished pack
+	uctx    context.Context // the uploads' context: done on the first error
+
+	mu    sync.Mutex // guards w
+	w     *pack.Writer
+	slots chan struct{} // pack buffers in use (the one filling and those uploading)
+}
+
+// compressAll is one packer goroutine: it compresses the batches from
+// r.packs (large chunks are compressed later, straight into the pack) and
+// adds them to the pack, until r.packs is closed or ctx is done.
+func (pw *packWriter) compressAll(ctx context.Context) error {
+	var comp pack.Compressor
+	for {
+		select {
+		case b, ok := <-pw.r.packs:
+			if !ok {
+				return nil
+			}
+			for i, c := range b {
+				var stored []byte
+				var codec pack.Codec
+				var err error
+				if !c.large {
+					stored, codec, err = comp.Compress(c.data)
+				}
+				if err == nil {
+					err = pw.add(c, codec, stored)
+				}
+				pw.r.drop(c)
+				if err != nil {
+					for _, c := range b[i+1:] {
+						pw.r.drop(c)
+					}
+					return err
+				}
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// add adds c to the pack, compressed (stored, codec) or, for a large chunk,
+// to be compressed straight into the pack. It finishes the pack first when
+// c does not fit, and after when the pack is full; a new pack waits for a
+// free buffer.
+func (pw *packWriter) add(c chunkMsg, codec pack.Codec, stored []byte) error {
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	w := pw.w
+	fits := w.Fits(len(stored))
+	if c.large {
+		// Compressed straight into the pack (no scratch buffer as large
+		// as the chunk), so with room for the worst case.
+		fits = w.FitsDirect(len(c.data))
+	}
+	if w.Len() > 0 && !fits {
+		if err := pw.finish(); err != nil {
+			return err
+		}
+	}
+	if w.Len() == 0 {
+		select {
+		case pw.slots <- struct{}{}:
+		case <-pw.uctx.Done():
+			return pw.uctx.Err()
+		}
+	}
+	var err error
+	if c.large {
+		_, err = w.Add(pack.Data, c.id, c.data)
+	} else {
+		_, err = w.AddStored(pack.Data, c.id, codec, len(c.data), stored)
+	}
+	if err != nil {
+		return err
+	}
+	pw.r.c.chunksNew.Add(1)
+	if w.Size() >= pw.r.opts.PackSize || w.Len() >= maxPackBlobs {
+		return pw.finish()
+	}
+	return nil
+}
+
+// finish hands the pack, which holds a slot, to an uploader that releases
+// the slot and recycles the buffer when the remote has it. mu is held (or
+// no packer is left).
+func (pw *packWriter) finish() error {
+	data, packID, entries, err := pw.w.Finish()
+	if err != nil {
+		return err
+	}
+	r := pw.r
+	pw.uploads.Go(func() error {
+		defer func() { <-pw.slots }()
+		if err := r.remote.UploadPack(pw.uctx, packID, data); err != nil {
+			return fmt.Errorf("upload pack %s: %w", packID.Short(), err)
+		}
+		r.c.packs.Add(1)
+		r.c.bytesUploaded.Add(int64(len(data)))
+		if p := r.opts.Progress; p != nil {
+			p.BytesUploaded.Add(int64(len(data)))
+		}
+		pw.w.Recycle(data) // the remote keeps no reference (see Remote)
+		for _, e := range entries {
+			r.inflight.remove(e.ID)
+		}
+		return nil
+	})
+	return nil
 }
 
 // uploadTrees sends the trees built by this Run that the remote lacks,
