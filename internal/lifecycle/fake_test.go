@@ -45,6 +45,7 @@ type fakeProvider struct {
 	calls    []string
 	onUp     func(sb provider.Sandbox, env map[string]string) // the agent comes up
 	onDown   func(sb provider.Sandbox)                        // the agent goes away
+	created  func(id string)                                  // after Create stored a box (called without mu)
 	envs     map[string]map[string]string
 	now      func() time.Time
 }
@@ -77,10 +78,13 @@ func (p *fakeProvider) Create(_ context.Context, spec provider.CreateSpec) (prov
 	}
 	p.boxes[sb.ID] = sb
 	p.envs[sb.ID] = maps.Clone(spec.Env)
-	cp, up, env := *sb, p.onUp, p.envs[sb.ID]
+	cp, up, env, created := *sb, p.onUp, p.envs[sb.ID], p.created
 	p.mu.Unlock()
 	if up != nil && cp.State == provider.StateStarted {
 		up(cp, env)
+	}
+	if created != nil {
+		created(cp.ID)
 	}
 	return cp, nil
 }

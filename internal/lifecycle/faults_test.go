@@ -116,19 +116,16 @@ func TestEnsureReplacesUnusableSandboxes(t *testing.T) {
 			first := e.ensure(p)
 			tt.setup(e, fl, first.Sandbox)
 			if tt.reason == ReasonStuck {
-				// Only the first sandbox is stuck: new ones settle.
-				go func() {
-					for e.t.Context().Err() == nil {
-						if sb, err := e.meta.LiveSandbox(context.Background(), p); err == nil && sb.ID != first.Sandbox.ID {
-							e.prov.mu.Lock()
-							e.prov.slow = false
-							e.prov.mu.Unlock()
-							e.prov.settle()
-							return
-						}
-						time.Sleep(5 * time.Millisecond)
-					}
-				}()
+				// Only the first sandbox is stuck: the replacement settles
+				// as soon as it exists.
+				e.prov.mu.Lock()
+				e.prov.created = func(string) {
+					e.prov.mu.Lock()
+					e.prov.slow = false
+					e.prov.mu.Unlock()
+					e.prov.settle()
+				}
+				e.prov.mu.Unlock()
 			}
 			res, err := e.m.EnsureSandbox(t.Context(), p)
 			if err != nil {

@@ -563,11 +563,11 @@ func TestStateMachine(t *testing.T) {
 	e2 := newEnv(t, func(c *Config) { c.Policy = policy.Policy{StopAfter: time.Minute} })
 	p2 := e2.project("slow")
 	e2.prov.slow = true
+	created := make(chan string, 1)
+	e2.prov.created = func(id string) { created <- id }
 	done := make(chan Ensured)
 	go func() { done <- e2.ensure(p2) }()
-	for e2.prov.count("create") == 0 { // the box exists (creating) once Create is counted
-		time.Sleep(time.Millisecond)
-	}
+	<-created // the box exists (creating)
 	e2.prov.settle()
 	sb2 := (<-done).Sandbox
 	e2.advance(2*time.Minute, time.Minute)
