@@ -28,6 +28,7 @@ type AdminServer struct {
 	links    *links.Linker
 	log      *slog.Logger
 	gcGrace  time.Duration // gc.Options.Grace of CollectGarbage (0: gc's default)
+	console  ConsoleLinker // nil: no web console
 }
 
 // NewAdminServer returns the admin API over r and the agent sessions reg.

@@ -218,8 +218,8 @@ func (s *AgentServer) CommitVersion(ctx context.Context, req *pb.CommitVersionRe
 		return nil, err
 	}
 	kind := versionKindFromPB(req.GetKind())
-	if kind == metastore.KindRollback {
-		return nil, status.Error(codes.InvalidArgument, "agents cannot commit rollbacks")
+	if kind == metastore.KindRollback || kind == metastore.KindUpload {
+		return nil, status.Errorf(codes.InvalidArgument, "agents cannot commit %s versions", kind)
 	}
 	if len(req.GetSessionId()) > 256 {
 		return nil, status.Error(codes.InvalidArgument, "session_id longer than 256 bytes")

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/links"
 	"github.com/sandkeep/sandkeep/internal/repo"
-	"github.com/sandkeep/sandkeep/internal/sessions"
 	"github.com/sandkeep/sandkeep/internal/tree"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
@@ -194,24 +192,9 @@ func (s *AdminServer) ListFiles(ctx context.Context, req *pb.ListFilesRequest) (
 			return nil, err
 		}
 	}
-	after := ""
-	if tok := req.GetPageToken(); tok != "" {
-		f, err := parseToken(tok, "files", 3)
-		if err != nil {
-			return nil, err
-		}
-		tv, err := tokenInt(f[0])
-		if err != nil {
-			return nil, err
-		}
-		// A listing of the head stays on the version its first page saw.
-		if (number != 0 && tv != number) || f[1] != prefix || tv == 0 {
-			return nil, status.Error(codes.InvalidArgument, "page_token belongs to another listing")
-		}
-		number = tv
-		if after, err = cleanPath(f[2], "page_token"); err != nil {
-			return nil, err
-		}
+	number, after, err := filesPageToken(req.GetPageToken(), number, prefix)
+	if err != nil {
+		return nil, err
 	}
 	v, err := s.repo.ResolveVersion(ctx, req.GetProjectId(), number)
 	if err != nil {
@@ -219,8 +202,19 @@ func (s *AdminServer) ListFiles(ctx context.Context, req *pb.ListFilesRequest) (
 	}
 	out := &pb.ListFilesResponse{Version: VersionToPB(v)}
 	nbytes, last := 0, ""
+	depth := 0 // of the entries directly in prefix
+	if prefix != "" {
+		depth = strings.Count(prefix, "/") + 1
+	}
 	err = s.repo.Walk(ctx, req.GetProjectId(), v.Root, prefix, after, func(p string, n *tree.Node) error {
-		if n.Type == tree.Dir {
+		if req.GetChildrenOnly() {
+			if strings.Count(p, "/") > depth { // below a child (a resumed listing)
+				if n.Type == tree.Dir {
+					return repo.ErrSkipDir
+				}
+				return nil
+			}
+		} else if n.Type == tree.Dir {
 			return nil
 		}
 		if len(out.Files) >= size || nbytes >= maxPageBytes {
@@ -230,12 +224,40 @@ func (s *AdminServer) ListFiles(ctx context.Context, req *pb.ListFilesRequest) (
 		out.Files = append(out.Files, fileInfoToPB(p, n))
 		nbytes += len(p) + len(n.Target) + 150
 		last = p
+		if n.Type == tree.Dir { // children only: listed, not entered
+			return repo.ErrSkipDir
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, toStatus(ctx, s.log, "list files", err)
 	}
 	return out, nil
+}
+
+// filesPageToken reads a ListFiles page token: the version the listing
+// is on and the path it resumes after ("" for the first page).
+func filesPageToken(tok string, number int64, prefix string) (int64, string, error) {
+	if tok == "" {
+		return number, "", nil
+	}
+	f, err := parseToken(tok, "files", 3)
+	if err != nil {
+		return 0, "", err
+	}
+	tv, err := tokenInt(f[0])
+	if err != nil {
+		return 0, "", err
+	}
+	// A listing of the head stays on the version its first page saw.
+	if (number != 0 && tv != number) || f[1] != prefix || tv == 0 {
+		return 0, "", status.Error(codes.InvalidArgument, "page_token belongs to another listing")
+	}
+	after, err := cleanPath(f[2], "page_token")
+	if err != nil {
+		return 0, "", err
+	}
+	return tv, after, nil
 }
 
 // ListFileHistory implements pb.AdminServiceServer.
@@ -359,26 +381,11 @@ func (s *AdminServer) RollbackProject(ctx context.Context, req *pb.RollbackProje
 		return nil, toStatus(ctx, s.log, "rollback project", err)
 	}
 	s.log.InfoContext(ctx, "project rolled back", "project", req.GetProjectId(), "to", req.GetVersion(), "version", v.Number)
-	out := &pb.RollbackProjectResponse{Version: VersionToPB(v)}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	av, err := s.sessions.Rollback(wctx, req.GetProjectId(), v.Number)
-	switch {
-	case err == nil:
-		out.AgentConnected, out.AgentApplied, out.AgentVersion = true, true, av
-	case errors.Is(err, sessions.ErrNoAgent):
-	case errors.Is(err, sessions.ErrAgentGone):
-		// It was leaving (stopped, or its stream broke) as the rollback was
-		// sent: no agent runs it now, and the next one to start follows the
-		// new head (the restart rule), as if none had been connected.
-		out.AgentError = err.Error()
-		s.log.InfoContext(ctx, "the agent left before applying the rollback", "project", req.GetProjectId(), "version", v.Number, "err", err)
-	default:
-		out.AgentConnected = true
-		out.AgentError = err.Error()
-		s.log.WarnContext(ctx, "agent did not apply the rollback", "project", req.GetProjectId(), "version", v.Number, "err", err)
-	}
-	return out, nil
+	a := s.tellAgent(ctx, req.GetProjectId(), v.Number, wait)
+	return &pb.RollbackProjectResponse{
+		Version: VersionToPB(v), AgentConnected: a.GetConnected(), AgentApplied: a.GetApplied(),
+		AgentVersion: a.GetVersion(), AgentError: a.GetError(),
+	}, nil
 }
 
 // CreateFileLink implements pb.AdminServiceServer.

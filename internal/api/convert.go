@@ -18,6 +18,8 @@ func versionKindToPB(k metastore.VersionKind) pb.VersionKind {
 		return pb.VersionKind_VERSION_KIND_FLUSH
 	case metastore.KindRollback:
 		return pb.VersionKind_VERSION_KIND_ROLLBACK
+	case metastore.KindUpload:
+		return pb.VersionKind_VERSION_KIND_UPLOAD
 	}
 	return pb.VersionKind_VERSION_KIND_UNSPECIFIED
 }
@@ -28,6 +30,8 @@ func versionKindFromPB(k pb.VersionKind) metastore.VersionKind {
 		return metastore.KindFlush
 	case pb.VersionKind_VERSION_KIND_ROLLBACK:
 		return metastore.KindRollback
+	case pb.VersionKind_VERSION_KIND_UPLOAD:
+		return metastore.KindUpload
 	}
 	return metastore.KindSync
 }

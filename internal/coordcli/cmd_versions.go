@@ -40,6 +40,8 @@ func kindName(k pb.VersionKind) string {
 		return "flush"
 	case pb.VersionKind_VERSION_KIND_ROLLBACK:
 		return "rollback"
+	case pb.VersionKind_VERSION_KIND_UPLOAD:
+		return "upload"
 	}
 	return "unknown"
 }

@@ -49,6 +49,13 @@ func (g *globals) explain(err error) cliError {
 	e := cliError{Code: st.Code().String(), Message: st.Message()}
 	switch st.Code() {
 	case codes.Unavailable:
+		// gRPC's retries wrap the last answer: show that answer alone.
+		if i := strings.LastIndex(e.Message, "desc = "); i >= 0 && strings.HasPrefix(e.Message, "max retries exhausted") {
+			e.Message = e.Message[i+len("desc = "):]
+		}
+		if strings.Contains(e.Message, "no agent of this project is connected") {
+			e.Hint = "start the project's sandbox first (sandkeep sandbox ensure --project ID), then try again."
+		}
 		if transportFailure(st.Message()) {
 			e.Message = fmt.Sprintf("cannot reach the coordinator at %s (%s)", g.coordinator, transportCause(st.Message()))
 			e.Hint = fmt.Sprintf("is `sandkeep serve` running there? The address comes from %s.", g.addrSource())

@@ -169,6 +169,9 @@ const (
 	KindSync     VersionKind = "sync"
 	KindFlush    VersionKind = "flush"
 	KindRollback VersionKind = "rollback"
+	// KindUpload: files put or deleted through the admin API (sandkeep put,
+	// the console), without a sandbox.
+	KindUpload VersionKind = "upload"
 )
 
 // Version is one committed state of a project's workspace.

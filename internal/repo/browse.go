@@ -24,6 +24,10 @@ import (
 // ErrStop, returned by a callback, ends a walk early without an error.
 var ErrStop = errors.New("stop walking")
 
+// ErrSkipDir, returned by a Walk callback for a directory, skips what is
+// below it.
+var ErrSkipDir = errors.New("skip this directory")
+
 // ComparePaths orders workspace paths in tree order: element by element,
 // bytewise, a path before the paths below it. (Plain string order differs:
 // "a-b" < "a/x" bytewise, but "a/x" comes first in tree order.)
@@ -101,7 +105,8 @@ func (r *Repo) Lookup(ctx context.Context, projectID string, root id.ID, p strin
 // Walk calls fn for every entry below dir ("" for the whole tree) of the
 // tree root, in tree order, starting strictly after the path after (""
 // to start at the beginning). If dir names a file or symlink, fn sees that
-// entry alone. fn returning ErrStop ends the walk with a nil error. Walk
+// entry alone. fn returning ErrStop ends the walk with a nil error; fn
+// returning ErrSkipDir for a directory skips what is below it. Walk
 // skips everything up to after by binary search, so resuming a listing
 // costs the depth of the tree, not the entries before it.
 func (r *Repo) Walk(ctx context.Context, projectID string, root id.ID, dir, after string, fn func(path string, n *tree.Node) error) error {
@@ -167,6 +172,9 @@ func (r *Repo) walkTree(ctx context.Context, projectID string, tid id.ID, dir st
 			}
 			below = skip[1:]
 		} else if err := fn(p, n); err != nil {
+			if errors.Is(err, ErrSkipDir) && n.Type == tree.Dir {
+				continue
+			}
 			return err
 		}
 		if n.Type == tree.Dir {

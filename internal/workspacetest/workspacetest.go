@@ -123,11 +123,17 @@ func fillRandom(r *rand.Rand, b []byte) {
 	}
 }
 
+// RandomBytes returns n random bytes, the same for the same seed.
+func RandomBytes(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	fillRandom(rand.New(rand.NewPCG(seed, 7)), b)
+	return b
+}
+
 // RandomFile writes size random bytes to path.
 func RandomFile(t testing.TB, path string, size int64, seed uint64) {
 	t.Helper()
-	b := make([]byte, size)
-	fillRandom(rand.New(rand.NewPCG(seed, 7)), b)
+	b := RandomBytes(seed, int(size))
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -1723,8 +1723,12 @@ type ListFilesRequest struct {
 	// A directory (or a file) path; empty for the whole tree.
 	Prefix string `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
 	// At most this many files; 0 means 1000, the maximum is 10000.
-	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize  int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only the entries directly in prefix (a directory), directories
+	// included (type directory), as a file browser shows them; without it,
+	// every file below prefix and no directory.
+	ChildrenOnly  bool `protobuf:"varint,6,opt,name=children_only,json=childrenOnly,proto3" json:"children_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1792,6 +1796,13 @@ func (x *ListFilesRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListFilesRequest) GetChildrenOnly() bool {
+	if x != nil {
+		return x.ChildrenOnly
+	}
+	return false
 }
 
 // ListFilesResponse is one page, in path order (depth first: a directory's
@@ -3100,6 +3111,573 @@ func (x *SetRetentionResponse) GetPolicy() *RetentionPolicy {
 	return nil
 }
 
+// PutFilesRequest is one message of a PutFiles stream: a header starts a
+// file, data messages carry its bytes in order (at most 1 MiB each).
+type PutFilesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*PutFilesRequest_Header
+	//	*PutFilesRequest_Data
+	Msg           isPutFilesRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutFilesRequest) Reset() {
+	*x = PutFilesRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutFilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutFilesRequest) ProtoMessage() {}
+
+func (x *PutFilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutFilesRequest.ProtoReflect.Descriptor instead.
+func (*PutFilesRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *PutFilesRequest) GetMsg() isPutFilesRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *PutFilesRequest) GetHeader() *PutFileHeader {
+	if x != nil {
+		if x, ok := x.Msg.(*PutFilesRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *PutFilesRequest) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*PutFilesRequest_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isPutFilesRequest_Msg interface {
+	isPutFilesRequest_Msg()
+}
+
+type PutFilesRequest_Header struct {
+	Header *PutFileHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type PutFilesRequest_Data struct {
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*PutFilesRequest_Header) isPutFilesRequest_Msg() {}
+
+func (*PutFilesRequest_Data) isPutFilesRequest_Msg() {}
+
+// PutFileHeader names a file of a PutFiles stream.
+type PutFileHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project; every header of a stream names the same one.
+	ProjectId string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// Slash-separated, relative to the workspace root; missing directories
+	// are created.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Permission bits; 0 means 0644.
+	Mode uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Unset means the time of the call.
+	Mtime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=mtime,proto3" json:"mtime,omitempty"`
+	// How long to wait for a live agent to apply the new version; default
+	// 30s, at most 1h (the first header's counts).
+	AgentTimeout  *durationpb.Duration `protobuf:"bytes,5,opt,name=agent_timeout,json=agentTimeout,proto3" json:"agent_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutFileHeader) Reset() {
+	*x = PutFileHeader{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutFileHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutFileHeader) ProtoMessage() {}
+
+func (x *PutFileHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutFileHeader.ProtoReflect.Descriptor instead.
+func (*PutFileHeader) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *PutFileHeader) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *PutFileHeader) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *PutFileHeader) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *PutFileHeader) GetMtime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Mtime
+	}
+	return nil
+}
+
+func (x *PutFileHeader) GetAgentTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.AgentTimeout
+	}
+	return nil
+}
+
+// PutFilesResponse says what was committed and whether a live agent
+// followed.
+type PutFilesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new head, kind upload.
+	Version *Version `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Files   int64    `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`
+	Bytes   int64    `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Chunks and packed bytes the store did not have.
+	NewChunks     int64       `protobuf:"varint,4,opt,name=new_chunks,json=newChunks,proto3" json:"new_chunks,omitempty"`
+	PackedBytes   int64       `protobuf:"varint,5,opt,name=packed_bytes,json=packedBytes,proto3" json:"packed_bytes,omitempty"`
+	Agent         *AgentApply `protobuf:"bytes,6,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutFilesResponse) Reset() {
+	*x = PutFilesResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutFilesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutFilesResponse) ProtoMessage() {}
+
+func (x *PutFilesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutFilesResponse.ProtoReflect.Descriptor instead.
+func (*PutFilesResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *PutFilesResponse) GetVersion() *Version {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
+func (x *PutFilesResponse) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *PutFilesResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *PutFilesResponse) GetNewChunks() int64 {
+	if x != nil {
+		return x.NewChunks
+	}
+	return 0
+}
+
+func (x *PutFilesResponse) GetPackedBytes() int64 {
+	if x != nil {
+		return x.PackedBytes
+	}
+	return 0
+}
+
+func (x *PutFilesResponse) GetAgent() *AgentApply {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// AgentApply says how a live agent took a new head made by the admin API.
+type AgentApply struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Connected bool                   `protobuf:"varint,1,opt,name=connected,proto3" json:"connected,omitempty"`
+	Applied   bool                   `protobuf:"varint,2,opt,name=applied,proto3" json:"applied,omitempty"`
+	// The version the agent reported after applying (it may have committed
+	// its own changes on top).
+	Version       int64  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentApply) Reset() {
+	*x = AgentApply{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentApply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentApply) ProtoMessage() {}
+
+func (x *AgentApply) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentApply.ProtoReflect.Descriptor instead.
+func (*AgentApply) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *AgentApply) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *AgentApply) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *AgentApply) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *AgentApply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// DeleteFilesRequest names the paths to remove.
+type DeleteFilesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	Paths         []string               `protobuf:"bytes,2,rep,name=paths,proto3" json:"paths,omitempty"`
+	AgentTimeout  *durationpb.Duration   `protobuf:"bytes,3,opt,name=agent_timeout,json=agentTimeout,proto3" json:"agent_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFilesRequest) Reset() {
+	*x = DeleteFilesRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFilesRequest) ProtoMessage() {}
+
+func (x *DeleteFilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFilesRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFilesRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *DeleteFilesRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *DeleteFilesRequest) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *DeleteFilesRequest) GetAgentTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.AgentTimeout
+	}
+	return nil
+}
+
+// DeleteFilesResponse returns the new head.
+type DeleteFilesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       *Version               `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Deleted       int64                  `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Agent         *AgentApply            `protobuf:"bytes,3,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFilesResponse) Reset() {
+	*x = DeleteFilesResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFilesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFilesResponse) ProtoMessage() {}
+
+func (x *DeleteFilesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFilesResponse.ProtoReflect.Descriptor instead.
+func (*DeleteFilesResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *DeleteFilesResponse) GetVersion() *Version {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
+func (x *DeleteFilesResponse) GetDeleted() int64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+func (x *DeleteFilesResponse) GetAgent() *AgentApply {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// CreateConsoleLinkRequest scopes a console login.
+type CreateConsoleLinkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: an admin session (every project).
+	ProjectId string `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// How long the link may be used (once); default 15m, at most 24h.
+	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// How long the session it starts lasts; default 12h, at most 7 days.
+	SessionTtl    *durationpb.Duration `protobuf:"bytes,3,opt,name=session_ttl,json=sessionTtl,proto3" json:"session_ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateConsoleLinkRequest) Reset() {
+	*x = CreateConsoleLinkRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateConsoleLinkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateConsoleLinkRequest) ProtoMessage() {}
+
+func (x *CreateConsoleLinkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateConsoleLinkRequest.ProtoReflect.Descriptor instead.
+func (*CreateConsoleLinkRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *CreateConsoleLinkRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *CreateConsoleLinkRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *CreateConsoleLinkRequest) GetSessionTtl() *durationpb.Duration {
+	if x != nil {
+		return x.SessionTtl
+	}
+	return nil
+}
+
+// CreateConsoleLinkResponse returns the login URL.
+type CreateConsoleLinkResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// {public-url}/ui/login?t=...
+	Url           string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateConsoleLinkResponse) Reset() {
+	*x = CreateConsoleLinkResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateConsoleLinkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateConsoleLinkResponse) ProtoMessage() {}
+
+func (x *CreateConsoleLinkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateConsoleLinkResponse.ProtoReflect.Descriptor instead.
+func (*CreateConsoleLinkResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *CreateConsoleLinkResponse) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CreateConsoleLinkResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 var File_sandkeep_v1_admin_proto protoreflect.FileDescriptor
 
 const file_sandkeep_v1_admin_proto_rawDesc = "" +
@@ -3226,7 +3804,7 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x05 \x01(\tR\tpageToken\"q\n" +
 	"\x14DiffVersionsResponse\x121\n" +
 	"\achanges\x18\x01 \x03(\v2\x17.sandkeep.v1.FileChangeR\achanges\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9f\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc4\x01\n" +
 	"\x10ListFilesRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x18\n" +
@@ -3234,7 +3812,8 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\x06prefix\x18\x03 \x01(\tR\x06prefix\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"\x98\x01\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12#\n" +
+	"\rchildren_only\x18\x06 \x01(\bR\fchildrenOnly\"\x98\x01\n" +
 	"\x11ListFilesResponse\x12+\n" +
 	"\x05files\x18\x01 \x03(\v2\x15.sandkeep.v1.FileInfoR\x05files\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12.\n" +
@@ -3335,13 +3914,57 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x124\n" +
 	"\x06policy\x18\x02 \x01(\v2\x1c.sandkeep.v1.RetentionPolicyR\x06policy\"L\n" +
 	"\x14SetRetentionResponse\x124\n" +
-	"\x06policy\x18\x01 \x01(\v2\x1c.sandkeep.v1.RetentionPolicyR\x06policy*s\n" +
+	"\x06policy\x18\x01 \x01(\v2\x1c.sandkeep.v1.RetentionPolicyR\x06policy\"d\n" +
+	"\x0fPutFilesRequest\x124\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.sandkeep.v1.PutFileHeaderH\x00R\x06header\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x05\n" +
+	"\x03msg\"\xc8\x01\n" +
+	"\rPutFileHeader\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x120\n" +
+	"\x05mtime\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05mtime\x12>\n" +
+	"\ragent_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fagentTimeout\"\xdf\x01\n" +
+	"\x10PutFilesResponse\x12.\n" +
+	"\aversion\x18\x01 \x01(\v2\x14.sandkeep.v1.VersionR\aversion\x12\x14\n" +
+	"\x05files\x18\x02 \x01(\x03R\x05files\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x1d\n" +
+	"\n" +
+	"new_chunks\x18\x04 \x01(\x03R\tnewChunks\x12!\n" +
+	"\fpacked_bytes\x18\x05 \x01(\x03R\vpackedBytes\x12-\n" +
+	"\x05agent\x18\x06 \x01(\v2\x17.sandkeep.v1.AgentApplyR\x05agent\"t\n" +
+	"\n" +
+	"AgentApply\x12\x1c\n" +
+	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x18\n" +
+	"\aapplied\x18\x02 \x01(\bR\aapplied\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x89\x01\n" +
+	"\x12DeleteFilesRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x14\n" +
+	"\x05paths\x18\x02 \x03(\tR\x05paths\x12>\n" +
+	"\ragent_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\fagentTimeout\"\x8e\x01\n" +
+	"\x13DeleteFilesResponse\x12.\n" +
+	"\aversion\x18\x01 \x01(\v2\x14.sandkeep.v1.VersionR\aversion\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\x03R\adeleted\x12-\n" +
+	"\x05agent\x18\x03 \x01(\v2\x17.sandkeep.v1.AgentApplyR\x05agent\"\xa2\x01\n" +
+	"\x18CreateConsoleLinkRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12:\n" +
+	"\vsession_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"sessionTtl\"j\n" +
+	"\x19CreateConsoleLinkResponse\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x18\n" +
 	"\x14CHANGE_KIND_MODIFIED\x10\x02\x12\x17\n" +
-	"\x13CHANGE_KIND_DELETED\x10\x032\xfc\x0e\n" +
+	"\x13CHANGE_KIND_DELETED\x10\x032\xfd\x10\n" +
 	"\fAdminService\x12V\n" +
 	"\rCreateProject\x12!.sandkeep.v1.CreateProjectRequest\x1a\".sandkeep.v1.CreateProjectResponse\x12M\n" +
 	"\n" +
@@ -3368,7 +3991,10 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"ListTokens\x12\x1e.sandkeep.v1.ListTokensRequest\x1a\x1f.sandkeep.v1.ListTokensResponse\x12P\n" +
 	"\vRevokeToken\x12\x1f.sandkeep.v1.RevokeTokenRequest\x1a .sandkeep.v1.RevokeTokenResponse\x12_\n" +
 	"\x10GetProjectLimits\x12$.sandkeep.v1.GetProjectLimitsRequest\x1a%.sandkeep.v1.GetProjectLimitsResponse\x12_\n" +
-	"\x10SetProjectLimits\x12$.sandkeep.v1.SetProjectLimitsRequest\x1a%.sandkeep.v1.SetProjectLimitsResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
+	"\x10SetProjectLimits\x12$.sandkeep.v1.SetProjectLimitsRequest\x1a%.sandkeep.v1.SetProjectLimitsResponse\x12I\n" +
+	"\bPutFiles\x12\x1c.sandkeep.v1.PutFilesRequest\x1a\x1d.sandkeep.v1.PutFilesResponse(\x01\x12P\n" +
+	"\vDeleteFiles\x12\x1f.sandkeep.v1.DeleteFilesRequest\x1a .sandkeep.v1.DeleteFilesResponse\x12b\n" +
+	"\x11CreateConsoleLink\x12%.sandkeep.v1.CreateConsoleLinkRequest\x1a&.sandkeep.v1.CreateConsoleLinkResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
 
 var (
 	file_sandkeep_v1_admin_proto_rawDescOnce sync.Once
@@ -3383,7 +4009,7 @@ func file_sandkeep_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_sandkeep_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_sandkeep_v1_admin_proto_goTypes = []any{
 	(ChangeKind)(0),                    // 0: sandkeep.v1.ChangeKind
 	(*CreateProjectRequest)(nil),       // 1: sandkeep.v1.CreateProjectRequest
@@ -3437,102 +4063,127 @@ var file_sandkeep_v1_admin_proto_goTypes = []any{
 	(*GetRetentionResponse)(nil),       // 49: sandkeep.v1.GetRetentionResponse
 	(*SetRetentionRequest)(nil),        // 50: sandkeep.v1.SetRetentionRequest
 	(*SetRetentionResponse)(nil),       // 51: sandkeep.v1.SetRetentionResponse
-	(*Project)(nil),                    // 52: sandkeep.v1.Project
-	(*timestamppb.Timestamp)(nil),      // 53: google.protobuf.Timestamp
-	(*Version)(nil),                    // 54: sandkeep.v1.Version
-	(*durationpb.Duration)(nil),        // 55: google.protobuf.Duration
-	(*Heartbeat)(nil),                  // 56: sandkeep.v1.Heartbeat
-	(EntryType)(0),                     // 57: sandkeep.v1.EntryType
+	(*PutFilesRequest)(nil),            // 52: sandkeep.v1.PutFilesRequest
+	(*PutFileHeader)(nil),              // 53: sandkeep.v1.PutFileHeader
+	(*PutFilesResponse)(nil),           // 54: sandkeep.v1.PutFilesResponse
+	(*AgentApply)(nil),                 // 55: sandkeep.v1.AgentApply
+	(*DeleteFilesRequest)(nil),         // 56: sandkeep.v1.DeleteFilesRequest
+	(*DeleteFilesResponse)(nil),        // 57: sandkeep.v1.DeleteFilesResponse
+	(*CreateConsoleLinkRequest)(nil),   // 58: sandkeep.v1.CreateConsoleLinkRequest
+	(*CreateConsoleLinkResponse)(nil),  // 59: sandkeep.v1.CreateConsoleLinkResponse
+	(*Project)(nil),                    // 60: sandkeep.v1.Project
+	(*timestamppb.Timestamp)(nil),      // 61: google.protobuf.Timestamp
+	(*Version)(nil),                    // 62: sandkeep.v1.Version
+	(*durationpb.Duration)(nil),        // 63: google.protobuf.Duration
+	(*Heartbeat)(nil),                  // 64: sandkeep.v1.Heartbeat
+	(EntryType)(0),                     // 65: sandkeep.v1.EntryType
 }
 var file_sandkeep_v1_admin_proto_depIdxs = []int32{
-	52, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
-	52, // 1: sandkeep.v1.GetProjectResponse.project:type_name -> sandkeep.v1.Project
-	52, // 2: sandkeep.v1.ListProjectsResponse.projects:type_name -> sandkeep.v1.Project
-	53, // 3: sandkeep.v1.CreateSandboxTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	53, // 4: sandkeep.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
-	53, // 5: sandkeep.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
-	53, // 6: sandkeep.v1.TokenInfo.last_use_time:type_name -> google.protobuf.Timestamp
+	60, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
+	60, // 1: sandkeep.v1.GetProjectResponse.project:type_name -> sandkeep.v1.Project
+	60, // 2: sandkeep.v1.ListProjectsResponse.projects:type_name -> sandkeep.v1.Project
+	61, // 3: sandkeep.v1.CreateSandboxTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	61, // 4: sandkeep.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
+	61, // 5: sandkeep.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
+	61, // 6: sandkeep.v1.TokenInfo.last_use_time:type_name -> google.protobuf.Timestamp
 	9,  // 7: sandkeep.v1.ListTokensResponse.tokens:type_name -> sandkeep.v1.TokenInfo
 	9,  // 8: sandkeep.v1.RevokeTokenResponse.token:type_name -> sandkeep.v1.TokenInfo
 	14, // 9: sandkeep.v1.GetProjectLimitsResponse.limits:type_name -> sandkeep.v1.ProjectLimits
 	14, // 10: sandkeep.v1.SetProjectLimitsRequest.limits:type_name -> sandkeep.v1.ProjectLimits
 	14, // 11: sandkeep.v1.SetProjectLimitsResponse.limits:type_name -> sandkeep.v1.ProjectLimits
-	54, // 12: sandkeep.v1.ListVersionsResponse.versions:type_name -> sandkeep.v1.Version
-	55, // 13: sandkeep.v1.FlushProjectRequest.timeout:type_name -> google.protobuf.Duration
-	53, // 14: sandkeep.v1.AgentInfo.last_seen_time:type_name -> google.protobuf.Timestamp
-	56, // 15: sandkeep.v1.AgentInfo.heartbeat:type_name -> sandkeep.v1.Heartbeat
+	62, // 12: sandkeep.v1.ListVersionsResponse.versions:type_name -> sandkeep.v1.Version
+	63, // 13: sandkeep.v1.FlushProjectRequest.timeout:type_name -> google.protobuf.Duration
+	61, // 14: sandkeep.v1.AgentInfo.last_seen_time:type_name -> google.protobuf.Timestamp
+	64, // 15: sandkeep.v1.AgentInfo.heartbeat:type_name -> sandkeep.v1.Heartbeat
 	24, // 16: sandkeep.v1.ListAgentsResponse.agents:type_name -> sandkeep.v1.AgentInfo
-	57, // 17: sandkeep.v1.FileInfo.type:type_name -> sandkeep.v1.EntryType
+	65, // 17: sandkeep.v1.FileInfo.type:type_name -> sandkeep.v1.EntryType
 	0,  // 18: sandkeep.v1.FileChange.kind:type_name -> sandkeep.v1.ChangeKind
 	26, // 19: sandkeep.v1.FileChange.old_file:type_name -> sandkeep.v1.FileInfo
 	26, // 20: sandkeep.v1.FileChange.new_file:type_name -> sandkeep.v1.FileInfo
 	27, // 21: sandkeep.v1.DiffVersionsResponse.changes:type_name -> sandkeep.v1.FileChange
 	26, // 22: sandkeep.v1.ListFilesResponse.files:type_name -> sandkeep.v1.FileInfo
-	54, // 23: sandkeep.v1.ListFilesResponse.version:type_name -> sandkeep.v1.Version
-	54, // 24: sandkeep.v1.FileRevision.version:type_name -> sandkeep.v1.Version
+	62, // 23: sandkeep.v1.ListFilesResponse.version:type_name -> sandkeep.v1.Version
+	62, // 24: sandkeep.v1.FileRevision.version:type_name -> sandkeep.v1.Version
 	0,  // 25: sandkeep.v1.FileRevision.kind:type_name -> sandkeep.v1.ChangeKind
 	26, // 26: sandkeep.v1.FileRevision.file:type_name -> sandkeep.v1.FileInfo
 	33, // 27: sandkeep.v1.ListFileHistoryResponse.revisions:type_name -> sandkeep.v1.FileRevision
 	26, // 28: sandkeep.v1.ReadFileResponse.file:type_name -> sandkeep.v1.FileInfo
-	54, // 29: sandkeep.v1.ReadFileResponse.version:type_name -> sandkeep.v1.Version
-	55, // 30: sandkeep.v1.RollbackProjectRequest.agent_timeout:type_name -> google.protobuf.Duration
-	54, // 31: sandkeep.v1.RollbackProjectResponse.version:type_name -> sandkeep.v1.Version
-	55, // 32: sandkeep.v1.CreateFileLinkRequest.ttl:type_name -> google.protobuf.Duration
-	53, // 33: sandkeep.v1.CreateFileLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	54, // 34: sandkeep.v1.PinVersionResponse.version:type_name -> sandkeep.v1.Version
-	55, // 35: sandkeep.v1.RetentionPolicy.keep_within:type_name -> google.protobuf.Duration
+	62, // 29: sandkeep.v1.ReadFileResponse.version:type_name -> sandkeep.v1.Version
+	63, // 30: sandkeep.v1.RollbackProjectRequest.agent_timeout:type_name -> google.protobuf.Duration
+	62, // 31: sandkeep.v1.RollbackProjectResponse.version:type_name -> sandkeep.v1.Version
+	63, // 32: sandkeep.v1.CreateFileLinkRequest.ttl:type_name -> google.protobuf.Duration
+	61, // 33: sandkeep.v1.CreateFileLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	62, // 34: sandkeep.v1.PinVersionResponse.version:type_name -> sandkeep.v1.Version
+	63, // 35: sandkeep.v1.RetentionPolicy.keep_within:type_name -> google.protobuf.Duration
 	47, // 36: sandkeep.v1.GetRetentionResponse.policy:type_name -> sandkeep.v1.RetentionPolicy
 	47, // 37: sandkeep.v1.SetRetentionRequest.policy:type_name -> sandkeep.v1.RetentionPolicy
 	47, // 38: sandkeep.v1.SetRetentionResponse.policy:type_name -> sandkeep.v1.RetentionPolicy
-	1,  // 39: sandkeep.v1.AdminService.CreateProject:input_type -> sandkeep.v1.CreateProjectRequest
-	3,  // 40: sandkeep.v1.AdminService.GetProject:input_type -> sandkeep.v1.GetProjectRequest
-	5,  // 41: sandkeep.v1.AdminService.ListProjects:input_type -> sandkeep.v1.ListProjectsRequest
-	7,  // 42: sandkeep.v1.AdminService.CreateSandboxToken:input_type -> sandkeep.v1.CreateSandboxTokenRequest
-	19, // 43: sandkeep.v1.AdminService.ListVersions:input_type -> sandkeep.v1.ListVersionsRequest
-	21, // 44: sandkeep.v1.AdminService.FlushProject:input_type -> sandkeep.v1.FlushProjectRequest
-	23, // 45: sandkeep.v1.AdminService.ListAgents:input_type -> sandkeep.v1.ListAgentsRequest
-	28, // 46: sandkeep.v1.AdminService.DiffVersions:input_type -> sandkeep.v1.DiffVersionsRequest
-	30, // 47: sandkeep.v1.AdminService.ListFiles:input_type -> sandkeep.v1.ListFilesRequest
-	32, // 48: sandkeep.v1.AdminService.ListFileHistory:input_type -> sandkeep.v1.ListFileHistoryRequest
-	35, // 49: sandkeep.v1.AdminService.ReadFile:input_type -> sandkeep.v1.ReadFileRequest
-	37, // 50: sandkeep.v1.AdminService.RollbackProject:input_type -> sandkeep.v1.RollbackProjectRequest
-	39, // 51: sandkeep.v1.AdminService.CreateFileLink:input_type -> sandkeep.v1.CreateFileLinkRequest
-	41, // 52: sandkeep.v1.AdminService.CollectGarbage:input_type -> sandkeep.v1.CollectGarbageRequest
-	43, // 53: sandkeep.v1.AdminService.DeleteProject:input_type -> sandkeep.v1.DeleteProjectRequest
-	45, // 54: sandkeep.v1.AdminService.PinVersion:input_type -> sandkeep.v1.PinVersionRequest
-	48, // 55: sandkeep.v1.AdminService.GetRetention:input_type -> sandkeep.v1.GetRetentionRequest
-	50, // 56: sandkeep.v1.AdminService.SetRetention:input_type -> sandkeep.v1.SetRetentionRequest
-	10, // 57: sandkeep.v1.AdminService.ListTokens:input_type -> sandkeep.v1.ListTokensRequest
-	12, // 58: sandkeep.v1.AdminService.RevokeToken:input_type -> sandkeep.v1.RevokeTokenRequest
-	15, // 59: sandkeep.v1.AdminService.GetProjectLimits:input_type -> sandkeep.v1.GetProjectLimitsRequest
-	17, // 60: sandkeep.v1.AdminService.SetProjectLimits:input_type -> sandkeep.v1.SetProjectLimitsRequest
-	2,  // 61: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
-	4,  // 62: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
-	6,  // 63: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
-	8,  // 64: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
-	20, // 65: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
-	22, // 66: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
-	25, // 67: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
-	29, // 68: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
-	31, // 69: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
-	34, // 70: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
-	36, // 71: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
-	38, // 72: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
-	40, // 73: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
-	42, // 74: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
-	44, // 75: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
-	46, // 76: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
-	49, // 77: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
-	51, // 78: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
-	11, // 79: sandkeep.v1.AdminService.ListTokens:output_type -> sandkeep.v1.ListTokensResponse
-	13, // 80: sandkeep.v1.AdminService.RevokeToken:output_type -> sandkeep.v1.RevokeTokenResponse
-	16, // 81: sandkeep.v1.AdminService.GetProjectLimits:output_type -> sandkeep.v1.GetProjectLimitsResponse
-	18, // 82: sandkeep.v1.AdminService.SetProjectLimits:output_type -> sandkeep.v1.SetProjectLimitsResponse
-	61, // [61:83] is the sub-list for method output_type
-	39, // [39:61] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	53, // 39: sandkeep.v1.PutFilesRequest.header:type_name -> sandkeep.v1.PutFileHeader
+	61, // 40: sandkeep.v1.PutFileHeader.mtime:type_name -> google.protobuf.Timestamp
+	63, // 41: sandkeep.v1.PutFileHeader.agent_timeout:type_name -> google.protobuf.Duration
+	62, // 42: sandkeep.v1.PutFilesResponse.version:type_name -> sandkeep.v1.Version
+	55, // 43: sandkeep.v1.PutFilesResponse.agent:type_name -> sandkeep.v1.AgentApply
+	63, // 44: sandkeep.v1.DeleteFilesRequest.agent_timeout:type_name -> google.protobuf.Duration
+	62, // 45: sandkeep.v1.DeleteFilesResponse.version:type_name -> sandkeep.v1.Version
+	55, // 46: sandkeep.v1.DeleteFilesResponse.agent:type_name -> sandkeep.v1.AgentApply
+	63, // 47: sandkeep.v1.CreateConsoleLinkRequest.ttl:type_name -> google.protobuf.Duration
+	63, // 48: sandkeep.v1.CreateConsoleLinkRequest.session_ttl:type_name -> google.protobuf.Duration
+	61, // 49: sandkeep.v1.CreateConsoleLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 50: sandkeep.v1.AdminService.CreateProject:input_type -> sandkeep.v1.CreateProjectRequest
+	3,  // 51: sandkeep.v1.AdminService.GetProject:input_type -> sandkeep.v1.GetProjectRequest
+	5,  // 52: sandkeep.v1.AdminService.ListProjects:input_type -> sandkeep.v1.ListProjectsRequest
+	7,  // 53: sandkeep.v1.AdminService.CreateSandboxToken:input_type -> sandkeep.v1.CreateSandboxTokenRequest
+	19, // 54: sandkeep.v1.AdminService.ListVersions:input_type -> sandkeep.v1.ListVersionsRequest
+	21, // 55: sandkeep.v1.AdminService.FlushProject:input_type -> sandkeep.v1.FlushProjectRequest
+	23, // 56: sandkeep.v1.AdminService.ListAgents:input_type -> sandkeep.v1.ListAgentsRequest
+	28, // 57: sandkeep.v1.AdminService.DiffVersions:input_type -> sandkeep.v1.DiffVersionsRequest
+	30, // 58: sandkeep.v1.AdminService.ListFiles:input_type -> sandkeep.v1.ListFilesRequest
+	32, // 59: sandkeep.v1.AdminService.ListFileHistory:input_type -> sandkeep.v1.ListFileHistoryRequest
+	35, // 60: sandkeep.v1.AdminService.ReadFile:input_type -> sandkeep.v1.ReadFileRequest
+	37, // 61: sandkeep.v1.AdminService.RollbackProject:input_type -> sandkeep.v1.RollbackProjectRequest
+	39, // 62: sandkeep.v1.AdminService.CreateFileLink:input_type -> sandkeep.v1.CreateFileLinkRequest
+	41, // 63: sandkeep.v1.AdminService.CollectGarbage:input_type -> sandkeep.v1.CollectGarbageRequest
+	43, // 64: sandkeep.v1.AdminService.DeleteProject:input_type -> sandkeep.v1.DeleteProjectRequest
+	45, // 65: sandkeep.v1.AdminService.PinVersion:input_type -> sandkeep.v1.PinVersionRequest
+	48, // 66: sandkeep.v1.AdminService.GetRetention:input_type -> sandkeep.v1.GetRetentionRequest
+	50, // 67: sandkeep.v1.AdminService.SetRetention:input_type -> sandkeep.v1.SetRetentionRequest
+	10, // 68: sandkeep.v1.AdminService.ListTokens:input_type -> sandkeep.v1.ListTokensRequest
+	12, // 69: sandkeep.v1.AdminService.RevokeToken:input_type -> sandkeep.v1.RevokeTokenRequest
+	15, // 70: sandkeep.v1.AdminService.GetProjectLimits:input_type -> sandkeep.v1.GetProjectLimitsRequest
+	17, // 71: sandkeep.v1.AdminService.SetProjectLimits:input_type -> sandkeep.v1.SetProjectLimitsRequest
+	52, // 72: sandkeep.v1.AdminService.PutFiles:input_type -> sandkeep.v1.PutFilesRequest
+	56, // 73: sandkeep.v1.AdminService.DeleteFiles:input_type -> sandkeep.v1.DeleteFilesRequest
+	58, // 74: sandkeep.v1.AdminService.CreateConsoleLink:input_type -> sandkeep.v1.CreateConsoleLinkRequest
+	2,  // 75: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
+	4,  // 76: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
+	6,  // 77: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
+	8,  // 78: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
+	20, // 79: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
+	22, // 80: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
+	25, // 81: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
+	29, // 82: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
+	31, // 83: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
+	34, // 84: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
+	36, // 85: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
+	38, // 86: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
+	40, // 87: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
+	42, // 88: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
+	44, // 89: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
+	46, // 90: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
+	49, // 91: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
+	51, // 92: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
+	11, // 93: sandkeep.v1.AdminService.ListTokens:output_type -> sandkeep.v1.ListTokensResponse
+	13, // 94: sandkeep.v1.AdminService.RevokeToken:output_type -> sandkeep.v1.RevokeTokenResponse
+	16, // 95: sandkeep.v1.AdminService.GetProjectLimits:output_type -> sandkeep.v1.GetProjectLimitsResponse
+	18, // 96: sandkeep.v1.AdminService.SetProjectLimits:output_type -> sandkeep.v1.SetProjectLimitsResponse
+	54, // 97: sandkeep.v1.AdminService.PutFiles:output_type -> sandkeep.v1.PutFilesResponse
+	57, // 98: sandkeep.v1.AdminService.DeleteFiles:output_type -> sandkeep.v1.DeleteFilesResponse
+	59, // 99: sandkeep.v1.AdminService.CreateConsoleLink:output_type -> sandkeep.v1.CreateConsoleLinkResponse
+	75, // [75:100] is the sub-list for method output_type
+	50, // [50:75] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_sandkeep_v1_admin_proto_init() }
@@ -3544,13 +4195,17 @@ func file_sandkeep_v1_admin_proto_init() {
 	file_sandkeep_v1_types_proto_init()
 	file_sandkeep_v1_admin_proto_msgTypes[13].OneofWrappers = []any{}
 	file_sandkeep_v1_admin_proto_msgTypes[46].OneofWrappers = []any{}
+	file_sandkeep_v1_admin_proto_msgTypes[51].OneofWrappers = []any{
+		(*PutFilesRequest_Header)(nil),
+		(*PutFilesRequest_Data)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandkeep_v1_admin_proto_rawDesc), len(file_sandkeep_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   51,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,9 @@ const (
 	AdminService_RevokeToken_FullMethodName        = "/sandkeep.v1.AdminService/RevokeToken"
 	AdminService_GetProjectLimits_FullMethodName   = "/sandkeep.v1.AdminService/GetProjectLimits"
 	AdminService_SetProjectLimits_FullMethodName   = "/sandkeep.v1.AdminService/SetProjectLimits"
+	AdminService_PutFiles_FullMethodName           = "/sandkeep.v1.AdminService/PutFiles"
+	AdminService_DeleteFiles_FullMethodName        = "/sandkeep.v1.AdminService/DeleteFiles"
+	AdminService_CreateConsoleLink_FullMethodName  = "/sandkeep.v1.AdminService/CreateConsoleLink"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -113,6 +116,22 @@ type AdminServiceClient interface {
 	GetProjectLimits(ctx context.Context, in *GetProjectLimitsRequest, opts ...grpc.CallOption) (*GetProjectLimitsResponse, error)
 	// SetProjectLimits changes the limits set in the request.
 	SetProjectLimits(ctx context.Context, in *SetProjectLimitsRequest, opts ...grpc.CallOption) (*SetProjectLimitsResponse, error)
+	// PutFiles writes files into a project's head without a sandbox and
+	// commits one version (kind upload) on it: a header per file, then its
+	// bytes. The files go through the agent's data path (chunks, packs read
+	// back and verified, trees checked, compare-and-set on the head); a live
+	// agent is told as for a rollback and brings them into its workspace,
+	// merging its own changes; a destroyed sandbox gets them at its next
+	// ensure. Bounded by the project's limits; streamed end to end.
+	PutFiles(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PutFilesRequest, PutFilesResponse], error)
+	// DeleteFiles commits a version (kind upload) without the given paths
+	// (a directory goes with everything under it), told to a live agent as
+	// PutFiles is.
+	DeleteFiles(ctx context.Context, in *DeleteFilesRequest, opts ...grpc.CallOption) (*DeleteFilesResponse, error)
+	// CreateConsoleLink returns a URL of the web console that logs a browser
+	// in: as an admin, or (project_id set) for that project alone. The URL
+	// carries a single-use signed token that expires after ttl.
+	CreateConsoleLink(ctx context.Context, in *CreateConsoleLinkRequest, opts ...grpc.CallOption) (*CreateConsoleLinkResponse, error)
 }
 
 type adminServiceClient struct {
@@ -352,6 +371,39 @@ func (c *adminServiceClient) SetProjectLimits(ctx context.Context, in *SetProjec
 	return out, nil
 }
 
+func (c *adminServiceClient) PutFiles(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PutFilesRequest, PutFilesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[1], AdminService_PutFiles_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PutFilesRequest, PutFilesResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_PutFilesClient = grpc.ClientStreamingClient[PutFilesRequest, PutFilesResponse]
+
+func (c *adminServiceClient) DeleteFiles(ctx context.Context, in *DeleteFilesRequest, opts ...grpc.CallOption) (*DeleteFilesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteFilesResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteFiles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CreateConsoleLink(ctx context.Context, in *CreateConsoleLinkRequest, opts ...grpc.CallOption) (*CreateConsoleLinkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateConsoleLinkResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateConsoleLink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -422,6 +474,22 @@ type AdminServiceServer interface {
 	GetProjectLimits(context.Context, *GetProjectLimitsRequest) (*GetProjectLimitsResponse, error)
 	// SetProjectLimits changes the limits set in the request.
 	SetProjectLimits(context.Context, *SetProjectLimitsRequest) (*SetProjectLimitsResponse, error)
+	// PutFiles writes files into a project's head without a sandbox and
+	// commits one version (kind upload) on it: a header per file, then its
+	// bytes. The files go through the agent's data path (chunks, packs read
+	// back and verified, trees checked, compare-and-set on the head); a live
+	// agent is told as for a rollback and brings them into its workspace,
+	// merging its own changes; a destroyed sandbox gets them at its next
+	// ensure. Bounded by the project's limits; streamed end to end.
+	PutFiles(grpc.ClientStreamingServer[PutFilesRequest, PutFilesResponse]) error
+	// DeleteFiles commits a version (kind upload) without the given paths
+	// (a directory goes with everything under it), told to a live agent as
+	// PutFiles is.
+	DeleteFiles(context.Context, *DeleteFilesRequest) (*DeleteFilesResponse, error)
+	// CreateConsoleLink returns a URL of the web console that logs a browser
+	// in: as an admin, or (project_id set) for that project alone. The URL
+	// carries a single-use signed token that expires after ttl.
+	CreateConsoleLink(context.Context, *CreateConsoleLinkRequest) (*CreateConsoleLinkResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -497,6 +565,15 @@ func (UnimplementedAdminServiceServer) GetProjectLimits(context.Context, *GetPro
 }
 func (UnimplementedAdminServiceServer) SetProjectLimits(context.Context, *SetProjectLimitsRequest) (*SetProjectLimitsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetProjectLimits not implemented")
+}
+func (UnimplementedAdminServiceServer) PutFiles(grpc.ClientStreamingServer[PutFilesRequest, PutFilesResponse]) error {
+	return status.Error(codes.Unimplemented, "method PutFiles not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteFiles(context.Context, *DeleteFilesRequest) (*DeleteFilesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteFiles not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateConsoleLink(context.Context, *CreateConsoleLinkRequest) (*CreateConsoleLinkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateConsoleLink not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -908,6 +985,49 @@ func _AdminService_SetProjectLimits_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_PutFiles_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AdminServiceServer).PutFiles(&grpc.GenericServerStream[PutFilesRequest, PutFilesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_PutFilesServer = grpc.ClientStreamingServer[PutFilesRequest, PutFilesResponse]
+
+func _AdminService_DeleteFiles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteFilesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteFiles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteFiles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteFiles(ctx, req.(*DeleteFilesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CreateConsoleLink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateConsoleLinkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateConsoleLink(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateConsoleLink_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateConsoleLink(ctx, req.(*CreateConsoleLinkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -999,12 +1119,25 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "SetProjectLimits",
 			Handler:    _AdminService_SetProjectLimits_Handler,
 		},
+		{
+			MethodName: "DeleteFiles",
+			Handler:    _AdminService_DeleteFiles_Handler,
+		},
+		{
+			MethodName: "CreateConsoleLink",
+			Handler:    _AdminService_CreateConsoleLink_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "ReadFile",
 			Handler:       _AdminService_ReadFile_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "PutFiles",
+			Handler:       _AdminService_PutFiles_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "sandkeep/v1/admin.proto",

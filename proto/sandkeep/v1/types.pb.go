@@ -33,6 +33,9 @@ const (
 	VersionKind_VERSION_KIND_FLUSH VersionKind = 2
 	// Made by a rollback: the root of an older version.
 	VersionKind_VERSION_KIND_ROLLBACK VersionKind = 3
+	// Made by PutFiles or DeleteFiles (sandkeep put, the console): files
+	// written into the head without a sandbox.
+	VersionKind_VERSION_KIND_UPLOAD VersionKind = 4
 )
 
 // Enum value maps for VersionKind.
@@ -42,12 +45,14 @@ var (
 		1: "VERSION_KIND_SYNC",
 		2: "VERSION_KIND_FLUSH",
 		3: "VERSION_KIND_ROLLBACK",
+		4: "VERSION_KIND_UPLOAD",
 	}
 	VersionKind_value = map[string]int32{
 		"VERSION_KIND_UNSPECIFIED": 0,
 		"VERSION_KIND_SYNC":        1,
 		"VERSION_KIND_FLUSH":       2,
 		"VERSION_KIND_ROLLBACK":    3,
+		"VERSION_KIND_UPLOAD":      4,
 	}
 )
 
@@ -445,12 +450,13 @@ const file_sandkeep_v1_types_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x12\n" +
-	"\x04head\x18\x04 \x01(\x03R\x04head*u\n" +
+	"\x04head\x18\x04 \x01(\x03R\x04head*\x8e\x01\n" +
 	"\vVersionKind\x12\x1c\n" +
 	"\x18VERSION_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11VERSION_KIND_SYNC\x10\x01\x12\x16\n" +
 	"\x12VERSION_KIND_FLUSH\x10\x02\x12\x19\n" +
-	"\x15VERSION_KIND_ROLLBACK\x10\x03*n\n" +
+	"\x15VERSION_KIND_ROLLBACK\x10\x03\x12\x17\n" +
+	"\x13VERSION_KIND_UPLOAD\x10\x04*n\n" +
 	"\tEntryType\x12\x1a\n" +
 	"\x16ENTRY_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fENTRY_TYPE_FILE\x10\x01\x12\x18\n" +

@@ -174,7 +174,7 @@ func CheckVersion(v metastore.Version) error {
 		return fmt.Errorf("%w: negative parent %d", metastore.ErrInvalid, v.Parent)
 	case v.Root.IsZero():
 		return fmt.Errorf("%w: version without root tree", metastore.ErrInvalid)
-	case v.Kind != metastore.KindSync && v.Kind != metastore.KindFlush && v.Kind != metastore.KindRollback:
+	case v.Kind != metastore.KindSync && v.Kind != metastore.KindFlush && v.Kind != metastore.KindRollback && v.Kind != metastore.KindUpload:
 		return fmt.Errorf("%w: unknown version kind %q", metastore.ErrInvalid, v.Kind)
 	case v.Files < 0 || v.Bytes < 0:
 		return fmt.Errorf("%w: negative file count or size", metastore.ErrInvalid)
