@@ -27,6 +27,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/blobstore/fsstore"
 	"github.com/sandkeep/sandkeep/internal/blobstore/s3store"
+	"github.com/sandkeep/sandkeep/internal/console"
 	"github.com/sandkeep/sandkeep/internal/lifecycle"
 	"github.com/sandkeep/sandkeep/internal/links"
 	"github.com/sandkeep/sandkeep/internal/metastore"
@@ -340,12 +341,20 @@ func (s *Server) build() error {
 		s.Metrics.Heartbeats.Inc()
 		s.Lifecycle.OnHeartbeat(project, hb)
 	}
-	pb.RegisterLifecycleServiceServer(s.grpc, api.NewLifecycleServer(s.Lifecycle, s.log)) // lifecycle
+	lifeSrv := api.NewLifecycleServer(s.Lifecycle, s.log)
+	pb.RegisterLifecycleServiceServer(s.grpc, lifeSrv) // lifecycle
 	agentSrv := api.NewAgentServer(s.Repo, s.Sessions, s.log)
 	agentSrv.SetMetrics(s.Metrics)
 	pb.RegisterAgentServiceServer(s.grpc, agentSrv)
-	pb.RegisterAdminServiceServer(s.grpc, api.NewAdminServer(s.Repo, s.Sessions, s.log).WithLinks(links.NewLinker(s.URLSigner, s.publicURL).WithClock(s.now)).
-		WithGCGrace(s.cfg.GC.grace()))
+	adminSrv := api.NewAdminServer(s.Repo, s.Sessions, s.log).WithLinks(links.NewLinker(s.URLSigner, s.publicURL).WithClock(s.now)).
+		WithGCGrace(s.cfg.GC.grace())
+	// The web console calls these same two services in process.
+	ui, err := console.New(console.Config{Admin: adminSrv, Lifecycle: lifeSrv, Signer: s.URLSigner, PublicURL: s.publicURL, Log: s.log, Now: s.now})
+	if err != nil {
+		return err
+	}
+	adminSrv.WithConsole(ui)
+	pb.RegisterAdminServiceServer(s.grpc, adminSrv)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -363,6 +372,7 @@ func (s *Server) build() error {
 		mm.Handle("GET /metrics", s.Metrics.Handler())
 		s.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
 	}
+	mux.Handle(console.Prefix, ui)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -382,6 +392,8 @@ func (s *Server) build() error {
 			name = "metrics"
 		case r.URL.Path == "/healthz":
 			name = "healthz"
+		case strings.HasPrefix(r.URL.Path, console.Prefix):
+			name = "console"
 		}
 		if name == "links" {
 			fileLinks.ServeHTTP(rec, r)
