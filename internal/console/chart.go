@@ -97,7 +97,11 @@ func renderChart(days []day) string {
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" width="100%%" role="img" aria-label="Sandbox hours and cost per day, last %d days" font-family="system-ui,sans-serif" font-size="11">`, W, H, len(days))
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#ccc"/>`, left, top, pw, ph)
 	fmt.Fprintf(&b, `<text x="4" y="%d">%.0f h</text><text x="4" y="%d">0</text>`, top+10, maxH, top+int(ph))
-	fmt.Fprintf(&b, `<text x="%d" y="%d">$%.2f</text><text x="%d" y="%d">$0</text>`, W-right+4, top+10, maxD, W-right+4, top+int(ph))
+	dfmt := "$%.2f"
+	if maxD < 1 {
+		dfmt = "$%.4f"
+	}
+	fmt.Fprintf(&b, `<text x="%d" y="%d">`+dfmt+`</text><text x="%d" y="%d">$0</text>`, W-right+4, top+10, maxD, W-right+4, top+int(ph))
 	var line, always []string
 	for i, d := range days {
 		x := float64(left) + float64(i)*bw
