@@ -14,6 +14,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/auth"
 	"github.com/sandkeep/sandkeep/internal/links"
 	"github.com/sandkeep/sandkeep/internal/metastore"
+	"github.com/sandkeep/sandkeep/internal/metrics"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/sessions"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
@@ -29,6 +30,7 @@ type AdminServer struct {
 	log      *slog.Logger
 	gcGrace  time.Duration // gc.Options.Grace of CollectGarbage (0: gc's default)
 	console  ConsoleLinker // nil: no web console
+	metrics  *metrics.Metrics
 }
 
 // NewAdminServer returns the admin API over r and the agent sessions reg.

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sandkeep/sandkeep/internal/metrics"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/sessions"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
@@ -235,4 +236,35 @@ func (s *AdminServer) CreateConsoleLink(ctx context.Context, req *pb.CreateConso
 	}
 	s.log.InfoContext(ctx, "console link created", "project", req.GetProjectId(), "expires", exp)
 	return &pb.CreateConsoleLinkResponse{Url: u, ExpireTime: timestamppb.New(exp)}, nil
+}
+
+// WithMetrics lets GetActivity read the coordinator's metrics.
+func (s *AdminServer) WithMetrics(m *metrics.Metrics) *AdminServer {
+	s.metrics = m
+	return s
+}
+
+// GetActivity implements pb.AdminServiceServer.
+func (s *AdminServer) GetActivity(ctx context.Context, _ *pb.GetActivityRequest) (*pb.GetActivityResponse, error) {
+	if s.metrics == nil {
+		return nil, status.Error(codes.Unavailable, "this coordinator keeps no metrics")
+	}
+	a, err := s.metrics.Activity()
+	if err != nil {
+		return nil, toStatus(ctx, s.log, "get activity", err)
+	}
+	out := &pb.GetActivityResponse{
+		StartTime: timestamppb.New(a.Since), GcRunsOk: a.GCRunsOK, GcRunsFailed: a.GCRunsFailed,
+		GcBytesFreed: a.GCBytesFreed, GcVersionsDeleted: a.GCVersionsDeleted, PacksFailedVerification: a.PacksFailed,
+	}
+	if !a.GCLastSuccess.IsZero() {
+		out.GcLastSuccessTime = timestamppb.New(a.GCLastSuccess)
+	}
+	for _, c := range a.ReaperActions {
+		out.LifecycleActions = append(out.LifecycleActions, &pb.ActivityCount{What: c.What, Result: c.Result, Count: c.N})
+	}
+	for _, c := range a.Replaced {
+		out.SandboxesReplaced = append(out.SandboxesReplaced, &pb.ActivityCount{What: c.What, Result: c.Result, Count: c.N})
+	}
+	return out, nil
 }

@@ -2,6 +2,7 @@ package console
 
 import (
 	"cmp"
+	"fmt"
 	"net/http"
 	"path"
 	"slices"
@@ -87,6 +88,7 @@ func (c *Console) projectRows(r *http.Request) ([]projectRow, *pb.GetCostRespons
 }
 
 type overviewData struct {
+	Activity  *pb.GetActivityResponse
 	Projects  int
 	ByState   []stateCount
 	Total     *pb.ProjectCost
@@ -113,6 +115,15 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	d := overviewData{Projects: len(rows), Total: cost.GetTotal()}
+	if act, err := c.admin.GetActivity(r.Context(), &pb.GetActivityRequest{}); err == nil {
+		d.Activity = act
+		if n := act.GetPacksFailedVerification(); n > 0 {
+			d.Attention = append(d.Attention, attention{What: fmt.Sprintf("%d uploaded packs failed verification since %s (a broken or hostile agent; see the coordinator's log)", n, act.GetStartTime().AsTime().UTC().Format(time.RFC3339))})
+		}
+		if n := act.GetGcRunsFailed(); n > 0 {
+			d.Attention = append(d.Attention, attention{What: fmt.Sprintf("%d garbage collections failed (see the coordinator's log)", n)})
+		}
+	}
 	counts := map[string]int{}
 	for _, row := range rows {
 		sb := row.Sandbox

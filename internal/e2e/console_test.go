@@ -176,6 +176,9 @@ func TestConsoleAuth(t *testing.T) {
 	// An admin session sees both; the beta page lists its file.
 	admin := browserless(t)
 	get(t, admin, consoleLink(t, c, "", time.Minute))
+	if p := get(t, admin, c.HTTP+"/ui/"); p.code != 200 || !strings.Contains(p.body, "Background work since") || !strings.Contains(p.body, "Sandboxes by state") {
+		t.Fatalf("overview as admin: %d %q", p.code, p.body)
+	}
 	if p := get(t, admin, c.HTTP+"/ui/projects"); p.code != 200 || !strings.Contains(p.body, "alpha") || !strings.Contains(p.body, "beta") {
 		t.Fatalf("projects as admin: %d", p.code)
 	}

@@ -252,6 +252,10 @@ func TestCLIPut(t *testing.T) {
 	if !strings.Contains(errOut, "no such file") {
 		t.Fatalf("put of a missing local file: %q", errOut)
 	}
+	out, _ = run(true, nil, "activity", "--json")
+	if !strings.Contains(out, `"packs_failed_verification": 0`) || !strings.Contains(out, `"lifecycle_actions": []`) {
+		t.Fatalf("activity --json printed %s", out)
+	}
 	_, errOut = run(false, nil, "flush", "--project", project)
 	if !strings.Contains(errOut, "no agent of this project is connected") || !strings.Contains(errOut, "sandbox ensure") || strings.Contains(errOut, "max retries") {
 		t.Fatalf("flush without an agent: %q", errOut)

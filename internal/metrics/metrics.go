@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -13,6 +14,7 @@ import (
 // Metrics are the coordinator's instruments.
 type Metrics struct {
 	Registry *prometheus.Registry
+	started  time.Time
 
 	Commits        *prometheus.CounterVec // result: ok, conflict, error; kind: sync, flush, rollback
 	CommitSeconds  prometheus.Histogram   // coordinator-side commit latency
@@ -46,6 +48,7 @@ func New() *Metrics {
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &Metrics{
 		Registry: r,
+		started:  time.Now(),
 		Commits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "sandkeep", Name: "commits_total", Help: "Version commits (backups) by result and kind.",
 		}, []string{"result", "kind"}),

@@ -347,7 +347,7 @@ func (s *Server) build() error {
 	agentSrv.SetMetrics(s.Metrics)
 	pb.RegisterAgentServiceServer(s.grpc, agentSrv)
 	adminSrv := api.NewAdminServer(s.Repo, s.Sessions, s.log).WithLinks(links.NewLinker(s.URLSigner, s.publicURL).WithClock(s.now)).
-		WithGCGrace(s.cfg.GC.grace())
+		WithGCGrace(s.cfg.GC.grace()).WithMetrics(s.Metrics)
 	// The web console calls these same two services in process.
 	ui, err := console.New(console.Config{Admin: adminSrv, Lifecycle: lifeSrv, Signer: s.URLSigner, PublicURL: s.publicURL, Log: s.log, Now: s.now})
 	if err != nil {

@@ -3678,6 +3678,217 @@ func (x *CreateConsoleLinkResponse) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// GetActivityRequest asks for this coordinator's activity.
+type GetActivityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetActivityRequest) Reset() {
+	*x = GetActivityRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetActivityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetActivityRequest) ProtoMessage() {}
+
+func (x *GetActivityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetActivityRequest.ProtoReflect.Descriptor instead.
+func (*GetActivityRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{59}
+}
+
+// GetActivityResponse counts since start_time (this process's start).
+type GetActivityResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	StartTime         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	GcRunsOk          int64                  `protobuf:"varint,2,opt,name=gc_runs_ok,json=gcRunsOk,proto3" json:"gc_runs_ok,omitempty"`
+	GcRunsFailed      int64                  `protobuf:"varint,3,opt,name=gc_runs_failed,json=gcRunsFailed,proto3" json:"gc_runs_failed,omitempty"`
+	GcBytesFreed      int64                  `protobuf:"varint,4,opt,name=gc_bytes_freed,json=gcBytesFreed,proto3" json:"gc_bytes_freed,omitempty"`
+	GcVersionsDeleted int64                  `protobuf:"varint,5,opt,name=gc_versions_deleted,json=gcVersionsDeleted,proto3" json:"gc_versions_deleted,omitempty"`
+	// Unset: no periodic garbage collection has succeeded yet.
+	GcLastSuccessTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=gc_last_success_time,json=gcLastSuccessTime,proto3" json:"gc_last_success_time,omitempty"`
+	// Lifecycle actions on sandboxes (what: stop, destroy, ...; result).
+	LifecycleActions []*ActivityCount `protobuf:"bytes,7,rep,name=lifecycle_actions,json=lifecycleActions,proto3" json:"lifecycle_actions,omitempty"`
+	// Sandboxes replaced (what: lost, failed, silent, stuck).
+	SandboxesReplaced []*ActivityCount `protobuf:"bytes,8,rep,name=sandboxes_replaced,json=sandboxesReplaced,proto3" json:"sandboxes_replaced,omitempty"`
+	// Uploaded packs that failed verification (a hostile or broken agent).
+	PacksFailedVerification int64 `protobuf:"varint,9,opt,name=packs_failed_verification,json=packsFailedVerification,proto3" json:"packs_failed_verification,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *GetActivityResponse) Reset() {
+	*x = GetActivityResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetActivityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetActivityResponse) ProtoMessage() {}
+
+func (x *GetActivityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetActivityResponse.ProtoReflect.Descriptor instead.
+func (*GetActivityResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *GetActivityResponse) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *GetActivityResponse) GetGcRunsOk() int64 {
+	if x != nil {
+		return x.GcRunsOk
+	}
+	return 0
+}
+
+func (x *GetActivityResponse) GetGcRunsFailed() int64 {
+	if x != nil {
+		return x.GcRunsFailed
+	}
+	return 0
+}
+
+func (x *GetActivityResponse) GetGcBytesFreed() int64 {
+	if x != nil {
+		return x.GcBytesFreed
+	}
+	return 0
+}
+
+func (x *GetActivityResponse) GetGcVersionsDeleted() int64 {
+	if x != nil {
+		return x.GcVersionsDeleted
+	}
+	return 0
+}
+
+func (x *GetActivityResponse) GetGcLastSuccessTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GcLastSuccessTime
+	}
+	return nil
+}
+
+func (x *GetActivityResponse) GetLifecycleActions() []*ActivityCount {
+	if x != nil {
+		return x.LifecycleActions
+	}
+	return nil
+}
+
+func (x *GetActivityResponse) GetSandboxesReplaced() []*ActivityCount {
+	if x != nil {
+		return x.SandboxesReplaced
+	}
+	return nil
+}
+
+func (x *GetActivityResponse) GetPacksFailedVerification() int64 {
+	if x != nil {
+		return x.PacksFailedVerification
+	}
+	return 0
+}
+
+// ActivityCount is one counter.
+type ActivityCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	What          string                 `protobuf:"bytes,1,opt,name=what,proto3" json:"what,omitempty"`
+	Result        string                 `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	Count         int64                  `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivityCount) Reset() {
+	*x = ActivityCount{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivityCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivityCount) ProtoMessage() {}
+
+func (x *ActivityCount) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivityCount.ProtoReflect.Descriptor instead.
+func (*ActivityCount) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ActivityCount) GetWhat() string {
+	if x != nil {
+		return x.What
+	}
+	return ""
+}
+
+func (x *ActivityCount) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *ActivityCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 var File_sandkeep_v1_admin_proto protoreflect.FileDescriptor
 
 const file_sandkeep_v1_admin_proto_rawDesc = "" +
@@ -3958,13 +4169,30 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\x19CreateConsoleLinkResponse\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12;\n" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime*s\n" +
+	"expireTime\"\x14\n" +
+	"\x12GetActivityRequest\"\x87\x04\n" +
+	"\x13GetActivityResponse\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x1c\n" +
+	"\n" +
+	"gc_runs_ok\x18\x02 \x01(\x03R\bgcRunsOk\x12$\n" +
+	"\x0egc_runs_failed\x18\x03 \x01(\x03R\fgcRunsFailed\x12$\n" +
+	"\x0egc_bytes_freed\x18\x04 \x01(\x03R\fgcBytesFreed\x12.\n" +
+	"\x13gc_versions_deleted\x18\x05 \x01(\x03R\x11gcVersionsDeleted\x12K\n" +
+	"\x14gc_last_success_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x11gcLastSuccessTime\x12G\n" +
+	"\x11lifecycle_actions\x18\a \x03(\v2\x1a.sandkeep.v1.ActivityCountR\x10lifecycleActions\x12I\n" +
+	"\x12sandboxes_replaced\x18\b \x03(\v2\x1a.sandkeep.v1.ActivityCountR\x11sandboxesReplaced\x12:\n" +
+	"\x19packs_failed_verification\x18\t \x01(\x03R\x17packsFailedVerification\"Q\n" +
+	"\rActivityCount\x12\x12\n" +
+	"\x04what\x18\x01 \x01(\tR\x04what\x12\x16\n" +
+	"\x06result\x18\x02 \x01(\tR\x06result\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x18\n" +
 	"\x14CHANGE_KIND_MODIFIED\x10\x02\x12\x17\n" +
-	"\x13CHANGE_KIND_DELETED\x10\x032\xfd\x10\n" +
+	"\x13CHANGE_KIND_DELETED\x10\x032\xcf\x11\n" +
 	"\fAdminService\x12V\n" +
 	"\rCreateProject\x12!.sandkeep.v1.CreateProjectRequest\x1a\".sandkeep.v1.CreateProjectResponse\x12M\n" +
 	"\n" +
@@ -3994,7 +4222,8 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\x10SetProjectLimits\x12$.sandkeep.v1.SetProjectLimitsRequest\x1a%.sandkeep.v1.SetProjectLimitsResponse\x12I\n" +
 	"\bPutFiles\x12\x1c.sandkeep.v1.PutFilesRequest\x1a\x1d.sandkeep.v1.PutFilesResponse(\x01\x12P\n" +
 	"\vDeleteFiles\x12\x1f.sandkeep.v1.DeleteFilesRequest\x1a .sandkeep.v1.DeleteFilesResponse\x12b\n" +
-	"\x11CreateConsoleLink\x12%.sandkeep.v1.CreateConsoleLinkRequest\x1a&.sandkeep.v1.CreateConsoleLinkResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
+	"\x11CreateConsoleLink\x12%.sandkeep.v1.CreateConsoleLinkRequest\x1a&.sandkeep.v1.CreateConsoleLinkResponse\x12P\n" +
+	"\vGetActivity\x12\x1f.sandkeep.v1.GetActivityRequest\x1a .sandkeep.v1.GetActivityResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
 
 var (
 	file_sandkeep_v1_admin_proto_rawDescOnce sync.Once
@@ -4009,7 +4238,7 @@ func file_sandkeep_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_sandkeep_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_sandkeep_v1_admin_proto_goTypes = []any{
 	(ChangeKind)(0),                    // 0: sandkeep.v1.ChangeKind
 	(*CreateProjectRequest)(nil),       // 1: sandkeep.v1.CreateProjectRequest
@@ -4071,119 +4300,128 @@ var file_sandkeep_v1_admin_proto_goTypes = []any{
 	(*DeleteFilesResponse)(nil),        // 57: sandkeep.v1.DeleteFilesResponse
 	(*CreateConsoleLinkRequest)(nil),   // 58: sandkeep.v1.CreateConsoleLinkRequest
 	(*CreateConsoleLinkResponse)(nil),  // 59: sandkeep.v1.CreateConsoleLinkResponse
-	(*Project)(nil),                    // 60: sandkeep.v1.Project
-	(*timestamppb.Timestamp)(nil),      // 61: google.protobuf.Timestamp
-	(*Version)(nil),                    // 62: sandkeep.v1.Version
-	(*durationpb.Duration)(nil),        // 63: google.protobuf.Duration
-	(*Heartbeat)(nil),                  // 64: sandkeep.v1.Heartbeat
-	(EntryType)(0),                     // 65: sandkeep.v1.EntryType
+	(*GetActivityRequest)(nil),         // 60: sandkeep.v1.GetActivityRequest
+	(*GetActivityResponse)(nil),        // 61: sandkeep.v1.GetActivityResponse
+	(*ActivityCount)(nil),              // 62: sandkeep.v1.ActivityCount
+	(*Project)(nil),                    // 63: sandkeep.v1.Project
+	(*timestamppb.Timestamp)(nil),      // 64: google.protobuf.Timestamp
+	(*Version)(nil),                    // 65: sandkeep.v1.Version
+	(*durationpb.Duration)(nil),        // 66: google.protobuf.Duration
+	(*Heartbeat)(nil),                  // 67: sandkeep.v1.Heartbeat
+	(EntryType)(0),                     // 68: sandkeep.v1.EntryType
 }
 var file_sandkeep_v1_admin_proto_depIdxs = []int32{
-	60, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
-	60, // 1: sandkeep.v1.GetProjectResponse.project:type_name -> sandkeep.v1.Project
-	60, // 2: sandkeep.v1.ListProjectsResponse.projects:type_name -> sandkeep.v1.Project
-	61, // 3: sandkeep.v1.CreateSandboxTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	61, // 4: sandkeep.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
-	61, // 5: sandkeep.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
-	61, // 6: sandkeep.v1.TokenInfo.last_use_time:type_name -> google.protobuf.Timestamp
+	63, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
+	63, // 1: sandkeep.v1.GetProjectResponse.project:type_name -> sandkeep.v1.Project
+	63, // 2: sandkeep.v1.ListProjectsResponse.projects:type_name -> sandkeep.v1.Project
+	64, // 3: sandkeep.v1.CreateSandboxTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	64, // 4: sandkeep.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
+	64, // 5: sandkeep.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
+	64, // 6: sandkeep.v1.TokenInfo.last_use_time:type_name -> google.protobuf.Timestamp
 	9,  // 7: sandkeep.v1.ListTokensResponse.tokens:type_name -> sandkeep.v1.TokenInfo
 	9,  // 8: sandkeep.v1.RevokeTokenResponse.token:type_name -> sandkeep.v1.TokenInfo
 	14, // 9: sandkeep.v1.GetProjectLimitsResponse.limits:type_name -> sandkeep.v1.ProjectLimits
 	14, // 10: sandkeep.v1.SetProjectLimitsRequest.limits:type_name -> sandkeep.v1.ProjectLimits
 	14, // 11: sandkeep.v1.SetProjectLimitsResponse.limits:type_name -> sandkeep.v1.ProjectLimits
-	62, // 12: sandkeep.v1.ListVersionsResponse.versions:type_name -> sandkeep.v1.Version
-	63, // 13: sandkeep.v1.FlushProjectRequest.timeout:type_name -> google.protobuf.Duration
-	61, // 14: sandkeep.v1.AgentInfo.last_seen_time:type_name -> google.protobuf.Timestamp
-	64, // 15: sandkeep.v1.AgentInfo.heartbeat:type_name -> sandkeep.v1.Heartbeat
+	65, // 12: sandkeep.v1.ListVersionsResponse.versions:type_name -> sandkeep.v1.Version
+	66, // 13: sandkeep.v1.FlushProjectRequest.timeout:type_name -> google.protobuf.Duration
+	64, // 14: sandkeep.v1.AgentInfo.last_seen_time:type_name -> google.protobuf.Timestamp
+	67, // 15: sandkeep.v1.AgentInfo.heartbeat:type_name -> sandkeep.v1.Heartbeat
 	24, // 16: sandkeep.v1.ListAgentsResponse.agents:type_name -> sandkeep.v1.AgentInfo
-	65, // 17: sandkeep.v1.FileInfo.type:type_name -> sandkeep.v1.EntryType
+	68, // 17: sandkeep.v1.FileInfo.type:type_name -> sandkeep.v1.EntryType
 	0,  // 18: sandkeep.v1.FileChange.kind:type_name -> sandkeep.v1.ChangeKind
 	26, // 19: sandkeep.v1.FileChange.old_file:type_name -> sandkeep.v1.FileInfo
 	26, // 20: sandkeep.v1.FileChange.new_file:type_name -> sandkeep.v1.FileInfo
 	27, // 21: sandkeep.v1.DiffVersionsResponse.changes:type_name -> sandkeep.v1.FileChange
 	26, // 22: sandkeep.v1.ListFilesResponse.files:type_name -> sandkeep.v1.FileInfo
-	62, // 23: sandkeep.v1.ListFilesResponse.version:type_name -> sandkeep.v1.Version
-	62, // 24: sandkeep.v1.FileRevision.version:type_name -> sandkeep.v1.Version
+	65, // 23: sandkeep.v1.ListFilesResponse.version:type_name -> sandkeep.v1.Version
+	65, // 24: sandkeep.v1.FileRevision.version:type_name -> sandkeep.v1.Version
 	0,  // 25: sandkeep.v1.FileRevision.kind:type_name -> sandkeep.v1.ChangeKind
 	26, // 26: sandkeep.v1.FileRevision.file:type_name -> sandkeep.v1.FileInfo
 	33, // 27: sandkeep.v1.ListFileHistoryResponse.revisions:type_name -> sandkeep.v1.FileRevision
 	26, // 28: sandkeep.v1.ReadFileResponse.file:type_name -> sandkeep.v1.FileInfo
-	62, // 29: sandkeep.v1.ReadFileResponse.version:type_name -> sandkeep.v1.Version
-	63, // 30: sandkeep.v1.RollbackProjectRequest.agent_timeout:type_name -> google.protobuf.Duration
-	62, // 31: sandkeep.v1.RollbackProjectResponse.version:type_name -> sandkeep.v1.Version
-	63, // 32: sandkeep.v1.CreateFileLinkRequest.ttl:type_name -> google.protobuf.Duration
-	61, // 33: sandkeep.v1.CreateFileLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	62, // 34: sandkeep.v1.PinVersionResponse.version:type_name -> sandkeep.v1.Version
-	63, // 35: sandkeep.v1.RetentionPolicy.keep_within:type_name -> google.protobuf.Duration
+	65, // 29: sandkeep.v1.ReadFileResponse.version:type_name -> sandkeep.v1.Version
+	66, // 30: sandkeep.v1.RollbackProjectRequest.agent_timeout:type_name -> google.protobuf.Duration
+	65, // 31: sandkeep.v1.RollbackProjectResponse.version:type_name -> sandkeep.v1.Version
+	66, // 32: sandkeep.v1.CreateFileLinkRequest.ttl:type_name -> google.protobuf.Duration
+	64, // 33: sandkeep.v1.CreateFileLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	65, // 34: sandkeep.v1.PinVersionResponse.version:type_name -> sandkeep.v1.Version
+	66, // 35: sandkeep.v1.RetentionPolicy.keep_within:type_name -> google.protobuf.Duration
 	47, // 36: sandkeep.v1.GetRetentionResponse.policy:type_name -> sandkeep.v1.RetentionPolicy
 	47, // 37: sandkeep.v1.SetRetentionRequest.policy:type_name -> sandkeep.v1.RetentionPolicy
 	47, // 38: sandkeep.v1.SetRetentionResponse.policy:type_name -> sandkeep.v1.RetentionPolicy
 	53, // 39: sandkeep.v1.PutFilesRequest.header:type_name -> sandkeep.v1.PutFileHeader
-	61, // 40: sandkeep.v1.PutFileHeader.mtime:type_name -> google.protobuf.Timestamp
-	63, // 41: sandkeep.v1.PutFileHeader.agent_timeout:type_name -> google.protobuf.Duration
-	62, // 42: sandkeep.v1.PutFilesResponse.version:type_name -> sandkeep.v1.Version
+	64, // 40: sandkeep.v1.PutFileHeader.mtime:type_name -> google.protobuf.Timestamp
+	66, // 41: sandkeep.v1.PutFileHeader.agent_timeout:type_name -> google.protobuf.Duration
+	65, // 42: sandkeep.v1.PutFilesResponse.version:type_name -> sandkeep.v1.Version
 	55, // 43: sandkeep.v1.PutFilesResponse.agent:type_name -> sandkeep.v1.AgentApply
-	63, // 44: sandkeep.v1.DeleteFilesRequest.agent_timeout:type_name -> google.protobuf.Duration
-	62, // 45: sandkeep.v1.DeleteFilesResponse.version:type_name -> sandkeep.v1.Version
+	66, // 44: sandkeep.v1.DeleteFilesRequest.agent_timeout:type_name -> google.protobuf.Duration
+	65, // 45: sandkeep.v1.DeleteFilesResponse.version:type_name -> sandkeep.v1.Version
 	55, // 46: sandkeep.v1.DeleteFilesResponse.agent:type_name -> sandkeep.v1.AgentApply
-	63, // 47: sandkeep.v1.CreateConsoleLinkRequest.ttl:type_name -> google.protobuf.Duration
-	63, // 48: sandkeep.v1.CreateConsoleLinkRequest.session_ttl:type_name -> google.protobuf.Duration
-	61, // 49: sandkeep.v1.CreateConsoleLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 50: sandkeep.v1.AdminService.CreateProject:input_type -> sandkeep.v1.CreateProjectRequest
-	3,  // 51: sandkeep.v1.AdminService.GetProject:input_type -> sandkeep.v1.GetProjectRequest
-	5,  // 52: sandkeep.v1.AdminService.ListProjects:input_type -> sandkeep.v1.ListProjectsRequest
-	7,  // 53: sandkeep.v1.AdminService.CreateSandboxToken:input_type -> sandkeep.v1.CreateSandboxTokenRequest
-	19, // 54: sandkeep.v1.AdminService.ListVersions:input_type -> sandkeep.v1.ListVersionsRequest
-	21, // 55: sandkeep.v1.AdminService.FlushProject:input_type -> sandkeep.v1.FlushProjectRequest
-	23, // 56: sandkeep.v1.AdminService.ListAgents:input_type -> sandkeep.v1.ListAgentsRequest
-	28, // 57: sandkeep.v1.AdminService.DiffVersions:input_type -> sandkeep.v1.DiffVersionsRequest
-	30, // 58: sandkeep.v1.AdminService.ListFiles:input_type -> sandkeep.v1.ListFilesRequest
-	32, // 59: sandkeep.v1.AdminService.ListFileHistory:input_type -> sandkeep.v1.ListFileHistoryRequest
-	35, // 60: sandkeep.v1.AdminService.ReadFile:input_type -> sandkeep.v1.ReadFileRequest
-	37, // 61: sandkeep.v1.AdminService.RollbackProject:input_type -> sandkeep.v1.RollbackProjectRequest
-	39, // 62: sandkeep.v1.AdminService.CreateFileLink:input_type -> sandkeep.v1.CreateFileLinkRequest
-	41, // 63: sandkeep.v1.AdminService.CollectGarbage:input_type -> sandkeep.v1.CollectGarbageRequest
-	43, // 64: sandkeep.v1.AdminService.DeleteProject:input_type -> sandkeep.v1.DeleteProjectRequest
-	45, // 65: sandkeep.v1.AdminService.PinVersion:input_type -> sandkeep.v1.PinVersionRequest
-	48, // 66: sandkeep.v1.AdminService.GetRetention:input_type -> sandkeep.v1.GetRetentionRequest
-	50, // 67: sandkeep.v1.AdminService.SetRetention:input_type -> sandkeep.v1.SetRetentionRequest
-	10, // 68: sandkeep.v1.AdminService.ListTokens:input_type -> sandkeep.v1.ListTokensRequest
-	12, // 69: sandkeep.v1.AdminService.RevokeToken:input_type -> sandkeep.v1.RevokeTokenRequest
-	15, // 70: sandkeep.v1.AdminService.GetProjectLimits:input_type -> sandkeep.v1.GetProjectLimitsRequest
-	17, // 71: sandkeep.v1.AdminService.SetProjectLimits:input_type -> sandkeep.v1.SetProjectLimitsRequest
-	52, // 72: sandkeep.v1.AdminService.PutFiles:input_type -> sandkeep.v1.PutFilesRequest
-	56, // 73: sandkeep.v1.AdminService.DeleteFiles:input_type -> sandkeep.v1.DeleteFilesRequest
-	58, // 74: sandkeep.v1.AdminService.CreateConsoleLink:input_type -> sandkeep.v1.CreateConsoleLinkRequest
-	2,  // 75: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
-	4,  // 76: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
-	6,  // 77: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
-	8,  // 78: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
-	20, // 79: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
-	22, // 80: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
-	25, // 81: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
-	29, // 82: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
-	31, // 83: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
-	34, // 84: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
-	36, // 85: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
-	38, // 86: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
-	40, // 87: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
-	42, // 88: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
-	44, // 89: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
-	46, // 90: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
-	49, // 91: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
-	51, // 92: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
-	11, // 93: sandkeep.v1.AdminService.ListTokens:output_type -> sandkeep.v1.ListTokensResponse
-	13, // 94: sandkeep.v1.AdminService.RevokeToken:output_type -> sandkeep.v1.RevokeTokenResponse
-	16, // 95: sandkeep.v1.AdminService.GetProjectLimits:output_type -> sandkeep.v1.GetProjectLimitsResponse
-	18, // 96: sandkeep.v1.AdminService.SetProjectLimits:output_type -> sandkeep.v1.SetProjectLimitsResponse
-	54, // 97: sandkeep.v1.AdminService.PutFiles:output_type -> sandkeep.v1.PutFilesResponse
-	57, // 98: sandkeep.v1.AdminService.DeleteFiles:output_type -> sandkeep.v1.DeleteFilesResponse
-	59, // 99: sandkeep.v1.AdminService.CreateConsoleLink:output_type -> sandkeep.v1.CreateConsoleLinkResponse
-	75, // [75:100] is the sub-list for method output_type
-	50, // [50:75] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	66, // 47: sandkeep.v1.CreateConsoleLinkRequest.ttl:type_name -> google.protobuf.Duration
+	66, // 48: sandkeep.v1.CreateConsoleLinkRequest.session_ttl:type_name -> google.protobuf.Duration
+	64, // 49: sandkeep.v1.CreateConsoleLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	64, // 50: sandkeep.v1.GetActivityResponse.start_time:type_name -> google.protobuf.Timestamp
+	64, // 51: sandkeep.v1.GetActivityResponse.gc_last_success_time:type_name -> google.protobuf.Timestamp
+	62, // 52: sandkeep.v1.GetActivityResponse.lifecycle_actions:type_name -> sandkeep.v1.ActivityCount
+	62, // 53: sandkeep.v1.GetActivityResponse.sandboxes_replaced:type_name -> sandkeep.v1.ActivityCount
+	1,  // 54: sandkeep.v1.AdminService.CreateProject:input_type -> sandkeep.v1.CreateProjectRequest
+	3,  // 55: sandkeep.v1.AdminService.GetProject:input_type -> sandkeep.v1.GetProjectRequest
+	5,  // 56: sandkeep.v1.AdminService.ListProjects:input_type -> sandkeep.v1.ListProjectsRequest
+	7,  // 57: sandkeep.v1.AdminService.CreateSandboxToken:input_type -> sandkeep.v1.CreateSandboxTokenRequest
+	19, // 58: sandkeep.v1.AdminService.ListVersions:input_type -> sandkeep.v1.ListVersionsRequest
+	21, // 59: sandkeep.v1.AdminService.FlushProject:input_type -> sandkeep.v1.FlushProjectRequest
+	23, // 60: sandkeep.v1.AdminService.ListAgents:input_type -> sandkeep.v1.ListAgentsRequest
+	28, // 61: sandkeep.v1.AdminService.DiffVersions:input_type -> sandkeep.v1.DiffVersionsRequest
+	30, // 62: sandkeep.v1.AdminService.ListFiles:input_type -> sandkeep.v1.ListFilesRequest
+	32, // 63: sandkeep.v1.AdminService.ListFileHistory:input_type -> sandkeep.v1.ListFileHistoryRequest
+	35, // 64: sandkeep.v1.AdminService.ReadFile:input_type -> sandkeep.v1.ReadFileRequest
+	37, // 65: sandkeep.v1.AdminService.RollbackProject:input_type -> sandkeep.v1.RollbackProjectRequest
+	39, // 66: sandkeep.v1.AdminService.CreateFileLink:input_type -> sandkeep.v1.CreateFileLinkRequest
+	41, // 67: sandkeep.v1.AdminService.CollectGarbage:input_type -> sandkeep.v1.CollectGarbageRequest
+	43, // 68: sandkeep.v1.AdminService.DeleteProject:input_type -> sandkeep.v1.DeleteProjectRequest
+	45, // 69: sandkeep.v1.AdminService.PinVersion:input_type -> sandkeep.v1.PinVersionRequest
+	48, // 70: sandkeep.v1.AdminService.GetRetention:input_type -> sandkeep.v1.GetRetentionRequest
+	50, // 71: sandkeep.v1.AdminService.SetRetention:input_type -> sandkeep.v1.SetRetentionRequest
+	10, // 72: sandkeep.v1.AdminService.ListTokens:input_type -> sandkeep.v1.ListTokensRequest
+	12, // 73: sandkeep.v1.AdminService.RevokeToken:input_type -> sandkeep.v1.RevokeTokenRequest
+	15, // 74: sandkeep.v1.AdminService.GetProjectLimits:input_type -> sandkeep.v1.GetProjectLimitsRequest
+	17, // 75: sandkeep.v1.AdminService.SetProjectLimits:input_type -> sandkeep.v1.SetProjectLimitsRequest
+	52, // 76: sandkeep.v1.AdminService.PutFiles:input_type -> sandkeep.v1.PutFilesRequest
+	56, // 77: sandkeep.v1.AdminService.DeleteFiles:input_type -> sandkeep.v1.DeleteFilesRequest
+	58, // 78: sandkeep.v1.AdminService.CreateConsoleLink:input_type -> sandkeep.v1.CreateConsoleLinkRequest
+	60, // 79: sandkeep.v1.AdminService.GetActivity:input_type -> sandkeep.v1.GetActivityRequest
+	2,  // 80: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
+	4,  // 81: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
+	6,  // 82: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
+	8,  // 83: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
+	20, // 84: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
+	22, // 85: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
+	25, // 86: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
+	29, // 87: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
+	31, // 88: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
+	34, // 89: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
+	36, // 90: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
+	38, // 91: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
+	40, // 92: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
+	42, // 93: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
+	44, // 94: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
+	46, // 95: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
+	49, // 96: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
+	51, // 97: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
+	11, // 98: sandkeep.v1.AdminService.ListTokens:output_type -> sandkeep.v1.ListTokensResponse
+	13, // 99: sandkeep.v1.AdminService.RevokeToken:output_type -> sandkeep.v1.RevokeTokenResponse
+	16, // 100: sandkeep.v1.AdminService.GetProjectLimits:output_type -> sandkeep.v1.GetProjectLimitsResponse
+	18, // 101: sandkeep.v1.AdminService.SetProjectLimits:output_type -> sandkeep.v1.SetProjectLimitsResponse
+	54, // 102: sandkeep.v1.AdminService.PutFiles:output_type -> sandkeep.v1.PutFilesResponse
+	57, // 103: sandkeep.v1.AdminService.DeleteFiles:output_type -> sandkeep.v1.DeleteFilesResponse
+	59, // 104: sandkeep.v1.AdminService.CreateConsoleLink:output_type -> sandkeep.v1.CreateConsoleLinkResponse
+	61, // 105: sandkeep.v1.AdminService.GetActivity:output_type -> sandkeep.v1.GetActivityResponse
+	80, // [80:106] is the sub-list for method output_type
+	54, // [54:80] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_sandkeep_v1_admin_proto_init() }
@@ -4205,7 +4443,7 @@ func file_sandkeep_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandkeep_v1_admin_proto_rawDesc), len(file_sandkeep_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   59,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

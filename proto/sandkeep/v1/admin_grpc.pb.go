@@ -44,6 +44,7 @@ const (
 	AdminService_PutFiles_FullMethodName           = "/sandkeep.v1.AdminService/PutFiles"
 	AdminService_DeleteFiles_FullMethodName        = "/sandkeep.v1.AdminService/DeleteFiles"
 	AdminService_CreateConsoleLink_FullMethodName  = "/sandkeep.v1.AdminService/CreateConsoleLink"
+	AdminService_GetActivity_FullMethodName        = "/sandkeep.v1.AdminService/GetActivity"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -132,6 +133,10 @@ type AdminServiceClient interface {
 	// in: as an admin, or (project_id set) for that project alone. The URL
 	// carries a single-use signed token that expires after ttl.
 	CreateConsoleLink(ctx context.Context, in *CreateConsoleLinkRequest, opts ...grpc.CallOption) (*CreateConsoleLinkResponse, error)
+	// GetActivity returns what this coordinator's background work did since
+	// it started: garbage collections, lifecycle actions, sandboxes
+	// replaced, uploaded packs that failed verification.
+	GetActivity(ctx context.Context, in *GetActivityRequest, opts ...grpc.CallOption) (*GetActivityResponse, error)
 }
 
 type adminServiceClient struct {
@@ -404,6 +409,16 @@ func (c *adminServiceClient) CreateConsoleLink(ctx context.Context, in *CreateCo
 	return out, nil
 }
 
+func (c *adminServiceClient) GetActivity(ctx context.Context, in *GetActivityRequest, opts ...grpc.CallOption) (*GetActivityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetActivityResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetActivity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -490,6 +505,10 @@ type AdminServiceServer interface {
 	// in: as an admin, or (project_id set) for that project alone. The URL
 	// carries a single-use signed token that expires after ttl.
 	CreateConsoleLink(context.Context, *CreateConsoleLinkRequest) (*CreateConsoleLinkResponse, error)
+	// GetActivity returns what this coordinator's background work did since
+	// it started: garbage collections, lifecycle actions, sandboxes
+	// replaced, uploaded packs that failed verification.
+	GetActivity(context.Context, *GetActivityRequest) (*GetActivityResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -574,6 +593,9 @@ func (UnimplementedAdminServiceServer) DeleteFiles(context.Context, *DeleteFiles
 }
 func (UnimplementedAdminServiceServer) CreateConsoleLink(context.Context, *CreateConsoleLinkRequest) (*CreateConsoleLinkResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateConsoleLink not implemented")
+}
+func (UnimplementedAdminServiceServer) GetActivity(context.Context, *GetActivityRequest) (*GetActivityResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetActivity not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1028,6 +1050,24 @@ func _AdminService_CreateConsoleLink_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetActivity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetActivityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetActivity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetActivity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetActivity(ctx, req.(*GetActivityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1126,6 +1166,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateConsoleLink",
 			Handler:    _AdminService_CreateConsoleLink_Handler,
+		},
+		{
+			MethodName: "GetActivity",
+			Handler:    _AdminService_GetActivity_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
