@@ -145,7 +145,7 @@ func newRoot(stdout, stderr io.Writer, code *int, sig *signals) *cobra.Command {
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := cli.NewRoot("sandkeep-agent", "sandkeep agent: keeps a sandbox workspace in the coordinator's versions", Version, stdout, stderr)
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.cfg.Remote.Addr, "coordinator", "127.0.0.1:7420", "coordinator gRPC address (env SANDKEEP_COORDINATOR)")
+	pf.StringVar(&g.cfg.Remote.Addr, "coordinator", "127.0.0.1:7420", "coordinator gRPC address: host:port, or a comma-separated list of replicas to fail over between (env SANDKEEP_COORDINATOR)")
 	pf.StringVar(&g.cfg.Remote.Token, "token", "", "sandbox token (env SANDKEEP_TOKEN)")
 	pf.BoolVar(&g.cfg.Remote.TLS, "tls", false, "use TLS to reach the coordinator (env SANDKEEP_TLS)")
 	pf.StringVar(&g.cfg.Remote.CAFile, "tls-ca", "", "PEM file of a CA to trust (env SANDKEEP_TLS_CA)")

@@ -26,16 +26,31 @@ type AdminServer struct {
 	pb.UnimplementedAdminServiceServer
 	repo     *repo.Repo
 	sessions *sessions.Registry
+	agents   Commander // sessions, or the cluster's router
 	links    *links.Linker
 	log      *slog.Logger
 	gcGrace  time.Duration // gc.Options.Grace of CollectGarbage (0: gc's default)
 	console  ConsoleLinker // nil: no web console
 	metrics  *metrics.Metrics
+	cluster  Cluster
 }
 
 // NewAdminServer returns the admin API over r and the agent sessions reg.
 func NewAdminServer(r *repo.Repo, reg *sessions.Registry, log *slog.Logger) *AdminServer {
-	return &AdminServer{repo: r, sessions: reg, log: log}
+	return &AdminServer{repo: r, sessions: reg, agents: reg, log: log}
+}
+
+// Commander sends commands to a project's agents: *sessions.Registry (this
+// replica's streams) or a cluster.Node (wherever the streams are).
+type Commander interface {
+	Flush(ctx context.Context, projectID string, timeout time.Duration) (int64, error)
+	Rollback(ctx context.Context, projectID string, version int64) (int64, error)
+}
+
+// WithCommander routes flushes and new heads through c.
+func (s *AdminServer) WithCommander(c Commander) *AdminServer {
+	s.agents = c
+	return s
 }
 
 // FlushProject implements pb.AdminServiceServer.
@@ -50,7 +65,7 @@ func (s *AdminServer) FlushProject(ctx context.Context, req *pb.FlushProjectRequ
 	case timeout < 0 || timeout > time.Hour:
 		return nil, status.Error(codes.InvalidArgument, "timeout must be in (0, 1h]")
 	}
-	v, err := s.sessions.Flush(ctx, req.GetProjectId(), timeout)
+	v, err := s.agents.Flush(ctx, req.GetProjectId(), timeout)
 	switch {
 	case errors.Is(err, sessions.ErrNoAgent), errors.Is(err, sessions.ErrAgentGone):
 		return nil, status.Error(codes.Unavailable, err.Error())

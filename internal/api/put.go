@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/metrics"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/sessions"
@@ -192,7 +193,7 @@ func agentWait(d *durationpb.Duration) (time.Duration, error) {
 func (s *AdminServer) tellAgent(ctx context.Context, projectID string, version int64, wait time.Duration) *pb.AgentApply {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	av, err := s.sessions.Rollback(wctx, projectID, version)
+	av, err := s.agents.Rollback(wctx, projectID, version)
 	switch {
 	case err == nil:
 		return &pb.AgentApply{Connected: true, Applied: true, Version: av}
@@ -265,6 +266,35 @@ func (s *AdminServer) GetActivity(ctx context.Context, _ *pb.GetActivityRequest)
 	}
 	for _, c := range a.Replaced {
 		out.SandboxesReplaced = append(out.SandboxesReplaced, &pb.ActivityCount{What: c.What, Result: c.Result, Count: c.N})
+	}
+	return out, nil
+}
+
+// Cluster is what ListReplicas needs of the replica's cluster node.
+type Cluster interface {
+	ID() string
+	Replicas(ctx context.Context) ([]metastore.Replica, error)
+}
+
+// WithCluster lets ListReplicas answer.
+func (s *AdminServer) WithCluster(c Cluster) *AdminServer {
+	s.cluster = c
+	return s
+}
+
+// ListReplicas implements pb.AdminServiceServer.
+func (s *AdminServer) ListReplicas(ctx context.Context, _ *pb.ListReplicasRequest) (*pb.ListReplicasResponse, error) {
+	if s.cluster == nil {
+		return nil, status.Error(codes.Unavailable, "this coordinator keeps no replica registry")
+	}
+	rs, err := s.cluster.Replicas(ctx)
+	if err != nil {
+		return nil, toStatus(ctx, s.log, "list replicas", err)
+	}
+	out := &pb.ListReplicasResponse{Self: s.cluster.ID()}
+	for _, r := range rs {
+		out.Replicas = append(out.Replicas, &pb.ReplicaInfo{Id: r.ID, Addr: r.Addr, StartTime: timestamppb.New(r.StartedAt),
+			LastSeenTime: timestamppb.New(r.SeenAt), Leader: r.Leading, Agents: int64(r.Agents)})
 	}
 	return out, nil
 }

@@ -57,7 +57,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	g := &globals{stdout: stdout, stderr: stderr, flagChanged: map[string]bool{}}
 	root := cli.NewRoot("sandkeep", "sandkeep coordinator: keeps every version of every sandbox workspace", Version, stdout, stderr)
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.coordinator, "coordinator", server.DefaultListen, "coordinator gRPC address (env SANDKEEP_COORDINATOR)")
+	pf.StringVar(&g.coordinator, "coordinator", server.DefaultListen, "coordinator gRPC address: host:port, or a comma-separated list of replicas to fail over between (env SANDKEEP_COORDINATOR)")
 	pf.StringVar(&g.adminToken, "admin-token", "", "admin token (env SANDKEEP_ADMIN_TOKEN; default: read from <data>/admin.token)")
 	pf.StringVar(&g.dataDir, "data", server.DefaultDataDir, "coordinator data directory (env SANDKEEP_DATA)")
 	pf.BoolVar(&g.tls, "tls", false, "use TLS to reach the coordinator (env SANDKEEP_TLS)")
@@ -71,7 +71,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	root.AddCommand(newServe(g), newProject(g), newToken(g), newVersions(g),
 		newDiff(g), newFiles(g), newHistory(g), newGet(g), newRollback(g), newLink(g),
 		newGC(g), newVersion(g), newRetention(g), newSimulate(g),
-		newPut(g), newFlush(g), newConsoleURL(g), newActivity(g))
+		newPut(g), newFlush(g), newConsoleURL(g), newActivity(g), newReplicas(g))
 	root.AddCommand(newLifecycleCommands(g)...) // lifecycle: sandbox, lease, policy, cost
 	return root, g
 }

@@ -26,6 +26,10 @@ type Options struct {
 	Postgres bool // metadata in PostgreSQL instead of SQLite
 	// Config is applied on top (DataDir, Listen and HTTPListen are set).
 	Config server.Config
+	// ReplicaOf, if set, makes this coordinator another replica of that
+	// one: the same PostgreSQL database and bucket (S3 and Postgres are
+	// then taken from it).
+	ReplicaOf *Coordinator
 }
 
 // Coordinator is a running coordinator.
@@ -37,7 +41,13 @@ type Coordinator struct {
 	Admin   pb.AdminServiceClient
 	S3      *testenv.S3Env
 	Bucket  string
+	// DatabaseURL is the PostgreSQL database ("" for SQLite).
+	DatabaseURL string
+	stop        func() // Stop
 }
+
+// Stop shuts the coordinator down now (the test's end would).
+func (c *Coordinator) Stop() { c.stop() }
 
 // Start runs a coordinator until the test ends.
 func Start(t testing.TB, opts Options) *Coordinator {
@@ -47,7 +57,15 @@ func Start(t testing.TB, opts Options) *Coordinator {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.HTTPListen = "127.0.0.1:0"
 	c := &Coordinator{DataDir: cfg.DataDir}
-	if opts.S3 {
+	if r := opts.ReplicaOf; r != nil {
+		if r.DatabaseURL == "" || r.S3 == nil {
+			t.Fatal("coordtest: a replica shares PostgreSQL and S3: start the first with S3 and Postgres")
+		}
+		c.S3, c.Bucket, c.DatabaseURL = r.S3, r.Bucket, r.DatabaseURL
+		cfg.S3Bucket, cfg.S3Endpoint, cfg.S3Region, cfg.S3PathStyle = r.Bucket, r.S3.Endpoint, r.S3.Region, true
+		cfg.DatabaseURL = r.DatabaseURL
+	}
+	if opts.S3 && opts.ReplicaOf == nil {
 		env := testenv.S3(t)
 		c.S3 = &env
 		c.Bucket = testenv.NewBucketName(t)
@@ -58,8 +76,9 @@ func Start(t testing.TB, opts Options) *Coordinator {
 		t.Setenv("AWS_ACCESS_KEY_ID", env.AccessKey)
 		t.Setenv("AWS_SECRET_ACCESS_KEY", env.SecretKey)
 	}
-	if opts.Postgres {
+	if opts.Postgres && opts.ReplicaOf == nil {
 		cfg.DatabaseURL = testenv.Postgres(t)
+		c.DatabaseURL = cfg.DatabaseURL
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if os.Getenv("SANDKEEP_TEST_VERBOSE") != "" {
@@ -87,11 +106,15 @@ func Start(t testing.TB, opts Options) *Coordinator {
 		t.Fatal(err)
 	}
 	c.Admin = pb.NewAdminServiceClient(conn)
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		wg.Wait()
-	})
+	var once sync.Once
+	c.stop = func() {
+		once.Do(func() {
+			conn.Close()
+			cancel()
+			wg.Wait()
+		})
+	}
+	t.Cleanup(c.stop)
 	return c
 }
 

@@ -10,12 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 )
 
 // Options configure a connection.
@@ -45,7 +48,11 @@ const retryConfig = `{
   }]
 }`
 
-// Dial returns a client connection to addr (host:port). It does not block.
+// Dial returns a client connection to addr. It does not block. addr is
+// host:port; a comma-separated list of them (the replicas of one
+// coordinator: the connection uses one and moves to the next when it
+// fails); or a gRPC target such as dns:///name:port, whose every address is
+// tried in turn likewise.
 func Dial(addr string, o Options) (*grpc.ClientConn, error) {
 	if addr == "" {
 		return nil, errors.New("no coordinator address (set SANDKEEP_COORDINATOR or --coordinator)")
@@ -80,7 +87,23 @@ func Dial(addr string, o Options) (*grpc.ClientConn, error) {
 	if o.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(BearerCredentials{Token: o.Token, Secure: o.TLS || o.CAFile != ""}))
 	}
-	conn, err := grpc.NewClient(addr, opts...)
+	target := addr
+	if addrs := strings.Split(addr, ","); len(addrs) > 1 {
+		// Several replicas: one connection at a time (pick_first), to the
+		// next address when the current one's replica goes away.
+		r := manual.NewBuilderWithScheme("sandkeep-replicas")
+		var state resolver.State
+		for _, a := range addrs {
+			if a = strings.TrimSpace(a); a == "" {
+				return nil, fmt.Errorf("coordinator list %q has an empty address", addr)
+			}
+			state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: a}}})
+		}
+		r.InitialState(state)
+		opts = append(opts, grpc.WithResolvers(r))
+		target = r.Scheme() + ":///replicas"
+	}
+	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}

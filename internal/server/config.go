@@ -66,6 +66,9 @@ type Config struct {
 	// token revoked, or a project deleted, through another replica ends
 	// this replica's streams within it.
 	SessionRecheck time.Duration
+	// ReplicaID names this coordinator among the replicas on one database
+	// (default: a fresh id per start).
+	ReplicaID string
 
 	// MetricsListen, if set, serves /metrics without credentials on its own
 	// address (default: none; /metrics on HTTPListen needs the admin token).

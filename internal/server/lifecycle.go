@@ -158,7 +158,7 @@ func (s *Server) buildLifecycle() error {
 		spec.Snapshot = lc.DaytonaSnapshot
 	}
 	s.Lifecycle, err = lifecycle.New(lifecycle.Config{
-		Repo: s.Repo, Store: st, Agents: s.Sessions, Provider: prov, Metrics: s.Metrics, Log: s.log.With("component", "lifecycle"),
+		Repo: s.Repo, Store: st, Agents: s.Cluster, Provider: prov, Metrics: s.Metrics, Log: s.log.With("component", "lifecycle"),
 		Now: lc.Now, Policy: lc.Policy, Webhook: lc.Webhook, Rates: lc.Rates, AgentCoordinator: coord, AgentEnv: agentEnv,
 		Spec: spec, FlushTimeout: lc.FlushTimeout, ReadyTimeout: lc.ReadyTimeout, AgentTimeout: lc.AgentTimeout, StuckAfter: lc.StuckAfter,
 		TickEvery: lc.TickEvery, ReconcileEvery: lc.ReconcileEvery, Leader: leader,

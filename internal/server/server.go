@@ -27,6 +27,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/blobstore/fsstore"
 	"github.com/sandkeep/sandkeep/internal/blobstore/s3store"
+	"github.com/sandkeep/sandkeep/internal/cluster"
 	"github.com/sandkeep/sandkeep/internal/console"
 	"github.com/sandkeep/sandkeep/internal/lifecycle"
 	"github.com/sandkeep/sandkeep/internal/links"
@@ -50,6 +51,7 @@ type Server struct {
 	Repo       *repo.Repo
 	URLSigner  *urlsign.Signer
 	Sessions   *sessions.Registry
+	Cluster    *cluster.Node // this replica's part of the cluster
 	Metrics    *metrics.Metrics
 	AdminToken string // the admin token, when this server made or was given it
 	NewAdmin   bool   // the admin token was made on this start
@@ -333,6 +335,7 @@ func (s *Server) build() error {
 		}
 		return nil
 	}
+	s.buildCluster()
 	// lifecycle: heartbeats also update the sandbox registry.
 	if err := s.buildLifecycle(); err != nil {
 		return err
@@ -347,7 +350,7 @@ func (s *Server) build() error {
 	agentSrv.SetMetrics(s.Metrics)
 	pb.RegisterAgentServiceServer(s.grpc, agentSrv)
 	adminSrv := api.NewAdminServer(s.Repo, s.Sessions, s.log).WithLinks(links.NewLinker(s.URLSigner, s.publicURL).WithClock(s.now)).
-		WithGCGrace(s.cfg.GC.grace()).WithMetrics(s.Metrics)
+		WithGCGrace(s.cfg.GC.grace()).WithMetrics(s.Metrics).WithCommander(s.Cluster).WithCluster(s.Cluster)
 	// The web console calls these same two services in process.
 	ui, err := console.New(console.Config{Admin: adminSrv, Lifecycle: lifeSrv, Signer: s.URLSigner, PublicURL: s.publicURL, Log: s.log, Now: s.now})
 	if err != nil {
@@ -442,6 +445,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	lcCtx, lcStop := context.WithCancel(ctx) // lifecycle
 	lcWait := s.runLifecycle(lcCtx)
 	gcWait := s.runGC(lcCtx)
+	clusterDone := make(chan struct{})
+	go func() {
+		defer close(clusterDone)
+		if err := s.Cluster.Run(lcCtx); err != nil {
+			s.log.Error("cluster", "err", err)
+		}
+	}()
 	s.log.Info("coordinator serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "blobs", s.Blobs.Name())
 	var err error
 	select {
@@ -449,9 +459,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	case err = <-errc:
 	}
 	s.health.Shutdown()
-	lcStop() // lifecycle, gc
+	lcStop() // lifecycle, gc, cluster
 	lcWait()
 	gcWait()
+	<-clusterDone
 	if s.leader != nil {
 		s.leader.Resign()
 	}

@@ -82,6 +82,10 @@ type Registry struct {
 	// unreachable) is logged and the session kept.
 	Recheck      func(ctx context.Context, projectID string) error
 	RecheckEvery time.Duration
+	// OnSession, if set, is called when a session's stream opens (open)
+	// and when it ends, unless a newer stream of the same session id
+	// replaced it: the cluster's routes of agent streams.
+	OnSession func(projectID, sessionID string, open bool)
 }
 
 // DefaultRecheckEvery is RecheckEvery unless set.
@@ -201,6 +205,17 @@ func (r *Registry) ServeToken(projectID, tokenHash string, s Stream) error {
 	}
 	r.conns[sid] = c
 	r.mu.Unlock()
+	if r.OnSession != nil {
+		r.OnSession(projectID, sid, true)
+		defer func() {
+			r.mu.Lock()
+			current := r.conns[sid] == c
+			r.mu.Unlock()
+			if current {
+				r.OnSession(projectID, sid, false)
+			}
+		}()
+	}
 	r.heartbeat(c, hb)
 	if r.OnConnect != nil {
 		r.OnConnect(1)
@@ -393,6 +408,19 @@ func (r *Registry) Agents(projectID string) []Info {
 		return out[i].LastSeen.After(out[j].LastSeen)
 	})
 	return out
+}
+
+// Connected counts the connected agent sessions.
+func (r *Registry) Connected() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.conns {
+		if c.info.Connected {
+			n++
+		}
+	}
+	return n
 }
 
 func newCommandID() string {

@@ -30,6 +30,13 @@ type pgLeader struct {
 	conn *pgx.Conn
 }
 
+// Leading reports whether this leader held the lock at its last TryLead.
+func (l *pgLeader) Leading() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conn != nil
+}
+
 func (l *pgLeader) TryLead(ctx context.Context) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

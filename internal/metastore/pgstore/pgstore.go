@@ -43,6 +43,7 @@ type Store struct {
 var (
 	_ metastore.Store        = (*Store)(nil)
 	_ metastore.SandboxStore = (*Store)(nil)
+	_ metastore.ClusterStore = (*Store)(nil)
 )
 
 // Open connects to the database at dsn and brings its schema up to date,

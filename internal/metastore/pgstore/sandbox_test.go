@@ -37,3 +37,7 @@ func TestLifecycleLeader(t *testing.T) {
 		t.Fatalf("after resign: %v, %v", ok, err)
 	}
 }
+
+func TestClusterStore(t *testing.T) {
+	metastoretest.RunClusterStore(t, func(t *testing.T) metastoretest.ClusterStore { return open(t, testenv.Postgres(t)) })
+}

@@ -9,3 +9,7 @@ import (
 func TestSandboxStoreConformance(t *testing.T) {
 	metastoretest.RunSandboxStore(t, func(t *testing.T) metastoretest.LifecycleStore { return openTemp(t) })
 }
+
+func TestClusterStore(t *testing.T) {
+	metastoretest.RunClusterStore(t, func(t *testing.T) metastoretest.ClusterStore { return openTemp(t) })
+}

@@ -63,6 +63,7 @@ type Store struct {
 var (
 	_ metastore.Store        = (*Store)(nil)
 	_ metastore.SandboxStore = (*Store)(nil)
+	_ metastore.ClusterStore = (*Store)(nil)
 )
 
 // newStore returns the store on the writer w and the read pool r.

@@ -3889,6 +3889,182 @@ func (x *ActivityCount) GetCount() int64 {
 	return 0
 }
 
+// ListReplicasRequest asks for the live replicas.
+type ListReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReplicasRequest) Reset() {
+	*x = ListReplicasRequest{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReplicasRequest) ProtoMessage() {}
+
+func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
+func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{62}
+}
+
+// ListReplicasResponse lists them by id.
+type ListReplicasResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Replicas []*ReplicaInfo         `protobuf:"bytes,1,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// The replica that answered.
+	Self          string `protobuf:"bytes,2,opt,name=self,proto3" json:"self,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReplicasResponse) Reset() {
+	*x = ListReplicasResponse{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReplicasResponse) ProtoMessage() {}
+
+func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
+func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ListReplicasResponse) GetReplicas() []*ReplicaInfo {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *ListReplicasResponse) GetSelf() string {
+	if x != nil {
+		return x.Self
+	}
+	return ""
+}
+
+// ReplicaInfo is one live coordinator replica.
+type ReplicaInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	StartTime     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	LastSeenTime  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
+	Leader        bool                   `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	Agents        int64                  `protobuf:"varint,6,opt,name=agents,proto3" json:"agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaInfo) Reset() {
+	*x = ReplicaInfo{}
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaInfo) ProtoMessage() {}
+
+func (x *ReplicaInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_admin_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaInfo.ProtoReflect.Descriptor instead.
+func (*ReplicaInfo) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_admin_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ReplicaInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReplicaInfo) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *ReplicaInfo) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ReplicaInfo) GetLastSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenTime
+	}
+	return nil
+}
+
+func (x *ReplicaInfo) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+func (x *ReplicaInfo) GetAgents() int64 {
+	if x != nil {
+		return x.Agents
+	}
+	return 0
+}
+
 var File_sandkeep_v1_admin_proto protoreflect.FileDescriptor
 
 const file_sandkeep_v1_admin_proto_rawDesc = "" +
@@ -4186,13 +4362,25 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\rActivityCount\x12\x12\n" +
 	"\x04what\x18\x01 \x01(\tR\x04what\x12\x16\n" +
 	"\x06result\x18\x02 \x01(\tR\x06result\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x03R\x05count*s\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\"\x15\n" +
+	"\x13ListReplicasRequest\"`\n" +
+	"\x14ListReplicasResponse\x124\n" +
+	"\breplicas\x18\x01 \x03(\v2\x18.sandkeep.v1.ReplicaInfoR\breplicas\x12\x12\n" +
+	"\x04self\x18\x02 \x01(\tR\x04self\"\xde\x01\n" +
+	"\vReplicaInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x129\n" +
+	"\n" +
+	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12@\n" +
+	"\x0elast_seen_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\x12\x16\n" +
+	"\x06agents\x18\x06 \x01(\x03R\x06agents*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x18\n" +
 	"\x14CHANGE_KIND_MODIFIED\x10\x02\x12\x17\n" +
-	"\x13CHANGE_KIND_DELETED\x10\x032\xcf\x11\n" +
+	"\x13CHANGE_KIND_DELETED\x10\x032\xa4\x12\n" +
 	"\fAdminService\x12V\n" +
 	"\rCreateProject\x12!.sandkeep.v1.CreateProjectRequest\x1a\".sandkeep.v1.CreateProjectResponse\x12M\n" +
 	"\n" +
@@ -4223,7 +4411,8 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\bPutFiles\x12\x1c.sandkeep.v1.PutFilesRequest\x1a\x1d.sandkeep.v1.PutFilesResponse(\x01\x12P\n" +
 	"\vDeleteFiles\x12\x1f.sandkeep.v1.DeleteFilesRequest\x1a .sandkeep.v1.DeleteFilesResponse\x12b\n" +
 	"\x11CreateConsoleLink\x12%.sandkeep.v1.CreateConsoleLinkRequest\x1a&.sandkeep.v1.CreateConsoleLinkResponse\x12P\n" +
-	"\vGetActivity\x12\x1f.sandkeep.v1.GetActivityRequest\x1a .sandkeep.v1.GetActivityResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
+	"\vGetActivity\x12\x1f.sandkeep.v1.GetActivityRequest\x1a .sandkeep.v1.GetActivityResponse\x12S\n" +
+	"\fListReplicas\x12 .sandkeep.v1.ListReplicasRequest\x1a!.sandkeep.v1.ListReplicasResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
 
 var (
 	file_sandkeep_v1_admin_proto_rawDescOnce sync.Once
@@ -4238,7 +4427,7 @@ func file_sandkeep_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_sandkeep_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_sandkeep_v1_admin_proto_goTypes = []any{
 	(ChangeKind)(0),                    // 0: sandkeep.v1.ChangeKind
 	(*CreateProjectRequest)(nil),       // 1: sandkeep.v1.CreateProjectRequest
@@ -4303,125 +4492,133 @@ var file_sandkeep_v1_admin_proto_goTypes = []any{
 	(*GetActivityRequest)(nil),         // 60: sandkeep.v1.GetActivityRequest
 	(*GetActivityResponse)(nil),        // 61: sandkeep.v1.GetActivityResponse
 	(*ActivityCount)(nil),              // 62: sandkeep.v1.ActivityCount
-	(*Project)(nil),                    // 63: sandkeep.v1.Project
-	(*timestamppb.Timestamp)(nil),      // 64: google.protobuf.Timestamp
-	(*Version)(nil),                    // 65: sandkeep.v1.Version
-	(*durationpb.Duration)(nil),        // 66: google.protobuf.Duration
-	(*Heartbeat)(nil),                  // 67: sandkeep.v1.Heartbeat
-	(EntryType)(0),                     // 68: sandkeep.v1.EntryType
+	(*ListReplicasRequest)(nil),        // 63: sandkeep.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),       // 64: sandkeep.v1.ListReplicasResponse
+	(*ReplicaInfo)(nil),                // 65: sandkeep.v1.ReplicaInfo
+	(*Project)(nil),                    // 66: sandkeep.v1.Project
+	(*timestamppb.Timestamp)(nil),      // 67: google.protobuf.Timestamp
+	(*Version)(nil),                    // 68: sandkeep.v1.Version
+	(*durationpb.Duration)(nil),        // 69: google.protobuf.Duration
+	(*Heartbeat)(nil),                  // 70: sandkeep.v1.Heartbeat
+	(EntryType)(0),                     // 71: sandkeep.v1.EntryType
 }
 var file_sandkeep_v1_admin_proto_depIdxs = []int32{
-	63, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
-	63, // 1: sandkeep.v1.GetProjectResponse.project:type_name -> sandkeep.v1.Project
-	63, // 2: sandkeep.v1.ListProjectsResponse.projects:type_name -> sandkeep.v1.Project
-	64, // 3: sandkeep.v1.CreateSandboxTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	64, // 4: sandkeep.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
-	64, // 5: sandkeep.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
-	64, // 6: sandkeep.v1.TokenInfo.last_use_time:type_name -> google.protobuf.Timestamp
+	66, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
+	66, // 1: sandkeep.v1.GetProjectResponse.project:type_name -> sandkeep.v1.Project
+	66, // 2: sandkeep.v1.ListProjectsResponse.projects:type_name -> sandkeep.v1.Project
+	67, // 3: sandkeep.v1.CreateSandboxTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	67, // 4: sandkeep.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
+	67, // 5: sandkeep.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
+	67, // 6: sandkeep.v1.TokenInfo.last_use_time:type_name -> google.protobuf.Timestamp
 	9,  // 7: sandkeep.v1.ListTokensResponse.tokens:type_name -> sandkeep.v1.TokenInfo
 	9,  // 8: sandkeep.v1.RevokeTokenResponse.token:type_name -> sandkeep.v1.TokenInfo
 	14, // 9: sandkeep.v1.GetProjectLimitsResponse.limits:type_name -> sandkeep.v1.ProjectLimits
 	14, // 10: sandkeep.v1.SetProjectLimitsRequest.limits:type_name -> sandkeep.v1.ProjectLimits
 	14, // 11: sandkeep.v1.SetProjectLimitsResponse.limits:type_name -> sandkeep.v1.ProjectLimits
-	65, // 12: sandkeep.v1.ListVersionsResponse.versions:type_name -> sandkeep.v1.Version
-	66, // 13: sandkeep.v1.FlushProjectRequest.timeout:type_name -> google.protobuf.Duration
-	64, // 14: sandkeep.v1.AgentInfo.last_seen_time:type_name -> google.protobuf.Timestamp
-	67, // 15: sandkeep.v1.AgentInfo.heartbeat:type_name -> sandkeep.v1.Heartbeat
+	68, // 12: sandkeep.v1.ListVersionsResponse.versions:type_name -> sandkeep.v1.Version
+	69, // 13: sandkeep.v1.FlushProjectRequest.timeout:type_name -> google.protobuf.Duration
+	67, // 14: sandkeep.v1.AgentInfo.last_seen_time:type_name -> google.protobuf.Timestamp
+	70, // 15: sandkeep.v1.AgentInfo.heartbeat:type_name -> sandkeep.v1.Heartbeat
 	24, // 16: sandkeep.v1.ListAgentsResponse.agents:type_name -> sandkeep.v1.AgentInfo
-	68, // 17: sandkeep.v1.FileInfo.type:type_name -> sandkeep.v1.EntryType
+	71, // 17: sandkeep.v1.FileInfo.type:type_name -> sandkeep.v1.EntryType
 	0,  // 18: sandkeep.v1.FileChange.kind:type_name -> sandkeep.v1.ChangeKind
 	26, // 19: sandkeep.v1.FileChange.old_file:type_name -> sandkeep.v1.FileInfo
 	26, // 20: sandkeep.v1.FileChange.new_file:type_name -> sandkeep.v1.FileInfo
 	27, // 21: sandkeep.v1.DiffVersionsResponse.changes:type_name -> sandkeep.v1.FileChange
 	26, // 22: sandkeep.v1.ListFilesResponse.files:type_name -> sandkeep.v1.FileInfo
-	65, // 23: sandkeep.v1.ListFilesResponse.version:type_name -> sandkeep.v1.Version
-	65, // 24: sandkeep.v1.FileRevision.version:type_name -> sandkeep.v1.Version
+	68, // 23: sandkeep.v1.ListFilesResponse.version:type_name -> sandkeep.v1.Version
+	68, // 24: sandkeep.v1.FileRevision.version:type_name -> sandkeep.v1.Version
 	0,  // 25: sandkeep.v1.FileRevision.kind:type_name -> sandkeep.v1.ChangeKind
 	26, // 26: sandkeep.v1.FileRevision.file:type_name -> sandkeep.v1.FileInfo
 	33, // 27: sandkeep.v1.ListFileHistoryResponse.revisions:type_name -> sandkeep.v1.FileRevision
 	26, // 28: sandkeep.v1.ReadFileResponse.file:type_name -> sandkeep.v1.FileInfo
-	65, // 29: sandkeep.v1.ReadFileResponse.version:type_name -> sandkeep.v1.Version
-	66, // 30: sandkeep.v1.RollbackProjectRequest.agent_timeout:type_name -> google.protobuf.Duration
-	65, // 31: sandkeep.v1.RollbackProjectResponse.version:type_name -> sandkeep.v1.Version
-	66, // 32: sandkeep.v1.CreateFileLinkRequest.ttl:type_name -> google.protobuf.Duration
-	64, // 33: sandkeep.v1.CreateFileLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	65, // 34: sandkeep.v1.PinVersionResponse.version:type_name -> sandkeep.v1.Version
-	66, // 35: sandkeep.v1.RetentionPolicy.keep_within:type_name -> google.protobuf.Duration
+	68, // 29: sandkeep.v1.ReadFileResponse.version:type_name -> sandkeep.v1.Version
+	69, // 30: sandkeep.v1.RollbackProjectRequest.agent_timeout:type_name -> google.protobuf.Duration
+	68, // 31: sandkeep.v1.RollbackProjectResponse.version:type_name -> sandkeep.v1.Version
+	69, // 32: sandkeep.v1.CreateFileLinkRequest.ttl:type_name -> google.protobuf.Duration
+	67, // 33: sandkeep.v1.CreateFileLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	68, // 34: sandkeep.v1.PinVersionResponse.version:type_name -> sandkeep.v1.Version
+	69, // 35: sandkeep.v1.RetentionPolicy.keep_within:type_name -> google.protobuf.Duration
 	47, // 36: sandkeep.v1.GetRetentionResponse.policy:type_name -> sandkeep.v1.RetentionPolicy
 	47, // 37: sandkeep.v1.SetRetentionRequest.policy:type_name -> sandkeep.v1.RetentionPolicy
 	47, // 38: sandkeep.v1.SetRetentionResponse.policy:type_name -> sandkeep.v1.RetentionPolicy
 	53, // 39: sandkeep.v1.PutFilesRequest.header:type_name -> sandkeep.v1.PutFileHeader
-	64, // 40: sandkeep.v1.PutFileHeader.mtime:type_name -> google.protobuf.Timestamp
-	66, // 41: sandkeep.v1.PutFileHeader.agent_timeout:type_name -> google.protobuf.Duration
-	65, // 42: sandkeep.v1.PutFilesResponse.version:type_name -> sandkeep.v1.Version
+	67, // 40: sandkeep.v1.PutFileHeader.mtime:type_name -> google.protobuf.Timestamp
+	69, // 41: sandkeep.v1.PutFileHeader.agent_timeout:type_name -> google.protobuf.Duration
+	68, // 42: sandkeep.v1.PutFilesResponse.version:type_name -> sandkeep.v1.Version
 	55, // 43: sandkeep.v1.PutFilesResponse.agent:type_name -> sandkeep.v1.AgentApply
-	66, // 44: sandkeep.v1.DeleteFilesRequest.agent_timeout:type_name -> google.protobuf.Duration
-	65, // 45: sandkeep.v1.DeleteFilesResponse.version:type_name -> sandkeep.v1.Version
+	69, // 44: sandkeep.v1.DeleteFilesRequest.agent_timeout:type_name -> google.protobuf.Duration
+	68, // 45: sandkeep.v1.DeleteFilesResponse.version:type_name -> sandkeep.v1.Version
 	55, // 46: sandkeep.v1.DeleteFilesResponse.agent:type_name -> sandkeep.v1.AgentApply
-	66, // 47: sandkeep.v1.CreateConsoleLinkRequest.ttl:type_name -> google.protobuf.Duration
-	66, // 48: sandkeep.v1.CreateConsoleLinkRequest.session_ttl:type_name -> google.protobuf.Duration
-	64, // 49: sandkeep.v1.CreateConsoleLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	64, // 50: sandkeep.v1.GetActivityResponse.start_time:type_name -> google.protobuf.Timestamp
-	64, // 51: sandkeep.v1.GetActivityResponse.gc_last_success_time:type_name -> google.protobuf.Timestamp
+	69, // 47: sandkeep.v1.CreateConsoleLinkRequest.ttl:type_name -> google.protobuf.Duration
+	69, // 48: sandkeep.v1.CreateConsoleLinkRequest.session_ttl:type_name -> google.protobuf.Duration
+	67, // 49: sandkeep.v1.CreateConsoleLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	67, // 50: sandkeep.v1.GetActivityResponse.start_time:type_name -> google.protobuf.Timestamp
+	67, // 51: sandkeep.v1.GetActivityResponse.gc_last_success_time:type_name -> google.protobuf.Timestamp
 	62, // 52: sandkeep.v1.GetActivityResponse.lifecycle_actions:type_name -> sandkeep.v1.ActivityCount
 	62, // 53: sandkeep.v1.GetActivityResponse.sandboxes_replaced:type_name -> sandkeep.v1.ActivityCount
-	1,  // 54: sandkeep.v1.AdminService.CreateProject:input_type -> sandkeep.v1.CreateProjectRequest
-	3,  // 55: sandkeep.v1.AdminService.GetProject:input_type -> sandkeep.v1.GetProjectRequest
-	5,  // 56: sandkeep.v1.AdminService.ListProjects:input_type -> sandkeep.v1.ListProjectsRequest
-	7,  // 57: sandkeep.v1.AdminService.CreateSandboxToken:input_type -> sandkeep.v1.CreateSandboxTokenRequest
-	19, // 58: sandkeep.v1.AdminService.ListVersions:input_type -> sandkeep.v1.ListVersionsRequest
-	21, // 59: sandkeep.v1.AdminService.FlushProject:input_type -> sandkeep.v1.FlushProjectRequest
-	23, // 60: sandkeep.v1.AdminService.ListAgents:input_type -> sandkeep.v1.ListAgentsRequest
-	28, // 61: sandkeep.v1.AdminService.DiffVersions:input_type -> sandkeep.v1.DiffVersionsRequest
-	30, // 62: sandkeep.v1.AdminService.ListFiles:input_type -> sandkeep.v1.ListFilesRequest
-	32, // 63: sandkeep.v1.AdminService.ListFileHistory:input_type -> sandkeep.v1.ListFileHistoryRequest
-	35, // 64: sandkeep.v1.AdminService.ReadFile:input_type -> sandkeep.v1.ReadFileRequest
-	37, // 65: sandkeep.v1.AdminService.RollbackProject:input_type -> sandkeep.v1.RollbackProjectRequest
-	39, // 66: sandkeep.v1.AdminService.CreateFileLink:input_type -> sandkeep.v1.CreateFileLinkRequest
-	41, // 67: sandkeep.v1.AdminService.CollectGarbage:input_type -> sandkeep.v1.CollectGarbageRequest
-	43, // 68: sandkeep.v1.AdminService.DeleteProject:input_type -> sandkeep.v1.DeleteProjectRequest
-	45, // 69: sandkeep.v1.AdminService.PinVersion:input_type -> sandkeep.v1.PinVersionRequest
-	48, // 70: sandkeep.v1.AdminService.GetRetention:input_type -> sandkeep.v1.GetRetentionRequest
-	50, // 71: sandkeep.v1.AdminService.SetRetention:input_type -> sandkeep.v1.SetRetentionRequest
-	10, // 72: sandkeep.v1.AdminService.ListTokens:input_type -> sandkeep.v1.ListTokensRequest
-	12, // 73: sandkeep.v1.AdminService.RevokeToken:input_type -> sandkeep.v1.RevokeTokenRequest
-	15, // 74: sandkeep.v1.AdminService.GetProjectLimits:input_type -> sandkeep.v1.GetProjectLimitsRequest
-	17, // 75: sandkeep.v1.AdminService.SetProjectLimits:input_type -> sandkeep.v1.SetProjectLimitsRequest
-	52, // 76: sandkeep.v1.AdminService.PutFiles:input_type -> sandkeep.v1.PutFilesRequest
-	56, // 77: sandkeep.v1.AdminService.DeleteFiles:input_type -> sandkeep.v1.DeleteFilesRequest
-	58, // 78: sandkeep.v1.AdminService.CreateConsoleLink:input_type -> sandkeep.v1.CreateConsoleLinkRequest
-	60, // 79: sandkeep.v1.AdminService.GetActivity:input_type -> sandkeep.v1.GetActivityRequest
-	2,  // 80: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
-	4,  // 81: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
-	6,  // 82: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
-	8,  // 83: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
-	20, // 84: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
-	22, // 85: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
-	25, // 86: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
-	29, // 87: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
-	31, // 88: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
-	34, // 89: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
-	36, // 90: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
-	38, // 91: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
-	40, // 92: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
-	42, // 93: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
-	44, // 94: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
-	46, // 95: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
-	49, // 96: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
-	51, // 97: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
-	11, // 98: sandkeep.v1.AdminService.ListTokens:output_type -> sandkeep.v1.ListTokensResponse
-	13, // 99: sandkeep.v1.AdminService.RevokeToken:output_type -> sandkeep.v1.RevokeTokenResponse
-	16, // 100: sandkeep.v1.AdminService.GetProjectLimits:output_type -> sandkeep.v1.GetProjectLimitsResponse
-	18, // 101: sandkeep.v1.AdminService.SetProjectLimits:output_type -> sandkeep.v1.SetProjectLimitsResponse
-	54, // 102: sandkeep.v1.AdminService.PutFiles:output_type -> sandkeep.v1.PutFilesResponse
-	57, // 103: sandkeep.v1.AdminService.DeleteFiles:output_type -> sandkeep.v1.DeleteFilesResponse
-	59, // 104: sandkeep.v1.AdminService.CreateConsoleLink:output_type -> sandkeep.v1.CreateConsoleLinkResponse
-	61, // 105: sandkeep.v1.AdminService.GetActivity:output_type -> sandkeep.v1.GetActivityResponse
-	80, // [80:106] is the sub-list for method output_type
-	54, // [54:80] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	65, // 54: sandkeep.v1.ListReplicasResponse.replicas:type_name -> sandkeep.v1.ReplicaInfo
+	67, // 55: sandkeep.v1.ReplicaInfo.start_time:type_name -> google.protobuf.Timestamp
+	67, // 56: sandkeep.v1.ReplicaInfo.last_seen_time:type_name -> google.protobuf.Timestamp
+	1,  // 57: sandkeep.v1.AdminService.CreateProject:input_type -> sandkeep.v1.CreateProjectRequest
+	3,  // 58: sandkeep.v1.AdminService.GetProject:input_type -> sandkeep.v1.GetProjectRequest
+	5,  // 59: sandkeep.v1.AdminService.ListProjects:input_type -> sandkeep.v1.ListProjectsRequest
+	7,  // 60: sandkeep.v1.AdminService.CreateSandboxToken:input_type -> sandkeep.v1.CreateSandboxTokenRequest
+	19, // 61: sandkeep.v1.AdminService.ListVersions:input_type -> sandkeep.v1.ListVersionsRequest
+	21, // 62: sandkeep.v1.AdminService.FlushProject:input_type -> sandkeep.v1.FlushProjectRequest
+	23, // 63: sandkeep.v1.AdminService.ListAgents:input_type -> sandkeep.v1.ListAgentsRequest
+	28, // 64: sandkeep.v1.AdminService.DiffVersions:input_type -> sandkeep.v1.DiffVersionsRequest
+	30, // 65: sandkeep.v1.AdminService.ListFiles:input_type -> sandkeep.v1.ListFilesRequest
+	32, // 66: sandkeep.v1.AdminService.ListFileHistory:input_type -> sandkeep.v1.ListFileHistoryRequest
+	35, // 67: sandkeep.v1.AdminService.ReadFile:input_type -> sandkeep.v1.ReadFileRequest
+	37, // 68: sandkeep.v1.AdminService.RollbackProject:input_type -> sandkeep.v1.RollbackProjectRequest
+	39, // 69: sandkeep.v1.AdminService.CreateFileLink:input_type -> sandkeep.v1.CreateFileLinkRequest
+	41, // 70: sandkeep.v1.AdminService.CollectGarbage:input_type -> sandkeep.v1.CollectGarbageRequest
+	43, // 71: sandkeep.v1.AdminService.DeleteProject:input_type -> sandkeep.v1.DeleteProjectRequest
+	45, // 72: sandkeep.v1.AdminService.PinVersion:input_type -> sandkeep.v1.PinVersionRequest
+	48, // 73: sandkeep.v1.AdminService.GetRetention:input_type -> sandkeep.v1.GetRetentionRequest
+	50, // 74: sandkeep.v1.AdminService.SetRetention:input_type -> sandkeep.v1.SetRetentionRequest
+	10, // 75: sandkeep.v1.AdminService.ListTokens:input_type -> sandkeep.v1.ListTokensRequest
+	12, // 76: sandkeep.v1.AdminService.RevokeToken:input_type -> sandkeep.v1.RevokeTokenRequest
+	15, // 77: sandkeep.v1.AdminService.GetProjectLimits:input_type -> sandkeep.v1.GetProjectLimitsRequest
+	17, // 78: sandkeep.v1.AdminService.SetProjectLimits:input_type -> sandkeep.v1.SetProjectLimitsRequest
+	52, // 79: sandkeep.v1.AdminService.PutFiles:input_type -> sandkeep.v1.PutFilesRequest
+	56, // 80: sandkeep.v1.AdminService.DeleteFiles:input_type -> sandkeep.v1.DeleteFilesRequest
+	58, // 81: sandkeep.v1.AdminService.CreateConsoleLink:input_type -> sandkeep.v1.CreateConsoleLinkRequest
+	60, // 82: sandkeep.v1.AdminService.GetActivity:input_type -> sandkeep.v1.GetActivityRequest
+	63, // 83: sandkeep.v1.AdminService.ListReplicas:input_type -> sandkeep.v1.ListReplicasRequest
+	2,  // 84: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
+	4,  // 85: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
+	6,  // 86: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
+	8,  // 87: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
+	20, // 88: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
+	22, // 89: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
+	25, // 90: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
+	29, // 91: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
+	31, // 92: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
+	34, // 93: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
+	36, // 94: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
+	38, // 95: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
+	40, // 96: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
+	42, // 97: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
+	44, // 98: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
+	46, // 99: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
+	49, // 100: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
+	51, // 101: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
+	11, // 102: sandkeep.v1.AdminService.ListTokens:output_type -> sandkeep.v1.ListTokensResponse
+	13, // 103: sandkeep.v1.AdminService.RevokeToken:output_type -> sandkeep.v1.RevokeTokenResponse
+	16, // 104: sandkeep.v1.AdminService.GetProjectLimits:output_type -> sandkeep.v1.GetProjectLimitsResponse
+	18, // 105: sandkeep.v1.AdminService.SetProjectLimits:output_type -> sandkeep.v1.SetProjectLimitsResponse
+	54, // 106: sandkeep.v1.AdminService.PutFiles:output_type -> sandkeep.v1.PutFilesResponse
+	57, // 107: sandkeep.v1.AdminService.DeleteFiles:output_type -> sandkeep.v1.DeleteFilesResponse
+	59, // 108: sandkeep.v1.AdminService.CreateConsoleLink:output_type -> sandkeep.v1.CreateConsoleLinkResponse
+	61, // 109: sandkeep.v1.AdminService.GetActivity:output_type -> sandkeep.v1.GetActivityResponse
+	64, // 110: sandkeep.v1.AdminService.ListReplicas:output_type -> sandkeep.v1.ListReplicasResponse
+	84, // [84:111] is the sub-list for method output_type
+	57, // [57:84] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_sandkeep_v1_admin_proto_init() }
@@ -4443,7 +4640,7 @@ func file_sandkeep_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandkeep_v1_admin_proto_rawDesc), len(file_sandkeep_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   62,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,6 +45,7 @@ const (
 	AdminService_DeleteFiles_FullMethodName        = "/sandkeep.v1.AdminService/DeleteFiles"
 	AdminService_CreateConsoleLink_FullMethodName  = "/sandkeep.v1.AdminService/CreateConsoleLink"
 	AdminService_GetActivity_FullMethodName        = "/sandkeep.v1.AdminService/GetActivity"
+	AdminService_ListReplicas_FullMethodName       = "/sandkeep.v1.AdminService/ListReplicas"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -137,6 +138,10 @@ type AdminServiceClient interface {
 	// it started: garbage collections, lifecycle actions, sandboxes
 	// replaced, uploaded packs that failed verification.
 	GetActivity(ctx context.Context, in *GetActivityRequest, opts ...grpc.CallOption) (*GetActivityResponse, error)
+	// ListReplicas returns the live coordinator replicas on this database:
+	// their addresses, agent sessions, and which one leads the background
+	// jobs.
+	ListReplicas(ctx context.Context, in *ListReplicasRequest, opts ...grpc.CallOption) (*ListReplicasResponse, error)
 }
 
 type adminServiceClient struct {
@@ -419,6 +424,16 @@ func (c *adminServiceClient) GetActivity(ctx context.Context, in *GetActivityReq
 	return out, nil
 }
 
+func (c *adminServiceClient) ListReplicas(ctx context.Context, in *ListReplicasRequest, opts ...grpc.CallOption) (*ListReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListReplicasResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -509,6 +524,10 @@ type AdminServiceServer interface {
 	// it started: garbage collections, lifecycle actions, sandboxes
 	// replaced, uploaded packs that failed verification.
 	GetActivity(context.Context, *GetActivityRequest) (*GetActivityResponse, error)
+	// ListReplicas returns the live coordinator replicas on this database:
+	// their addresses, agent sessions, and which one leads the background
+	// jobs.
+	ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -596,6 +615,9 @@ func (UnimplementedAdminServiceServer) CreateConsoleLink(context.Context, *Creat
 }
 func (UnimplementedAdminServiceServer) GetActivity(context.Context, *GetActivityRequest) (*GetActivityResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetActivity not implemented")
+}
+func (UnimplementedAdminServiceServer) ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListReplicas not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1068,6 +1090,24 @@ func _AdminService_GetActivity_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListReplicas(ctx, req.(*ListReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1170,6 +1210,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetActivity",
 			Handler:    _AdminService_GetActivity_Handler,
+		},
+		{
+			MethodName: "ListReplicas",
+			Handler:    _AdminService_ListReplicas_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
