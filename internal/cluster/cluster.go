@@ -59,8 +59,10 @@ type Config struct {
 	Store    metastore.ClusterStore // required
 	Notifier metastore.Notifier     // optional: without it, replicas poll
 	Local    Local                  // required
-	// Leading reports whether this replica leads the background jobs.
-	Leading func() bool
+	// Leading reports whether this replica leads the background jobs;
+	// LeaderToken its hold on the leadership (metastore.Replica).
+	Leading     func() bool
+	LeaderToken func() int64
 	// Beat is the heartbeat period; a replica not seen for DeadAfter is
 	// dead (its routes are ignored, then forgotten).
 	Beat, DeadAfter time.Duration
@@ -93,6 +95,9 @@ func New(cfg Config) *Node {
 	}
 	if cfg.Leading == nil {
 		cfg.Leading = func() bool { return false }
+	}
+	if cfg.LeaderToken == nil {
+		cfg.LeaderToken = func() int64 { return 0 }
 	}
 	cfg.Log = cfg.Log.With("component", "cluster", "replica", cfg.ID)
 	return &Node{cfg: cfg, started: time.Now(), waiters: map[string]chan struct{}{}}
@@ -176,6 +181,7 @@ func (n *Node) relisten(ctx context.Context) <-chan string {
 func (n *Node) beat(ctx context.Context) error {
 	return n.cfg.Store.BeatReplica(ctx, metastore.Replica{
 		ID: n.cfg.ID, Addr: n.cfg.Addr, StartedAt: n.started, Leading: n.cfg.Leading(), Agents: n.cfg.Local.Connected(),
+		LeaderToken: n.cfg.LeaderToken(),
 	})
 }
 
@@ -196,9 +202,25 @@ func (n *Node) tidy(ctx context.Context) {
 	_, _ = n.cfg.Store.DeleteCommands(ctx, time.Now().Add(-commandsKept))
 }
 
-// Replicas lists the live replicas.
+// Replicas lists the live replicas. Where the database tells who holds the
+// leadership (metastore.LeaderTokener), Leading marks that replica alone:
+// a replica killed while leading keeps its last claim in the registry
+// until it is dead, but no longer the lock.
 func (n *Node) Replicas(ctx context.Context) ([]metastore.Replica, error) {
-	return n.cfg.Store.ListReplicas(ctx, time.Now().Add(-n.cfg.DeadAfter))
+	rs, err := n.cfg.Store.ListReplicas(ctx, time.Now().Add(-n.cfg.DeadAfter))
+	if err != nil {
+		return nil, err
+	}
+	if lt, ok := n.cfg.Store.(metastore.LeaderTokener); ok {
+		holder, err := lt.LeaderToken(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for i := range rs {
+			rs[i].Leading = holder != 0 && rs[i].LeaderToken == holder
+		}
+	}
+	return rs, nil
 }
 
 // OnSession records (open) or drops the route of a session this replica's

@@ -289,6 +289,22 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
+// fence proves, right before a destroy the loop decided, that this replica
+// still leads (metastore.Fencer): a deposed leader's decisions are refused,
+// not carried out. Destroys an admin asked for are not fenced.
+func (m *Manager) fence(ctx context.Context) error {
+	f, ok := m.cfg.Leader.(metastore.Fencer)
+	if !ok {
+		return nil // no election (one replica), or a leader without fencing
+	}
+	if err := f.Fence(ctx); err != nil {
+		m.count("fenced", "refused")
+		m.log.Warn("lifecycle: refusing a destroy decided as leader", "err", err)
+		return fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return nil
+}
+
 func (m *Manager) lead(ctx context.Context) bool {
 	if m.cfg.Leader == nil {
 		return true

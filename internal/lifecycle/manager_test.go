@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -683,5 +684,45 @@ func TestDeleteHistory(t *testing.T) {
 	}
 	if e.reaper("delete_history", "ok") != 1 {
 		t.Fatal("delete_history not counted")
+	}
+}
+
+// fencedLeader leads (TryLead) until deposed, and then fails its fence,
+// as a leader whose database session ended behind its back does.
+type fencedLeader struct{ deposed atomic.Bool }
+
+func (l *fencedLeader) TryLead(context.Context) (bool, error) { return true, nil }
+func (l *fencedLeader) Resign()                               {}
+func (l *fencedLeader) Fence(context.Context) error {
+	if l.deposed.Load() {
+		return metastore.ErrDeposed
+	}
+	return nil
+}
+
+// TestDeposedLeaderCannotDestroy: a destroy the loop decides is refused
+// once the replica is deposed, and carried out once it leads again.
+func TestDeposedLeaderCannotDestroy(t *testing.T) {
+	lead := &fencedLeader{}
+	e := newEnv(t, func(c *Config) {
+		c.Policy = policy.Policy{StopAfter: time.Minute, DestroyAfter: 5 * time.Minute}
+		c.Leader = lead
+	})
+	p := e.project("fenced")
+	sb := e.ensure(p).Sandbox
+	e.write(p)
+	e.advance(2*time.Minute, time.Minute) // stopped
+	lead.deposed.Store(true)
+	e.advance(10*time.Minute, time.Minute) // destroy due, decided, refused
+	if n := e.prov.count("delete"); n != 0 {
+		t.Fatalf("a deposed leader destroyed: %d deletes", n)
+	}
+	if st := e.get(sb.ID).State; st == provider.StateDestroyed {
+		t.Fatalf("state %s after a refused destroy", st)
+	}
+	lead.deposed.Store(false)
+	e.advance(time.Minute, time.Minute)
+	if st := e.get(sb.ID).State; st != provider.StateDestroyed || e.prov.count("delete") != 1 {
+		t.Fatalf("leading again: state %s, %d deletes", st, e.prov.count("delete"))
 	}
 }

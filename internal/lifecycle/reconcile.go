@@ -136,6 +136,10 @@ func (m *Manager) destroyOrphan(ctx context.Context, ps provider.Sandbox) bool {
 			log.Info("lifecycle: orphan flushed", "version", v)
 		}
 	}
+	if err := m.fence(ctx); err != nil {
+		log.Warn("lifecycle: not destroying an orphan", "err", err)
+		return false
+	}
 	err := m.cfg.Provider.Delete(ctx, ps.ID)
 	if err != nil && !errors.Is(err, provider.ErrNotFound) {
 		m.count("orphan_destroy", "error")

@@ -296,6 +296,9 @@ func (m *Manager) execute(ctx context.Context, sb metastore.Sandbox, d policy.De
 	case policy.ActionVerify:
 		return m.verify(ctx, sb)
 	case policy.ActionDestroy:
+		if err := m.fence(ctx); err != nil {
+			return err
+		}
 		return m.destroy(ctx, sb, false)
 	case policy.ActionArchive:
 		return m.archive(ctx, sb)

@@ -13,6 +13,17 @@ type Replica struct {
 	SeenAt    time.Time // its last heartbeat
 	Leading   bool      // it leads the background jobs (as of SeenAt)
 	Agents    int       // agent sessions it holds (as of SeenAt)
+	// LeaderToken identifies its hold on the leadership while it leads
+	// (PostgreSQL: the backend pid of the session holding the lock), so
+	// that the registry can name the one replica that really leads (see
+	// LeaderTokener) rather than the last claims of a dead one.
+	LeaderToken int64
+}
+
+// LeaderTokener tells the token of the leadership's current holder (0:
+// none): PostgreSQL's pg_locks.
+type LeaderTokener interface {
+	LeaderToken(ctx context.Context) (int64, error)
 }
 
 // AgentRoute says which replica holds an agent session's stream.

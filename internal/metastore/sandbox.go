@@ -218,6 +218,16 @@ type Leader interface {
 	Resign()
 }
 
+// Fencer is a Leader that can prove, right before an irreversible act
+// (destroying a sandbox), that it still leads: Fence fails with
+// ErrDeposed once another replica may have taken over.
+type Fencer interface {
+	Fence(ctx context.Context) error
+}
+
+// ErrDeposed: this replica no longer leads the background jobs.
+var ErrDeposed = errors.New("this replica no longer leads the background jobs")
+
 var idB32 = base32.StdEncoding.WithPadding(base32.NoPadding)
 
 // NewSandboxID returns a fresh sandbox id: "sbx_" + 20 lowercase base32

@@ -26,6 +26,12 @@ func (s *Server) buildCluster() {
 			l, ok := leader.(interface{ Leading() bool })
 			return ok && l.Leading()
 		},
+		LeaderToken: func() int64 {
+			if l, ok := leader.(interface{ Token() int64 }); ok {
+				return l.Token()
+			}
+			return 0
+		},
 	})
 	s.Sessions.OnSession = s.Cluster.OnSession
 }

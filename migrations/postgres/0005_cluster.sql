@@ -8,6 +8,9 @@ CREATE TABLE replicas (
     started_at timestamptz NOT NULL,
     seen_at    timestamptz NOT NULL,
     is_leader  boolean     NOT NULL DEFAULT false,
+    -- While it leads: the backend pid of its session holding the leader's
+    -- advisory lock (pg_locks tells which replica really leads).
+    leader_token bigint    NOT NULL DEFAULT 0,
     agents     integer     NOT NULL DEFAULT 0
 );
 

@@ -9,6 +9,7 @@ CREATE TABLE replicas (
     started_at TEXT    NOT NULL,
     seen_at    TEXT    NOT NULL,
     is_leader  INTEGER NOT NULL DEFAULT 0 CHECK (is_leader IN (0, 1)),
+    leader_token INTEGER NOT NULL DEFAULT 0,
     agents     INTEGER NOT NULL DEFAULT 0
 );
 

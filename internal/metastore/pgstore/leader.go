@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandkeep/sandkeep/internal/metastore"
 )
@@ -20,14 +21,68 @@ const lifecycleLock int64 = 0x736b2d6c69666563
 // that connection breaks, PostgreSQL drops the lock and another replica
 // takes over on its next TryLead.
 func (s *Store) LifecycleLeader() metastore.Leader {
-	return &pgLeader{cfg: s.pool.Config().ConnConfig}
+	return &pgLeader{cfg: s.pool.Config().ConnConfig, pool: s.pool}
 }
 
 type pgLeader struct {
-	cfg *pgx.ConnConfig
+	cfg  *pgx.ConnConfig
+	pool *pgxpool.Pool // Fence asks through another connection
 
 	mu   sync.Mutex
 	conn *pgx.Conn
+	pid  uint32 // the leading connection's backend pid
+}
+
+// Fence implements metastore.Fencer: this replica still holds the lock,
+// as PostgreSQL sees it through another connection. A leader whose
+// session the server ended (terminated, timed out, cut off) is deposed
+// even if its process has not noticed: Fence then fails with
+// metastore.ErrDeposed and drops the dead session.
+func (l *pgLeader) Fence(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return metastore.ErrDeposed
+	}
+	var held bool
+	err := l.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND pid = $1 AND classid::bigint = $2 AND objid::bigint = $3 AND objsubid = 1)`,
+		int64(l.pid), int64(uint64(lifecycleLock)>>32), int64(uint64(lifecycleLock)&0xffffffff)).Scan(&held)
+	if err != nil {
+		return fmt.Errorf("lifecycle leader: fence: %w", err)
+	}
+	if !held {
+		_ = l.conn.Close(context.Background())
+		l.conn = nil
+		return metastore.ErrDeposed
+	}
+	return nil
+}
+
+// Token is the backend pid of the session holding the lock, while leading
+// (0 otherwise): what metastore.Replica.LeaderToken records.
+func (l *pgLeader) Token() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return 0
+	}
+	return int64(l.pid)
+}
+
+var _ metastore.LeaderTokener = (*Store)(nil)
+
+// LeaderToken implements metastore.LeaderTokener: the backend pid holding
+// the lifecycle leader's lock, 0 if none does.
+func (s *Store) LeaderToken(ctx context.Context) (int64, error) {
+	var pid int64
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE(max(pid), 0) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1`,
+		int64(uint64(lifecycleLock)>>32), int64(uint64(lifecycleLock)&0xffffffff)).Scan(&pid)
+	if err != nil {
+		return 0, fmt.Errorf("leader token: %w", err)
+	}
+	return pid, nil
 }
 
 // Leading reports whether this leader held the lock at its last TryLead.
@@ -60,6 +115,10 @@ func (l *pgLeader) TryLead(ctx context.Context) (bool, error) {
 	if !ok {
 		_ = c.Close(context.Background())
 		return false, nil
+	}
+	if err := c.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&l.pid); err != nil {
+		_ = c.Close(context.Background())
+		return false, fmt.Errorf("lifecycle leader: %w", err)
 	}
 	l.conn = c
 	return true, nil

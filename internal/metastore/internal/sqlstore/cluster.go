@@ -33,9 +33,10 @@ func (s *Store) BeatReplica(ctx context.Context, r metastore.Replica) error {
 	if started.IsZero() {
 		started = now
 	}
-	_, err := s.d.Writer().Exec(ctx, `INSERT INTO replicas (id, addr, started_at, seen_at, is_leader, agents) VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, seen_at = excluded.seen_at, is_leader = excluded.is_leader, agents = excluded.agents`,
-		r.ID, r.Addr, started, now, r.Leading, r.Agents)
+	_, err := s.d.Writer().Exec(ctx, `INSERT INTO replicas (id, addr, started_at, seen_at, is_leader, agents, leader_token) VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, seen_at = excluded.seen_at, is_leader = excluded.is_leader, agents = excluded.agents,
+		leader_token = excluded.leader_token`,
+		r.ID, r.Addr, started, now, r.Leading, r.Agents, r.LeaderToken)
 	if err != nil {
 		return fmt.Errorf("replica heartbeat: %w", err)
 	}
@@ -46,9 +47,9 @@ func (s *Store) BeatReplica(ctx context.Context, r metastore.Replica) error {
 func (s *Store) ListReplicas(ctx context.Context, since time.Time) ([]metastore.Replica, error) {
 	out, err := collect(ctx, s.d.Reader(), func(r Row) (metastore.Replica, error) {
 		var x metastore.Replica
-		err := r.Scan(&x.ID, &x.Addr, &x.StartedAt, &x.SeenAt, &x.Leading, &x.Agents)
+		err := r.Scan(&x.ID, &x.Addr, &x.StartedAt, &x.SeenAt, &x.Leading, &x.Agents, &x.LeaderToken)
 		return x, err
-	}, `SELECT id, addr, started_at, seen_at, is_leader, agents FROM replicas WHERE seen_at >= $1 ORDER BY id`+s.dl.Bytewise, trunc(since))
+	}, `SELECT id, addr, started_at, seen_at, is_leader, agents, leader_token FROM replicas WHERE seen_at >= $1 ORDER BY id`+s.dl.Bytewise, trunc(since))
 	if err != nil {
 		return nil, fmt.Errorf("list replicas: %w", err)
 	}
