@@ -34,12 +34,15 @@ type options struct {
 	only      string
 	sizes     string
 	cont      contOptions
+	load      loadOptions
+	loadReps  string
 }
 
 // The parts of the benchmark -only selects.
 const (
 	partTable   = "table"   // initial sync, one-file change, restore, bytes stored (sync --once vs restic)
 	partLatency = "latency" // continuous sync: change-to-committed latency, agent RSS and CPU
+	partLoad    = "load"    // replicas on PostgreSQL under many simulated agents (not in the default set)
 )
 
 var started = time.Now()
@@ -57,13 +60,27 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	flag.StringVar(&o.restic, "restic", "", "restic binary (default: PATH, then $(go env GOPATH)/bin)")
 	flag.StringVar(&o.versitygw, "versitygw", "", "versitygw binary (default: PATH, then $(go env GOPATH)/bin)")
-	flag.StringVar(&o.only, "only", "", "run only these parts, comma-separated: "+partTable+" (sync --once, restore, bytes vs restic), "+partLatency+" (continuous sync); default both")
+	flag.StringVar(&o.only, "only", "", "run only these parts, comma-separated: "+partTable+" (sync --once, restore, bytes vs restic), "+partLatency+" (continuous sync), "+partLoad+" (replicas under many agents; not in the default); default table and latency")
 	flag.StringVar(&o.sizes, "sizes", "1k,10k,100k", "latency: file counts of the generated trees (cached under .bench/trees)")
 	flag.IntVar(&o.cont.changes, "changes", 20, "latency: one-file changes timed per tree")
 	flag.DurationVar(&o.cont.interval, "change-interval", time.Second, "latency: spacing between changes (each should make its own version)")
 	flag.IntVar(&o.cont.resticChanges, "restic-changes", 3, "latency: restic backups of a one-file change per tree (median)")
 	flag.DurationVar(&o.cont.idle, "idle", 10*time.Second, "latency: idle window after the initial sync for the agent's CPU and RSS")
+	flag.IntVar(&o.load.agents, "load-agents", 200, "load: simulated agents (one project each)")
+	flag.StringVar(&o.loadReps, "load-replicas", "1,3", "load: replica counts to measure on PostgreSQL (SQLite: always 1)")
+	flag.DurationVar(&o.load.duration, "load-duration", 20*time.Second, "load: how long each configuration runs")
+	flag.DurationVar(&o.load.heartbeat, "load-heartbeat", 10*time.Second, "load: heartbeat period of each agent")
+	flag.DurationVar(&o.load.killEvery, "load-kill-every", 20*time.Second, "load: in the last run, kill (SIGKILL) and restart one replica this often (0: no such run)")
+	flag.StringVar(&o.load.pg, "load-pg", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "load: PostgreSQL server (a database is created and dropped on it)")
 	flag.Parse()
+	for _, s := range strings.Split(o.loadReps, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "skbench: -load-replicas: %q is not a replica count\n", s)
+			os.Exit(2)
+		}
+		o.load.replicas = append(o.load.replicas, n)
+	}
 	var err error
 	o.cont.sizes, err = parseSizes(o.sizes)
 	if err != nil {
@@ -100,12 +117,12 @@ func (o options) parts() map[string]bool {
 	parts := map[string]bool{}
 	for _, p := range strings.Split(o.only, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case partTable, partLatency:
+		case partTable, partLatency, partLoad:
 			parts[p] = true
 		case "continuous":
 			parts[partLatency] = true
 		default:
-			fmt.Fprintf(os.Stderr, "skbench: -only: unknown part %q (want %s or %s)\n", p, partTable, partLatency)
+			fmt.Fprintf(os.Stderr, "skbench: -only: unknown part %q (want %s, %s or %s)\n", p, partTable, partLatency, partLoad)
 			return nil
 		}
 	}
@@ -161,14 +178,16 @@ func run(ctx context.Context, o options) (err error) {
 			return fmt.Errorf("%s is missing; run `make build` (or `make bench`)", p)
 		}
 	}
-	if b.restic, err = findTool(o.restic, "restic"); err != nil {
-		return err
+	if sel := o.parts(); sel[partTable] || sel[partLatency] { // the load part needs no restic
+		if b.restic, err = findTool(o.restic, "restic"); err != nil {
+			return err
+		}
 	}
 	vgw, err := findTool(o.versitygw, "versitygw")
 	if err != nil {
 		return err
 	}
-	if out, err := exec.Command(b.restic, "version").Output(); err == nil && len(strings.Fields(string(out))) >= 2 {
+	if out, err := exec.Command(b.restic, "version").Output(); b.restic != "" && err == nil && len(strings.Fields(string(out))) >= 2 {
 		b.resticVersion = strings.Join(strings.Fields(string(out))[:2], " ") // "restic 0.18.1"
 		if !strings.Contains(b.resticVersion, "0.18.1") {
 			logf("warning: the targets were set against restic 0.18.1; this is %s", b.resticVersion)
@@ -189,6 +208,11 @@ func run(ctx context.Context, o options) (err error) {
 	}()
 
 	parts := o.parts()
+	if parts[partLoad] {
+		if err := b.loadPart(vgw, logsDir); err != nil || (!parts[partTable] && !parts[partLatency]) {
+			return err
+		}
+	}
 	// 1. The workspace, and what a correct restore must reproduce.
 	var info wsInfo
 	if !parts[partTable] {

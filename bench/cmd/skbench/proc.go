@@ -116,16 +116,18 @@ type coordinator struct {
 	addr, blobs string
 }
 
-// startCoordinator runs `sandkeep serve` on S3 bucket `bucket` and waits for
-// its "listening" line. stdout and stderr go to logPath.
-func startCoordinator(ctx context.Context, bin, dataDir, endpoint, bucket, logPath string) (*coordinator, error) {
-	logFile, err := os.Create(logPath)
+// startCoordinator runs `sandkeep serve` on S3 bucket `bucket` (and the
+// extra flags, which win over the defaults) and waits for its "listening"
+// line. stdout and stderr go to logPath.
+func startCoordinator(ctx context.Context, bin, dataDir, endpoint, bucket, logPath string, extra ...string) (*coordinator, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644) // a restarted replica appends
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", "--data", dataDir,
 		"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
 		"--s3-bucket", bucket, "--s3-endpoint", endpoint, "--s3-path-style", "--s3-region", "us-east-1")
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+s3Key, "AWS_SECRET_ACCESS_KEY="+s3Secret)
 	cmd.Stderr = logFile
 	found := make(chan []string, 1)

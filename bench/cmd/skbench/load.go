@@ -1,0 +1,502 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sandkeep/sandkeep/internal/dial"
+	"github.com/sandkeep/sandkeep/internal/id"
+	"github.com/sandkeep/sandkeep/internal/pack"
+	"github.com/sandkeep/sandkeep/internal/remote"
+	"github.com/sandkeep/sandkeep/internal/server"
+	"github.com/sandkeep/sandkeep/internal/tree"
+	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
+)
+
+// The load part (-only load): N coordinator replicas (`sandkeep serve`
+// processes) on one database and one versitygw bucket, M simulated agents
+// in this process over real gRPC, each committing small random changes
+// through the agent's data path (find missing, pack, signed PUT, verify,
+// trees, compare-and-set commit) in a closed loop and heartbeating on its
+// session stream; then the same while one replica is killed (SIGKILL) and
+// restarted every -load-kill-every.
+
+type loadOptions struct {
+	agents    int
+	replicas  []int
+	duration  time.Duration
+	heartbeat time.Duration
+	killEvery time.Duration
+	pg        string // admin DSN of the PostgreSQL server
+}
+
+// loadRun is one measured configuration.
+type loadRun struct {
+	DB         string  `json:"db"`
+	Replicas   int     `json:"replicas"`
+	Agents     int     `json:"agents"`
+	Kills      int     `json:"kills"`
+	Seconds    float64 `json:"seconds"`
+	Commits    int64   `json:"commits"`
+	PerSecond  float64 `json:"commits_per_second"`
+	P50ms      float64 `json:"commit_p50_ms"`
+	P99ms      float64 `json:"commit_p99_ms"`
+	CycleP50ms float64 `json:"cycle_p50_ms"` // write → committed: pack, PUT, verify, trees, commit
+	Heartbeats float64 `json:"heartbeats_per_second"`
+	Errors     int64   `json:"errors"`
+	Lost       int64   `json:"acknowledged_versions_lost"`
+	PGCPU      float64 `json:"postgres_cpu_seconds,omitempty"`
+	PGConns    int     `json:"postgres_connections,omitempty"`
+	RSSMiB     []int64 `json:"replica_rss_mib"`
+}
+
+// loadPart runs the load part and prints it (-json: as JSON).
+func (b *bench) loadPart(vgw, logsDir string) error {
+	runs, err := b.runLoad(b.o.load, vgw, logsDir)
+	if b.o.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(map[string]any{"load": runs})
+	} else {
+		printLoad(runs)
+	}
+	return err
+}
+
+func (b *bench) runLoad(lo loadOptions, vgw, logsDir string) ([]loadRun, error) {
+	ctx := b.r.ctx
+	gw, endpoint, err := startVersitygw(ctx, vgw, mkdir(b.tmp, "load-s3"), filepath.Join(logsDir, "load-versitygw.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer gw.stop(syscall.SIGTERM, 5*time.Second)
+	var out []loadRun
+	configs := []struct {
+		db       string
+		replicas int
+		kill     bool
+	}{{"sqlite", 1, false}}
+	for _, n := range lo.replicas {
+		configs = append(configs, struct {
+			db       string
+			replicas int
+			kill     bool
+		}{"postgres", n, false})
+	}
+	if lo.killEvery > 0 && slices.Max(lo.replicas) > 1 {
+		configs = append(configs, struct {
+			db       string
+			replicas int
+			kill     bool
+		}{"postgres", slices.Max(lo.replicas), true})
+	}
+	for i, c := range configs {
+		logf("load %d/%d: %s, %d replica(s), %d agents, %s%s", i+1, len(configs), c.db, c.replicas, lo.agents, lo.duration,
+			map[bool]string{true: ", killing a replica every " + lo.killEvery.String()}[c.kill])
+		r, err := b.loadOnce(ctx, lo, endpoint, logsDir, fmt.Sprintf("load%d", i), c.db, c.replicas, c.kill)
+		if err != nil {
+			return out, fmt.Errorf("load %s x%d: %w", c.db, c.replicas, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// loadCluster is the replicas of one configuration.
+type loadCluster struct {
+	b        *bench
+	ctx      context.Context
+	endpoint string
+	bucket   string
+	logsDir  string
+	name     string
+	extra    []string
+	addrs    []string
+	data     []string
+	procs    []*coordinator
+}
+
+func (lc *loadCluster) start(i int) error {
+	c, err := startCoordinator(lc.ctx, lc.b.sandkeep, lc.data[i], lc.endpoint, lc.bucket,
+		filepath.Join(lc.logsDir, fmt.Sprintf("%s-replica%d.log", lc.name, i)), append(slices.Clone(lc.extra), "--listen", lc.addrs[i])...)
+	if err != nil {
+		return err
+	}
+	lc.procs[i] = c
+	return nil
+}
+
+func (lc *loadCluster) stop() {
+	for _, p := range lc.procs {
+		if p != nil && !p.exited() {
+			p.stop(syscall.SIGINT, 15*time.Second)
+		}
+	}
+}
+
+func (b *bench) loadOnce(ctx context.Context, lo loadOptions, endpoint, logsDir, name, db string, replicas int, kill bool) (loadRun, error) {
+	run := loadRun{DB: db, Replicas: replicas, Agents: lo.agents}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	lc := &loadCluster{b: b, ctx: ctx, endpoint: endpoint, bucket: "sk-" + name + "-" + started.Format("150405"), logsDir: logsDir, name: name,
+		extra: []string{"--secret-key", hex.EncodeToString(key), "--gc-interval", "0"}, procs: make([]*coordinator, replicas)}
+	var dsn, dbName string
+	if db == "postgres" {
+		var err error
+		dbName = "sk_load_" + name + "_" + strings.ToLower(hex.EncodeToString(key[:4]))
+		if dsn, err = createDatabase(ctx, lo.pg, dbName); err != nil {
+			return run, err
+		}
+		defer dropDatabase(lo.pg, dbName)
+		lc.extra = append(lc.extra, "--database-url", dsn)
+	}
+	for i := range replicas {
+		port, err := freePort()
+		if err != nil {
+			return run, err
+		}
+		lc.addrs = append(lc.addrs, fmt.Sprintf("127.0.0.1:%d", port))
+		lc.data = append(lc.data, mkdir(b.tmp, name, fmt.Sprintf("replica%d", i)))
+		if err := lc.start(i); err != nil {
+			lc.stop()
+			return run, err
+		}
+	}
+	defer lc.stop()
+	tok, err := os.ReadFile(server.AdminTokenFile(lc.data[0]))
+	if err != nil {
+		return run, err
+	}
+	conn, err := dial.Dial(lc.addrs[0], dial.Options{Token: strings.TrimSpace(string(tok))})
+	if err != nil {
+		return run, err
+	}
+	defer conn.Close()
+	admin := pb.NewAdminServiceClient(conn)
+	agents, err := lc.makeAgents(ctx, admin, lo.agents)
+	if err != nil {
+		return run, err
+	}
+	cpu0 := postgresCPU()
+	lctx, cancel := context.WithTimeout(ctx, lo.duration)
+	defer cancel()
+	var st loadStats
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, a := range agents {
+		wg.Go(func() { a.run(lctx, lo.heartbeat, &st) })
+	}
+	if kill {
+		wg.Go(func() { run.Kills = lc.killLoop(lctx, lo.killEvery) })
+	}
+	wg.Wait()
+	run.Seconds = time.Since(start).Seconds()
+	run.Commits = st.commits.Load()
+	run.PerSecond = float64(run.Commits) / run.Seconds
+	run.Heartbeats = float64(st.heartbeats.Load()) / run.Seconds
+	run.Errors = st.errors.Load()
+	commit, cycle := st.latencies()
+	run.P50ms, run.P99ms, run.CycleP50ms = pct(commit, 50), pct(commit, 99), pct(cycle, 50)
+	if db == "postgres" {
+		run.PGCPU = postgresCPU() - cpu0
+		run.PGConns = postgresConnections(ctx, dsn)
+	}
+	for _, p := range lc.procs {
+		if p == nil || p.exited() {
+			run.RSSMiB = append(run.RSSMiB, 0)
+			continue
+		}
+		rss, _, _ := procMem(p.cmd.Process.Pid)
+		run.RSSMiB = append(run.RSSMiB, rss/1024)
+	}
+	// Every commit an agent saw acknowledged is in the history (the head
+	// is at or past it: a commit whose answer was lost to a dying replica
+	// is there too, one past what the agent knows). A version cannot be
+	// doubled: each names its parent (compare-and-set).
+	for _, a := range agents {
+		resp, err := admin.GetProject(ctx, &pb.GetProjectRequest{ProjectId: a.project})
+		if err != nil {
+			return run, err
+		}
+		if h := resp.GetProject().GetHead(); h < a.head {
+			run.Lost += a.head - h
+		}
+	}
+	logf("load: %.0f commits/s, commit p50 %.1f ms p99 %.1f ms, %d errors, %d acknowledged versions lost", run.PerSecond, run.P50ms, run.P99ms, run.Errors, run.Lost)
+	return run, nil
+}
+
+// makeAgents makes n projects, a token each, and their agents, spread over
+// the replicas (each agent's list starts at another replica).
+func (lc *loadCluster) makeAgents(ctx context.Context, admin pb.AdminServiceClient, n int) ([]*loadAgent, error) {
+	agents := make([]*loadAgent, n)
+	for i := range agents {
+		p, err := admin.CreateProject(ctx, &pb.CreateProjectRequest{Name: fmt.Sprintf("load-%d", i)})
+		if err != nil {
+			return nil, err
+		}
+		t, err := admin.CreateSandboxToken(ctx, &pb.CreateSandboxTokenRequest{ProjectId: p.GetProject().GetId()})
+		if err != nil {
+			return nil, err
+		}
+		k := i % len(lc.addrs)
+		order := slices.Concat(lc.addrs[k:], lc.addrs[:k])
+		agents[i] = &loadAgent{project: p.GetProject().GetId(), token: t.GetToken(), addr: strings.Join(order, ",")}
+	}
+	return agents, nil
+}
+
+// killLoop kills (SIGKILL) one replica after another every interval and
+// restarts it on the same address.
+func (lc *loadCluster) killLoop(ctx context.Context, every time.Duration) int {
+	kills := 0
+	for i := 0; ; i = (i + 1) % len(lc.procs) {
+		if sleepCtx(ctx, every) != nil {
+			return kills
+		}
+		p := lc.procs[i]
+		p.stop(syscall.SIGKILL, time.Second)
+		kills++
+		logf("load: killed replica %d (%s)", i, lc.addrs[i])
+		if err := lc.start(i); err != nil {
+			logf("load: restarting replica %d: %v", i, err)
+		}
+	}
+}
+
+type loadStats struct {
+	commits, heartbeats, errors atomic.Int64
+	mu                          sync.Mutex
+	commit, cycle               []time.Duration
+}
+
+func (s *loadStats) latencies() ([]time.Duration, []time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	slices.Sort(s.commit)
+	slices.Sort(s.cycle)
+	return s.commit, s.cycle
+}
+
+func pct(d []time.Duration, p int) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	return float64(d[min(len(d)-1, len(d)*p/100)].Microseconds()) / 1000
+}
+
+// loadAgent is one simulated agent: a project, its token, its replicas.
+type loadAgent struct {
+	project, token, addr string
+	head                 int64 // the last version it saw committed
+}
+
+func (a *loadAgent) run(ctx context.Context, hb time.Duration, st *loadStats) {
+	var c *remote.Client
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	stopHB := func() {}
+	defer func() { stopHB() }()
+	for ctx.Err() == nil {
+		if c == nil {
+			var err error
+			if c, err = remote.Open(ctx, remote.Config{Addr: a.addr, Token: a.token, Version: "skbench-load"}); err != nil {
+				st.errors.Add(1)
+				_ = sleepCtx(ctx, 100*time.Millisecond)
+				continue
+			}
+			stopHB()
+			stopHB = a.heartbeat(ctx, c, hb, st)
+		}
+		// A commit once started runs to its end (bounded), so that every
+		// version the agent made is one it knows of when the run stops.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+		err := a.commit(cctx, c, st)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			st.errors.Add(1)
+			if status.Code(err) == codes.Unavailable {
+				// its replica died: the connection moves to the next.
+				_ = sleepCtx(ctx, 50*time.Millisecond)
+			}
+		}
+	}
+}
+
+// commit writes one small random file and commits it as the head.
+func (a *loadAgent) commit(ctx context.Context, c *remote.Client, st *loadStats) error {
+	start := time.Now()
+	data := make([]byte, 256+int(start.UnixNano()%768))
+	_, _ = rand.Read(data)
+	cid := id.Sum(data)
+	w := pack.NewWriter()
+	if _, err := w.Add(pack.Data, cid, data); err != nil {
+		return err
+	}
+	packData, packID, _, err := w.Finish()
+	if err != nil {
+		return err
+	}
+	if err := c.UploadPack(ctx, packID, packData); err != nil {
+		return err
+	}
+	t := &tree.Tree{Nodes: []tree.Node{{Name: "f.txt", Type: tree.File, Mode: 0o644, MtimeNs: start.UnixNano(), Size: int64(len(data)),
+		Chunks: []tree.ChunkRef{{ID: cid, Size: uint32(len(data))}}}}}
+	enc, err := t.Encode()
+	if err != nil {
+		return err
+	}
+	if err := c.UploadTrees(ctx, [][]byte{enc}); err != nil {
+		return err
+	}
+	cstart := time.Now()
+	v, err := c.Commit(ctx, a.head, id.Sum(enc), pb.VersionKind_VERSION_KIND_SYNC)
+	if status.Code(err) == codes.FailedPrecondition {
+		// The commit landed but its answer was lost (a replica died): the
+		// head is ours; learn it and go on.
+		return a.resync(ctx, c, err)
+	}
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	a.head = v.GetNumber()
+	st.commits.Add(1)
+	st.mu.Lock()
+	st.commit = append(st.commit, now.Sub(cstart))
+	st.cycle = append(st.cycle, now.Sub(start))
+	st.mu.Unlock()
+	return nil
+}
+
+func (a *loadAgent) resync(ctx context.Context, c *remote.Client, cause error) error {
+	s, err := c.API().OpenSession(ctx, &pb.OpenSessionRequest{})
+	if err != nil {
+		return errors.Join(cause, err)
+	}
+	if h := s.GetHead().GetNumber(); h > a.head {
+		a.head = h
+	}
+	return cause
+}
+
+// heartbeat opens the session stream and heartbeats on it every hb.
+func (a *loadAgent) heartbeat(ctx context.Context, c *remote.Client, hb time.Duration, st *loadStats) (stop func()) {
+	hctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		stream, err := c.API().Session(hctx)
+		if err != nil {
+			return
+		}
+		sid := "ses_" + a.project[4:]
+		go func() { // commands: none expected; drain
+			for {
+				if _, err := stream.Recv(); err != nil {
+					return
+				}
+			}
+		}()
+		for hctx.Err() == nil {
+			if err := stream.Send(&pb.SessionRequest{Msg: &pb.SessionRequest_Heartbeat{Heartbeat: &pb.Heartbeat{SessionId: sid, State: pb.AgentState_AGENT_STATE_IDLE, Version: a.head}}}); err != nil {
+				return
+			}
+			st.heartbeats.Add(1)
+			if sleepCtx(hctx, hb) != nil {
+				return
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func createDatabase(ctx context.Context, admin, name string) (string, error) {
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return "", fmt.Errorf("PostgreSQL at %s: %w", admin, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", err
+	}
+	cfg, err := pgx.ParseConfig(admin)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name), nil
+}
+
+func dropDatabase(admin, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+}
+
+func postgresConnections(ctx context.Context, dsn string) int {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0
+	}
+	defer conn.Close(ctx)
+	var n int
+	_ = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()`).Scan(&n)
+	return n - 1 // not this one
+}
+
+// postgresCPU sums the CPU seconds of every postgres process on the machine.
+func postgresCPU() float64 {
+	ents, _ := os.ReadDir("/proc")
+	total := 0.0
+	for _, e := range ents {
+		pid := 0
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil || !strings.HasPrefix(strings.TrimSpace(string(comm)), "postgres") {
+			continue
+		}
+		if s, err := procCPU(pid); err == nil {
+			total += s
+		}
+	}
+	return total
+}
+
+func printLoad(runs []loadRun) {
+	fmt.Println()
+	fmt.Println("load: small commits by simulated agents over real gRPC (closed loop), heartbeats on session streams")
+	fmt.Printf("%-9s %8s %6s %5s %9s %8s %8s %9s %7s %6s %5s %7s %6s %s\n", "db", "replicas", "agents", "kills", "commits/s", "p50 ms", "p99 ms", "cycle p50", "hb/s", "errors", "lost", "pg cpu", "pg cx", "rss MiB")
+	for _, r := range runs {
+		fmt.Printf("%-9s %8d %6d %5d %9.0f %8.1f %8.1f %9.1f %7.1f %6d %5d %7.1f %6d %v\n", r.DB, r.Replicas, r.Agents, r.Kills, r.PerSecond, r.P50ms, r.P99ms, r.CycleP50ms,
+			r.Heartbeats, r.Errors, r.Lost, r.PGCPU, r.PGConns, r.RSSMiB)
+	}
+}
