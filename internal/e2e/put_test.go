@@ -252,6 +252,10 @@ func TestCLIPut(t *testing.T) {
 	if !strings.Contains(errOut, "no such file") {
 		t.Fatalf("put of a missing local file: %q", errOut)
 	}
+	out, _ = run(true, nil, "replicas", "--json")
+	if !strings.Contains(out, `"self": true`) || !strings.Contains(out, `"leader": true`) || !strings.Contains(out, `"addr": "`+s.grpc+`"`) {
+		t.Fatalf("replicas --json on SQLite printed %s", out)
+	}
 	out, _ = run(true, nil, "activity", "--json")
 	if !strings.Contains(out, `"packs_failed_verification": 0`) || !strings.Contains(out, `"lifecycle_actions": []`) {
 		t.Fatalf("activity --json printed %s", out)
