@@ -63,7 +63,12 @@ type loadRun struct {
 	Lost       int64   `json:"acknowledged_versions_lost"`
 	PGCPU      float64 `json:"postgres_cpu_seconds,omitempty"`
 	PGConns    int     `json:"postgres_connections,omitempty"`
-	RSSMiB     []int64 `json:"replica_rss_mib"`
+	// Database work per commit: transactions and rows read (fetched) and
+	// written (inserted, updated, deleted) per commit, all traffic included.
+	PGXactPerCommit float64 `json:"postgres_transactions_per_commit,omitempty"`
+	PGRowsRead      float64 `json:"postgres_rows_read_per_commit,omitempty"`
+	PGRowsWritten   float64 `json:"postgres_rows_written_per_commit,omitempty"`
+	RSSMiB          []int64 `json:"replica_rss_mib"`
 }
 
 // loadPart runs the load part and prints it (-json: as JSON).
@@ -194,6 +199,7 @@ func (b *bench) loadOnce(ctx context.Context, lo loadOptions, endpoint, logsDir,
 		return run, err
 	}
 	cpu0 := postgresCPU()
+	db0 := postgresWork(ctx, dsn)
 	lctx, cancel := context.WithTimeout(ctx, lo.duration)
 	defer cancel()
 	var st loadStats
@@ -216,6 +222,12 @@ func (b *bench) loadOnce(ctx context.Context, lo loadOptions, endpoint, logsDir,
 	if db == "postgres" {
 		run.PGCPU = postgresCPU() - cpu0
 		run.PGConns = postgresConnections(ctx, dsn)
+		if db1 := postgresWork(ctx, dsn); run.Commits > 0 {
+			n := float64(run.Commits)
+			run.PGXactPerCommit = float64(db1[0]-db0[0]) / n
+			run.PGRowsRead = float64(db1[1]-db0[1]) / n
+			run.PGRowsWritten = float64(db1[2]-db0[2]) / n
+		}
 	}
 	for _, p := range lc.procs {
 		if p == nil || p.exited() {
@@ -471,6 +483,25 @@ func postgresConnections(ctx context.Context, dsn string) int {
 	return n - 1 // not this one
 }
 
+// postgresWork reads the database's counters: transactions committed,
+// rows fetched, rows inserted+updated+deleted (zeros without a database).
+func postgresWork(ctx context.Context, dsn string) [3]int64 {
+	var w [3]int64
+	if dsn == "" {
+		return w
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return w
+	}
+	defer conn.Close(ctx)
+	// The statistics are per backend until flushed: ask for a fresh snapshot.
+	_, _ = conn.Exec(ctx, `SELECT pg_stat_clear_snapshot()`)
+	_ = conn.QueryRow(ctx, `SELECT xact_commit, tup_fetched, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = current_database()`).
+		Scan(&w[0], &w[1], &w[2])
+	return w
+}
+
 // postgresCPU sums the CPU seconds of every postgres process on the machine.
 func postgresCPU() float64 {
 	ents, _ := os.ReadDir("/proc")
@@ -494,9 +525,15 @@ func postgresCPU() float64 {
 func printLoad(runs []loadRun) {
 	fmt.Println()
 	fmt.Println("load: small commits by simulated agents over real gRPC (closed loop), heartbeats on session streams")
-	fmt.Printf("%-9s %8s %6s %5s %9s %8s %8s %9s %7s %6s %5s %7s %6s %s\n", "db", "replicas", "agents", "kills", "commits/s", "p50 ms", "p99 ms", "cycle p50", "hb/s", "errors", "lost", "pg cpu", "pg cx", "rss MiB")
+	fmt.Printf("%-9s %8s %6s %5s %9s %8s %8s %9s %7s %6s %5s %7s %6s %8s %s\n", "db", "replicas", "agents", "kills", "commits/s", "p50 ms", "p99 ms", "cycle p50", "hb/s", "errors", "lost", "pg cpu", "pg cx", "xact/cmt", "rss MiB")
 	for _, r := range runs {
-		fmt.Printf("%-9s %8d %6d %5d %9.0f %8.1f %8.1f %9.1f %7.1f %6d %5d %7.1f %6d %v\n", r.DB, r.Replicas, r.Agents, r.Kills, r.PerSecond, r.P50ms, r.P99ms, r.CycleP50ms,
-			r.Heartbeats, r.Errors, r.Lost, r.PGCPU, r.PGConns, r.RSSMiB)
+		fmt.Printf("%-9s %8d %6d %5d %9.0f %8.1f %8.1f %9.1f %7.1f %6d %5d %7.1f %6d %8.1f %v\n", r.DB, r.Replicas, r.Agents, r.Kills, r.PerSecond, r.P50ms, r.P99ms, r.CycleP50ms,
+			r.Heartbeats, r.Errors, r.Lost, r.PGCPU, r.PGConns, r.PGXactPerCommit, r.RSSMiB)
+	}
+	for _, r := range runs {
+		if r.PGXactPerCommit > 0 {
+			fmt.Printf("postgres x%d%s: per commit %.1f transactions, %.0f rows read, %.1f rows written (all traffic, heartbeats included)\n",
+				r.Replicas, map[bool]string{true: " (kills)"}[r.Kills > 0], r.PGXactPerCommit, r.PGRowsRead, r.PGRowsWritten)
+		}
 	}
 }
