@@ -286,12 +286,11 @@ func (s *Store) MissingBlobs(ctx context.Context, projectID string, ids []id.ID)
 	ids = storeutil.Dedup(ids)
 	var have map[id.ID]struct{}
 	err := s.d.Read(ctx, func(q Querier) error {
-		if err := needProject(ctx, q, projectID); err != nil {
-			return err
-		}
 		var err error
-		have, err = s.liveBlobs(ctx, q, projectID, ids)
-		return err
+		if have, err = s.liveBlobs(ctx, q, projectID, ids); err != nil || len(have) > 0 {
+			return err // a blob row names the project: it exists
+		}
+		return needProject(ctx, q, projectID)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("missing blobs of %s: %w", projectID, err)
@@ -314,10 +313,10 @@ func (s *Store) LocateBlobs(ctx context.Context, projectID string, ids []id.ID) 
 	ids = storeutil.Dedup(ids)
 	out := make(map[id.ID]metastore.BlobLocation, len(ids))
 	err := s.d.Read(ctx, func(q Querier) error {
-		if err := needProject(ctx, q, projectID); err != nil || len(ids) == 0 {
-			return err
+		if len(ids) == 0 {
+			return needProject(ctx, q, projectID)
 		}
-		return s.d.In([]any{projectID}, storeutil.IDBytes(ids), func(in string, args []any) error {
+		err := s.d.In([]any{projectID}, storeutil.IDBytes(ids), func(in string, args []any) error {
 			return q.Query(ctx, func(r Row) error {
 				var b, pack []byte
 				var typ, codec int16
@@ -338,6 +337,10 @@ func (s *Store) LocateBlobs(ctx context.Context, projectID string, ids []id.ID) 
 			}, `SELECT id, type, pack_id, "offset", length, raw_length, codec
 				FROM blobs WHERE project_id = $1 AND id `+in, args...)
 		})
+		if err != nil || len(out) > 0 {
+			return err // a blob row names the project: it exists
+		}
+		return needProject(ctx, q, projectID)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("locate blobs of %s: %w", projectID, err)
