@@ -61,7 +61,7 @@ lint: ## gofmt + vet + staticcheck + golangci-lint (.golangci.yml: errorlint, go
 # Every fuzz target, as package:Func. `go test` runs their seed corpora in
 # `make test`; `make fuzz` mutates each for FUZZTIME (not in CI: random).
 FUZZTIME ?= 10s
-FUZZ_TARGETS := api:FuzzAgentAPI blobstore:FuzzValidateKey chunker:FuzzChunker id:FuzzParse \
+FUZZ_TARGETS := api:FuzzAgentAPI api:FuzzPutFiles blobstore:FuzzValidateKey chunker:FuzzChunker id:FuzzParse \
 	ignore:FuzzGlobAgainstRegexp ignore:FuzzParse links:FuzzParseRange pack:FuzzParseFooter \
 	pack:FuzzDecodeBlob pack:FuzzDecodeBlobStored restore:FuzzPlanEntry restore:FuzzRun \
 	snapshot:FuzzIncremental snapshot:FuzzReadIndex tree:FuzzDecode tree:FuzzCleanPath urlsign:FuzzVerify
