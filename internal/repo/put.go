@@ -14,7 +14,6 @@ import (
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/pack"
-	"github.com/sandkeep/sandkeep/internal/retry"
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
 
@@ -170,11 +169,7 @@ func (p *Putter) Commit(ctx context.Context) (PutResult, error) {
 	}
 	res := p.res
 	res.NewChunks, res.PackedBytes = p.up.chunks, p.up.packed
-	err := retry.Do(ctx, retry.Policy{
-		Attempts:  50,
-		Backoff:   retry.Backoff{Min: 5 * time.Millisecond, Max: 200 * time.Millisecond},
-		Retryable: func(err error) bool { return errors.Is(err, metastore.ErrConflict) }, // the head moved: rebuild on the new one
-	}, func(ctx context.Context) error {
+	err := onHead(ctx, func(ctx context.Context) error { // the head moved: rebuild on the new one
 		v, err := p.r.putOnHead(ctx, p.projectID, p.ops)
 		res.Version = v
 		return err

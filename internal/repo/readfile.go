@@ -10,6 +10,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/pack"
+	"github.com/sandkeep/sandkeep/internal/retry"
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
 
@@ -142,25 +143,42 @@ func (r *Repo) Rollback(ctx context.Context, projectID string, number int64) (me
 	if err != nil {
 		return metastore.Version{}, err // names the version and the ones that exist
 	}
-	backoff := 5 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	var v metastore.Version
+	err = onHead(ctx, func(ctx context.Context) error {
 		p, err := r.meta.GetProject(ctx, projectID)
 		if err != nil {
-			return metastore.Version{}, fmt.Errorf("project %s: %w", projectID, err)
+			return fmt.Errorf("project %s: %w", projectID, err)
 		}
-		v, err := r.Commit(ctx, projectID, CommitRequest{Parent: p.Head, Root: target.Root, Kind: metastore.KindRollback})
-		if err == nil {
-			r.log.Info("rolled back", "project", projectID, "to", number, "version", v.Number)
-			return v, nil
-		}
-		if !errors.Is(err, metastore.ErrConflict) || attempt >= 50 {
-			return metastore.Version{}, err
-		}
-		select {
-		case <-ctx.Done():
-			return metastore.Version{}, ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 200*time.Millisecond)
+		v, err = r.Commit(ctx, projectID, CommitRequest{Parent: p.Head, Root: target.Root, Kind: metastore.KindRollback})
+		return err
+	})
+	if err != nil {
+		return metastore.Version{}, err
 	}
+	r.log.Info("rolled back", "project", projectID, "to", number, "version", v.Number)
+	return v, nil
+}
+
+// headRetry is how a commit made on the head by the coordinator itself (a
+// rollback, a put) retries when a concurrent commit moved the head.
+var headRetry = retry.Policy{
+	Attempts:  50,
+	Backoff:   retry.Backoff{Min: 5 * time.Millisecond, Max: 200 * time.Millisecond},
+	Retryable: func(err error) bool { return errors.Is(err, metastore.ErrConflict) }, // the head moved: again on the new one
+}
+
+// onHead runs commit, which commits on the current head, until it does not
+// lose the race (headRetry). If ctx ends before the attempts do, it waits
+// for that and returns ctx's error, not the last conflict.
+func onHead(ctx context.Context, commit func(context.Context) error) error {
+	attempts := 0
+	err := retry.Do(ctx, headRetry, func(ctx context.Context) error {
+		attempts++
+		return commit(ctx)
+	})
+	if errors.Is(err, metastore.ErrConflict) && attempts < headRetry.Attempts {
+		<-ctx.Done() // retry.Do stopped early: ctx ends before the next attempt
+		return ctx.Err()
+	}
+	return err
 }
