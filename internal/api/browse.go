@@ -366,12 +366,9 @@ func (s *AdminServer) ReadFile(req *pb.ReadFileRequest, stream pb.AdminService_R
 //
 // So neither the rollback nor a committed write is ever lost.
 func (s *AdminServer) RollbackProject(ctx context.Context, req *pb.RollbackProjectRequest) (*pb.RollbackProjectResponse, error) {
-	wait := req.GetAgentTimeout().AsDuration()
-	switch {
-	case req.GetAgentTimeout() == nil || wait == 0:
-		wait = defaultWait
-	case wait < 0 || wait > time.Hour:
-		return nil, status.Error(codes.InvalidArgument, "agent_timeout must be in (0, 1h]")
+	wait, err := agentWait(req.GetAgentTimeout(), defaultWait)
+	if err != nil {
+		return nil, err
 	}
 	if req.GetVersion() <= 0 {
 		return nil, status.Error(codes.InvalidArgument, "version must be positive")

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"time"
 
@@ -35,7 +34,7 @@ func (s *AdminServer) PutFiles(stream pb.AdminService_PutFilesServer) error {
 	if first == nil {
 		return status.Error(codes.InvalidArgument, "an empty PutFiles stream: send a header, then the file's bytes")
 	}
-	wait, err := agentWait(first.GetAgentTimeout())
+	wait, err := agentWait(first.GetAgentTimeout(), defaultPutWait)
 	if err != nil {
 		return err
 	}
@@ -151,7 +150,7 @@ func (p *putStream) Read(b []byte) (int, error) {
 
 // DeleteFiles implements pb.AdminServiceServer.
 func (s *AdminServer) DeleteFiles(ctx context.Context, req *pb.DeleteFilesRequest) (*pb.DeleteFilesResponse, error) {
-	wait, err := agentWait(req.GetAgentTimeout())
+	wait, err := agentWait(req.GetAgentTimeout(), defaultPutWait)
 	if err != nil {
 		return nil, err
 	}
@@ -172,13 +171,16 @@ func (s *AdminServer) DeleteFiles(ctx context.Context, req *pb.DeleteFilesReques
 	}, nil
 }
 
+// defaultPutWait is how long a put waits for a live agent by default.
+const defaultPutWait = 30 * time.Second
+
 // agentWait checks how long a call waits for a live agent to apply a new
-// head (default 30s; at most 1h).
-func agentWait(d *durationpb.Duration) (time.Duration, error) {
+// head (unset or 0: def; at most 1h).
+func agentWait(d *durationpb.Duration, def time.Duration) (time.Duration, error) {
 	wait := d.AsDuration()
 	switch {
 	case d == nil || wait == 0:
-		return 30 * time.Second, nil
+		return def, nil
 	case wait < 0 || wait > time.Hour:
 		return 0, status.Error(codes.InvalidArgument, "agent_timeout must be in (0, 1h]")
 	}
@@ -206,7 +208,7 @@ func (s *AdminServer) tellAgent(ctx context.Context, projectID string, version i
 		return &pb.AgentApply{Error: err.Error()}
 	default:
 		s.log.WarnContext(ctx, "agent did not apply the new head", "project", projectID, "version", version, "err", err)
-		return &pb.AgentApply{Connected: true, Error: fmt.Sprintf("%v", err)}
+		return &pb.AgentApply{Connected: true, Error: err.Error()}
 	}
 }
 
