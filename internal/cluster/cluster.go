@@ -11,8 +11,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,7 +80,7 @@ type Node struct {
 // New returns the node; Run makes it take part.
 func New(cfg Config) *Node {
 	if cfg.ID == "" {
-		cfg.ID = NewReplicaID()
+		cfg.ID = metastore.NewReplicaID()
 	}
 	if cfg.Beat <= 0 {
 		cfg.Beat = DefaultBeat
@@ -102,17 +100,6 @@ func New(cfg Config) *Node {
 	cfg.Log = cfg.Log.With("component", "cluster", "replica", cfg.ID)
 	return &Node{cfg: cfg, started: time.Now(), waiters: map[string]chan struct{}{}}
 }
-
-var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
-
-func randomID() string {
-	b := make([]byte, 10)
-	_, _ = rand.Read(b)
-	return strings.ToLower(b32.EncodeToString(b))
-}
-
-// NewReplicaID returns a fresh replica id.
-func NewReplicaID() string { return "rep_" + randomID() }
 
 // ID is the replica's id.
 func (n *Node) ID() string { return n.cfg.ID }
@@ -281,7 +268,7 @@ func (n *Node) route(ctx context.Context, projectID string, kind metastore.Comma
 	deadline := time.Now().Add(wait)
 	ids := make([]string, 0, len(targets))
 	for _, rep := range targets {
-		id := "cmd_" + randomID()
+		id := metastore.NewCommandID()
 		ch := make(chan struct{}, 1)
 		n.mu.Lock()
 		n.waiters[id] = ch

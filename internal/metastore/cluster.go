@@ -26,6 +26,14 @@ type LeaderTokener interface {
 	LeaderToken(ctx context.Context) (int64, error)
 }
 
+// NewReplicaID returns a fresh replica id: "rep_" + 20 lowercase base32
+// characters.
+func NewReplicaID() string { return "rep_" + randomID() }
+
+// NewCommandID returns a fresh routed command id: "cmd_" + 20 lowercase
+// base32 characters.
+func NewCommandID() string { return "cmd_" + randomID() }
+
 // AgentRoute says which replica holds an agent session's stream.
 type AgentRoute struct {
 	SessionID, ProjectID, ReplicaID string
