@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandkeep/sandkeep/internal/metastore"
 )
@@ -16,17 +15,24 @@ import (
 // leadership ("sk-lifec" in ASCII). Advisory locks are per database.
 const lifecycleLock int64 = 0x736b2d6c69666563
 
+// The lifecycle lock's key as pg_locks shows a bigint advisory key: the
+// high 32 bits in classid, the low 32 in objid (objsubid 1).
+const (
+	lifecycleLockClassID = int64(uint64(lifecycleLock) >> 32)
+	lifecycleLockObjID   = int64(uint64(lifecycleLock) & 0xffffffff)
+)
+
 // LifecycleLeader returns a metastore.Leader on a session advisory lock: the
 // replica whose dedicated connection holds pg_try_advisory_lock leads; if
 // that connection breaks, PostgreSQL drops the lock and another replica
 // takes over on its next TryLead.
 func (s *Store) LifecycleLeader() metastore.Leader {
-	return &pgLeader{cfg: s.pool.Config().ConnConfig, pool: s.pool}
+	return &pgLeader{cfg: s.pool.Config().ConnConfig, holder: s.LeaderToken}
 }
 
 type pgLeader struct {
-	cfg  *pgx.ConnConfig
-	pool *pgxpool.Pool // Fence asks through another connection
+	cfg    *pgx.ConnConfig
+	holder func(context.Context) (int64, error) // Store.LeaderToken: asked through another connection
 
 	mu   sync.Mutex
 	conn *pgx.Conn
@@ -44,14 +50,11 @@ func (l *pgLeader) Fence(ctx context.Context) error {
 	if l.conn == nil {
 		return metastore.ErrDeposed
 	}
-	var held bool
-	err := l.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-		AND pid = $1 AND classid::bigint = $2 AND objid::bigint = $3 AND objsubid = 1)`,
-		int64(l.pid), int64(uint64(lifecycleLock)>>32), int64(uint64(lifecycleLock)&0xffffffff)).Scan(&held)
+	pid, err := l.holder(ctx)
 	if err != nil {
 		return fmt.Errorf("lifecycle leader: fence: %w", err)
 	}
-	if !held {
+	if pid != int64(l.pid) {
 		_ = l.conn.Close(context.Background())
 		l.conn = nil
 		return metastore.ErrDeposed
@@ -78,7 +81,7 @@ func (s *Store) LeaderToken(ctx context.Context) (int64, error) {
 	var pid int64
 	err := s.pool.QueryRow(ctx, `SELECT COALESCE(max(pid), 0) FROM pg_locks WHERE locktype = 'advisory' AND granted
 		AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1`,
-		int64(uint64(lifecycleLock)>>32), int64(uint64(lifecycleLock)&0xffffffff)).Scan(&pid)
+		lifecycleLockClassID, lifecycleLockObjID).Scan(&pid)
 	if err != nil {
 		return 0, fmt.Errorf("leader token: %w", err)
 	}

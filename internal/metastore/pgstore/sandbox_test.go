@@ -70,7 +70,7 @@ func TestLeaderFencing(t *testing.T) {
 	var n int
 	if err := b.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
 		WHERE locktype = 'advisory' AND granted AND classid::bigint = $1 AND objid::bigint = $2`,
-		int64(uint64(lifecycleLock)>>32), int64(uint64(lifecycleLock)&0xffffffff)).Scan(&n); err != nil || n != 1 {
+		lifecycleLockClassID, lifecycleLockObjID).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("terminate the leader's session: %d, %v", n, err)
 	}
 	if ok, err := lb.TryLead(ctx); err != nil || !ok {
