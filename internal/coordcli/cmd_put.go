@@ -154,13 +154,19 @@ func printPut(g *globals, asJSON bool, v *pb.Version, extra map[string]any, a *p
 		return printJSON(g.stdout, out)
 	}
 	fmt.Fprintln(g.stdout, v.GetNumber())
+	printAgentApply(g.stderr, a, "the new version")
+	return nil
+}
+
+// printAgentApply says on w what a running agent did with a new head
+// (what: "the rollback", "the new version").
+func printAgentApply(w io.Writer, a *pb.AgentApply, what string) {
 	switch {
 	case a.GetApplied():
-		fmt.Fprintf(g.stderr, "the running agent brought its workspace to version %d\n", a.GetVersion())
+		fmt.Fprintf(w, "the running agent brought its workspace to version %d\n", a.GetVersion())
 	case a.GetConnected():
-		fmt.Fprintf(g.stderr, "warning: the running agent has not applied the new version yet (%s); it will on its next sync\n", a.GetError())
+		fmt.Fprintf(w, "warning: the running agent has not applied %s yet (%s); it will on its next sync\n", what, a.GetError())
 	default:
-		fmt.Fprintln(g.stderr, "no agent is connected; the next one to start restores the new head")
+		fmt.Fprintln(w, "no agent is connected; the next one to start restores the new head")
 	}
-	return nil
 }

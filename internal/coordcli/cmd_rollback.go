@@ -41,14 +41,8 @@ alone on stdout; what the agent did goes to stderr.`,
 						"agent_version": resp.GetAgentVersion(), "agent_error": resp.GetAgentError()})
 				}
 				fmt.Fprintln(g.stdout, resp.GetVersion().GetNumber())
-				switch {
-				case resp.GetAgentApplied():
-					fmt.Fprintf(g.stderr, "the running agent brought its workspace to version %d\n", resp.GetAgentVersion())
-				case resp.GetAgentConnected():
-					fmt.Fprintf(g.stderr, "warning: the running agent has not applied the rollback yet (%s); it will on its next sync\n", resp.GetAgentError())
-				default:
-					fmt.Fprintln(g.stderr, "no agent is connected; the next one to start restores the new head")
-				}
+				printAgentApply(g.stderr, &pb.AgentApply{Connected: resp.GetAgentConnected(), Applied: resp.GetAgentApplied(),
+					Version: resp.GetAgentVersion(), Error: resp.GetAgentError()}, "the rollback")
 				return nil
 			})
 		},
