@@ -31,7 +31,8 @@ func (r projectRow) LastActivity() time.Time {
 }
 
 // liveSandboxes returns the live sandbox of every project (of one, if
-// project is set), by project id.
+// project is set), by project id: ListSandboxes lists live ones only, and
+// a project has at most one.
 func (c *Console) liveSandboxes(r *http.Request, project string) (map[string]*pb.Sandbox, error) {
 	out := map[string]*pb.Sandbox{}
 	if c.life == nil {
@@ -42,12 +43,7 @@ func (c *Console) liveSandboxes(r *http.Request, project string) (map[string]*pb
 		return nil, err
 	}
 	for _, sb := range resp.GetSandboxes() {
-		if sb.GetState() == "destroyed" {
-			continue
-		}
-		if old, ok := out[sb.GetProjectId()]; !ok || sb.GetCreateTime().AsTime().After(old.GetCreateTime().AsTime()) {
-			out[sb.GetProjectId()] = sb
-		}
+		out[sb.GetProjectId()] = sb
 	}
 	return out, nil
 }
