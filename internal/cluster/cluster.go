@@ -230,6 +230,13 @@ func (n *Node) OnSession(projectID, sessionID string, open bool) {
 // agents on other replicas are in the sandbox registry).
 func (n *Node) Agents(projectID string) []sessions.Info { return n.cfg.Local.Agents(projectID) }
 
+// ConnectedElsewhere reports whether a live replica other than this one
+// holds a stream of the project (lifecycle's remoteAgents).
+func (n *Node) ConnectedElsewhere(ctx context.Context, projectID string) (bool, error) {
+	h, err := n.holders(ctx, projectID)
+	return len(h) > 0, err
+}
+
 // Flush asks the project's agents for a flush barrier, wherever their
 // streams are.
 func (n *Node) Flush(ctx context.Context, projectID string, timeout time.Duration) (int64, error) {

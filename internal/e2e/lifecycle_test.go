@@ -75,6 +75,13 @@ type lcEnv struct {
 
 func startLifecycle(t *testing.T, mod func(*server.Config)) *lcEnv {
 	t.Helper()
+	return startLifecycleOn(t, coordtest.Options{}, mod)
+}
+
+// startLifecycleOn is startLifecycle on the backends base names (its
+// Config is replaced).
+func startLifecycleOn(t *testing.T, base coordtest.Options, mod func(*server.Config)) *lcEnv {
+	t.Helper()
 	agentBin := buildAgentOnce(t)
 	clock := testclock.New(time.Now().UTC())
 	cfg := server.Config{Lifecycle: server.LifecycleConfig{
@@ -89,7 +96,8 @@ func startLifecycle(t *testing.T, mod func(*server.Config)) *lcEnv {
 	if mod != nil {
 		mod(&cfg)
 	}
-	c := coordtest.Start(t, coordtest.Options{Config: cfg})
+	base.Config = cfg
+	c := coordtest.Start(t, base)
 	e := &lcEnv{t: t, c: c, clock: clock, m: c.Server.Lifecycle, lc: pb.NewLifecycleServiceClient(c.Conn(t, c.Server.AdminToken))}
 	prov := e.m.Provider()
 	for {

@@ -214,7 +214,7 @@ func (m *Manager) replace(ctx context.Context, sb metastore.Sandbox, u *unusable
 		sb = cur
 	}
 	flushed := false
-	if _, ok := m.agentOf(sb); ok {
+	if m.agentConnected(ctx, sb) {
 		if v, err := m.cfg.Agents.Flush(ctx, sb.ProjectID, m.cfg.FlushTimeout); err == nil {
 			flushed = true
 			m.log.Info("lifecycle: flushed a sandbox before replacing it", "sandbox", sb.ID, "version", v)
@@ -415,6 +415,25 @@ func (m *Manager) agentOf(sb metastore.Sandbox) (*pb.Heartbeat, bool) {
 		}
 	}
 	return nil, false
+}
+
+// agentConnected reports whether the sandbox's agent can be asked for a
+// flush: connected to this replica, or (behind several replicas) an agent
+// of its project connected to another one, which Flush reaches through
+// the database. A flush gated on this reaches the project's agents.
+func (m *Manager) agentConnected(ctx context.Context, sb metastore.Sandbox) bool {
+	if _, ok := m.agentOf(sb); ok {
+		return true
+	}
+	ra, ok := m.cfg.Agents.(remoteAgents)
+	if !ok {
+		return false
+	}
+	elsewhere, err := ra.ConnectedElsewhere(ctx, sb.ProjectID)
+	if err != nil {
+		m.log.Warn("lifecycle: look up agents on other replicas", "sandbox", sb.ID, "err", err)
+	}
+	return elsewhere
 }
 
 // waitAgent polls (real time) until an agent of the sandbox satisfies ok,

@@ -95,10 +95,19 @@ var (
 const LabelSandbox = "sandkeep.sandbox"
 
 // Agents is what the manager needs of the live agent sessions
-// (*sessions.Registry).
+// (*sessions.Registry, or *cluster.Node behind several replicas).
 type Agents interface {
+	// Agents lists the sessions connected to this replica.
 	Agents(projectID string) []sessions.Info
+	// Flush reaches the project's agents wherever they are connected.
 	Flush(ctx context.Context, projectID string, timeout time.Duration) (int64, error)
+}
+
+// remoteAgents is implemented by an Agents that also reaches agents
+// connected to other replicas (*cluster.Node): whether one of the
+// project's agents holds a stream on another live replica.
+type remoteAgents interface {
+	ConnectedElsewhere(ctx context.Context, projectID string) (bool, error)
 }
 
 // Config configures a Manager.

@@ -161,7 +161,7 @@ func (m *Manager) DestroySandbox(ctx context.Context, id string, force bool) (De
 	if !b.Ready() && !force {
 		// Try to make it ready: flush a running sandbox, verify the head.
 		if !(b.Clean && b.CleanVersion == b.Head) && sb.State == provider.StateStarted {
-			if _, ok := m.agentOf(sb); ok {
+			if m.agentConnected(ctx, sb) {
 				_ = m.flush(ctx, sb)
 			}
 		}

@@ -126,7 +126,7 @@ func (m *Manager) destroyOrphan(ctx context.Context, ps provider.Sandbox) bool {
 	log := m.log.With("provider_id", ps.ID, "project", project, "sandbox", ps.Labels[LabelSandbox])
 	if project != "" {
 		orphan := metastore.Sandbox{ID: ps.Labels[LabelSandbox], ProviderID: ps.ID, ProjectID: project}
-		if _, connected := m.agentOf(orphan); connected {
+		if m.agentConnected(ctx, orphan) {
 			v, err := m.cfg.Agents.Flush(ctx, project, m.cfg.FlushTimeout)
 			if err != nil {
 				m.count("alert", "orphan_flush")
