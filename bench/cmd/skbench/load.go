@@ -17,7 +17,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/sandkeep/sandkeep/internal/dial"
@@ -44,6 +47,9 @@ type loadOptions struct {
 	heartbeat time.Duration
 	killEvery time.Duration
 	pg        string // admin DSN of the PostgreSQL server
+	// idle agents only hold a session stream and heartbeat (no commits):
+	// how many connected agents the replicas carry.
+	idle int
 }
 
 // loadRun is one measured configuration.
@@ -69,6 +75,13 @@ type loadRun struct {
 	PGRowsRead      float64 `json:"postgres_rows_read_per_commit,omitempty"`
 	PGRowsWritten   float64 `json:"postgres_rows_written_per_commit,omitempty"`
 	RSSMiB          []int64 `json:"replica_rss_mib"`
+	// Idle agents (-load-idle): heartbeats/s they sent, their errors
+	// (a stream refused or broken), and how many streams the replicas
+	// counted connected at the end.
+	Idle           int     `json:"idle_agents,omitempty"`
+	IdleHeartbeats float64 `json:"idle_heartbeats_per_second,omitempty"`
+	IdleErrors     int64   `json:"idle_errors,omitempty"`
+	IdleConnected  int64   `json:"agents_connected_at_end,omitempty"`
 }
 
 // loadPart runs the load part and prints it (-json: as JSON).
@@ -147,6 +160,52 @@ func (lc *loadCluster) start(i int) error {
 	return nil
 }
 
+// startAll starts n replicas on free ports (stopping those started if one
+// fails).
+func (lc *loadCluster) startAll(n int) error {
+	for i := range n {
+		port, err := freePort()
+		if err != nil {
+			lc.stop()
+			return err
+		}
+		lc.addrs = append(lc.addrs, fmt.Sprintf("127.0.0.1:%d", port))
+		lc.data = append(lc.data, mkdir(lc.b.tmp, lc.name, fmt.Sprintf("replica%d", i)))
+		if err := lc.start(i); err != nil {
+			lc.stop()
+			return err
+		}
+	}
+	return nil
+}
+
+// postgresFigures records the database's CPU, connections and work per
+// commit since cpu0 and db0 were read.
+func (run *loadRun) postgresFigures(ctx context.Context, dsn string, cpu0 float64, db0 [3]int64) {
+	run.PGCPU = postgresCPU() - cpu0
+	run.PGConns = postgresConnections(ctx, dsn)
+	if db1 := postgresWork(ctx, dsn); run.Commits > 0 {
+		n := float64(run.Commits)
+		run.PGXactPerCommit = float64(db1[0]-db0[0]) / n
+		run.PGRowsRead = float64(db1[1]-db0[1]) / n
+		run.PGRowsWritten = float64(db1[2]-db0[2]) / n
+	}
+}
+
+// rssMiB is each replica's resident memory (0 for one not running).
+func (lc *loadCluster) rssMiB() []int64 {
+	out := make([]int64, 0, len(lc.procs))
+	for _, p := range lc.procs {
+		if p == nil || p.exited() {
+			out = append(out, 0)
+			continue
+		}
+		rss, _, _ := procMem(p.cmd.Process.Pid)
+		out = append(out, rss/1024)
+	}
+	return out
+}
+
 func (lc *loadCluster) stop() {
 	for _, p := range lc.procs {
 		if p != nil && !p.exited() {
@@ -171,17 +230,8 @@ func (b *bench) loadOnce(ctx context.Context, lo loadOptions, endpoint, logsDir,
 		defer dropDatabase(lo.pg, dbName)
 		lc.extra = append(lc.extra, "--database-url", dsn)
 	}
-	for i := range replicas {
-		port, err := freePort()
-		if err != nil {
-			return run, err
-		}
-		lc.addrs = append(lc.addrs, fmt.Sprintf("127.0.0.1:%d", port))
-		lc.data = append(lc.data, mkdir(b.tmp, name, fmt.Sprintf("replica%d", i)))
-		if err := lc.start(i); err != nil {
-			lc.stop()
-			return run, err
-		}
+	if err := lc.startAll(replicas); err != nil {
+		return run, err
 	}
 	defer lc.stop()
 	tok, err := os.ReadFile(server.AdminTokenFile(lc.data[0]))
@@ -194,10 +244,24 @@ func (b *bench) loadOnce(ctx context.Context, lo loadOptions, endpoint, logsDir,
 	}
 	defer conn.Close()
 	admin := pb.NewAdminServiceClient(conn)
-	agents, err := lc.makeAgents(ctx, admin, lo.agents)
+	agents, err := lc.makeAgents(ctx, admin, "load", lo.agents)
 	if err != nil {
 		return run, err
 	}
+	idle, err := lc.makeAgents(ctx, admin, "idle", lo.idle)
+	if err != nil {
+		return run, err
+	}
+	idleConns, err := idleConnections(lc.addrs, len(idle))
+	if err != nil {
+		return run, err
+	}
+	defer func() {
+		for _, c := range idleConns {
+			c.Close()
+		}
+	}()
+	run.Idle = len(idle)
 	cpu0 := postgresCPU()
 	db0 := postgresWork(ctx, dsn)
 	lctx, cancel := context.WithTimeout(ctx, lo.duration)
@@ -208,6 +272,16 @@ func (b *bench) loadOnce(ctx context.Context, lo loadOptions, endpoint, logsDir,
 	for _, a := range agents {
 		wg.Go(func() { a.run(lctx, lo.heartbeat, &st) })
 	}
+	var idleSt idleStats
+	for i, a := range idle {
+		conn := idleConns[i%len(idleConns)]
+		// Spread the first heartbeats over one period.
+		delay := time.Duration(int64(lo.heartbeat) * int64(i) / int64(len(idle)))
+		wg.Go(func() { a.idle(lctx, conn, delay, lo.heartbeat, &idleSt) })
+	}
+	if len(idle) > 0 {
+		wg.Go(func() { run.IdleConnected = lc.connectedBefore(lctx, admin, lo.duration) })
+	}
 	if kill {
 		wg.Go(func() { run.Kills = lc.killLoop(lctx, lo.killEvery) })
 	}
@@ -217,26 +291,14 @@ func (b *bench) loadOnce(ctx context.Context, lo loadOptions, endpoint, logsDir,
 	run.PerSecond = float64(run.Commits) / run.Seconds
 	run.Heartbeats = float64(st.heartbeats.Load()) / run.Seconds
 	run.Errors = st.errors.Load()
+	run.IdleHeartbeats = float64(idleSt.heartbeats.Load()) / run.Seconds
+	run.IdleErrors = idleSt.errors.Load()
 	commit, cycle := st.latencies()
 	run.P50ms, run.P99ms, run.CycleP50ms = pct(commit, 50), pct(commit, 99), pct(cycle, 50)
 	if db == "postgres" {
-		run.PGCPU = postgresCPU() - cpu0
-		run.PGConns = postgresConnections(ctx, dsn)
-		if db1 := postgresWork(ctx, dsn); run.Commits > 0 {
-			n := float64(run.Commits)
-			run.PGXactPerCommit = float64(db1[0]-db0[0]) / n
-			run.PGRowsRead = float64(db1[1]-db0[1]) / n
-			run.PGRowsWritten = float64(db1[2]-db0[2]) / n
-		}
+		run.postgresFigures(ctx, dsn, cpu0, db0)
 	}
-	for _, p := range lc.procs {
-		if p == nil || p.exited() {
-			run.RSSMiB = append(run.RSSMiB, 0)
-			continue
-		}
-		rss, _, _ := procMem(p.cmd.Process.Pid)
-		run.RSSMiB = append(run.RSSMiB, rss/1024)
-	}
+	run.RSSMiB = lc.rssMiB()
 	// Every commit an agent saw acknowledged is in the history (the head
 	// is at or past it: a commit whose answer was lost to a dying replica
 	// is there too, one past what the agent knows). A version cannot be
@@ -254,24 +316,100 @@ func (b *bench) loadOnce(ctx context.Context, lo loadOptions, endpoint, logsDir,
 	return run, nil
 }
 
-// makeAgents makes n projects, a token each, and their agents, spread over
-// the replicas (each agent's list starts at another replica).
-func (lc *loadCluster) makeAgents(ctx context.Context, admin pb.AdminServiceClient, n int) ([]*loadAgent, error) {
+// makeAgents makes n projects (named prefix-i), a token each, and their
+// agents, spread over the replicas (each agent's list starts at another
+// replica); eight at a time.
+func (lc *loadCluster) makeAgents(ctx context.Context, admin pb.AdminServiceClient, prefix string, n int) ([]*loadAgent, error) {
 	agents := make([]*loadAgent, n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
 	for i := range agents {
-		p, err := admin.CreateProject(ctx, &pb.CreateProjectRequest{Name: fmt.Sprintf("load-%d", i)})
-		if err != nil {
-			return nil, err
-		}
-		t, err := admin.CreateSandboxToken(ctx, &pb.CreateSandboxTokenRequest{ProjectId: p.GetProject().GetId()})
-		if err != nil {
-			return nil, err
-		}
-		k := i % len(lc.addrs)
-		order := slices.Concat(lc.addrs[k:], lc.addrs[:k])
-		agents[i] = &loadAgent{project: p.GetProject().GetId(), token: t.GetToken(), addr: strings.Join(order, ",")}
+		g.Go(func() error {
+			p, err := admin.CreateProject(gctx, &pb.CreateProjectRequest{Name: fmt.Sprintf("%s-%d", prefix, i)})
+			if err != nil {
+				return err
+			}
+			t, err := admin.CreateSandboxToken(gctx, &pb.CreateSandboxTokenRequest{ProjectId: p.GetProject().GetId()})
+			if err != nil {
+				return err
+			}
+			k := i % len(lc.addrs)
+			order := slices.Concat(lc.addrs[k:], lc.addrs[:k])
+			agents[i] = &loadAgent{project: p.GetProject().GetId(), token: t.GetToken(), addr: strings.Join(order, ",")}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("make %s agents: %w", prefix, err)
+	}
+	if n >= 1000 {
+		logf("load: %d %s agents made", n, prefix)
 	}
 	return agents, nil
+}
+
+// idleConnections opens the client connections the idle agents share
+// (one per 250 agents, spread over the replicas; each stream carries its
+// own agent's token).
+func idleConnections(addrs []string, n int) ([]*grpc.ClientConn, error) {
+	var out []*grpc.ClientConn
+	for i := 0; i < (n+249)/250; i++ {
+		k := i % len(addrs)
+		c, err := dial.Dial(strings.Join(slices.Concat(addrs[k:], addrs[:k]), ","), dial.Options{})
+		if err != nil {
+			for _, o := range out {
+				o.Close()
+			}
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+type idleStats struct{ heartbeats, errors atomic.Int64 }
+
+// idle holds a session stream on conn and heartbeats on it every hb, the
+// first after delay; a broken stream is reopened.
+func (a *loadAgent) idle(ctx context.Context, conn *grpc.ClientConn, delay, hb time.Duration, st *idleStats) {
+	if sleepCtx(ctx, delay) != nil {
+		return
+	}
+	api := pb.NewAgentServiceClient(conn)
+	sid := "ses_" + a.project[4:]
+	for ctx.Err() == nil {
+		sctx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+a.token)
+		stream, err := api.Session(sctx)
+		for err == nil && ctx.Err() == nil {
+			err = stream.Send(&pb.SessionRequest{Msg: &pb.SessionRequest_Heartbeat{Heartbeat: &pb.Heartbeat{SessionId: sid, State: pb.AgentState_AGENT_STATE_IDLE}}})
+			if err == nil {
+				st.heartbeats.Add(1)
+				err = sleepCtx(ctx, hb)
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		st.errors.Add(1)
+		_ = sleepCtx(ctx, time.Second)
+	}
+}
+
+// connectedBefore returns the agents the replicas count connected shortly
+// before the run ends (the sum over ListReplicas).
+func (lc *loadCluster) connectedBefore(ctx context.Context, admin pb.AdminServiceClient, d time.Duration) int64 {
+	if sleepCtx(ctx, d*9/10) != nil {
+		return 0
+	}
+	resp, err := admin.ListReplicas(context.WithoutCancel(ctx), &pb.ListReplicasRequest{})
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, r := range resp.GetReplicas() {
+		n += r.GetAgents()
+	}
+	return n
 }
 
 // killLoop kills (SIGKILL) one replica after another every interval and
@@ -529,6 +667,12 @@ func printLoad(runs []loadRun) {
 	for _, r := range runs {
 		fmt.Printf("%-9s %8d %6d %5d %9.0f %8.1f %8.1f %9.1f %7.1f %6d %5d %7.1f %6d %8.1f %v\n", r.DB, r.Replicas, r.Agents, r.Kills, r.PerSecond, r.P50ms, r.P99ms, r.CycleP50ms,
 			r.Heartbeats, r.Errors, r.Lost, r.PGCPU, r.PGConns, r.PGXactPerCommit, r.RSSMiB)
+	}
+	for _, r := range runs {
+		if r.Idle > 0 {
+			fmt.Printf("%s x%d: %d idle agents heartbeating: %.0f heartbeats/s, %d errors, %d agents connected near the end\n",
+				r.DB, r.Replicas, r.Idle, r.IdleHeartbeats, r.IdleErrors, r.IdleConnected)
+		}
 	}
 	for _, r := range runs {
 		if r.PGXactPerCommit > 0 {

@@ -36,6 +36,7 @@ type options struct {
 	cont      contOptions
 	load      loadOptions
 	loadReps  string
+	dbscale   dbscaleOptions
 }
 
 // The parts of the benchmark -only selects.
@@ -43,6 +44,7 @@ const (
 	partTable   = "table"   // initial sync, one-file change, restore, bytes stored (sync --once vs restic)
 	partLatency = "latency" // continuous sync: change-to-committed latency, agent RSS and CPU
 	partLoad    = "load"    // replicas on PostgreSQL under many simulated agents (not in the default set)
+	partDBScale = "dbscale" // EXPLAIN of the store's statements on a generated large PostgreSQL database (not in the default set)
 )
 
 var started = time.Now()
@@ -60,7 +62,7 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	flag.StringVar(&o.restic, "restic", "", "restic binary (default: PATH, then $(go env GOPATH)/bin)")
 	flag.StringVar(&o.versitygw, "versitygw", "", "versitygw binary (default: PATH, then $(go env GOPATH)/bin)")
-	flag.StringVar(&o.only, "only", "", "run only these parts, comma-separated: "+partTable+" (sync --once, restore, bytes vs restic), "+partLatency+" (continuous sync), "+partLoad+" (replicas under many agents; not in the default); default table and latency")
+	flag.StringVar(&o.only, "only", "", "run only these parts, comma-separated: "+partTable+" (sync --once, restore, bytes vs restic), "+partLatency+" (continuous sync), "+partLoad+" (replicas under many agents), "+partDBScale+" (query plans on a large database; these two are not in the default); default table and latency")
 	flag.StringVar(&o.sizes, "sizes", "1k,10k,100k", "latency: file counts of the generated trees (cached under .bench/trees)")
 	flag.IntVar(&o.cont.changes, "changes", 20, "latency: one-file changes timed per tree")
 	flag.DurationVar(&o.cont.interval, "change-interval", time.Second, "latency: spacing between changes (each should make its own version)")
@@ -69,6 +71,11 @@ func main() {
 	flag.IntVar(&o.load.agents, "load-agents", 200, "load: simulated agents (one project each)")
 	flag.StringVar(&o.loadReps, "load-replicas", "1,3", "load: replica counts to measure on PostgreSQL (SQLite: always 1)")
 	flag.DurationVar(&o.load.duration, "load-duration", 20*time.Second, "load: how long each configuration runs")
+	flag.IntVar(&o.dbscale.projects, "dbscale-projects", 10000, "dbscale: generated projects")
+	flag.IntVar(&o.dbscale.versions, "dbscale-versions", 100, "dbscale: versions per project")
+	flag.IntVar(&o.dbscale.files, "dbscale-files", 10000, "dbscale: files in each project's head listing")
+	flag.IntVar(&o.dbscale.blobs, "dbscale-blobs", 0, "dbscale: indexed blobs per project (0: as many as files)")
+	flag.IntVar(&o.load.idle, "load-idle", 0, "load: agents that only hold a session and heartbeat (no commits), besides -load-agents")
 	flag.DurationVar(&o.load.heartbeat, "load-heartbeat", 10*time.Second, "load: heartbeat period of each agent")
 	flag.DurationVar(&o.load.killEvery, "load-kill-every", 20*time.Second, "load: in the last run, kill (SIGKILL) and restart one replica this often (0: no such run)")
 	flag.StringVar(&o.load.pg, "load-pg", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "load: PostgreSQL server (a database is created and dropped on it)")
@@ -117,12 +124,12 @@ func (o options) parts() map[string]bool {
 	parts := map[string]bool{}
 	for _, p := range strings.Split(o.only, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case partTable, partLatency, partLoad:
+		case partTable, partLatency, partLoad, partDBScale:
 			parts[p] = true
 		case "continuous":
 			parts[partLatency] = true
 		default:
-			fmt.Fprintf(os.Stderr, "skbench: -only: unknown part %q (want %s, %s or %s)\n", p, partTable, partLatency, partLoad)
+			fmt.Fprintf(os.Stderr, "skbench: -only: unknown part %q (want %s, %s, %s or %s)\n", p, partTable, partLatency, partLoad, partDBScale)
 			return nil
 		}
 	}
@@ -208,6 +215,15 @@ func run(ctx context.Context, o options) (err error) {
 	}()
 
 	parts := o.parts()
+	if parts[partDBScale] {
+		o.dbscale.pg = o.load.pg
+		if o.dbscale.blobs == 0 {
+			o.dbscale.blobs = o.dbscale.files
+		}
+		if err := b.dbscalePart(o.dbscale); err != nil || len(parts) == 1 {
+			return err
+		}
+	}
 	if parts[partLoad] {
 		if err := b.loadPart(vgw, logsDir); err != nil || (!parts[partTable] && !parts[partLatency]) {
 			return err

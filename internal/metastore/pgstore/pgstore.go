@@ -46,13 +46,25 @@ var (
 	_ metastore.ClusterStore = (*Store)(nil)
 )
 
+// Option tunes Open.
+type Option func(*pgxpool.Config)
+
+// WithTracer has t see every statement the store runs (the load harness
+// collects them to EXPLAIN them on a large database).
+func WithTracer(t pgx.QueryTracer) Option {
+	return func(c *pgxpool.Config) { c.ConnConfig.Tracer = t }
+}
+
 // Open connects to the database at dsn and brings its schema up to date,
 // holding an advisory lock while it migrates so that coordinators starting
 // together do not race.
-func Open(ctx context.Context, dsn string) (*Store, error) {
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("%w: postgres dsn: %v", metastore.ErrInvalid, err)
+	}
+	for _, o := range opts {
+		o(cfg)
 	}
 	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
 		// Times come back in UTC, as sqlstore expects them.

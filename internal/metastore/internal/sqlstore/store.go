@@ -199,19 +199,21 @@ func (s *Store) GetLimits(ctx context.Context, projectID string) (metastore.Limi
 	if !storeutil.Storable(projectID) {
 		return metastore.Limits{}, storeutil.NotFound("project %q", projectID)
 	}
-	var l metastore.Limits
-	err := s.d.Read(ctx, func(q Querier) error {
-		err := q.QueryRow(ctx, `SELECT max_files, max_bytes, max_depth FROM project_limits WHERE project_id = $1`, projectID).
-			Scan(&l.MaxFiles, &l.MaxBytes, &l.MaxDepth)
-		if noRows(err) {
-			return needProject(ctx, q, projectID)
-		}
-		return err
-	})
+	// One statement for both answers (it runs on every commit): no row
+	// for an unknown project, NULLs for one without limits set.
+	var files, bytes, depth *int64
+	err := s.d.Reader().QueryRow(ctx, `SELECT l.max_files, l.max_bytes, l.max_depth
+		FROM projects p LEFT JOIN project_limits l ON l.project_id = p.id WHERE p.id = $1`, projectID).Scan(&files, &bytes, &depth)
+	if noRows(err) {
+		err = storeutil.NotFound("project %q", projectID)
+	}
 	if err != nil {
 		return metastore.Limits{}, fmt.Errorf("limits of %s: %w", projectID, err)
 	}
-	return l, nil
+	if files == nil || bytes == nil || depth == nil {
+		return metastore.Limits{}, nil
+	}
+	return metastore.Limits{MaxFiles: *files, MaxBytes: *bytes, MaxDepth: int(*depth)}, nil
 }
 
 // SetLimits stores the project's limits.
