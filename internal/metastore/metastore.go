@@ -395,5 +395,20 @@ type Store interface {
 	ListProjectFiles(ctx context.Context, projectID, prefix string, opts ListOptions) ([]ProjectFile, error)
 	GetProjectFile(ctx context.Context, projectID, path string) (ProjectFile, error)
 
+	// Rebuilding the database from the bucket (repo.Rebuild). Each call is
+	// idempotent, so a rebuild can be run again or resumed.
+	//
+	// ImportProject creates the project with p's id, name and creation
+	// time and head 0, unless a project of that id exists (kept as it is).
+	// A name another project holds is ErrAlreadyExists.
+	ImportProject(ctx context.Context, p Project) error
+	// ImportVersion records v as it was (number, parent, root, kind,
+	// sandbox, time, totals, pin) unless the project has that number
+	// (kept). It does not move the head. An unknown project is ErrNotFound.
+	ImportVersion(ctx context.Context, v Version) error
+	// SetHead makes head (an existing version, or 0 with no file) the
+	// project's head and files its whole file listing, in one transaction.
+	SetHead(ctx context.Context, projectID string, head int64, files []ProjectFile) error
+
 	Close() error
 }

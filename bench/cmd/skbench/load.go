@@ -82,6 +82,9 @@ type loadRun struct {
 	IdleHeartbeats float64 `json:"idle_heartbeats_per_second,omitempty"`
 	IdleErrors     int64   `json:"idle_errors,omitempty"`
 	IdleConnected  int64   `json:"agents_connected_at_end,omitempty"`
+	// CPU per commit (ms) of each process: where the machine's two cores
+	// go. Replicas killed during the run take their CPU with them.
+	CPUms map[string]float64 `json:"cpu_ms_per_commit"`
 }
 
 // loadPart runs the load part and prints it (-json: as JSON).
@@ -104,6 +107,7 @@ func (b *bench) runLoad(lo loadOptions, vgw, logsDir string) ([]loadRun, error) 
 		return nil, err
 	}
 	defer gw.stop(syscall.SIGTERM, 5*time.Second)
+	b.loadGW = gw.cmd.Process.Pid
 	var out []loadRun
 	configs := []struct {
 		db       string
@@ -192,6 +196,24 @@ func (run *loadRun) postgresFigures(ctx context.Context, dsn string, cpu0 float6
 	}
 }
 
+// cpu returns the CPU seconds used so far by the replicas (together), the
+// S3 server (pid gw) and this harness (its simulated agents).
+func (lc *loadCluster) cpu(gw int) map[string]float64 {
+	out := map[string]float64{}
+	for _, p := range lc.procs {
+		if p != nil && !p.exited() {
+			s, _ := procCPU(p.cmd.Process.Pid)
+			out["replicas"] += s
+		}
+	}
+	out["versitygw"], _ = procCPU(gw)
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		out["harness"] = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
+	}
+	return out
+}
+
 // rssMiB is each replica's resident memory (0 for one not running).
 func (lc *loadCluster) rssMiB() []int64 {
 	out := make([]int64, 0, len(lc.procs))
@@ -264,6 +286,7 @@ func (b *bench) loadOnce(ctx context.Context, lo loadOptions, endpoint, logsDir,
 	run.Idle = len(idle)
 	cpu0 := postgresCPU()
 	db0 := postgresWork(ctx, dsn)
+	procs0 := lc.cpu(b.loadGW)
 	lctx, cancel := context.WithTimeout(ctx, lo.duration)
 	defer cancel()
 	var st loadStats
@@ -297,6 +320,13 @@ func (b *bench) loadOnce(ctx context.Context, lo loadOptions, endpoint, logsDir,
 	run.P50ms, run.P99ms, run.CycleP50ms = pct(commit, 50), pct(commit, 99), pct(cycle, 50)
 	if db == "postgres" {
 		run.postgresFigures(ctx, dsn, cpu0, db0)
+	}
+	run.CPUms = map[string]float64{}
+	if run.Commits > 0 {
+		for k, v := range lc.cpu(b.loadGW) {
+			run.CPUms[k] = (v - procs0[k]) * 1000 / float64(run.Commits)
+		}
+		run.CPUms["postgres"] = run.PGCPU * 1000 / float64(run.Commits)
 	}
 	run.RSSMiB = lc.rssMiB()
 	// Every commit an agent saw acknowledged is in the history (the head
@@ -667,6 +697,12 @@ func printLoad(runs []loadRun) {
 	for _, r := range runs {
 		fmt.Printf("%-9s %8d %6d %5d %9.0f %8.1f %8.1f %9.1f %7.1f %6d %5d %7.1f %6d %8.1f %v\n", r.DB, r.Replicas, r.Agents, r.Kills, r.PerSecond, r.P50ms, r.P99ms, r.CycleP50ms,
 			r.Heartbeats, r.Errors, r.Lost, r.PGCPU, r.PGConns, r.PGXactPerCommit, r.RSSMiB)
+	}
+	for _, r := range runs {
+		if len(r.CPUms) > 0 {
+			fmt.Printf("%s x%d%s: CPU per commit: replicas %.1f ms, postgres %.1f ms, versitygw %.1f ms, harness (agents) %.1f ms\n", r.DB, r.Replicas,
+				map[bool]string{true: " (kills)"}[r.Kills > 0], r.CPUms["replicas"], r.CPUms["postgres"], r.CPUms["versitygw"], r.CPUms["harness"])
+		}
 	}
 	for _, r := range runs {
 		if r.Idle > 0 {

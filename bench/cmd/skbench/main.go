@@ -161,6 +161,7 @@ type bench struct {
 	sk, rs          toolResult
 	resticVersion   string
 	loadStart       string
+	loadGW          int // pid of the load part's S3 server
 	coordLog        string
 	cont            *contReport
 }

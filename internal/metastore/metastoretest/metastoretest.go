@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) metastore.Store) {
 		{"PackLifecycle", testPackLifecycle},
 		{"DeleteProject", testDeleteProject},
 		{"ConcurrentGC", testConcurrentGC},
+		{"Import", testImport},
 	})
 }
 
