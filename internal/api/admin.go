@@ -96,6 +96,7 @@ func (s *AdminServer) CreateProject(ctx context.Context, req *pb.CreateProjectRe
 		return nil, toStatus(ctx, s.log, "create project", err)
 	}
 	s.log.InfoContext(ctx, "project created", "project", p.ID, "name", p.Name)
+	s.repo.ProjectChanged(ctx, p.ID, "created")
 	return &pb.CreateProjectResponse{Project: projectToPB(p)}, nil
 }
 

@@ -96,5 +96,6 @@ func (s *AdminServer) SetProjectLimits(ctx context.Context, req *pb.SetProjectLi
 	if err := s.repo.Meta().SetLimits(ctx, req.GetProjectId(), l); err != nil {
 		return nil, toStatus(ctx, s.log, "set limits", err)
 	}
+	s.repo.ProjectChanged(ctx, req.GetProjectId(), "limits")
 	return &pb.SetProjectLimitsResponse{Limits: limitsToPB(l)}, nil
 }

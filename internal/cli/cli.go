@@ -47,9 +47,9 @@ func PrintVersion(w io.Writer, name, version string, asJSON bool) error {
 
 // NonNil returns s, or an empty slice for nil: a JSON list prints as []
 // rather than null.
-func NonNil(s []string) []string {
+func NonNil[T any](s []T) []T {
 	if s == nil {
-		return []string{}
+		return []T{}
 	}
 	return s
 }

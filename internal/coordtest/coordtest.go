@@ -30,6 +30,14 @@ type Options struct {
 	// one: the same PostgreSQL database and bucket (S3 and Postgres are
 	// then taken from it).
 	ReplicaOf *Coordinator
+	// BucketOf, if set, serves that coordinator's S3 bucket (taken from
+	// it) on a database of its own: a fresh PostgreSQL database with
+	// Postgres, else SQLite in the data directory.
+	BucketOf *Coordinator
+	// DataDir, if set, is used instead of a fresh directory: a
+	// coordinator restarted on the data (the local blob store, the admin
+	// token) of one stopped.
+	DataDir string
 }
 
 // Coordinator is a running coordinator.
@@ -53,7 +61,10 @@ func (c *Coordinator) Stop() { c.stop() }
 func Start(t testing.TB, opts Options) *Coordinator {
 	t.Helper()
 	cfg := opts.Config
-	cfg.DataDir = t.TempDir()
+	cfg.DataDir = opts.DataDir
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
 	cfg.Listen = "127.0.0.1:0"
 	cfg.HTTPListen = "127.0.0.1:0"
 	c := &Coordinator{DataDir: cfg.DataDir}
@@ -65,7 +76,14 @@ func Start(t testing.TB, opts Options) *Coordinator {
 		cfg.S3Bucket, cfg.S3Endpoint, cfg.S3Region, cfg.S3PathStyle = r.Bucket, r.S3.Endpoint, r.S3.Region, true
 		cfg.DatabaseURL = r.DatabaseURL
 	}
-	if opts.S3 && opts.ReplicaOf == nil {
+	if b := opts.BucketOf; b != nil {
+		if b.S3 == nil {
+			t.Fatal("coordtest: BucketOf needs a coordinator on S3 (restart one on its DataDir for the local store)")
+		}
+		c.S3, c.Bucket = b.S3, b.Bucket
+		cfg.S3Bucket, cfg.S3Endpoint, cfg.S3Region, cfg.S3PathStyle = b.Bucket, b.S3.Endpoint, b.S3.Region, true
+	}
+	if opts.S3 && opts.ReplicaOf == nil && opts.BucketOf == nil {
 		env := testenv.S3(t)
 		c.S3 = &env
 		c.Bucket = testenv.NewBucketName(t)

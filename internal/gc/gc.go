@@ -282,6 +282,13 @@ func runProject(ctx context.Context, r *repo.Repo, opts Options, pid string) (Re
 	if err == nil {
 		err = g.sweepOrphans(ctx, opts.Now().UTC().Add(-max(opts.Grace, 0)))
 	}
+	if err == nil && !opts.DryRun {
+		// A project created before project records existed, or whose
+		// last record write failed, gets one (a rebuild needs it).
+		if rerr := r.RefreshProjectRecord(ctx, pid); rerr != nil {
+			g.log.Warn("gc: project record not written", "err", rerr)
+		}
+	}
 	g.rep.BytesAfter = g.rep.BytesBefore - g.rep.BytesFreed + g.rep.BytesWritten
 	return g.rep, err
 }

@@ -368,5 +368,6 @@ func (m *Manager) SetPolicy(ctx context.Context, projectID string, c PolicyChang
 	if err := m.st.SetLifecyclePolicy(ctx, lp); err != nil {
 		return PolicyView{}, err
 	}
+	m.cfg.Repo.ProjectChanged(ctx, projectID, "lifecycle policy")
 	return m.GetPolicy(ctx, projectID)
 }

@@ -395,6 +395,14 @@ type Store interface {
 	ListProjectFiles(ctx context.Context, projectID, prefix string, opts ListOptions) ([]ProjectFile, error)
 	GetProjectFile(ctx context.Context, projectID, path string) (ProjectFile, error)
 
+	// ForgetBlobs removes the index rows of ids that point into pack packID
+	// (chunks a check found bad there, or whose pack object is gone), under
+	// the project's lock like the garbage collection calls: MissingBlobs
+	// then reports them missing, so an agent that has them uploads them
+	// again, and versions naming them restore once it has. It returns how
+	// many rows it removed.
+	ForgetBlobs(ctx context.Context, projectID string, packID id.ID, ids []id.ID) (int, error)
+
 	// Rebuilding the database from the bucket (repo.Rebuild). Each call is
 	// idempotent, so a rebuild can be run again or resumed.
 	//

@@ -34,6 +34,9 @@ type Metrics struct {
 	GCBytesFreed   prometheus.Counter     // pack bytes they deleted
 	GCVersions     prometheus.Counter     // versions their retention deleted
 	GCLastSuccess  prometheus.Gauge       // unix time of the last one that succeeded
+	ScrubBytes     prometheus.Counter     // pack bytes read back and verified by checks (scrubs)
+	ScrubProblems  *prometheus.CounterVec // kind: missing_pack, bad_chunk, ...
+	ScrubRuns      *prometheus.CounterVec // result: ok (no problem), problems, error
 
 	ProviderCalls       *prometheus.CounterVec   // op, result (guard.Result)
 	ProviderCallSeconds *prometheus.HistogramVec // op: a call with its retries
@@ -105,6 +108,15 @@ func New() *Metrics {
 		GCLastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "sandkeep", Name: "gc_last_success_timestamp_seconds", Help: "Unix time at which the last successful periodic garbage collection ended (0: none yet).",
 		}),
+		ScrubBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "scrub_bytes_verified_total", Help: "Pack bytes read back and verified chunk by chunk by checks (sandkeep check --read-data, --scrub-interval).",
+		}),
+		ScrubProblems: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "scrub_problems_total", Help: "Problems checks found in what is stored, by kind (missing_pack, short_pack, bad_chunk, missing_blob, bad_tree, pack_hash).",
+		}, []string{"kind"}),
+		ScrubRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "scrub_runs_total", Help: "Checks of what is stored, by result (ok, problems, error).",
+		}, []string{"result"}),
 		ProviderCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "sandkeep", Name: "provider_calls_total", Help: "Sandbox provider calls by operation and result (ok, not_found, unavailable, circuit_open, …).",
 		}, []string{"op", "result"}),
@@ -125,7 +137,7 @@ func New() *Metrics {
 	}
 	r.MustRegister(m.Commits, m.CommitSeconds, m.PacksCompleted, m.PackBytes, m.ChunksIndexed, m.ChunksAsked,
 		m.ChunksMissing, m.RestorePlans, m.RestoreSeconds, m.AgentSessions, m.Heartbeats, m.ReaperActions,
-		m.CostDollars, m.HTTPRequests, m.GCRuns, m.GCBytesFreed, m.GCVersions, m.GCLastSuccess,
+		m.CostDollars, m.HTTPRequests, m.GCRuns, m.GCBytesFreed, m.GCVersions, m.GCLastSuccess, m.ScrubBytes, m.ScrubProblems, m.ScrubRuns,
 		m.ProviderCalls, m.ProviderCallSeconds, m.ProviderCircuitOpen, m.EnsureSeconds, m.SandboxesReplaced)
 	return m
 }
@@ -141,6 +153,23 @@ func (m *Metrics) ObserveGC(bytesFreed int64, versionsDeleted int, ok bool) {
 	}
 	m.GCRuns.WithLabelValues("ok").Inc()
 	m.GCLastSuccess.SetToCurrentTime()
+}
+
+// ObserveCheck records a check of what is stored: bytes verified, the
+// problems by kind, and the run's result.
+func (m *Metrics) ObserveCheck(bytesRead int64, problemKinds []string, err error) {
+	m.ScrubBytes.Add(float64(bytesRead))
+	for _, k := range problemKinds {
+		m.ScrubProblems.WithLabelValues(k).Inc()
+	}
+	switch {
+	case err != nil:
+		m.ScrubRuns.WithLabelValues("error").Inc()
+	case len(problemKinds) > 0:
+		m.ScrubRuns.WithLabelValues("problems").Inc()
+	default:
+		m.ScrubRuns.WithLabelValues("ok").Inc()
+	}
 }
 
 // Handler serves the registry in the Prometheus text format.

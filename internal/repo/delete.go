@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/metastore"
@@ -54,6 +55,12 @@ func (r *Repo) DeleteProject(ctx context.Context, projectID string) (objects int
 	if exists && r.onRevoked != nil {
 		r.onRevoked(projectID)
 	}
+	// A tombstone outside the prefix, removed once nothing is left: a
+	// rebuild of the database from the bucket skips a project whose
+	// deletion was interrupted instead of bringing it back.
+	if err := r.markDeleted(ctx, projectID, true); err != nil {
+		return 0, 0, err
+	}
 	prefix := ProjectPrefix(projectID)
 	sweep := func() error {
 		n, b, err := blobstore.DeletePrefix(ctx, r.store, prefix)
@@ -75,9 +82,27 @@ func (r *Repo) DeleteProject(ctx context.Context, projectID string) (objects int
 			return objects, bytes, err
 		}
 	}
+	if err := r.markDeleted(ctx, projectID, false); err != nil {
+		return objects, bytes, err
+	}
 	if !exists && objects == 0 {
 		return 0, 0, fmt.Errorf("%w: project %q", metastore.ErrNotFound, projectID)
 	}
 	r.log.Info("project deleted", "project", projectID, "tokens_revoked", revoked, "objects", objects, "bytes", bytes)
 	return objects, bytes, nil
+}
+
+// markDeleted writes (on) or removes the project's deletion mark.
+func (r *Repo) markDeleted(ctx context.Context, projectID string, on bool) error {
+	if !on {
+		if err := r.store.Delete(ctx, tombstoneKey(projectID)); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+			return fmt.Errorf("remove the deletion mark: %w", err)
+		}
+		return nil
+	}
+	tomb := `{"deleted_at":"` + time.Now().UTC().Format(time.RFC3339) + `"}`
+	if err := r.store.Put(ctx, tombstoneKey(projectID), strings.NewReader(tomb), int64(len(tomb))); err != nil {
+		return fmt.Errorf("mark the project deleted in the bucket: %w", err)
+	}
+	return nil
 }

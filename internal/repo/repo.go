@@ -9,7 +9,6 @@ package repo
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -556,29 +555,4 @@ func (r *Repo) Commit(ctx context.Context, projectID string, req CommitRequest) 
 		r.log.Warn("write version record", "project", projectID, "version", v.Number, "err", err)
 	}
 	return v, nil
-}
-
-// versionRecord is the small object kept per version in the bucket.
-type versionRecord struct {
-	Format    int       `json:"format"`
-	Project   string    `json:"project"`
-	Number    int64     `json:"number"`
-	Parent    int64     `json:"parent"`
-	Root      id.ID     `json:"root"`
-	Kind      string    `json:"kind"`
-	SandboxID string    `json:"sandbox_id,omitempty"`
-	Time      time.Time `json:"time"`
-	Files     int64     `json:"files"`
-	Bytes     int64     `json:"bytes"`
-}
-
-func (r *Repo) writeVersionRecord(ctx context.Context, v metastore.Version) error {
-	b, err := json.Marshal(versionRecord{
-		Format: 1, Project: v.ProjectID, Number: v.Number, Parent: v.Parent, Root: v.Root,
-		Kind: string(v.Kind), SandboxID: v.SandboxID, Time: v.CreatedAt.UTC(), Files: v.Files, Bytes: v.Bytes,
-	})
-	if err != nil {
-		return err
-	}
-	return r.store.Put(ctx, VersionKey(v.ProjectID, v.Number), bytes.NewReader(b), int64(len(b)))
 }

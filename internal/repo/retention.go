@@ -10,7 +10,11 @@ import (
 // collection keeps (see metastore.Retention; the head and pinned versions
 // are always kept). Negative values are metastore.ErrInvalid.
 func (r *Repo) SetRetention(ctx context.Context, projectID string, p metastore.Retention) error {
-	return r.meta.SetRetention(ctx, projectID, p)
+	if err := r.meta.SetRetention(ctx, projectID, p); err != nil {
+		return err
+	}
+	r.noteProjectChange(ctx, projectID, "retention")
+	return nil
 }
 
 // GetRetention returns the project's retention policy, or
@@ -24,5 +28,9 @@ func (r *Repo) GetRetention(ctx context.Context, projectID string) (metastore.Re
 // deletes a pinned version, whatever the retention policy says. An unknown
 // version is metastore.ErrNotFound.
 func (r *Repo) Pin(ctx context.Context, projectID string, version int64, pinned bool) error {
-	return r.meta.SetPinned(ctx, projectID, version, pinned)
+	if err := r.meta.SetPinned(ctx, projectID, version, pinned); err != nil {
+		return err
+	}
+	r.noteProjectChange(ctx, projectID, "pin")
+	return nil
 }

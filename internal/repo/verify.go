@@ -38,44 +38,108 @@ type verifyBuf struct{ stored, plain []byte }
 // At most Options.VerifyConcurrency verifications run at once in a Repo;
 // each holds one chunk (stored and decoded) in memory.
 func (r *Repo) verifyPack(ctx context.Context, key string, p PackRef, entries []pack.Entry) error {
+	sc, err := r.scanPack(ctx, key, p, entries)
+	if err != nil {
+		return err
+	}
+	return sc.err(p)
+}
+
+// packScan is what reading a pack back found.
+type packScan struct {
+	// Bad lists the blobs whose stored bytes are missing or do not decode
+	// to their id and length, in footer order.
+	Bad []badBlob
+	// Read is the object's length as read; HashOK says it hashes to the
+	// pack's id.
+	Read   int64
+	HashOK bool
+}
+
+type badBlob struct {
+	Entry pack.Entry
+	Err   error
+}
+
+// err is the scan's verdict as verifyPack reports it: ErrCorrupt naming the
+// first problem, or nil.
+func (sc packScan) err(p PackRef) error {
+	switch {
+	case len(sc.Bad) > 0:
+		return fmt.Errorf("%w: pack %s: %v", ErrCorrupt, p.ID.Short(), sc.Bad[0].Err)
+	case sc.Read != p.Size:
+		return fmt.Errorf("%w: pack %s: read %d bytes, %d claimed", ErrCorrupt, p.ID.Short(), sc.Read, p.Size)
+	case !sc.HashOK:
+		return fmt.Errorf("%w: pack %s: the object does not hash to its id", ErrCorrupt, p.ID.Short())
+	}
+	return nil
+}
+
+// scanPack reads the whole pack and checks every blob of entries (in
+// offset order: a footer's, or the chunks the index locates in the pack)
+// and the object's hash. Only a failure to read
+// the object at all is an error; what the bytes say is in the packScan. It
+// holds one of the Repo's verification slots.
+func (r *Repo) scanPack(ctx context.Context, key string, p PackRef, entries []pack.Entry) (packScan, error) {
+	var sc packScan
+	for _, e := range entries {
+		if e.RawLength > MaxChunkSize || e.Length > maxStoredChunk(e.RawLength) {
+			sc.Bad = append(sc.Bad, badBlob{e, fmt.Errorf("blob %s of %d bytes (%d stored) is larger than a chunk may be (%d)",
+				e.ID.Short(), e.RawLength, e.Length, MaxChunkSize)})
+			return sc, nil
+		}
+	}
 	select {
 	case r.verifySem <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return sc, ctx.Err()
 	}
 	defer func() { <-r.verifySem }()
-
-	for _, e := range entries {
-		if e.RawLength > MaxChunkSize || e.Length > maxStoredChunk(e.RawLength) {
-			return fmt.Errorf("%w: pack %s: blob %s of %d bytes (%d stored) is larger than a chunk may be (%d)",
-				ErrCorrupt, p.ID.Short(), e.ID.Short(), e.RawLength, e.Length, MaxChunkSize)
-		}
-	}
 	rc, err := r.store.Get(ctx, key, 0, -1)
 	if errors.Is(err, blobstore.ErrNotFound) {
-		return fmt.Errorf("%w: pack %s was not uploaded", ErrMissing, p.ID.Short())
+		return sc, fmt.Errorf("%w: pack %s was not uploaded", ErrMissing, p.ID.Short())
 	}
 	if err != nil {
-		return fmt.Errorf("read pack %s: %w", p.ID.Short(), err)
+		return sc, fmt.Errorf("read pack %s: %w", p.ID.Short(), err)
 	}
 	defer rc.Close()
 	h := id.NewHasher()
 	in := bufio.NewReaderSize(io.TeeReader(io.LimitReader(rc, p.Size+1), h), 256<<10)
 	buf := verifyBufs.Get().(*verifyBuf)
 	defer verifyBufs.Put(buf)
-	var read int64
-	for _, e := range entries {
+	for i, e := range entries {
+		if gap := int64(e.Offset) - sc.Read; gap > 0 {
+			// Bytes no entry of the list covers (a check passes the
+			// chunks the index knows, not every footer entry).
+			n, err := io.CopyN(io.Discard, in, gap)
+			sc.Read += n
+			if err != nil {
+				for _, rest := range entries[i:] {
+					sc.Bad = append(sc.Bad, badBlob{rest, fmt.Errorf("reading up to blob %s: %v", rest.ID.Short(), err)})
+				}
+				return sc, nil
+			}
+		} else if gap < 0 {
+			sc.Bad = append(sc.Bad, badBlob{e, fmt.Errorf("blob %s overlaps the one before", e.ID.Short())})
+			continue
+		}
 		if cap(buf.stored) < int(e.Length) {
 			buf.stored = make([]byte, e.Length)
 		}
 		stored := buf.stored[:e.Length]
-		if _, err := io.ReadFull(in, stored); err != nil {
-			return fmt.Errorf("%w: pack %s: reading blob %s: %v", ErrCorrupt, p.ID.Short(), e.ID.Short(), err)
+		n, err := io.ReadFull(in, stored)
+		sc.Read += int64(n)
+		if err != nil {
+			// Truncated: this blob and every later one are gone.
+			for _, rest := range entries[i:] {
+				sc.Bad = append(sc.Bad, badBlob{rest, fmt.Errorf("reading blob %s: %v", rest.ID.Short(), err)})
+			}
+			return sc, nil
 		}
-		read += int64(e.Length)
 		plain, err := pack.DecodeBlob(e, stored, buf.plain)
 		if err != nil {
-			return fmt.Errorf("%w: pack %s: %v", ErrCorrupt, p.ID.Short(), err)
+			sc.Bad = append(sc.Bad, badBlob{e, err})
+			continue
 		}
 		if cap(plain) > cap(buf.plain) {
 			buf.plain = plain[:0]
@@ -83,13 +147,9 @@ func (r *Repo) verifyPack(ctx context.Context, key string, p PackRef, entries []
 	}
 	rest, err := io.Copy(io.Discard, in)
 	if err != nil {
-		return fmt.Errorf("read pack %s: %w", p.ID.Short(), err)
+		return sc, fmt.Errorf("read pack %s: %w", p.ID.Short(), err)
 	}
-	if read+rest != p.Size {
-		return fmt.Errorf("%w: pack %s: read %d bytes, %d claimed", ErrCorrupt, p.ID.Short(), read+rest, p.Size)
-	}
-	if got := h.Sum(); got != p.ID {
-		return fmt.Errorf("%w: pack %s: the object hashes to %s, not to its id", ErrCorrupt, p.ID.Short(), got.Short())
-	}
-	return nil
+	sc.Read += rest
+	sc.HashOK = sc.Read == p.Size && h.Sum() == p.ID
+	return sc, nil
 }

@@ -214,6 +214,19 @@ func (lc *loadCluster) cpu(gw int) map[string]float64 {
 	return out
 }
 
+// cpuFigures records each process's CPU per commit between cpu0 and cpu1
+// (and PostgreSQL's, measured before).
+func (run *loadRun) cpuFigures(cpu0, cpu1 map[string]float64) {
+	run.CPUms = map[string]float64{}
+	if run.Commits == 0 {
+		return
+	}
+	for k, v := range cpu1 {
+		run.CPUms[k] = (v - cpu0[k]) * 1000 / float64(run.Commits)
+	}
+	run.CPUms["postgres"] = run.PGCPU * 1000 / float64(run.Commits)
+}
+
 // rssMiB is each replica's resident memory (0 for one not running).
 func (lc *loadCluster) rssMiB() []int64 {
 	out := make([]int64, 0, len(lc.procs))
@@ -321,13 +334,7 @@ func (b *bench) loadOnce(ctx context.Context, lo loadOptions, endpoint, logsDir,
 	if db == "postgres" {
 		run.postgresFigures(ctx, dsn, cpu0, db0)
 	}
-	run.CPUms = map[string]float64{}
-	if run.Commits > 0 {
-		for k, v := range lc.cpu(b.loadGW) {
-			run.CPUms[k] = (v - procs0[k]) * 1000 / float64(run.Commits)
-		}
-		run.CPUms["postgres"] = run.PGCPU * 1000 / float64(run.Commits)
-	}
+	run.cpuFigures(procs0, lc.cpu(b.loadGW))
 	run.RSSMiB = lc.rssMiB()
 	// Every commit an agent saw acknowledged is in the history (the head
 	// is at or past it: a commit whose answer was lost to a dying replica

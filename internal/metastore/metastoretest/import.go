@@ -56,3 +56,30 @@ func testImport(t *testing.T, s metastore.Store) {
 	wantErr(t, "SetHead with a hostile path", s.SetHead(ctx, p.ID, 8, []metastore.ProjectFile{{Path: "../x"}}), metastore.ErrInvalid)
 	same(t, "files after refused SetHeads", paths(listAllFiles(t, s, p.ID, "")), []string{"d/b.txt"})
 }
+
+// testForgetBlobs: the repair of a check forgets a bad chunk's row in one
+// pack only; the chunk is then missing (uploadable again), and a new
+// upload of it indexes it anew.
+func testForgetBlobs(t *testing.T, s metastore.Store) {
+	ctx := t.Context()
+	p := newProject(t, s, "forget")
+	pk, blobs := makePack(p.ID, "forget", metastore.BlobData, 3)
+	wantErr(t, "AddPack", s.AddPack(ctx, pk, blobs), nil)
+	other, _ := makePack(p.ID, "other", metastore.BlobData, 1)
+	a, b, c := blobs[0].ID, blobs[1].ID, blobs[2].ID
+
+	same(t, "ForgetBlobs of another pack", must[int](t, "ForgetBlobs")(s.ForgetBlobs(ctx, p.ID, other.ID, []id.ID{a})), 0)
+	same(t, "ForgetBlobs", must[int](t, "ForgetBlobs")(s.ForgetBlobs(ctx, p.ID, pk.ID, []id.ID{b, b, blobID("unknown", 1)})), 1)
+	same(t, "MissingBlobs after ForgetBlobs", must[[]id.ID](t, "MissingBlobs")(s.MissingBlobs(ctx, p.ID, []id.ID{a, b, c})), []id.ID{b})
+	locs := must[map[id.ID]metastore.BlobLocation](t, "LocateBlobs")(s.LocateBlobs(ctx, p.ID, []id.ID{a, b, c}))
+	if _, ok := locs[b]; ok || len(locs) != 2 {
+		t.Fatalf("LocateBlobs after forgetting b: %v", locs)
+	}
+	// Uploaded again, in another pack: indexed there.
+	again := metastore.Pack{ProjectID: p.ID, ID: blobID("pack/again", 0), Type: metastore.BlobData, Size: 500}
+	loc := metastore.BlobLocation{ID: b, Type: metastore.BlobData, PackID: again.ID, Length: 101, RawLength: 202}
+	wantErr(t, "AddPack of the re-upload", s.AddPack(ctx, again, []metastore.BlobLocation{loc}), nil)
+	same(t, "LocateBlobs after the re-upload", must[map[id.ID]metastore.BlobLocation](t, "LocateBlobs")(s.LocateBlobs(ctx, p.ID, []id.ID{b}))[b], loc)
+	_, err := s.ForgetBlobs(ctx, "prj_nopenopenopenopenope", pk.ID, []id.ID{a})
+	wantErr(t, "ForgetBlobs of an unknown project", err, metastore.ErrNotFound)
+}

@@ -42,6 +42,7 @@ func Run(t *testing.T, open func(t *testing.T) metastore.Store) {
 		{"DeleteProject", testDeleteProject},
 		{"ConcurrentGC", testConcurrentGC},
 		{"Import", testImport},
+		{"ForgetBlobs", testForgetBlobs},
 	})
 }
 

@@ -4069,7 +4069,7 @@ var File_sandkeep_v1_admin_proto protoreflect.FileDescriptor
 
 const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17sandkeep/v1/admin.proto\x12\vsandkeep.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17sandkeep/v1/agent.proto\x1a\x17sandkeep/v1/types.proto\"*\n" +
+	"\x17sandkeep/v1/admin.proto\x12\vsandkeep.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17sandkeep/v1/agent.proto\x1a\x18sandkeep/v1/repair.proto\x1a\x17sandkeep/v1/types.proto\"*\n" +
 	"\x14CreateProjectRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"G\n" +
 	"\x15CreateProjectResponse\x12.\n" +
@@ -4380,7 +4380,7 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x18\n" +
 	"\x14CHANGE_KIND_MODIFIED\x10\x02\x12\x17\n" +
-	"\x13CHANGE_KIND_DELETED\x10\x032\xa4\x12\n" +
+	"\x13CHANGE_KIND_DELETED\x10\x032\xea\x13\n" +
 	"\fAdminService\x12V\n" +
 	"\rCreateProject\x12!.sandkeep.v1.CreateProjectRequest\x1a\".sandkeep.v1.CreateProjectResponse\x12M\n" +
 	"\n" +
@@ -4412,7 +4412,9 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\vDeleteFiles\x12\x1f.sandkeep.v1.DeleteFilesRequest\x1a .sandkeep.v1.DeleteFilesResponse\x12b\n" +
 	"\x11CreateConsoleLink\x12%.sandkeep.v1.CreateConsoleLinkRequest\x1a&.sandkeep.v1.CreateConsoleLinkResponse\x12P\n" +
 	"\vGetActivity\x12\x1f.sandkeep.v1.GetActivityRequest\x1a .sandkeep.v1.GetActivityResponse\x12S\n" +
-	"\fListReplicas\x12 .sandkeep.v1.ListReplicasRequest\x1a!.sandkeep.v1.ListReplicasResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
+	"\fListReplicas\x12 .sandkeep.v1.ListReplicasRequest\x1a!.sandkeep.v1.ListReplicasResponse\x12d\n" +
+	"\x11RebuildFromBucket\x12%.sandkeep.v1.RebuildFromBucketRequest\x1a&.sandkeep.v1.RebuildFromBucketResponse0\x01\x12^\n" +
+	"\x0fCheckRepository\x12#.sandkeep.v1.CheckRepositoryRequest\x1a$.sandkeep.v1.CheckRepositoryResponse0\x01B;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
 
 var (
 	file_sandkeep_v1_admin_proto_rawDescOnce sync.Once
@@ -4501,6 +4503,10 @@ var file_sandkeep_v1_admin_proto_goTypes = []any{
 	(*durationpb.Duration)(nil),        // 69: google.protobuf.Duration
 	(*Heartbeat)(nil),                  // 70: sandkeep.v1.Heartbeat
 	(EntryType)(0),                     // 71: sandkeep.v1.EntryType
+	(*RebuildFromBucketRequest)(nil),   // 72: sandkeep.v1.RebuildFromBucketRequest
+	(*CheckRepositoryRequest)(nil),     // 73: sandkeep.v1.CheckRepositoryRequest
+	(*RebuildFromBucketResponse)(nil),  // 74: sandkeep.v1.RebuildFromBucketResponse
+	(*CheckRepositoryResponse)(nil),    // 75: sandkeep.v1.CheckRepositoryResponse
 }
 var file_sandkeep_v1_admin_proto_depIdxs = []int32{
 	66, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
@@ -4587,35 +4593,39 @@ var file_sandkeep_v1_admin_proto_depIdxs = []int32{
 	58, // 81: sandkeep.v1.AdminService.CreateConsoleLink:input_type -> sandkeep.v1.CreateConsoleLinkRequest
 	60, // 82: sandkeep.v1.AdminService.GetActivity:input_type -> sandkeep.v1.GetActivityRequest
 	63, // 83: sandkeep.v1.AdminService.ListReplicas:input_type -> sandkeep.v1.ListReplicasRequest
-	2,  // 84: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
-	4,  // 85: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
-	6,  // 86: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
-	8,  // 87: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
-	20, // 88: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
-	22, // 89: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
-	25, // 90: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
-	29, // 91: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
-	31, // 92: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
-	34, // 93: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
-	36, // 94: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
-	38, // 95: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
-	40, // 96: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
-	42, // 97: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
-	44, // 98: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
-	46, // 99: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
-	49, // 100: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
-	51, // 101: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
-	11, // 102: sandkeep.v1.AdminService.ListTokens:output_type -> sandkeep.v1.ListTokensResponse
-	13, // 103: sandkeep.v1.AdminService.RevokeToken:output_type -> sandkeep.v1.RevokeTokenResponse
-	16, // 104: sandkeep.v1.AdminService.GetProjectLimits:output_type -> sandkeep.v1.GetProjectLimitsResponse
-	18, // 105: sandkeep.v1.AdminService.SetProjectLimits:output_type -> sandkeep.v1.SetProjectLimitsResponse
-	54, // 106: sandkeep.v1.AdminService.PutFiles:output_type -> sandkeep.v1.PutFilesResponse
-	57, // 107: sandkeep.v1.AdminService.DeleteFiles:output_type -> sandkeep.v1.DeleteFilesResponse
-	59, // 108: sandkeep.v1.AdminService.CreateConsoleLink:output_type -> sandkeep.v1.CreateConsoleLinkResponse
-	61, // 109: sandkeep.v1.AdminService.GetActivity:output_type -> sandkeep.v1.GetActivityResponse
-	64, // 110: sandkeep.v1.AdminService.ListReplicas:output_type -> sandkeep.v1.ListReplicasResponse
-	84, // [84:111] is the sub-list for method output_type
-	57, // [57:84] is the sub-list for method input_type
+	72, // 84: sandkeep.v1.AdminService.RebuildFromBucket:input_type -> sandkeep.v1.RebuildFromBucketRequest
+	73, // 85: sandkeep.v1.AdminService.CheckRepository:input_type -> sandkeep.v1.CheckRepositoryRequest
+	2,  // 86: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
+	4,  // 87: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
+	6,  // 88: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
+	8,  // 89: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
+	20, // 90: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
+	22, // 91: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
+	25, // 92: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
+	29, // 93: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
+	31, // 94: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
+	34, // 95: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
+	36, // 96: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
+	38, // 97: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
+	40, // 98: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
+	42, // 99: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
+	44, // 100: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
+	46, // 101: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
+	49, // 102: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
+	51, // 103: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
+	11, // 104: sandkeep.v1.AdminService.ListTokens:output_type -> sandkeep.v1.ListTokensResponse
+	13, // 105: sandkeep.v1.AdminService.RevokeToken:output_type -> sandkeep.v1.RevokeTokenResponse
+	16, // 106: sandkeep.v1.AdminService.GetProjectLimits:output_type -> sandkeep.v1.GetProjectLimitsResponse
+	18, // 107: sandkeep.v1.AdminService.SetProjectLimits:output_type -> sandkeep.v1.SetProjectLimitsResponse
+	54, // 108: sandkeep.v1.AdminService.PutFiles:output_type -> sandkeep.v1.PutFilesResponse
+	57, // 109: sandkeep.v1.AdminService.DeleteFiles:output_type -> sandkeep.v1.DeleteFilesResponse
+	59, // 110: sandkeep.v1.AdminService.CreateConsoleLink:output_type -> sandkeep.v1.CreateConsoleLinkResponse
+	61, // 111: sandkeep.v1.AdminService.GetActivity:output_type -> sandkeep.v1.GetActivityResponse
+	64, // 112: sandkeep.v1.AdminService.ListReplicas:output_type -> sandkeep.v1.ListReplicasResponse
+	74, // 113: sandkeep.v1.AdminService.RebuildFromBucket:output_type -> sandkeep.v1.RebuildFromBucketResponse
+	75, // 114: sandkeep.v1.AdminService.CheckRepository:output_type -> sandkeep.v1.CheckRepositoryResponse
+	86, // [86:115] is the sub-list for method output_type
+	57, // [57:86] is the sub-list for method input_type
 	57, // [57:57] is the sub-list for extension type_name
 	57, // [57:57] is the sub-list for extension extendee
 	0,  // [0:57] is the sub-list for field type_name
@@ -4627,6 +4637,7 @@ func file_sandkeep_v1_admin_proto_init() {
 		return
 	}
 	file_sandkeep_v1_agent_proto_init()
+	file_sandkeep_v1_repair_proto_init()
 	file_sandkeep_v1_types_proto_init()
 	file_sandkeep_v1_admin_proto_msgTypes[13].OneofWrappers = []any{}
 	file_sandkeep_v1_admin_proto_msgTypes[46].OneofWrappers = []any{}

@@ -46,6 +46,8 @@ const (
 	AdminService_CreateConsoleLink_FullMethodName  = "/sandkeep.v1.AdminService/CreateConsoleLink"
 	AdminService_GetActivity_FullMethodName        = "/sandkeep.v1.AdminService/GetActivity"
 	AdminService_ListReplicas_FullMethodName       = "/sandkeep.v1.AdminService/ListReplicas"
+	AdminService_RebuildFromBucket_FullMethodName  = "/sandkeep.v1.AdminService/RebuildFromBucket"
+	AdminService_CheckRepository_FullMethodName    = "/sandkeep.v1.AdminService/CheckRepository"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -142,6 +144,19 @@ type AdminServiceClient interface {
 	// their addresses, agent sessions, and which one leads the background
 	// jobs.
 	ListReplicas(ctx context.Context, in *ListReplicasRequest, opts ...grpc.CallOption) (*ListReplicasResponse, error)
+	// RebuildFromBucket recreates the database's rows of the bucket's
+	// projects (after the database was lost): projects and their settings,
+	// versions as they were, the blob index (every pack's chunks verified
+	// unless trust_footers) and the head's file listing. Idempotent: run it
+	// again to resume. Tokens are not in the bucket: issue new ones.
+	// Progress streams; the last message holds the report.
+	RebuildFromBucket(ctx context.Context, in *RebuildFromBucketRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RebuildFromBucketResponse], error)
+	// CheckRepository checks what the database says is stored against the
+	// bucket: every pack a kept version needs exists with its length; with
+	// read_data_percent, that share of the packs is read back and every
+	// chunk verified. Problems name the pack, chunk, versions and files.
+	// With repair, bad chunks leave the index so agents upload them again.
+	CheckRepository(ctx context.Context, in *CheckRepositoryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CheckRepositoryResponse], error)
 }
 
 type adminServiceClient struct {
@@ -434,6 +449,44 @@ func (c *adminServiceClient) ListReplicas(ctx context.Context, in *ListReplicasR
 	return out, nil
 }
 
+func (c *adminServiceClient) RebuildFromBucket(ctx context.Context, in *RebuildFromBucketRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RebuildFromBucketResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[2], AdminService_RebuildFromBucket_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RebuildFromBucketRequest, RebuildFromBucketResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_RebuildFromBucketClient = grpc.ServerStreamingClient[RebuildFromBucketResponse]
+
+func (c *adminServiceClient) CheckRepository(ctx context.Context, in *CheckRepositoryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CheckRepositoryResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[3], AdminService_CheckRepository_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CheckRepositoryRequest, CheckRepositoryResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_CheckRepositoryClient = grpc.ServerStreamingClient[CheckRepositoryResponse]
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -528,6 +581,19 @@ type AdminServiceServer interface {
 	// their addresses, agent sessions, and which one leads the background
 	// jobs.
 	ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error)
+	// RebuildFromBucket recreates the database's rows of the bucket's
+	// projects (after the database was lost): projects and their settings,
+	// versions as they were, the blob index (every pack's chunks verified
+	// unless trust_footers) and the head's file listing. Idempotent: run it
+	// again to resume. Tokens are not in the bucket: issue new ones.
+	// Progress streams; the last message holds the report.
+	RebuildFromBucket(*RebuildFromBucketRequest, grpc.ServerStreamingServer[RebuildFromBucketResponse]) error
+	// CheckRepository checks what the database says is stored against the
+	// bucket: every pack a kept version needs exists with its length; with
+	// read_data_percent, that share of the packs is read back and every
+	// chunk verified. Problems name the pack, chunk, versions and files.
+	// With repair, bad chunks leave the index so agents upload them again.
+	CheckRepository(*CheckRepositoryRequest, grpc.ServerStreamingServer[CheckRepositoryResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -618,6 +684,12 @@ func (UnimplementedAdminServiceServer) GetActivity(context.Context, *GetActivity
 }
 func (UnimplementedAdminServiceServer) ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListReplicas not implemented")
+}
+func (UnimplementedAdminServiceServer) RebuildFromBucket(*RebuildFromBucketRequest, grpc.ServerStreamingServer[RebuildFromBucketResponse]) error {
+	return status.Error(codes.Unimplemented, "method RebuildFromBucket not implemented")
+}
+func (UnimplementedAdminServiceServer) CheckRepository(*CheckRepositoryRequest, grpc.ServerStreamingServer[CheckRepositoryResponse]) error {
+	return status.Error(codes.Unimplemented, "method CheckRepository not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1108,6 +1180,28 @@ func _AdminService_ListReplicas_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RebuildFromBucket_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RebuildFromBucketRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).RebuildFromBucket(m, &grpc.GenericServerStream[RebuildFromBucketRequest, RebuildFromBucketResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_RebuildFromBucketServer = grpc.ServerStreamingServer[RebuildFromBucketResponse]
+
+func _AdminService_CheckRepository_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CheckRepositoryRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).CheckRepository(m, &grpc.GenericServerStream[CheckRepositoryRequest, CheckRepositoryResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_CheckRepositoryServer = grpc.ServerStreamingServer[CheckRepositoryResponse]
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1226,6 +1320,16 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "PutFiles",
 			Handler:       _AdminService_PutFiles_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "RebuildFromBucket",
+			Handler:       _AdminService_RebuildFromBucket_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "CheckRepository",
+			Handler:       _AdminService_CheckRepository_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "sandkeep/v1/admin.proto",

@@ -4,11 +4,30 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/metastore/internal/storeutil"
 )
 
-// Rebuilding from the bucket: rows recreated as they were.
+// Rebuilding from the bucket: rows recreated as they were; and the repair
+// of a check, which forgets bad chunks.
+
+// ForgetBlobs implements metastore.Store.
+func (s *Store) ForgetBlobs(ctx context.Context, projectID string, packID id.ID, ids []id.ID) (int, error) {
+	ids = storeutil.Dedup(ids)
+	total := 0
+	err := s.gcTx(ctx, projectID, func(q Querier) error {
+		return s.d.In([]any{projectID, packID.Bytes()}, storeutil.IDBytes(ids), func(in string, args []any) error {
+			n, err := q.Exec(ctx, `DELETE FROM blobs WHERE project_id = $1 AND pack_id = $2 AND id `+in, args...)
+			total += int(n)
+			return err
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("forget blobs of %s in pack %s: %w", projectID, packID.Short(), err)
+	}
+	return total, nil
+}
 
 // ImportProject implements metastore.Store.
 func (s *Store) ImportProject(ctx context.Context, p metastore.Project) error {
