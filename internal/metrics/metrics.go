@@ -112,7 +112,7 @@ func New() *Metrics {
 			Namespace: "sandkeep", Name: "scrub_bytes_verified_total", Help: "Pack bytes read back and verified chunk by chunk by checks (sandkeep check --read-data, --scrub-interval).",
 		}),
 		ScrubProblems: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "sandkeep", Name: "scrub_problems_total", Help: "Problems checks found in what is stored, by kind (missing_pack, short_pack, bad_chunk, missing_blob, bad_tree, pack_hash).",
+			Namespace: "sandkeep", Name: "scrub_problems_total", Help: "Problems checks found in what is stored, by kind (missing_pack, short_pack, bad_chunk, missing_blob, bad_tree, bad_footer).",
 		}, []string{"kind"}),
 		ScrubRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "sandkeep", Name: "scrub_runs_total", Help: "Checks of what is stored, by result (ok, problems, error).",

@@ -38,7 +38,7 @@ const (
 	ProblemShortPack   = "short_pack"   // the pack object is shorter than its indexed chunks reach
 	ProblemBadChunk    = "bad_chunk"    // the stored bytes do not decode to the chunk's id
 	ProblemBadTree     = "bad_tree"     // a version's tree cannot be read
-	ProblemPackHash    = "pack_hash"    // bytes outside the indexed chunks changed (the chunks are fine)
+	ProblemBadFooter   = "bad_footer"   // the pack's footer is unreadable: its chunks are fine, but a rebuild from the bucket could not index it
 )
 
 // CheckOptions choose what a check does.
@@ -226,8 +226,12 @@ func (c *checker) pack(ctx context.Context, pid string, p id.ID, locs []metastor
 			Detail: fmt.Sprintf("chunk %s in pack %s at offset %d: %v", b.Entry.ID.Short(), p.Short(), b.Entry.Offset, b.Err)})
 	}
 	if len(sc.Bad) == 0 && !sc.HashOK {
-		out = append(out, CheckProblem{ProjectID: pid, Kind: ProblemPackHash, PackID: p,
-			Detail: fmt.Sprintf("pack %s no longer hashes to its id, but every chunk in it verifies (bytes outside them changed)", p.Short())})
+		// Bytes outside the indexed chunks changed: a chunk forgotten by
+		// an earlier repair, or the footer a rebuild needs.
+		if _, err := c.r.readFooter(ctx, pid, PackRef{ID: p, Size: size}); errors.Is(err, ErrCorrupt) {
+			out = append(out, CheckProblem{ProjectID: pid, Kind: ProblemBadFooter, PackID: p,
+				Detail: fmt.Sprintf("pack %s: %v (its chunks verify; only a rebuild of the database from the bucket needs the footer)", p.Short(), err)})
+		}
 	}
 	return out, c.throttle(ctx)
 }

@@ -671,7 +671,8 @@ func (x *CheckReport) GetReadDataPercent() float64 {
 type CheckProblem struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ProjectId string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
-	// "missing_pack", "short_pack", "bad_chunk", "bad_pack", "missing_blob".
+	// "missing_pack", "short_pack", "bad_chunk", "missing_blob", "bad_tree",
+	// "bad_footer".
 	Kind    string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
 	PackId  []byte `protobuf:"bytes,3,opt,name=pack_id,json=packId,proto3" json:"pack_id,omitempty"`
 	ChunkId []byte `protobuf:"bytes,4,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
