@@ -64,6 +64,9 @@ variable: --s3-bucket as SANDKEEP_S3_BUCKET, and so on.`,
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	lifecycleFlags(f, &cfg.Lifecycle) // lifecycle: --provider, --daytona-*, --local-*, policy and rates
 	f.DurationVar(&cfg.GC.Interval, "gc-interval", server.DefaultGCInterval, "collect garbage in every project this often: retention, then deletion of what no kept version references (0: never; 'sandkeep gc' still works)")
+	f.DurationVar(&cfg.Scrub.Interval, "scrub-interval", 0, "check what is stored this often (0: never; 'sandkeep check' still works): every needed pack present, and --scrub-read-data of them read back and verified; problems are logged and counted in sandkeep_scrub_* metrics")
+	f.Float64Var(&cfg.Scrub.ReadDataPercent, "scrub-read-data", server.DefaultScrubReadData, "percent of the packs each scrub reads back and verifies chunk by chunk")
+	f.Int64Var(&cfg.Scrub.RateBytesPerSecond, "scrub-rate", server.DefaultScrubRate, "bytes per second a scrub reads at most (0: no bound)")
 	f.DurationVar(&cfg.GC.Grace, "gc-grace", server.DefaultGCGrace, "how long a condemned pack waits before deletion, and how old a pack must be to be condemned; must exceed the longest agent upload and the longest restore")
 	// --admin-token (global) doubles as the token serve registers.
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {

@@ -61,6 +61,10 @@ type Config struct {
 	// (`sandkeep serve` defaults to one every hour).
 	GC GCConfig
 
+	// Scrub configures the periodic check of what is stored (scrub.go);
+	// off when Interval is 0.
+	Scrub ScrubConfig
+
 	// SessionRecheck is how often at most an agent's session stream checks
 	// its token again (default sessions.DefaultRecheckEvery, a minute): a
 	// token revoked, or a project deleted, through another replica ends
@@ -111,6 +115,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.GC.Grace < 0 {
 		return fmt.Errorf("--gc-grace must be positive, not %s", c.GC.Grace)
+	}
+	if p := c.Scrub.ReadDataPercent; p < 0 || p > 100 || p != p {
+		return fmt.Errorf("--scrub-read-data must be a percentage from 0 to 100, not %v", p)
+	}
+	if c.Scrub.RateBytesPerSecond < 0 || c.Scrub.Interval < 0 {
+		return fmt.Errorf("--scrub-interval and --scrub-rate must not be negative")
 	}
 	if c.S3Bucket == "" && (c.S3Endpoint != "" || c.S3Prefix != "") {
 		return fmt.Errorf("--s3-endpoint and --s3-prefix need --s3-bucket")

@@ -62,27 +62,34 @@ func (c GCConfig) grace() time.Duration {
 	return c.Grace
 }
 
-// gcRun is what a tick of the loop did, for tests.
-type gcRun struct {
-	led    bool // false: another replica leads; nothing was collected
-	report gc.Report
+// jobRun is what a tick of a leader's periodic job did, for tests.
+type jobRun[R any] struct {
+	led    bool // false: another replica leads; nothing was done
+	report R
 	err    error
 }
 
-// gcLoop collects every project on each tick, on the leader only.
-type gcLoop struct {
-	ticks   <-chan time.Time
-	lead    func(context.Context) (bool, error)
-	collect func(context.Context) (gc.Report, error)
-	log     *slog.Logger
+// gcRun is what a tick of the periodic collection did.
+type gcRun = jobRun[gc.Report]
+
+// jobLoop runs a background job on each tick, on the leader only (the
+// periodic collection, the periodic scrub).
+type jobLoop[R any] struct {
+	name  string
+	ticks <-chan time.Time
+	lead  func(context.Context) (bool, error)
+	work  func(context.Context) (R, error)
+	// done logs the outcome of a run that was not cancelled.
+	done func(r R, err error, took time.Duration)
+	log  *slog.Logger
 	// ran, if set, is told what each tick did (tests).
-	ran func(gcRun)
+	ran func(jobRun[R])
 }
 
 // run runs until ctx ends. A run that fails is logged and the next tick
 // tries again; a tick that comes while a run is still going is dropped
 // (time.Ticker drops ticks a slow receiver misses).
-func (l *gcLoop) run(ctx context.Context) {
+func (l *jobLoop[R]) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -99,32 +106,40 @@ func (l *gcLoop) run(ctx context.Context) {
 	}
 }
 
-func (l *gcLoop) once(ctx context.Context) gcRun {
+func (l *jobLoop[R]) once(ctx context.Context) jobRun[R] {
 	led, err := l.lead(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			l.log.Warn("gc: leader election failed; skipping this run", "err", err)
+			l.log.Warn(l.name+": leader election failed; skipping this run", "err", err)
 		}
-		return gcRun{err: err}
+		return jobRun[R]{err: err}
 	}
 	if !led {
-		l.log.Debug("gc: another replica leads the background jobs; skipping this run")
-		return gcRun{}
+		l.log.Debug(l.name + ": another replica leads the background jobs; skipping this run")
+		return jobRun[R]{}
 	}
 	start := time.Now()
-	rep, err := l.collect(ctx)
-	switch {
-	case ctx.Err() != nil:
-	case err != nil:
-		// With every project, a failure of some leaves the others
-		// collected: both are in the report.
-		l.log.Error("gc: periodic collection failed", "err", err, "report", rep.String(), "seconds", time.Since(start).Seconds())
-	case rep.VersionsDeleted+rep.PacksDeleted+rep.PacksCondemned+rep.PacksRepacked+rep.PacksRescued > 0:
-		l.log.Info("gc: periodic collection", "report", rep.String(), "seconds", time.Since(start).Seconds())
-	default:
-		l.log.Debug("gc: periodic collection found nothing to do", "projects", rep.Projects, "seconds", time.Since(start).Seconds())
+	rep, err := l.work(ctx)
+	if ctx.Err() == nil && l.done != nil {
+		l.done(rep, err, time.Since(start))
 	}
-	return gcRun{led: true, report: rep, err: err}
+	return jobRun[R]{led: true, report: rep, err: err}
+}
+
+// gcDone logs a periodic collection.
+func (s *Server) gcDone(log *slog.Logger) func(gc.Report, error, time.Duration) {
+	return func(rep gc.Report, err error, took time.Duration) {
+		switch {
+		case err != nil:
+			// With every project, a failure of some leaves the others
+			// collected: both are in the report.
+			log.Error("gc: periodic collection failed", "err", err, "report", rep.String(), "seconds", took.Seconds())
+		case rep.VersionsDeleted+rep.PacksDeleted+rep.PacksCondemned+rep.PacksRepacked+rep.PacksRescued > 0:
+			log.Info("gc: periodic collection", "report", rep.String(), "seconds", took.Seconds())
+		default:
+			log.Debug("gc: periodic collection found nothing to do", "projects", rep.Projects, "seconds", took.Seconds())
+		}
+	}
 }
 
 // backgroundLeader is the metastore.Leader of the background jobs (the
@@ -137,6 +152,16 @@ func (s *Server) backgroundLeader() metastore.Leader {
 		}
 	}
 	return s.leader
+}
+
+// leads says whether this replica leads the background jobs (always, on
+// SQLite).
+func (s *Server) leads(ctx context.Context) (bool, error) {
+	leader := s.backgroundLeader()
+	if leader == nil {
+		return true, nil
+	}
+	return leader.TryLead(ctx)
 }
 
 // collectGarbage is one periodic collection of every project.
@@ -159,19 +184,8 @@ func (s *Server) runGC(ctx context.Context) (wait func()) {
 		}
 		ticks, stop = gcTicker(min(s.cfg.GC.Interval, FirstGCDelay), s.cfg.GC.Interval)
 	}
-	leader := s.backgroundLeader()
-	l := &gcLoop{
-		ticks:   ticks,
-		collect: s.collectGarbage,
-		log:     s.log.With("component", "gc"),
-		ran:     s.gcRan,
-		lead: func(ctx context.Context) (bool, error) {
-			if leader == nil {
-				return true, nil
-			}
-			return leader.TryLead(ctx)
-		},
-	}
+	log := s.log.With("component", "gc")
+	l := &jobLoop[gc.Report]{name: "gc", ticks: ticks, work: s.collectGarbage, done: s.gcDone(log), log: log, ran: s.gcRan, lead: s.leads}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

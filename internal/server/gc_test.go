@@ -51,7 +51,8 @@ func TestGCLoop(t *testing.T) {
 	var mu sync.Mutex
 	lead, leadErr, collectErr := true, error(nil), error(nil)
 	collected := 0
-	l := &gcLoop{
+	l := &jobLoop[gc.Report]{
+		name:  "gc",
 		ticks: ticks,
 		log:   slog.New(slog.DiscardHandler),
 		ran:   func(r gcRun) { ran <- r },
@@ -60,7 +61,7 @@ func TestGCLoop(t *testing.T) {
 			defer mu.Unlock()
 			return lead, leadErr
 		},
-		collect: func(context.Context) (gc.Report, error) {
+		work: func(context.Context) (gc.Report, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			collected++

@@ -79,6 +79,9 @@ type Server struct {
 	gcTicks <-chan time.Time
 	gcNow   func() time.Time
 	gcRan   func(gcRun)
+	// Tests of the periodic scrub (scrub.go), likewise.
+	scrubTicks <-chan time.Time
+	scrubRan   func(scrubRun)
 }
 
 // New opens the stores and binds the listeners. Close it if Serve is not
@@ -445,6 +448,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	lcCtx, lcStop := context.WithCancel(ctx) // lifecycle
 	lcWait := s.runLifecycle(lcCtx)
 	gcWait := s.runGC(lcCtx)
+	scrubWait := s.runScrub(lcCtx)
 	clusterDone := make(chan struct{})
 	go func() {
 		defer close(clusterDone)
@@ -462,6 +466,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	lcStop() // lifecycle, gc, cluster
 	lcWait()
 	gcWait()
+	scrubWait()
 	<-clusterDone
 	if s.leader != nil {
 		s.leader.Resign()
