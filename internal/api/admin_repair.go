@@ -4,12 +4,16 @@ package api
 // checking what is stored, over repo.Rebuild and repo.Check.
 
 import (
+	"context"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sandkeep/sandkeep/internal/metastore"
+	"github.com/sandkeep/sandkeep/internal/replication"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
 )
@@ -110,4 +114,33 @@ func CheckReportToPB(rep repo.CheckReport, took time.Duration) *pb.CheckReport {
 		out.Problems = append(out.Problems, cp)
 	}
 	return out
+}
+
+// GetReplicationStatus implements pb.AdminServiceServer.
+func (s *AdminServer) GetReplicationStatus(ctx context.Context, req *pb.GetReplicationStatusRequest) (*pb.GetReplicationStatusResponse, error) {
+	rs, ok := s.repo.Store().(*replication.Store)
+	if !ok {
+		return &pb.GetReplicationStatusResponse{Primary: s.repo.Store().Name()}, nil
+	}
+	prefix := ""
+	if pid := req.GetProjectId(); pid != "" {
+		if _, err := s.repo.Meta().GetProject(ctx, pid); err != nil {
+			return nil, toStatus(ctx, s.log, "replication status", err)
+		}
+		prefix = repo.ProjectPrefix(pid)
+	}
+	q, ok := s.repo.Meta().(metastore.ReplicationStore)
+	if !ok {
+		return nil, status.Error(codes.FailedPrecondition, "this metadata store keeps no replication queue")
+	}
+	lag, err := q.ReplicationLag(ctx, prefix)
+	if err != nil {
+		return nil, toStatus(ctx, s.log, "replication status", err)
+	}
+	resp := &pb.GetReplicationStatusResponse{Configured: true, Primary: rs.Primary().Name(), Replica: rs.Replica().Name(),
+		Objects: lag.Objects, Bytes: lag.Bytes, Failing: lag.Failing, LastError: lag.LastError}
+	if !lag.Oldest.IsZero() {
+		resp.OldestTime = timestamppb.New(lag.Oldest)
+	}
+	return resp, nil
 }

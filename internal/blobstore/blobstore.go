@@ -95,6 +95,13 @@ type Signer interface {
 	SignGet(ctx context.Context, key string, ttl time.Duration) (SignedURL, error)
 }
 
+// Tracker is implemented by a backend that must learn of the objects
+// written through its signed PUT URLs (the replication wrapper copies
+// them). The coordinator calls Written before it relies on such an object.
+type Tracker interface {
+	Written(ctx context.Context, key string, size int64) error
+}
+
 // Backend is a store together with its signer: what the coordinator runs on.
 type Backend interface {
 	Store

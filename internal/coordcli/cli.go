@@ -71,7 +71,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	root.AddCommand(newServe(g), newProject(g), newToken(g), newVersions(g),
 		newDiff(g), newFiles(g), newHistory(g), newGet(g), newRollback(g), newLink(g),
 		newGC(g), newVersion(g), newRetention(g), newSimulate(g),
-		newPut(g), newFlush(g), newConsoleURL(g), newActivity(g), newReplicas(g), newCheck(g), newRepair(g))
+		newPut(g), newFlush(g), newConsoleURL(g), newActivity(g), newReplicas(g), newCheck(g), newRepair(g), newReplication(g))
 	root.AddCommand(newLifecycleCommands(g)...) // lifecycle: sandbox, lease, policy, cost
 	return root, g
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/sandkeep/sandkeep/internal/agent"
+	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/coordcli"
 	"github.com/sandkeep/sandkeep/internal/coordtest"
 	"github.com/sandkeep/sandkeep/internal/id"
@@ -131,11 +132,17 @@ func checkCLI(t *testing.T, c *coordtest.Coordinator, args ...string) (checkRepo
 	return rep, code
 }
 
-// flipByte inverts the byte at off of the object key.
+// flipByte inverts the byte at off of the object key in c's store.
 func flipByte(t *testing.T, c *coordtest.Coordinator, key string, off int64) {
 	t.Helper()
+	flipObjectByte(t, c.Server.Blobs, key, off)
+}
+
+// flipObjectByte inverts the byte at off of the object key in s.
+func flipObjectByte(t *testing.T, s blobstore.Store, key string, off int64) {
+	t.Helper()
 	ctx := t.Context()
-	rc, err := c.Server.Blobs.Get(ctx, key, 0, -1)
+	rc, err := s.Get(ctx, key, 0, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,10 +152,10 @@ func flipByte(t *testing.T, c *coordtest.Coordinator, key string, off int64) {
 		t.Fatal(err)
 	}
 	data[off] ^= 0xff
-	if err := c.Server.Blobs.Delete(ctx, key); err != nil {
+	if err := s.Delete(ctx, key); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Server.Blobs.Put(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
+	if err := s.Put(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -16,27 +16,29 @@ type Metrics struct {
 	Registry *prometheus.Registry
 	started  time.Time
 
-	Commits        *prometheus.CounterVec // result: ok, conflict, error; kind: sync, flush, rollback
-	CommitSeconds  prometheus.Histogram   // coordinator-side commit latency
-	PacksCompleted *prometheus.CounterVec // result: ok, error
-	PackBytes      prometheus.Counter     // bytes of verified uploaded packs
-	ChunksIndexed  prometheus.Counter     // chunks newly indexed
-	ChunksAsked    prometheus.Counter     // chunk ids asked about by FindMissingChunks
-	ChunksMissing  prometheus.Counter     // of those, how many were missing (dedup ratio = 1 - missing/asked)
-	RestorePlans   *prometheus.CounterVec // result: ok, error
-	RestoreSeconds prometheus.Histogram   // time to stream a restore plan
-	AgentSessions  prometheus.Gauge       // connected agent session streams
-	Heartbeats     prometheus.Counter     // heartbeats received
-	ReaperActions  *prometheus.CounterVec // action: stop, destroy, ...; result
-	CostDollars    *prometheus.GaugeVec   // project, kind (compute, storage)
-	HTTPRequests   *prometheus.CounterVec // handler, code
-	GCRuns         *prometheus.CounterVec // periodic garbage collections, result: ok, error
-	GCBytesFreed   prometheus.Counter     // pack bytes they deleted
-	GCVersions     prometheus.Counter     // versions their retention deleted
-	GCLastSuccess  prometheus.Gauge       // unix time of the last one that succeeded
-	ScrubBytes     prometheus.Counter     // pack bytes read back and verified by checks (scrubs)
-	ScrubProblems  *prometheus.CounterVec // kind: missing_pack, bad_chunk, ...
-	ScrubRuns      *prometheus.CounterVec // result: ok (no problem), problems, error
+	Commits         *prometheus.CounterVec // result: ok, conflict, error; kind: sync, flush, rollback
+	CommitSeconds   prometheus.Histogram   // coordinator-side commit latency
+	PacksCompleted  *prometheus.CounterVec // result: ok, error
+	PackBytes       prometheus.Counter     // bytes of verified uploaded packs
+	ChunksIndexed   prometheus.Counter     // chunks newly indexed
+	ChunksAsked     prometheus.Counter     // chunk ids asked about by FindMissingChunks
+	ChunksMissing   prometheus.Counter     // of those, how many were missing (dedup ratio = 1 - missing/asked)
+	RestorePlans    *prometheus.CounterVec // result: ok, error
+	RestoreSeconds  prometheus.Histogram   // time to stream a restore plan
+	AgentSessions   prometheus.Gauge       // connected agent session streams
+	Heartbeats      prometheus.Counter     // heartbeats received
+	ReaperActions   *prometheus.CounterVec // action: stop, destroy, ...; result
+	CostDollars     *prometheus.GaugeVec   // project, kind (compute, storage)
+	HTTPRequests    *prometheus.CounterVec // handler, code
+	GCRuns          *prometheus.CounterVec // periodic garbage collections, result: ok, error
+	GCBytesFreed    prometheus.Counter     // pack bytes they deleted
+	GCVersions      prometheus.Counter     // versions their retention deleted
+	GCLastSuccess   prometheus.Gauge       // unix time of the last one that succeeded
+	ScrubBytes      prometheus.Counter     // pack bytes read back and verified by checks (scrubs)
+	ScrubProblems   *prometheus.CounterVec // kind: missing_pack, bad_chunk, ...
+	ScrubRuns       *prometheus.CounterVec // result: ok (no problem), problems, error
+	Replicated      *prometheus.CounterVec // op: put, delete; done on the replica bucket
+	ReplicatedBytes prometheus.Counter     // bytes copied to the replica bucket
 
 	ProviderCalls       *prometheus.CounterVec   // op, result (guard.Result)
 	ProviderCallSeconds *prometheus.HistogramVec // op: a call with its retries
@@ -117,6 +119,12 @@ func New() *Metrics {
 		ScrubRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "sandkeep", Name: "scrub_runs_total", Help: "Checks of what is stored, by result (ok, problems, error).",
 		}, []string{"result"}),
+		Replicated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "replicated_objects_total", Help: "Objects copied to (put) or deleted from (delete) the replica bucket.",
+		}, []string{"op"}),
+		ReplicatedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sandkeep", Name: "replicated_bytes_total", Help: "Bytes copied to the replica bucket.",
+		}),
 		ProviderCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "sandkeep", Name: "provider_calls_total", Help: "Sandbox provider calls by operation and result (ok, not_found, unavailable, circuit_open, …).",
 		}, []string{"op", "result"}),
@@ -137,7 +145,7 @@ func New() *Metrics {
 	}
 	r.MustRegister(m.Commits, m.CommitSeconds, m.PacksCompleted, m.PackBytes, m.ChunksIndexed, m.ChunksAsked,
 		m.ChunksMissing, m.RestorePlans, m.RestoreSeconds, m.AgentSessions, m.Heartbeats, m.ReaperActions,
-		m.CostDollars, m.HTTPRequests, m.GCRuns, m.GCBytesFreed, m.GCVersions, m.GCLastSuccess, m.ScrubBytes, m.ScrubProblems, m.ScrubRuns,
+		m.CostDollars, m.HTTPRequests, m.GCRuns, m.GCBytesFreed, m.GCVersions, m.GCLastSuccess, m.ScrubBytes, m.ScrubProblems, m.ScrubRuns, m.Replicated, m.ReplicatedBytes,
 		m.ProviderCalls, m.ProviderCallSeconds, m.ProviderCircuitOpen, m.EnsureSeconds, m.SandboxesReplaced)
 	return m
 }
@@ -170,6 +178,13 @@ func (m *Metrics) ObserveCheck(bytesRead int64, problemKinds []string, err error
 	default:
 		m.ScrubRuns.WithLabelValues("ok").Inc()
 	}
+}
+
+// ObserveReplicated counts an object copied to (or deleted from) the
+// replica bucket.
+func (m *Metrics) ObserveReplicated(op string, bytes int64) {
+	m.Replicated.WithLabelValues(op).Inc()
+	m.ReplicatedBytes.Add(float64(bytes))
 }
 
 // Handler serves the registry in the Prometheus text format.

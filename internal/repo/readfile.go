@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/pack"
@@ -99,7 +100,9 @@ func (r *Repo) ReadFile(ctx context.Context, projectID string, n *tree.Node, off
 					e := pack.Entry{ID: l.ID, Offset: uint64(l.Offset), Length: uint32(l.Length), RawLength: uint32(l.RawLength), Type: pack.Data, Codec: pack.Codec(l.Codec)}
 					out, err := pack.DecodeBlob(e, buf, plain)
 					if err != nil {
-						return fmt.Errorf("chunk %s of %s: %w", s.ref.ID.Short(), n.Name, err)
+						if out, err = r.chunkFromReplica(ctx, projectID, e, l.PackID, plain, err); err != nil {
+							return fmt.Errorf("chunk %s of %s: %w", s.ref.ID.Short(), n.Name, err)
+						}
 					}
 					plain = out
 					lo := max(off-s.start, 0)
@@ -116,6 +119,32 @@ func (r *Repo) ReadFile(ctx context.Context, projectID string, n *tree.Node, off
 		}
 	}
 	return nil
+}
+
+// chunkFromReplica reads a chunk that failed verification (bad) again
+// from the replica store, if the blob store has one (package
+// replication), and verifies it there.
+func (r *Repo) chunkFromReplica(ctx context.Context, projectID string, e pack.Entry, packID id.ID, plain []byte, bad error) ([]byte, error) {
+	rs, ok := r.store.(interface{ Replica() blobstore.Backend })
+	if !ok {
+		return nil, bad
+	}
+	rc, err := rs.Replica().Get(ctx, PackKey(projectID, packID), int64(e.Offset), int64(e.Length))
+	if err != nil {
+		return nil, bad
+	}
+	defer rc.Close()
+	buf := make([]byte, e.Length)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		return nil, bad
+	}
+	out, err := pack.DecodeBlob(e, buf, plain)
+	if err != nil {
+		return nil, bad
+	}
+	r.log.Warn("a chunk failed verification on the primary and was read from the replica; run `sandkeep check --read-data`",
+		"project", projectID, "pack", packID.Short(), "chunk", e.ID.Short(), "err", bad)
+	return out, nil
 }
 
 // readRun opens a ranged GET of the pack holding first, from first's offset

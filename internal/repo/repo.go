@@ -233,6 +233,13 @@ func (r *Repo) CompletePacks(ctx context.Context, projectID string, packs []Pack
 			}
 			return total, fmt.Errorf("index pack %s: %w", p.ID.Short(), err)
 		}
+		if t, ok := r.store.(blobstore.Tracker); ok {
+			// Replication copies it: once verified, so that what a
+			// sandbox claims cannot fill the queue.
+			if err := t.Written(ctx, PackKey(projectID, p.ID), p.Size); err != nil {
+				return total, err
+			}
+		}
 		total += n
 	}
 	return total, nil

@@ -34,6 +34,10 @@ type Config struct {
 	S3Region    string
 	S3Prefix    string
 	S3PathStyle bool
+	// ReplicaS3*: a second bucket every object is copied to (package
+	// replication); the same credential chain as the primary.
+	ReplicaS3Bucket, ReplicaS3Endpoint, ReplicaS3Region, ReplicaS3Prefix string
+	ReplicaS3PathStyle                                                   bool
 	// S3InstanceCredentials lets the AWS chain use the EC2 instance
 	// metadata endpoint (off: it is not probed).
 	S3InstanceCredentials bool
@@ -121,6 +125,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Scrub.RateBytesPerSecond < 0 || c.Scrub.Interval < 0 {
 		return fmt.Errorf("--scrub-interval and --scrub-rate must not be negative")
+	}
+	if c.ReplicaS3Region == "" {
+		c.ReplicaS3Region = "us-east-1"
+	}
+	if c.ReplicaS3Bucket == "" && (c.ReplicaS3Endpoint != "" || c.ReplicaS3Prefix != "") {
+		return fmt.Errorf("--replica-s3-endpoint and --replica-s3-prefix need --replica-s3-bucket")
 	}
 	if c.S3Bucket == "" && (c.S3Endpoint != "" || c.S3Prefix != "") {
 		return fmt.Errorf("--s3-endpoint and --s3-prefix need --s3-bucket")

@@ -36,6 +36,7 @@ import (
 	"github.com/sandkeep/sandkeep/internal/metastore/sqlitestore"
 	"github.com/sandkeep/sandkeep/internal/metrics"
 	"github.com/sandkeep/sandkeep/internal/provider"
+	"github.com/sandkeep/sandkeep/internal/replication"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/sessions"
 	"github.com/sandkeep/sandkeep/internal/urlsign"
@@ -79,6 +80,10 @@ type Server struct {
 	gcTicks <-chan time.Time
 	gcNow   func() time.Time
 	gcRan   func(gcRun)
+	// replicated is s.Blobs when a replica bucket is configured
+	// (replication.go); replicationPoll paces its worker (tests).
+	replicated      *replication.Store
+	replicationPoll time.Duration
 	// Tests of the periodic scrub (scrub.go), likewise.
 	scrubTicks <-chan time.Time
 	scrubRan   func(scrubRun)
@@ -163,6 +168,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 		}
 		s.fs = st
 		s.Blobs = st
+	}
+	if err := s.openReplica(ctx); err != nil {
+		return nil, err
 	}
 	s.Repo = repo.New(s.Meta, s.Blobs, repo.Options{URLTTL: cfg.URLTTL, Logger: log, OnTokensRevoked: func(projectID string) {
 		// A deleted project's agents are cut off at once, open streams too.
@@ -449,6 +457,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	lcWait := s.runLifecycle(lcCtx)
 	gcWait := s.runGC(lcCtx)
 	scrubWait := s.runScrub(lcCtx)
+	replWait := s.runReplication(lcCtx)
 	clusterDone := make(chan struct{})
 	go func() {
 		defer close(clusterDone)
@@ -467,6 +476,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	lcWait()
 	gcWait()
 	scrubWait()
+	replWait()
 	<-clusterDone
 	if s.leader != nil {
 		s.leader.Resign()

@@ -347,3 +347,41 @@ func (t *tailBuffer) String() string {
 	defer t.mu.Unlock()
 	return t.b.String()
 }
+
+// OwnS3 starts a versitygw server for the calling test alone (one it may
+// stop, unlike the shared one of S3): stop ends it, as does the test's end.
+// It skips or fails like S3 when there is no versitygw.
+func OwnS3(t testing.TB) (env S3Env, stop func()) {
+	t.Helper()
+	bin, err := findVersityGW()
+	if err != nil {
+		if !requireS3() {
+			t.Skipf("testenv: %v; skipping", err)
+		}
+		t.Fatalf("testenv: %v", err)
+	}
+	var p *vgwProcess
+	var errs []error
+	for range startAttempts {
+		if env, p, err = startVersityGW(bin); err == nil {
+			break
+		}
+		errs = append(errs, err)
+	}
+	if p == nil {
+		t.Fatalf("testenv: S3 server: %v", errors.Join(errs...))
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			p.stdin.Close() // the supervisor stops the server and cleans up
+			select {
+			case <-p.exited:
+			case <-time.After(30 * time.Second):
+				t.Errorf("testenv: versitygw on %s did not stop", env.Endpoint)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return env, stop
+}

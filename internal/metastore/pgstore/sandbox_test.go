@@ -83,3 +83,7 @@ func TestLeaderFencing(t *testing.T) {
 		t.Fatalf("the new leader's fence: %v", err)
 	}
 }
+
+func TestReplicationStore(t *testing.T) {
+	metastoretest.RunReplicationStore(t, func(t *testing.T) metastoretest.ReplicationStore { return open(t, testenv.Postgres(t)) })
+}

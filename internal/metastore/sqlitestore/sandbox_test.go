@@ -13,3 +13,7 @@ func TestSandboxStoreConformance(t *testing.T) {
 func TestClusterStore(t *testing.T) {
 	metastoretest.RunClusterStore(t, func(t *testing.T) metastoretest.ClusterStore { return openTemp(t) })
 }
+
+func TestReplicationStore(t *testing.T) {
+	metastoretest.RunReplicationStore(t, func(t *testing.T) metastoretest.ReplicationStore { return openTemp(t) })
+}

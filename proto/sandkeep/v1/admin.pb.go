@@ -4380,7 +4380,7 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x18\n" +
 	"\x14CHANGE_KIND_MODIFIED\x10\x02\x12\x17\n" +
-	"\x13CHANGE_KIND_DELETED\x10\x032\xea\x13\n" +
+	"\x13CHANGE_KIND_DELETED\x10\x032\xd7\x14\n" +
 	"\fAdminService\x12V\n" +
 	"\rCreateProject\x12!.sandkeep.v1.CreateProjectRequest\x1a\".sandkeep.v1.CreateProjectResponse\x12M\n" +
 	"\n" +
@@ -4414,7 +4414,8 @@ const file_sandkeep_v1_admin_proto_rawDesc = "" +
 	"\vGetActivity\x12\x1f.sandkeep.v1.GetActivityRequest\x1a .sandkeep.v1.GetActivityResponse\x12S\n" +
 	"\fListReplicas\x12 .sandkeep.v1.ListReplicasRequest\x1a!.sandkeep.v1.ListReplicasResponse\x12d\n" +
 	"\x11RebuildFromBucket\x12%.sandkeep.v1.RebuildFromBucketRequest\x1a&.sandkeep.v1.RebuildFromBucketResponse0\x01\x12^\n" +
-	"\x0fCheckRepository\x12#.sandkeep.v1.CheckRepositoryRequest\x1a$.sandkeep.v1.CheckRepositoryResponse0\x01B;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
+	"\x0fCheckRepository\x12#.sandkeep.v1.CheckRepositoryRequest\x1a$.sandkeep.v1.CheckRepositoryResponse0\x01\x12k\n" +
+	"\x14GetReplicationStatus\x12(.sandkeep.v1.GetReplicationStatusRequest\x1a).sandkeep.v1.GetReplicationStatusResponseB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
 
 var (
 	file_sandkeep_v1_admin_proto_rawDescOnce sync.Once
@@ -4431,82 +4432,84 @@ func file_sandkeep_v1_admin_proto_rawDescGZIP() []byte {
 var file_sandkeep_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_sandkeep_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_sandkeep_v1_admin_proto_goTypes = []any{
-	(ChangeKind)(0),                    // 0: sandkeep.v1.ChangeKind
-	(*CreateProjectRequest)(nil),       // 1: sandkeep.v1.CreateProjectRequest
-	(*CreateProjectResponse)(nil),      // 2: sandkeep.v1.CreateProjectResponse
-	(*GetProjectRequest)(nil),          // 3: sandkeep.v1.GetProjectRequest
-	(*GetProjectResponse)(nil),         // 4: sandkeep.v1.GetProjectResponse
-	(*ListProjectsRequest)(nil),        // 5: sandkeep.v1.ListProjectsRequest
-	(*ListProjectsResponse)(nil),       // 6: sandkeep.v1.ListProjectsResponse
-	(*CreateSandboxTokenRequest)(nil),  // 7: sandkeep.v1.CreateSandboxTokenRequest
-	(*CreateSandboxTokenResponse)(nil), // 8: sandkeep.v1.CreateSandboxTokenResponse
-	(*TokenInfo)(nil),                  // 9: sandkeep.v1.TokenInfo
-	(*ListTokensRequest)(nil),          // 10: sandkeep.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),         // 11: sandkeep.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),         // 12: sandkeep.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),        // 13: sandkeep.v1.RevokeTokenResponse
-	(*ProjectLimits)(nil),              // 14: sandkeep.v1.ProjectLimits
-	(*GetProjectLimitsRequest)(nil),    // 15: sandkeep.v1.GetProjectLimitsRequest
-	(*GetProjectLimitsResponse)(nil),   // 16: sandkeep.v1.GetProjectLimitsResponse
-	(*SetProjectLimitsRequest)(nil),    // 17: sandkeep.v1.SetProjectLimitsRequest
-	(*SetProjectLimitsResponse)(nil),   // 18: sandkeep.v1.SetProjectLimitsResponse
-	(*ListVersionsRequest)(nil),        // 19: sandkeep.v1.ListVersionsRequest
-	(*ListVersionsResponse)(nil),       // 20: sandkeep.v1.ListVersionsResponse
-	(*FlushProjectRequest)(nil),        // 21: sandkeep.v1.FlushProjectRequest
-	(*FlushProjectResponse)(nil),       // 22: sandkeep.v1.FlushProjectResponse
-	(*ListAgentsRequest)(nil),          // 23: sandkeep.v1.ListAgentsRequest
-	(*AgentInfo)(nil),                  // 24: sandkeep.v1.AgentInfo
-	(*ListAgentsResponse)(nil),         // 25: sandkeep.v1.ListAgentsResponse
-	(*FileInfo)(nil),                   // 26: sandkeep.v1.FileInfo
-	(*FileChange)(nil),                 // 27: sandkeep.v1.FileChange
-	(*DiffVersionsRequest)(nil),        // 28: sandkeep.v1.DiffVersionsRequest
-	(*DiffVersionsResponse)(nil),       // 29: sandkeep.v1.DiffVersionsResponse
-	(*ListFilesRequest)(nil),           // 30: sandkeep.v1.ListFilesRequest
-	(*ListFilesResponse)(nil),          // 31: sandkeep.v1.ListFilesResponse
-	(*ListFileHistoryRequest)(nil),     // 32: sandkeep.v1.ListFileHistoryRequest
-	(*FileRevision)(nil),               // 33: sandkeep.v1.FileRevision
-	(*ListFileHistoryResponse)(nil),    // 34: sandkeep.v1.ListFileHistoryResponse
-	(*ReadFileRequest)(nil),            // 35: sandkeep.v1.ReadFileRequest
-	(*ReadFileResponse)(nil),           // 36: sandkeep.v1.ReadFileResponse
-	(*RollbackProjectRequest)(nil),     // 37: sandkeep.v1.RollbackProjectRequest
-	(*RollbackProjectResponse)(nil),    // 38: sandkeep.v1.RollbackProjectResponse
-	(*CreateFileLinkRequest)(nil),      // 39: sandkeep.v1.CreateFileLinkRequest
-	(*CreateFileLinkResponse)(nil),     // 40: sandkeep.v1.CreateFileLinkResponse
-	(*CollectGarbageRequest)(nil),      // 41: sandkeep.v1.CollectGarbageRequest
-	(*CollectGarbageResponse)(nil),     // 42: sandkeep.v1.CollectGarbageResponse
-	(*DeleteProjectRequest)(nil),       // 43: sandkeep.v1.DeleteProjectRequest
-	(*DeleteProjectResponse)(nil),      // 44: sandkeep.v1.DeleteProjectResponse
-	(*PinVersionRequest)(nil),          // 45: sandkeep.v1.PinVersionRequest
-	(*PinVersionResponse)(nil),         // 46: sandkeep.v1.PinVersionResponse
-	(*RetentionPolicy)(nil),            // 47: sandkeep.v1.RetentionPolicy
-	(*GetRetentionRequest)(nil),        // 48: sandkeep.v1.GetRetentionRequest
-	(*GetRetentionResponse)(nil),       // 49: sandkeep.v1.GetRetentionResponse
-	(*SetRetentionRequest)(nil),        // 50: sandkeep.v1.SetRetentionRequest
-	(*SetRetentionResponse)(nil),       // 51: sandkeep.v1.SetRetentionResponse
-	(*PutFilesRequest)(nil),            // 52: sandkeep.v1.PutFilesRequest
-	(*PutFileHeader)(nil),              // 53: sandkeep.v1.PutFileHeader
-	(*PutFilesResponse)(nil),           // 54: sandkeep.v1.PutFilesResponse
-	(*AgentApply)(nil),                 // 55: sandkeep.v1.AgentApply
-	(*DeleteFilesRequest)(nil),         // 56: sandkeep.v1.DeleteFilesRequest
-	(*DeleteFilesResponse)(nil),        // 57: sandkeep.v1.DeleteFilesResponse
-	(*CreateConsoleLinkRequest)(nil),   // 58: sandkeep.v1.CreateConsoleLinkRequest
-	(*CreateConsoleLinkResponse)(nil),  // 59: sandkeep.v1.CreateConsoleLinkResponse
-	(*GetActivityRequest)(nil),         // 60: sandkeep.v1.GetActivityRequest
-	(*GetActivityResponse)(nil),        // 61: sandkeep.v1.GetActivityResponse
-	(*ActivityCount)(nil),              // 62: sandkeep.v1.ActivityCount
-	(*ListReplicasRequest)(nil),        // 63: sandkeep.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),       // 64: sandkeep.v1.ListReplicasResponse
-	(*ReplicaInfo)(nil),                // 65: sandkeep.v1.ReplicaInfo
-	(*Project)(nil),                    // 66: sandkeep.v1.Project
-	(*timestamppb.Timestamp)(nil),      // 67: google.protobuf.Timestamp
-	(*Version)(nil),                    // 68: sandkeep.v1.Version
-	(*durationpb.Duration)(nil),        // 69: google.protobuf.Duration
-	(*Heartbeat)(nil),                  // 70: sandkeep.v1.Heartbeat
-	(EntryType)(0),                     // 71: sandkeep.v1.EntryType
-	(*RebuildFromBucketRequest)(nil),   // 72: sandkeep.v1.RebuildFromBucketRequest
-	(*CheckRepositoryRequest)(nil),     // 73: sandkeep.v1.CheckRepositoryRequest
-	(*RebuildFromBucketResponse)(nil),  // 74: sandkeep.v1.RebuildFromBucketResponse
-	(*CheckRepositoryResponse)(nil),    // 75: sandkeep.v1.CheckRepositoryResponse
+	(ChangeKind)(0),                      // 0: sandkeep.v1.ChangeKind
+	(*CreateProjectRequest)(nil),         // 1: sandkeep.v1.CreateProjectRequest
+	(*CreateProjectResponse)(nil),        // 2: sandkeep.v1.CreateProjectResponse
+	(*GetProjectRequest)(nil),            // 3: sandkeep.v1.GetProjectRequest
+	(*GetProjectResponse)(nil),           // 4: sandkeep.v1.GetProjectResponse
+	(*ListProjectsRequest)(nil),          // 5: sandkeep.v1.ListProjectsRequest
+	(*ListProjectsResponse)(nil),         // 6: sandkeep.v1.ListProjectsResponse
+	(*CreateSandboxTokenRequest)(nil),    // 7: sandkeep.v1.CreateSandboxTokenRequest
+	(*CreateSandboxTokenResponse)(nil),   // 8: sandkeep.v1.CreateSandboxTokenResponse
+	(*TokenInfo)(nil),                    // 9: sandkeep.v1.TokenInfo
+	(*ListTokensRequest)(nil),            // 10: sandkeep.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),           // 11: sandkeep.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),           // 12: sandkeep.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),          // 13: sandkeep.v1.RevokeTokenResponse
+	(*ProjectLimits)(nil),                // 14: sandkeep.v1.ProjectLimits
+	(*GetProjectLimitsRequest)(nil),      // 15: sandkeep.v1.GetProjectLimitsRequest
+	(*GetProjectLimitsResponse)(nil),     // 16: sandkeep.v1.GetProjectLimitsResponse
+	(*SetProjectLimitsRequest)(nil),      // 17: sandkeep.v1.SetProjectLimitsRequest
+	(*SetProjectLimitsResponse)(nil),     // 18: sandkeep.v1.SetProjectLimitsResponse
+	(*ListVersionsRequest)(nil),          // 19: sandkeep.v1.ListVersionsRequest
+	(*ListVersionsResponse)(nil),         // 20: sandkeep.v1.ListVersionsResponse
+	(*FlushProjectRequest)(nil),          // 21: sandkeep.v1.FlushProjectRequest
+	(*FlushProjectResponse)(nil),         // 22: sandkeep.v1.FlushProjectResponse
+	(*ListAgentsRequest)(nil),            // 23: sandkeep.v1.ListAgentsRequest
+	(*AgentInfo)(nil),                    // 24: sandkeep.v1.AgentInfo
+	(*ListAgentsResponse)(nil),           // 25: sandkeep.v1.ListAgentsResponse
+	(*FileInfo)(nil),                     // 26: sandkeep.v1.FileInfo
+	(*FileChange)(nil),                   // 27: sandkeep.v1.FileChange
+	(*DiffVersionsRequest)(nil),          // 28: sandkeep.v1.DiffVersionsRequest
+	(*DiffVersionsResponse)(nil),         // 29: sandkeep.v1.DiffVersionsResponse
+	(*ListFilesRequest)(nil),             // 30: sandkeep.v1.ListFilesRequest
+	(*ListFilesResponse)(nil),            // 31: sandkeep.v1.ListFilesResponse
+	(*ListFileHistoryRequest)(nil),       // 32: sandkeep.v1.ListFileHistoryRequest
+	(*FileRevision)(nil),                 // 33: sandkeep.v1.FileRevision
+	(*ListFileHistoryResponse)(nil),      // 34: sandkeep.v1.ListFileHistoryResponse
+	(*ReadFileRequest)(nil),              // 35: sandkeep.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),             // 36: sandkeep.v1.ReadFileResponse
+	(*RollbackProjectRequest)(nil),       // 37: sandkeep.v1.RollbackProjectRequest
+	(*RollbackProjectResponse)(nil),      // 38: sandkeep.v1.RollbackProjectResponse
+	(*CreateFileLinkRequest)(nil),        // 39: sandkeep.v1.CreateFileLinkRequest
+	(*CreateFileLinkResponse)(nil),       // 40: sandkeep.v1.CreateFileLinkResponse
+	(*CollectGarbageRequest)(nil),        // 41: sandkeep.v1.CollectGarbageRequest
+	(*CollectGarbageResponse)(nil),       // 42: sandkeep.v1.CollectGarbageResponse
+	(*DeleteProjectRequest)(nil),         // 43: sandkeep.v1.DeleteProjectRequest
+	(*DeleteProjectResponse)(nil),        // 44: sandkeep.v1.DeleteProjectResponse
+	(*PinVersionRequest)(nil),            // 45: sandkeep.v1.PinVersionRequest
+	(*PinVersionResponse)(nil),           // 46: sandkeep.v1.PinVersionResponse
+	(*RetentionPolicy)(nil),              // 47: sandkeep.v1.RetentionPolicy
+	(*GetRetentionRequest)(nil),          // 48: sandkeep.v1.GetRetentionRequest
+	(*GetRetentionResponse)(nil),         // 49: sandkeep.v1.GetRetentionResponse
+	(*SetRetentionRequest)(nil),          // 50: sandkeep.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil),         // 51: sandkeep.v1.SetRetentionResponse
+	(*PutFilesRequest)(nil),              // 52: sandkeep.v1.PutFilesRequest
+	(*PutFileHeader)(nil),                // 53: sandkeep.v1.PutFileHeader
+	(*PutFilesResponse)(nil),             // 54: sandkeep.v1.PutFilesResponse
+	(*AgentApply)(nil),                   // 55: sandkeep.v1.AgentApply
+	(*DeleteFilesRequest)(nil),           // 56: sandkeep.v1.DeleteFilesRequest
+	(*DeleteFilesResponse)(nil),          // 57: sandkeep.v1.DeleteFilesResponse
+	(*CreateConsoleLinkRequest)(nil),     // 58: sandkeep.v1.CreateConsoleLinkRequest
+	(*CreateConsoleLinkResponse)(nil),    // 59: sandkeep.v1.CreateConsoleLinkResponse
+	(*GetActivityRequest)(nil),           // 60: sandkeep.v1.GetActivityRequest
+	(*GetActivityResponse)(nil),          // 61: sandkeep.v1.GetActivityResponse
+	(*ActivityCount)(nil),                // 62: sandkeep.v1.ActivityCount
+	(*ListReplicasRequest)(nil),          // 63: sandkeep.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),         // 64: sandkeep.v1.ListReplicasResponse
+	(*ReplicaInfo)(nil),                  // 65: sandkeep.v1.ReplicaInfo
+	(*Project)(nil),                      // 66: sandkeep.v1.Project
+	(*timestamppb.Timestamp)(nil),        // 67: google.protobuf.Timestamp
+	(*Version)(nil),                      // 68: sandkeep.v1.Version
+	(*durationpb.Duration)(nil),          // 69: google.protobuf.Duration
+	(*Heartbeat)(nil),                    // 70: sandkeep.v1.Heartbeat
+	(EntryType)(0),                       // 71: sandkeep.v1.EntryType
+	(*RebuildFromBucketRequest)(nil),     // 72: sandkeep.v1.RebuildFromBucketRequest
+	(*CheckRepositoryRequest)(nil),       // 73: sandkeep.v1.CheckRepositoryRequest
+	(*GetReplicationStatusRequest)(nil),  // 74: sandkeep.v1.GetReplicationStatusRequest
+	(*RebuildFromBucketResponse)(nil),    // 75: sandkeep.v1.RebuildFromBucketResponse
+	(*CheckRepositoryResponse)(nil),      // 76: sandkeep.v1.CheckRepositoryResponse
+	(*GetReplicationStatusResponse)(nil), // 77: sandkeep.v1.GetReplicationStatusResponse
 }
 var file_sandkeep_v1_admin_proto_depIdxs = []int32{
 	66, // 0: sandkeep.v1.CreateProjectResponse.project:type_name -> sandkeep.v1.Project
@@ -4595,37 +4598,39 @@ var file_sandkeep_v1_admin_proto_depIdxs = []int32{
 	63, // 83: sandkeep.v1.AdminService.ListReplicas:input_type -> sandkeep.v1.ListReplicasRequest
 	72, // 84: sandkeep.v1.AdminService.RebuildFromBucket:input_type -> sandkeep.v1.RebuildFromBucketRequest
 	73, // 85: sandkeep.v1.AdminService.CheckRepository:input_type -> sandkeep.v1.CheckRepositoryRequest
-	2,  // 86: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
-	4,  // 87: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
-	6,  // 88: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
-	8,  // 89: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
-	20, // 90: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
-	22, // 91: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
-	25, // 92: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
-	29, // 93: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
-	31, // 94: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
-	34, // 95: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
-	36, // 96: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
-	38, // 97: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
-	40, // 98: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
-	42, // 99: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
-	44, // 100: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
-	46, // 101: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
-	49, // 102: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
-	51, // 103: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
-	11, // 104: sandkeep.v1.AdminService.ListTokens:output_type -> sandkeep.v1.ListTokensResponse
-	13, // 105: sandkeep.v1.AdminService.RevokeToken:output_type -> sandkeep.v1.RevokeTokenResponse
-	16, // 106: sandkeep.v1.AdminService.GetProjectLimits:output_type -> sandkeep.v1.GetProjectLimitsResponse
-	18, // 107: sandkeep.v1.AdminService.SetProjectLimits:output_type -> sandkeep.v1.SetProjectLimitsResponse
-	54, // 108: sandkeep.v1.AdminService.PutFiles:output_type -> sandkeep.v1.PutFilesResponse
-	57, // 109: sandkeep.v1.AdminService.DeleteFiles:output_type -> sandkeep.v1.DeleteFilesResponse
-	59, // 110: sandkeep.v1.AdminService.CreateConsoleLink:output_type -> sandkeep.v1.CreateConsoleLinkResponse
-	61, // 111: sandkeep.v1.AdminService.GetActivity:output_type -> sandkeep.v1.GetActivityResponse
-	64, // 112: sandkeep.v1.AdminService.ListReplicas:output_type -> sandkeep.v1.ListReplicasResponse
-	74, // 113: sandkeep.v1.AdminService.RebuildFromBucket:output_type -> sandkeep.v1.RebuildFromBucketResponse
-	75, // 114: sandkeep.v1.AdminService.CheckRepository:output_type -> sandkeep.v1.CheckRepositoryResponse
-	86, // [86:115] is the sub-list for method output_type
-	57, // [57:86] is the sub-list for method input_type
+	74, // 86: sandkeep.v1.AdminService.GetReplicationStatus:input_type -> sandkeep.v1.GetReplicationStatusRequest
+	2,  // 87: sandkeep.v1.AdminService.CreateProject:output_type -> sandkeep.v1.CreateProjectResponse
+	4,  // 88: sandkeep.v1.AdminService.GetProject:output_type -> sandkeep.v1.GetProjectResponse
+	6,  // 89: sandkeep.v1.AdminService.ListProjects:output_type -> sandkeep.v1.ListProjectsResponse
+	8,  // 90: sandkeep.v1.AdminService.CreateSandboxToken:output_type -> sandkeep.v1.CreateSandboxTokenResponse
+	20, // 91: sandkeep.v1.AdminService.ListVersions:output_type -> sandkeep.v1.ListVersionsResponse
+	22, // 92: sandkeep.v1.AdminService.FlushProject:output_type -> sandkeep.v1.FlushProjectResponse
+	25, // 93: sandkeep.v1.AdminService.ListAgents:output_type -> sandkeep.v1.ListAgentsResponse
+	29, // 94: sandkeep.v1.AdminService.DiffVersions:output_type -> sandkeep.v1.DiffVersionsResponse
+	31, // 95: sandkeep.v1.AdminService.ListFiles:output_type -> sandkeep.v1.ListFilesResponse
+	34, // 96: sandkeep.v1.AdminService.ListFileHistory:output_type -> sandkeep.v1.ListFileHistoryResponse
+	36, // 97: sandkeep.v1.AdminService.ReadFile:output_type -> sandkeep.v1.ReadFileResponse
+	38, // 98: sandkeep.v1.AdminService.RollbackProject:output_type -> sandkeep.v1.RollbackProjectResponse
+	40, // 99: sandkeep.v1.AdminService.CreateFileLink:output_type -> sandkeep.v1.CreateFileLinkResponse
+	42, // 100: sandkeep.v1.AdminService.CollectGarbage:output_type -> sandkeep.v1.CollectGarbageResponse
+	44, // 101: sandkeep.v1.AdminService.DeleteProject:output_type -> sandkeep.v1.DeleteProjectResponse
+	46, // 102: sandkeep.v1.AdminService.PinVersion:output_type -> sandkeep.v1.PinVersionResponse
+	49, // 103: sandkeep.v1.AdminService.GetRetention:output_type -> sandkeep.v1.GetRetentionResponse
+	51, // 104: sandkeep.v1.AdminService.SetRetention:output_type -> sandkeep.v1.SetRetentionResponse
+	11, // 105: sandkeep.v1.AdminService.ListTokens:output_type -> sandkeep.v1.ListTokensResponse
+	13, // 106: sandkeep.v1.AdminService.RevokeToken:output_type -> sandkeep.v1.RevokeTokenResponse
+	16, // 107: sandkeep.v1.AdminService.GetProjectLimits:output_type -> sandkeep.v1.GetProjectLimitsResponse
+	18, // 108: sandkeep.v1.AdminService.SetProjectLimits:output_type -> sandkeep.v1.SetProjectLimitsResponse
+	54, // 109: sandkeep.v1.AdminService.PutFiles:output_type -> sandkeep.v1.PutFilesResponse
+	57, // 110: sandkeep.v1.AdminService.DeleteFiles:output_type -> sandkeep.v1.DeleteFilesResponse
+	59, // 111: sandkeep.v1.AdminService.CreateConsoleLink:output_type -> sandkeep.v1.CreateConsoleLinkResponse
+	61, // 112: sandkeep.v1.AdminService.GetActivity:output_type -> sandkeep.v1.GetActivityResponse
+	64, // 113: sandkeep.v1.AdminService.ListReplicas:output_type -> sandkeep.v1.ListReplicasResponse
+	75, // 114: sandkeep.v1.AdminService.RebuildFromBucket:output_type -> sandkeep.v1.RebuildFromBucketResponse
+	76, // 115: sandkeep.v1.AdminService.CheckRepository:output_type -> sandkeep.v1.CheckRepositoryResponse
+	77, // 116: sandkeep.v1.AdminService.GetReplicationStatus:output_type -> sandkeep.v1.GetReplicationStatusResponse
+	87, // [87:117] is the sub-list for method output_type
+	57, // [57:87] is the sub-list for method input_type
 	57, // [57:57] is the sub-list for extension type_name
 	57, // [57:57] is the sub-list for extension extendee
 	0,  // [0:57] is the sub-list for field type_name

@@ -19,35 +19,36 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_CreateProject_FullMethodName      = "/sandkeep.v1.AdminService/CreateProject"
-	AdminService_GetProject_FullMethodName         = "/sandkeep.v1.AdminService/GetProject"
-	AdminService_ListProjects_FullMethodName       = "/sandkeep.v1.AdminService/ListProjects"
-	AdminService_CreateSandboxToken_FullMethodName = "/sandkeep.v1.AdminService/CreateSandboxToken"
-	AdminService_ListVersions_FullMethodName       = "/sandkeep.v1.AdminService/ListVersions"
-	AdminService_FlushProject_FullMethodName       = "/sandkeep.v1.AdminService/FlushProject"
-	AdminService_ListAgents_FullMethodName         = "/sandkeep.v1.AdminService/ListAgents"
-	AdminService_DiffVersions_FullMethodName       = "/sandkeep.v1.AdminService/DiffVersions"
-	AdminService_ListFiles_FullMethodName          = "/sandkeep.v1.AdminService/ListFiles"
-	AdminService_ListFileHistory_FullMethodName    = "/sandkeep.v1.AdminService/ListFileHistory"
-	AdminService_ReadFile_FullMethodName           = "/sandkeep.v1.AdminService/ReadFile"
-	AdminService_RollbackProject_FullMethodName    = "/sandkeep.v1.AdminService/RollbackProject"
-	AdminService_CreateFileLink_FullMethodName     = "/sandkeep.v1.AdminService/CreateFileLink"
-	AdminService_CollectGarbage_FullMethodName     = "/sandkeep.v1.AdminService/CollectGarbage"
-	AdminService_DeleteProject_FullMethodName      = "/sandkeep.v1.AdminService/DeleteProject"
-	AdminService_PinVersion_FullMethodName         = "/sandkeep.v1.AdminService/PinVersion"
-	AdminService_GetRetention_FullMethodName       = "/sandkeep.v1.AdminService/GetRetention"
-	AdminService_SetRetention_FullMethodName       = "/sandkeep.v1.AdminService/SetRetention"
-	AdminService_ListTokens_FullMethodName         = "/sandkeep.v1.AdminService/ListTokens"
-	AdminService_RevokeToken_FullMethodName        = "/sandkeep.v1.AdminService/RevokeToken"
-	AdminService_GetProjectLimits_FullMethodName   = "/sandkeep.v1.AdminService/GetProjectLimits"
-	AdminService_SetProjectLimits_FullMethodName   = "/sandkeep.v1.AdminService/SetProjectLimits"
-	AdminService_PutFiles_FullMethodName           = "/sandkeep.v1.AdminService/PutFiles"
-	AdminService_DeleteFiles_FullMethodName        = "/sandkeep.v1.AdminService/DeleteFiles"
-	AdminService_CreateConsoleLink_FullMethodName  = "/sandkeep.v1.AdminService/CreateConsoleLink"
-	AdminService_GetActivity_FullMethodName        = "/sandkeep.v1.AdminService/GetActivity"
-	AdminService_ListReplicas_FullMethodName       = "/sandkeep.v1.AdminService/ListReplicas"
-	AdminService_RebuildFromBucket_FullMethodName  = "/sandkeep.v1.AdminService/RebuildFromBucket"
-	AdminService_CheckRepository_FullMethodName    = "/sandkeep.v1.AdminService/CheckRepository"
+	AdminService_CreateProject_FullMethodName        = "/sandkeep.v1.AdminService/CreateProject"
+	AdminService_GetProject_FullMethodName           = "/sandkeep.v1.AdminService/GetProject"
+	AdminService_ListProjects_FullMethodName         = "/sandkeep.v1.AdminService/ListProjects"
+	AdminService_CreateSandboxToken_FullMethodName   = "/sandkeep.v1.AdminService/CreateSandboxToken"
+	AdminService_ListVersions_FullMethodName         = "/sandkeep.v1.AdminService/ListVersions"
+	AdminService_FlushProject_FullMethodName         = "/sandkeep.v1.AdminService/FlushProject"
+	AdminService_ListAgents_FullMethodName           = "/sandkeep.v1.AdminService/ListAgents"
+	AdminService_DiffVersions_FullMethodName         = "/sandkeep.v1.AdminService/DiffVersions"
+	AdminService_ListFiles_FullMethodName            = "/sandkeep.v1.AdminService/ListFiles"
+	AdminService_ListFileHistory_FullMethodName      = "/sandkeep.v1.AdminService/ListFileHistory"
+	AdminService_ReadFile_FullMethodName             = "/sandkeep.v1.AdminService/ReadFile"
+	AdminService_RollbackProject_FullMethodName      = "/sandkeep.v1.AdminService/RollbackProject"
+	AdminService_CreateFileLink_FullMethodName       = "/sandkeep.v1.AdminService/CreateFileLink"
+	AdminService_CollectGarbage_FullMethodName       = "/sandkeep.v1.AdminService/CollectGarbage"
+	AdminService_DeleteProject_FullMethodName        = "/sandkeep.v1.AdminService/DeleteProject"
+	AdminService_PinVersion_FullMethodName           = "/sandkeep.v1.AdminService/PinVersion"
+	AdminService_GetRetention_FullMethodName         = "/sandkeep.v1.AdminService/GetRetention"
+	AdminService_SetRetention_FullMethodName         = "/sandkeep.v1.AdminService/SetRetention"
+	AdminService_ListTokens_FullMethodName           = "/sandkeep.v1.AdminService/ListTokens"
+	AdminService_RevokeToken_FullMethodName          = "/sandkeep.v1.AdminService/RevokeToken"
+	AdminService_GetProjectLimits_FullMethodName     = "/sandkeep.v1.AdminService/GetProjectLimits"
+	AdminService_SetProjectLimits_FullMethodName     = "/sandkeep.v1.AdminService/SetProjectLimits"
+	AdminService_PutFiles_FullMethodName             = "/sandkeep.v1.AdminService/PutFiles"
+	AdminService_DeleteFiles_FullMethodName          = "/sandkeep.v1.AdminService/DeleteFiles"
+	AdminService_CreateConsoleLink_FullMethodName    = "/sandkeep.v1.AdminService/CreateConsoleLink"
+	AdminService_GetActivity_FullMethodName          = "/sandkeep.v1.AdminService/GetActivity"
+	AdminService_ListReplicas_FullMethodName         = "/sandkeep.v1.AdminService/ListReplicas"
+	AdminService_RebuildFromBucket_FullMethodName    = "/sandkeep.v1.AdminService/RebuildFromBucket"
+	AdminService_CheckRepository_FullMethodName      = "/sandkeep.v1.AdminService/CheckRepository"
+	AdminService_GetReplicationStatus_FullMethodName = "/sandkeep.v1.AdminService/GetReplicationStatus"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -157,6 +158,9 @@ type AdminServiceClient interface {
 	// chunk verified. Problems name the pack, chunk, versions and files.
 	// With repair, bad chunks leave the index so agents upload them again.
 	CheckRepository(ctx context.Context, in *CheckRepositoryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CheckRepositoryResponse], error)
+	// GetReplicationStatus says how far the replica bucket lags behind the
+	// primary: objects and bytes still to copy, the oldest, failures.
+	GetReplicationStatus(ctx context.Context, in *GetReplicationStatusRequest, opts ...grpc.CallOption) (*GetReplicationStatusResponse, error)
 }
 
 type adminServiceClient struct {
@@ -487,6 +491,16 @@ func (c *adminServiceClient) CheckRepository(ctx context.Context, in *CheckRepos
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_CheckRepositoryClient = grpc.ServerStreamingClient[CheckRepositoryResponse]
 
+func (c *adminServiceClient) GetReplicationStatus(ctx context.Context, in *GetReplicationStatusRequest, opts ...grpc.CallOption) (*GetReplicationStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetReplicationStatusResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetReplicationStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -594,6 +608,9 @@ type AdminServiceServer interface {
 	// chunk verified. Problems name the pack, chunk, versions and files.
 	// With repair, bad chunks leave the index so agents upload them again.
 	CheckRepository(*CheckRepositoryRequest, grpc.ServerStreamingServer[CheckRepositoryResponse]) error
+	// GetReplicationStatus says how far the replica bucket lags behind the
+	// primary: objects and bytes still to copy, the oldest, failures.
+	GetReplicationStatus(context.Context, *GetReplicationStatusRequest) (*GetReplicationStatusResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -690,6 +707,9 @@ func (UnimplementedAdminServiceServer) RebuildFromBucket(*RebuildFromBucketReque
 }
 func (UnimplementedAdminServiceServer) CheckRepository(*CheckRepositoryRequest, grpc.ServerStreamingServer[CheckRepositoryResponse]) error {
 	return status.Error(codes.Unimplemented, "method CheckRepository not implemented")
+}
+func (UnimplementedAdminServiceServer) GetReplicationStatus(context.Context, *GetReplicationStatusRequest) (*GetReplicationStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetReplicationStatus not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1202,6 +1222,24 @@ func _AdminService_CheckRepository_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_CheckRepositoryServer = grpc.ServerStreamingServer[CheckRepositoryResponse]
 
+func _AdminService_GetReplicationStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetReplicationStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetReplicationStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetReplicationStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetReplicationStatus(ctx, req.(*GetReplicationStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1308,6 +1346,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListReplicas",
 			Handler:    _AdminService_ListReplicas_Handler,
+		},
+		{
+			MethodName: "GetReplicationStatus",
+			Handler:    _AdminService_GetReplicationStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

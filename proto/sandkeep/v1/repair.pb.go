@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -774,11 +775,161 @@ func (x *CheckProblem) GetRepaired() bool {
 	return false
 }
 
+// GetReplicationStatusRequest names a project (empty: the whole bucket).
+type GetReplicationStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReplicationStatusRequest) Reset() {
+	*x = GetReplicationStatusRequest{}
+	mi := &file_sandkeep_v1_repair_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReplicationStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReplicationStatusRequest) ProtoMessage() {}
+
+func (x *GetReplicationStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_repair_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReplicationStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetReplicationStatusRequest) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_repair_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetReplicationStatusRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+// GetReplicationStatusResponse is how far the replica bucket lags.
+type GetReplicationStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A replica bucket is configured (--replica-s3-bucket).
+	Configured bool   `protobuf:"varint,1,opt,name=configured,proto3" json:"configured,omitempty"`
+	Primary    string `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	Replica    string `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"`
+	// Objects (and their bytes) written to the primary and not yet copied
+	// (or deleted) on the replica, and when the oldest was queued.
+	Objects    int64                  `protobuf:"varint,4,opt,name=objects,proto3" json:"objects,omitempty"`
+	Bytes      int64                  `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	OldestTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=oldest_time,json=oldestTime,proto3" json:"oldest_time,omitempty"`
+	// Entries that failed at least once, and the latest error.
+	Failing       int64  `protobuf:"varint,7,opt,name=failing,proto3" json:"failing,omitempty"`
+	LastError     string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReplicationStatusResponse) Reset() {
+	*x = GetReplicationStatusResponse{}
+	mi := &file_sandkeep_v1_repair_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReplicationStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReplicationStatusResponse) ProtoMessage() {}
+
+func (x *GetReplicationStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandkeep_v1_repair_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReplicationStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetReplicationStatusResponse) Descriptor() ([]byte, []int) {
+	return file_sandkeep_v1_repair_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetReplicationStatusResponse) GetConfigured() bool {
+	if x != nil {
+		return x.Configured
+	}
+	return false
+}
+
+func (x *GetReplicationStatusResponse) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *GetReplicationStatusResponse) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *GetReplicationStatusResponse) GetObjects() int64 {
+	if x != nil {
+		return x.Objects
+	}
+	return 0
+}
+
+func (x *GetReplicationStatusResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *GetReplicationStatusResponse) GetOldestTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OldestTime
+	}
+	return nil
+}
+
+func (x *GetReplicationStatusResponse) GetFailing() int64 {
+	if x != nil {
+		return x.Failing
+	}
+	return 0
+}
+
+func (x *GetReplicationStatusResponse) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
 var File_sandkeep_v1_repair_proto protoreflect.FileDescriptor
 
 const file_sandkeep_v1_repair_proto_rawDesc = "" +
 	"\n" +
-	"\x18sandkeep/v1/repair.proto\x12\vsandkeep.v1\x1a\x1egoogle/protobuf/duration.proto\"w\n" +
+	"\x18sandkeep/v1/repair.proto\x12\vsandkeep.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n" +
 	"\x18RebuildFromBucketRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x17\n" +
@@ -844,7 +995,23 @@ const file_sandkeep_v1_repair_proto_rawDesc = "" +
 	"\x06detail\x18\x05 \x01(\tR\x06detail\x12\x1a\n" +
 	"\bversions\x18\x06 \x03(\x03R\bversions\x12\x14\n" +
 	"\x05paths\x18\a \x03(\tR\x05paths\x12\x1a\n" +
-	"\brepaired\x18\b \x01(\bR\brepairedB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
+	"\brepaired\x18\b \x01(\bR\brepaired\"<\n" +
+	"\x1bGetReplicationStatusRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\"\x98\x02\n" +
+	"\x1cGetReplicationStatusResponse\x12\x1e\n" +
+	"\n" +
+	"configured\x18\x01 \x01(\bR\n" +
+	"configured\x12\x18\n" +
+	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x18\n" +
+	"\areplica\x18\x03 \x01(\tR\areplica\x12\x18\n" +
+	"\aobjects\x18\x04 \x01(\x03R\aobjects\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\x12;\n" +
+	"\voldest_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"oldestTime\x12\x18\n" +
+	"\afailing\x18\a \x01(\x03R\afailing\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastErrorB;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
 
 var (
 	file_sandkeep_v1_repair_proto_rawDescOnce sync.Once
@@ -858,33 +1025,37 @@ func file_sandkeep_v1_repair_proto_rawDescGZIP() []byte {
 	return file_sandkeep_v1_repair_proto_rawDescData
 }
 
-var file_sandkeep_v1_repair_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_sandkeep_v1_repair_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_sandkeep_v1_repair_proto_goTypes = []any{
-	(*RebuildFromBucketRequest)(nil),  // 0: sandkeep.v1.RebuildFromBucketRequest
-	(*RebuildFromBucketResponse)(nil), // 1: sandkeep.v1.RebuildFromBucketResponse
-	(*RepairProgress)(nil),            // 2: sandkeep.v1.RepairProgress
-	(*RebuildReport)(nil),             // 3: sandkeep.v1.RebuildReport
-	(*ProjectRebuild)(nil),            // 4: sandkeep.v1.ProjectRebuild
-	(*CheckRepositoryRequest)(nil),    // 5: sandkeep.v1.CheckRepositoryRequest
-	(*CheckRepositoryResponse)(nil),   // 6: sandkeep.v1.CheckRepositoryResponse
-	(*CheckReport)(nil),               // 7: sandkeep.v1.CheckReport
-	(*CheckProblem)(nil),              // 8: sandkeep.v1.CheckProblem
-	(*durationpb.Duration)(nil),       // 9: google.protobuf.Duration
+	(*RebuildFromBucketRequest)(nil),     // 0: sandkeep.v1.RebuildFromBucketRequest
+	(*RebuildFromBucketResponse)(nil),    // 1: sandkeep.v1.RebuildFromBucketResponse
+	(*RepairProgress)(nil),               // 2: sandkeep.v1.RepairProgress
+	(*RebuildReport)(nil),                // 3: sandkeep.v1.RebuildReport
+	(*ProjectRebuild)(nil),               // 4: sandkeep.v1.ProjectRebuild
+	(*CheckRepositoryRequest)(nil),       // 5: sandkeep.v1.CheckRepositoryRequest
+	(*CheckRepositoryResponse)(nil),      // 6: sandkeep.v1.CheckRepositoryResponse
+	(*CheckReport)(nil),                  // 7: sandkeep.v1.CheckReport
+	(*CheckProblem)(nil),                 // 8: sandkeep.v1.CheckProblem
+	(*GetReplicationStatusRequest)(nil),  // 9: sandkeep.v1.GetReplicationStatusRequest
+	(*GetReplicationStatusResponse)(nil), // 10: sandkeep.v1.GetReplicationStatusResponse
+	(*durationpb.Duration)(nil),          // 11: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 12: google.protobuf.Timestamp
 }
 var file_sandkeep_v1_repair_proto_depIdxs = []int32{
-	2, // 0: sandkeep.v1.RebuildFromBucketResponse.progress:type_name -> sandkeep.v1.RepairProgress
-	3, // 1: sandkeep.v1.RebuildFromBucketResponse.report:type_name -> sandkeep.v1.RebuildReport
-	4, // 2: sandkeep.v1.RebuildReport.projects:type_name -> sandkeep.v1.ProjectRebuild
-	9, // 3: sandkeep.v1.RebuildReport.took:type_name -> google.protobuf.Duration
-	2, // 4: sandkeep.v1.CheckRepositoryResponse.progress:type_name -> sandkeep.v1.RepairProgress
-	7, // 5: sandkeep.v1.CheckRepositoryResponse.report:type_name -> sandkeep.v1.CheckReport
-	8, // 6: sandkeep.v1.CheckReport.problems:type_name -> sandkeep.v1.CheckProblem
-	9, // 7: sandkeep.v1.CheckReport.took:type_name -> google.protobuf.Duration
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	2,  // 0: sandkeep.v1.RebuildFromBucketResponse.progress:type_name -> sandkeep.v1.RepairProgress
+	3,  // 1: sandkeep.v1.RebuildFromBucketResponse.report:type_name -> sandkeep.v1.RebuildReport
+	4,  // 2: sandkeep.v1.RebuildReport.projects:type_name -> sandkeep.v1.ProjectRebuild
+	11, // 3: sandkeep.v1.RebuildReport.took:type_name -> google.protobuf.Duration
+	2,  // 4: sandkeep.v1.CheckRepositoryResponse.progress:type_name -> sandkeep.v1.RepairProgress
+	7,  // 5: sandkeep.v1.CheckRepositoryResponse.report:type_name -> sandkeep.v1.CheckReport
+	8,  // 6: sandkeep.v1.CheckReport.problems:type_name -> sandkeep.v1.CheckProblem
+	11, // 7: sandkeep.v1.CheckReport.took:type_name -> google.protobuf.Duration
+	12, // 8: sandkeep.v1.GetReplicationStatusResponse.oldest_time:type_name -> google.protobuf.Timestamp
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_sandkeep_v1_repair_proto_init() }
@@ -898,7 +1069,7 @@ func file_sandkeep_v1_repair_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandkeep_v1_repair_proto_rawDesc), len(file_sandkeep_v1_repair_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
