@@ -13,7 +13,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 STATICCHECK_VERSION := v0.8.2
 GOLANGCI_LINT_VERSION := v2.15.0
 
-.PHONY: help build run test test-short tools proto lint bench bench-go fuzz clean
+.PHONY: help build run test test-short tools proto lint bench bench-go bench-recovery bench-load fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,13 @@ fuzz: ## fuzz every decoder and path handler for FUZZTIME each (default 10s)
 
 bench-go: ## Go micro-benchmarks (chunker, pack, snapshot, restore)
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/chunker/ ./internal/pack/ ./internal/snapshot/ ./internal/restore/
+
+bench-recovery: ## rebuild from the bucket per 1,000 versions and per 100k blobs, check --read-data throughput (SQLite + local dir)
+	$(GO) test -run '^$$' -bench 'Rebuild|CheckReadData' -benchtime 3x ./internal/repo/
+
+bench-load: build tools ## replicas on PostgreSQL under many simulated agents (bench/README: -only load), then the query plans on a large database (-only dbscale)
+	$(GO) run ./bench/cmd/skbench -only load
+	$(GO) run ./bench/cmd/skbench -only dbscale -dbscale-files 1000
 
 bench: build tools ## side-by-side benchmark against restic on versitygw (see bench/README)
 	@command -v restic >/dev/null 2>&1 || $(GO) install github.com/restic/restic/cmd/restic@$(RESTIC_VERSION)
