@@ -75,8 +75,8 @@ func (s *AdminServer) CheckRepository(req *pb.CheckRepositoryRequest, stream pb.
 	start := time.Now()
 	rep, err := s.repo.Check(ctx, repo.CheckOptions{
 		ProjectID: req.GetProjectId(), ReadDataPercent: req.GetReadDataPercent(), Repair: req.GetRepair(),
-		RateBytesPerSecond: req.GetRateBytesPerSecond(),
-		Progress:           progressSender(func(p *pb.RepairProgress) error { return stream.Send(&pb.CheckRepositoryResponse{Progress: p}) }),
+		RateBytesPerSecond: req.GetRateBytesPerSecond(), Replica: req.GetReplica(),
+		Progress: progressSender(func(p *pb.RepairProgress) error { return stream.Send(&pb.CheckRepositoryResponse{Progress: p}) }),
 	})
 	if s.metrics != nil {
 		s.metrics.ObserveCheck(rep.BytesRead, problemKinds(rep), err)

@@ -21,9 +21,9 @@ import (
 func newCheck(g *globals) *cobra.Command {
 	var project, readData string
 	var rateMB float64
-	var repair, asJSON, quiet bool
+	var repair, replica, asJSON, quiet bool
 	cmd := &cobra.Command{
-		Use:   "check [--project ID] [--read-data[=PERCENT]] [--repair]",
+		Use:   "check [--project ID] [--read-data[=PERCENT]] [--replica] [--repair]",
 		Short: "Check that everything the versions need is stored and (with --read-data) reads back intact",
 		Long: `check verifies, from the database, that every tree and chunk the kept versions reach is
 indexed and that every pack holding one exists in the bucket and is long enough. With
@@ -46,7 +46,7 @@ Exit status 1 when a problem is found (with --repair: when one is left unrepaire
 			if rateMB < 0 {
 				return errors.New("--rate must not be negative (MB/s; 0: no bound)")
 			}
-			req := &pb.CheckRepositoryRequest{ProjectId: project, ReadDataPercent: pct, Repair: repair, RateBytesPerSecond: int64(rateMB * 1e6)}
+			req := &pb.CheckRepositoryRequest{ProjectId: project, ReadDataPercent: pct, Repair: repair, RateBytesPerSecond: int64(rateMB * 1e6), Replica: replica}
 			last, err := repairStream(g, cmd, quiet, "check", func(ctx context.Context, c pb.AdminServiceClient) (grpc.ServerStreamingClient[pb.CheckRepositoryResponse], error) {
 				return c.CheckRepository(ctx, req)
 			})
@@ -72,6 +72,7 @@ Exit status 1 when a problem is found (with --repair: when one is left unrepaire
 	f.StringVar(&readData, "read-data", "0", "read back and verify every chunk of this share of the packs: PERCENT (0-100), or 100 when given alone")
 	f.Lookup("read-data").NoOptDefVal = "100"
 	f.BoolVar(&repair, "repair", false, "forget bad chunks so agents that still have the files upload them again")
+	f.BoolVar(&replica, "replica", false, "also check that the replica bucket (serve --replica-s3-bucket) holds every needed pack; with --repair, copy again those it lacks")
 	f.Float64Var(&rateMB, "rate", 0, "read at most this many MB per second (0: no bound)")
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	f.BoolVar(&asJSON, "json", false, `print {"projects", "packs", "packs_read", "bytes_read", "seconds", "read_data_percent", "chunks_dropped", "problems": [{"project", "kind", "pack", "chunk", "detail", "versions", "paths", "repaired"}]}`)

@@ -66,6 +66,30 @@ func TestReplicationToSecondBucket(t *testing.T) {
 		}
 		t.Fatalf("after the lag drained: primary %d objects, replica %d, or they differ", len(pObjs), len(rObjs))
 	}
+	// check --replica compares both; a pack lost on the replica is named,
+	// and --repair copies it again.
+	if rep, code := checkCLI(t, c, "--replica"); code != 0 || len(rep.Problems) != 0 {
+		t.Fatalf("check --replica after the lag drained: exit %d, %+v", code, rep)
+	}
+	var lostKey string
+	for k := range objects(t, repl, repo.ProjectPrefix(pid)+"packs/") {
+		lostKey = k
+		break
+	}
+	if err := repl.Delete(ctx, lostKey); err != nil {
+		t.Fatal(err)
+	}
+	rep, code := checkCLI(t, c, "--replica")
+	if code != 1 || len(rep.Problems) != 1 || rep.Problems[0].Kind != repo.ProblemNotReplicated || repo.PackKey(pid, mustParseID(t, rep.Problems[0].Pack)) != lostKey {
+		t.Fatalf("check --replica with %s lost on the replica: exit %d, %+v", lostKey, code, rep)
+	}
+	if rep, code = checkCLI(t, c, "--replica", "--repair"); code != 0 || !rep.Problems[0].Repaired {
+		t.Fatalf("check --replica --repair: exit %d, %+v", code, rep)
+	}
+	waitReplicated(t, c)
+	if rep, code := checkCLI(t, c, "--replica"); code != 0 || len(rep.Problems) != 0 {
+		t.Fatalf("check --replica after the repair: exit %d, %+v", code, rep)
+	}
 	st := got(c.Admin.GetReplicationStatus(ctx, &pb.GetReplicationStatusRequest{ProjectId: pid}))(t)
 	if !st.GetConfigured() || st.GetObjects() != 0 || st.GetReplica() == "" {
 		t.Fatalf("status: %v", st)
@@ -170,4 +194,13 @@ func mapsEqual(a, b map[string]int64) bool {
 		}
 	}
 	return true
+}
+
+func mustParseID(t *testing.T, s string) id.ID {
+	t.Helper()
+	x, err := id.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
 }

@@ -33,12 +33,13 @@ import (
 
 // Problem kinds.
 const (
-	ProblemMissingBlob = "missing_blob" // a version reaches a blob the index does not know
-	ProblemMissingPack = "missing_pack" // the pack object is gone
-	ProblemShortPack   = "short_pack"   // the pack object is shorter than its indexed chunks reach
-	ProblemBadChunk    = "bad_chunk"    // the stored bytes do not decode to the chunk's id
-	ProblemBadTree     = "bad_tree"     // a version's tree cannot be read
-	ProblemBadFooter   = "bad_footer"   // the pack's footer is unreadable: its chunks are fine, but a rebuild from the bucket could not index it
+	ProblemMissingBlob   = "missing_blob"   // a version reaches a blob the index does not know
+	ProblemMissingPack   = "missing_pack"   // the pack object is gone
+	ProblemShortPack     = "short_pack"     // the pack object is shorter than its indexed chunks reach
+	ProblemBadChunk      = "bad_chunk"      // the stored bytes do not decode to the chunk's id
+	ProblemBadTree       = "bad_tree"       // a version's tree cannot be read
+	ProblemBadFooter     = "bad_footer"     // the pack's footer is unreadable: its chunks are fine, but a rebuild from the bucket could not index it
+	ProblemNotReplicated = "not_replicated" // the replica bucket lacks a needed pack (or holds another length)
 )
 
 // CheckOptions choose what a check does.
@@ -46,6 +47,10 @@ type CheckOptions struct {
 	ProjectID       string  // "" checks every project
 	ReadDataPercent float64 // 0..100: share of the packs read back
 	Repair          bool
+	// Replica also compares the replica bucket (serve --replica-s3-bucket):
+	// every needed pack must be there with its length. Repair queues a
+	// copy of those that are not.
+	Replica bool
 	// RateBytesPerSecond bounds the bytes read per second (0: no bound).
 	RateBytesPerSecond int64
 	Progress           func(RepairProgress)
@@ -71,8 +76,10 @@ type CheckProblem struct {
 	Versions        []int64  // kept versions that need the chunk, newest first (at most maxNamed)
 	Paths           []string // files (or directories) needing it at the newest of them (at most maxNamed)
 	Repaired        bool
-	// blobs are the indexed chunks of a missing or short pack.
+	// blobs are the indexed chunks of a missing, short or unreplicated
+	// pack; size is the pack's length on the primary.
 	blobs []id.ID
+	size  int64
 }
 
 const maxNamed = 100
@@ -99,6 +106,13 @@ func (r *Repo) Check(ctx context.Context, opts CheckOptions) (CheckReport, error
 		}
 	}
 	c := &checker{r: r, opts: opts, rep: &rep, start: time.Now()}
+	if opts.Replica {
+		rs, ok := r.store.(replicated)
+		if !ok {
+			return rep, fmt.Errorf("%w: no replica bucket is configured (serve --replica-s3-bucket)", ErrInvalid)
+		}
+		c.replica = rs
+	}
 	for _, pid := range projects {
 		if err := c.project(ctx, pid); err != nil {
 			if opts.ProjectID == "" && errors.Is(err, metastore.ErrNotFound) {
@@ -113,10 +127,17 @@ func (r *Repo) Check(ctx context.Context, opts CheckOptions) (CheckReport, error
 
 // checker is one check run.
 type checker struct {
-	r     *Repo
-	opts  CheckOptions
-	rep   *CheckReport
-	start time.Time
+	r       *Repo
+	opts    CheckOptions
+	rep     *CheckReport
+	start   time.Time
+	replica replicated // with CheckOptions.Replica
+}
+
+// replicated is a blob store with a replica bucket (package replication).
+type replicated interface {
+	Replica() blobstore.Backend
+	blobstore.Tracker
 }
 
 func (c *checker) project(ctx context.Context, pid string) error {
@@ -124,57 +145,18 @@ func (c *checker) project(ctx context.Context, pid string) error {
 	if err != nil {
 		return err
 	}
-	var problems []CheckProblem
-	// 1. Every blob the versions reach.
-	w := refWalker{r: c.r, ctx: ctx, project: pid, seen: map[id.ID]bool{}, pairs: map[[2]id.ID]bool{}}
-	for _, v := range versions {
-		if err := w.walk(id.ID{}, v.Root); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			problems = append(problems, CheckProblem{ProjectID: pid, Kind: ProblemBadTree, Versions: []int64{v.Number},
-				Detail: fmt.Sprintf("version %d: %v", v.Number, err)})
-		}
-	}
-	// 2. Where they are.
-	byPack := map[id.ID][]metastore.BlobLocation{}
-	for batch := range slices.Chunk(w.out, 10_000) {
-		locs, err := c.r.meta.LocateBlobs(ctx, pid, batch)
-		if err != nil {
-			return err
-		}
-		for _, x := range batch {
-			l, ok := locs[x]
-			if !ok {
-				problems = append(problems, CheckProblem{ProjectID: pid, Kind: ProblemMissingBlob, ChunkID: x, Detail: "no pack holds it"})
-				continue
-			}
-			byPack[l.PackID] = append(byPack[l.PackID], l)
-		}
-	}
-	// 3. The packs: present, long enough, and (sampled) every chunk sound.
-	sizes, err := c.r.packSizes(ctx, pid)
+	byPack, problems, err := c.locate(ctx, pid, versions)
 	if err != nil {
 		return err
 	}
-	packIDs := make([]id.ID, 0, len(byPack))
-	for p := range byPack {
-		packIDs = append(packIDs, p)
+	ps, err := c.packs(ctx, pid, byPack)
+	if err != nil {
+		return err
 	}
-	slices.SortFunc(packIDs, func(a, b id.ID) int { return cmp.Compare(a.String(), b.String()) })
-	for i, p := range packIDs {
-		ps, err := c.pack(ctx, pid, p, byPack[p], sizes)
-		if err != nil {
-			return err
-		}
-		problems = append(problems, ps...)
-		c.opts.Progress(RepairProgress{Project: pid, Phase: "packs", Done: i + 1, Total: len(packIDs), Bytes: c.rep.BytesRead})
-	}
-	c.rep.Packs += len(packIDs)
-	if len(problems) == 0 {
+	if problems = append(problems, ps...); len(problems) == 0 {
 		return nil
 	}
-	// 4. Who needs what is wrong; repair.
+	// Who needs what is wrong; repair.
 	if err := c.r.nameProblems(ctx, pid, versions, problems); err != nil {
 		return err
 	}
@@ -187,12 +169,76 @@ func (c *checker) project(ctx context.Context, pid string) error {
 	return nil
 }
 
+// locate finds every blob the versions reach and where the index puts
+// it, by pack.
+func (c *checker) locate(ctx context.Context, pid string, versions []metastore.Version) (map[id.ID][]metastore.BlobLocation, []CheckProblem, error) {
+	var problems []CheckProblem
+	w := refWalker{r: c.r, ctx: ctx, project: pid, seen: map[id.ID]bool{}, pairs: map[[2]id.ID]bool{}}
+	for _, v := range versions {
+		if err := w.walk(id.ID{}, v.Root); err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			problems = append(problems, CheckProblem{ProjectID: pid, Kind: ProblemBadTree, Versions: []int64{v.Number},
+				Detail: fmt.Sprintf("version %d: %v", v.Number, err)})
+		}
+	}
+	byPack := map[id.ID][]metastore.BlobLocation{}
+	for batch := range slices.Chunk(w.out, 10_000) {
+		locs, err := c.r.meta.LocateBlobs(ctx, pid, batch)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, x := range batch {
+			l, ok := locs[x]
+			if !ok {
+				problems = append(problems, CheckProblem{ProjectID: pid, Kind: ProblemMissingBlob, ChunkID: x, Detail: "no pack holds it"})
+				continue
+			}
+			byPack[l.PackID] = append(byPack[l.PackID], l)
+		}
+	}
+	return byPack, problems, nil
+}
+
+// packs checks the packs: present, long enough, on the replica (with
+// CheckOptions.Replica) and, sampled, every chunk sound.
+func (c *checker) packs(ctx context.Context, pid string, byPack map[id.ID][]metastore.BlobLocation) ([]CheckProblem, error) {
+	sizes, err := c.r.packSizes(ctx, c.r.store, pid)
+	if err != nil {
+		return nil, err
+	}
+	var replicaSizes map[id.ID]int64
+	if c.replica != nil {
+		if replicaSizes, err = c.r.packSizes(ctx, c.replica.Replica(), pid); err != nil {
+			return nil, fmt.Errorf("replica: %w", err)
+		}
+	}
+	packIDs := make([]id.ID, 0, len(byPack))
+	for p := range byPack {
+		packIDs = append(packIDs, p)
+	}
+	slices.SortFunc(packIDs, func(a, b id.ID) int { return cmp.Compare(a.String(), b.String()) })
+	var problems []CheckProblem
+	for i, p := range packIDs {
+		ps, err := c.pack(ctx, pid, p, byPack[p], sizes)
+		if err != nil {
+			return nil, err
+		}
+		problems = append(problems, ps...)
+		if size, ok := sizes[p]; ok && replicaSizes != nil && replicaSizes[p] != size {
+			problems = append(problems, CheckProblem{ProjectID: pid, Kind: ProblemNotReplicated, PackID: p, blobs: locIDs(byPack[p]), size: size,
+				Detail: fmt.Sprintf("pack %s is not on the replica bucket with its %d bytes (it may still be queued: sandkeep replication status)", p.Short(), size)})
+		}
+		c.opts.Progress(RepairProgress{Project: pid, Phase: "packs", Done: i + 1, Total: len(packIDs), Bytes: c.rep.BytesRead})
+	}
+	c.rep.Packs += len(packIDs)
+	return problems, nil
+}
+
 // pack checks one pack holding the chunks locs.
 func (c *checker) pack(ctx context.Context, pid string, p id.ID, locs []metastore.BlobLocation, sizes map[id.ID]int64) ([]CheckProblem, error) {
-	ids := make([]id.ID, len(locs))
-	for i, l := range locs {
-		ids[i] = l.ID
-	}
+	ids := locIDs(locs)
 	size, ok := sizes[p]
 	if !ok {
 		return []CheckProblem{{ProjectID: pid, Kind: ProblemMissingPack, PackID: p, blobs: ids,
@@ -255,6 +301,13 @@ func (c *checker) repair(ctx context.Context, pid string, problems []CheckProble
 		pr := &problems[i]
 		var ids []id.ID
 		switch pr.Kind {
+		case ProblemNotReplicated:
+			// Copy it again (from the primary, which has it).
+			if err := c.replica.Written(ctx, PackKey(pid, pr.PackID), pr.size); err != nil {
+				return err
+			}
+			pr.Repaired = true
+			continue
 		case ProblemBadChunk:
 			ids = []id.ID{pr.ChunkID}
 		case ProblemMissingPack, ProblemShortPack:
@@ -272,10 +325,19 @@ func (c *checker) repair(ctx context.Context, pid string, problems []CheckProble
 	return nil
 }
 
-// packSizes lists the project's pack objects (one LIST).
-func (r *Repo) packSizes(ctx context.Context, pid string) (map[id.ID]int64, error) {
+// locIDs returns the ids of locs.
+func locIDs(locs []metastore.BlobLocation) []id.ID {
+	out := make([]id.ID, len(locs))
+	for i, l := range locs {
+		out[i] = l.ID
+	}
+	return out
+}
+
+// packSizes lists the project's pack objects in st (one LIST).
+func (r *Repo) packSizes(ctx context.Context, st blobstore.Store, pid string) (map[id.ID]int64, error) {
 	out := map[id.ID]int64{}
-	err := r.store.List(ctx, ProjectPrefix(pid)+"packs/", func(o blobstore.Object) error {
+	err := st.List(ctx, ProjectPrefix(pid)+"packs/", func(o blobstore.Object) error {
 		if p, err := id.Parse(path.Base(o.Key)); err == nil && o.Key == PackKey(pid, p) {
 			out[p] = o.Size
 		}

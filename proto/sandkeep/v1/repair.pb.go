@@ -450,8 +450,11 @@ type CheckRepositoryRequest struct {
 	Repair bool `protobuf:"varint,3,opt,name=repair,proto3" json:"repair,omitempty"`
 	// Bound on the bytes read per second (0: no bound).
 	RateBytesPerSecond int64 `protobuf:"varint,4,opt,name=rate_bytes_per_second,json=rateBytesPerSecond,proto3" json:"rate_bytes_per_second,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Also compare the replica bucket: every needed pack there with its
+	// length (repair queues a copy of those that are not).
+	Replica       bool `protobuf:"varint,5,opt,name=replica,proto3" json:"replica,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckRepositoryRequest) Reset() {
@@ -510,6 +513,13 @@ func (x *CheckRepositoryRequest) GetRateBytesPerSecond() int64 {
 		return x.RateBytesPerSecond
 	}
 	return 0
+}
+
+func (x *CheckRepositoryRequest) GetReplica() bool {
+	if x != nil {
+		return x.Replica
+	}
+	return false
 }
 
 // CheckRepositoryResponse is one message of the stream: progress, then the
@@ -673,7 +683,7 @@ type CheckProblem struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ProjectId string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
 	// "missing_pack", "short_pack", "bad_chunk", "missing_blob", "bad_tree",
-	// "bad_footer".
+	// "bad_footer", "not_replicated".
 	Kind    string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
 	PackId  []byte `protobuf:"bytes,3,opt,name=pack_id,json=packId,proto3" json:"pack_id,omitempty"`
 	ChunkId []byte `protobuf:"bytes,4,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
@@ -965,13 +975,14 @@ const file_sandkeep_v1_repair_proto_rawDesc = "" +
 	"\x04head\x18\n" +
 	" \x01(\x03R\x04head\x12\x14\n" +
 	"\x05files\x18\v \x01(\x03R\x05files\x12\x1a\n" +
-	"\bproblems\x18\f \x03(\tR\bproblems\"\xae\x01\n" +
+	"\bproblems\x18\f \x03(\tR\bproblems\"\xc8\x01\n" +
 	"\x16CheckRepositoryRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12*\n" +
 	"\x11read_data_percent\x18\x02 \x01(\x01R\x0freadDataPercent\x12\x16\n" +
 	"\x06repair\x18\x03 \x01(\bR\x06repair\x121\n" +
-	"\x15rate_bytes_per_second\x18\x04 \x01(\x03R\x12rateBytesPerSecond\"\x84\x01\n" +
+	"\x15rate_bytes_per_second\x18\x04 \x01(\x03R\x12rateBytesPerSecond\x12\x18\n" +
+	"\areplica\x18\x05 \x01(\bR\areplica\"\x84\x01\n" +
 	"\x17CheckRepositoryResponse\x127\n" +
 	"\bprogress\x18\x01 \x01(\v2\x1b.sandkeep.v1.RepairProgressR\bprogress\x120\n" +
 	"\x06report\x18\x02 \x01(\v2\x18.sandkeep.v1.CheckReportR\x06report\"\xb6\x02\n" +
