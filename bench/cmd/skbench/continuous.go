@@ -77,6 +77,8 @@ type treeResult struct {
 	Ratio         float64  `json:"ratio"` // sandkeep p50 / restic median
 
 	Agent agentFigures `json:"agent"`
+	// Replica: the replication lag during the run (-replica).
+	Replica *replicaFigures `json:"replica,omitempty"`
 }
 
 // agentFigures are read from /proc/PID of the running agent.
@@ -315,6 +317,17 @@ func (b *bench) continuousSandkeep(t *treeResult, files []string, edit func(rel,
 		t.Agent.Problems, t.Agent.ProblemN = problems(logPath, 10)
 	}()
 	pid := p.cmd.Process.Pid
+	if b.o.replica {
+		lag, err := b.startLagSampler(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			f := lag.finish(ctx)
+			t.Replica = &f
+			logf("%s tree: replication: at most %d objects (%.1f MB) queued, oldest %.2f s; drained %.2f s after the changes", t.Label, f.MaxObjects, float64(f.MaxBytes)/1e6, f.MaxLagSecs, f.DrainSeconds)
+		}()
+	}
 	sk := newAgentSocket(sock)
 	defer sk.close()
 	fail := func(format string, args ...any) error {
@@ -630,6 +643,10 @@ func printContinuous(c *contReport) {
 			t.Label, t.Files, t.Dirs, float64(t.Bytes)/1e6, t.Agent.InitialSyncSeconds, t.ResticInitial.Seconds,
 			t.Agent.InitialPeakRSSMiB, t.Agent.InitialCPUSeconds, t.Agent.IdleCPUPercent, t.Agent.IdleRSSMiB, t.Agent.EndRSSMiB,
 			t.Agent.WatchMode, t.Agent.WatchedDirs, t.Agent.Overflows, t.Agent.StopSeconds, t.Agent.ExitCode)
+		if r := t.Replica; r != nil {
+			fmt.Printf("        replication (second bucket): at most %d objects, %.1f MB queued; oldest queued entry %.2f s; drained %.2f s after the changes (%d samples)\n",
+				r.MaxObjects, float64(r.MaxBytes)/1e6, r.MaxLagSecs, r.DrainSeconds, r.Samples)
+		}
 		for _, n := range t.Notes {
 			fmt.Printf("        note: %s\n", n)
 		}

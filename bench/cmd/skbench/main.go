@@ -37,6 +37,7 @@ type options struct {
 	load      loadOptions
 	loadReps  string
 	dbscale   dbscaleOptions
+	replica   bool
 }
 
 // The parts of the benchmark -only selects.
@@ -71,6 +72,7 @@ func main() {
 	flag.IntVar(&o.load.agents, "load-agents", 200, "load: simulated agents (one project each)")
 	flag.StringVar(&o.loadReps, "load-replicas", "1,3", "load: replica counts to measure on PostgreSQL (SQLite: always 1)")
 	flag.DurationVar(&o.load.duration, "load-duration", 20*time.Second, "load: how long each configuration runs")
+	flag.BoolVar(&o.replica, "replica", false, "keep a second bucket (another versitygw) as the coordinator's --replica-s3-bucket and report the replication lag during continuous sync")
 	flag.IntVar(&o.dbscale.projects, "dbscale-projects", 10000, "dbscale: generated projects")
 	flag.IntVar(&o.dbscale.versions, "dbscale-versions", 100, "dbscale: versions per project")
 	flag.IntVar(&o.dbscale.files, "dbscale-files", 10000, "dbscale: files in each project's head listing")
@@ -255,20 +257,11 @@ func run(ctx context.Context, o options) (err error) {
 	}
 
 	// 2. versitygw, then 3. the coordinator on it.
-	gw, endpoint, err := startVersitygw(ctx, vgw, mkdir(b.tmp, "s3"), filepath.Join(logsDir, "versitygw.log"))
+	stopServers, err := b.startServers(ctx, vgw, logsDir)
 	if err != nil {
 		return err
 	}
-	defer gw.stop(syscall.SIGTERM, 5*time.Second)
-	b.endpoint = endpoint
-	logf("versitygw on %s", endpoint)
-	b.coordData = mkdir(b.tmp, "coordinator")
-	b.coordLog = filepath.Join(logsDir, "coordinator.log")
-	if b.coord, err = startCoordinator(ctx, b.sandkeep, b.coordData, endpoint, "sk-bench", b.coordLog); err != nil {
-		return err
-	}
-	defer b.coord.stop(syscall.SIGINT, 15*time.Second)
-	logf("coordinator on %s (blobs %s)", b.coord.addr, b.coord.blobs)
+	defer stopServers()
 
 	for i := 1; parts[partTable] && i <= o.runs; i++ {
 		if err := b.runSandkeep(i); err != nil {
@@ -679,4 +672,45 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// startServers starts versitygw (two with -replica) and the coordinator on
+// it; stop stops them all.
+func (b *bench) startServers(ctx context.Context, vgw, logsDir string) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	gw, endpoint, err := startVersitygw(ctx, vgw, mkdir(b.tmp, "s3"), filepath.Join(logsDir, "versitygw.log"))
+	if err != nil {
+		return nil, err
+	}
+	stops = append(stops, func() { gw.stop(syscall.SIGTERM, 5*time.Second) })
+	b.endpoint = endpoint
+	logf("versitygw on %s", endpoint)
+	b.coordData = mkdir(b.tmp, "coordinator")
+	b.coordLog = filepath.Join(logsDir, "coordinator.log")
+	var extra []string
+	if b.o.replica {
+		gw2, endpoint2, err := startVersitygw(ctx, vgw, mkdir(b.tmp, "s3-replica"), filepath.Join(logsDir, "versitygw-replica.log"))
+		if err != nil {
+			return nil, err
+		}
+		stops = append(stops, func() { gw2.stop(syscall.SIGTERM, 5*time.Second) })
+		extra = []string{"--replica-s3-bucket", "sk-bench-replica", "--replica-s3-endpoint", endpoint2, "--replica-s3-path-style"}
+		logf("replica versitygw on %s", endpoint2)
+	}
+	if b.coord, err = startCoordinator(ctx, b.sandkeep, b.coordData, endpoint, "sk-bench", b.coordLog, extra...); err != nil {
+		return nil, err
+	}
+	stops = append(stops, func() { b.coord.stop(syscall.SIGINT, 15*time.Second) })
+	logf("coordinator on %s (blobs %s)", b.coord.addr, b.coord.blobs)
+	return stop, nil
 }
