@@ -317,6 +317,9 @@ func planToPB(b repo.PlanBatch) *pb.GetRestorePlanResponse {
 			blobs[j] = &pb.RangeBlob{Id: bl.ID.Bytes(), Offset: bl.Offset, Length: bl.Length, RawLength: bl.RawLength, Codec: codecToPB(bl.Codec)}
 		}
 		msg.Ranges[i] = &pb.PackRange{PackId: rg.PackID.Bytes(), Request: signedToPB(rg.URL), Offset: rg.Offset, Length: rg.Length, Blobs: blobs}
+		if rg.Fallback != nil {
+			msg.Ranges[i].Fallback = signedToPB(*rg.Fallback)
+		}
 	}
 	return msg
 }

@@ -25,8 +25,10 @@ import (
 // bucket, the other the replica (--replica-s3-bucket). After a burst of
 // syncs, uploads and a rollback, the replication lag drains to 0 and the
 // replica holds exactly the primary's objects; deleting a project empties
-// its prefix in both. Then the primary server stops: `get`, a file link
-// and a restore into an empty directory still work, from the replica.
+// its prefix in both. A chunk rotten on the primary is read from the
+// replica by `get` and by a restore. Then the primary server stops: `get`,
+// a file link and a restore into an empty directory still work, from the
+// replica.
 func TestReplicationToSecondBucket(t *testing.T) {
 	primary, stopPrimary := testenv.OwnS3(t)
 	replica, _ := testenv.OwnS3(t)
@@ -130,6 +132,15 @@ func TestReplicationToSecondBucket(t *testing.T) {
 	flipObjectByte(t, prim, repo.PackKey(pid, l.PackID), l.Offset)
 	if data, err := readFileRPC(t, c, pid, "burst.txt", head); err != nil || !bytes.Equal(data, want) {
 		t.Fatalf("get of a chunk rotten on the primary: %q, %v", data, err)
+	}
+	// And a restore, the primary up, takes that chunk from the replica.
+	rotDst := filepath.Join(t.TempDir(), "rot")
+	if _, err := agent.Restore(ctx, agent.Config{Remote: cfg.Remote, Workspace: rotDst, CacheDir: filepath.Join(t.TempDir(), "c"), KeepSetuid: true}, head); err != nil {
+		t.Fatalf("restore with a chunk rotten on the primary: %v", err)
+	}
+	t.Cleanup(func() { workspacetest.MakeWritable(rotDst) })
+	if b, err := os.ReadFile(filepath.Join(rotDst, "burst.txt")); err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("burst.txt restored around a rotten chunk: %q, %v", b, err)
 	}
 
 	stopPrimary()

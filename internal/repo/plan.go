@@ -36,6 +36,9 @@ type PlanRange struct {
 	Length int64
 	Blobs  []PlanBlob
 	URL    blobstore.SignedURL
+	// Fallback is the pack in the replica bucket, if there is one (a
+	// chunk failing verification is read again from there).
+	Fallback *blobstore.SignedURL
 }
 
 // PlanBatch is a bounded part of a restore plan: entries (parents first) and
@@ -167,6 +170,12 @@ func (p *planner) ranges(locs map[id.ID]metastore.BlobLocation) ([]PlanRange, er
 		if err != nil {
 			return nil, fmt.Errorf("sign pack %s: %w", pid.Short(), err)
 		}
+		var fallback *blobstore.SignedURL
+		if rs, ok := p.r.store.(interface{ Replica() blobstore.Backend }); ok {
+			if fb, err := rs.Replica().SignGet(p.ctx, PackKey(p.project, pid), p.r.urlTTL); err == nil && fb.URL != url.URL {
+				fallback = &fb
+			}
+		}
 		var cur *PlanRange
 		for _, l := range ls {
 			if cur != nil {
@@ -178,7 +187,7 @@ func (p *planner) ranges(locs map[id.ID]metastore.BlobLocation) ([]PlanRange, er
 				}
 				out = append(out, *cur)
 			}
-			cur = &PlanRange{PackID: pid, Offset: l.Offset, Length: l.Length, URL: url,
+			cur = &PlanRange{PackID: pid, Offset: l.Offset, Length: l.Length, URL: url, Fallback: fallback,
 				Blobs: []PlanBlob{{ID: l.ID, Offset: 0, Length: l.Length, RawLength: l.RawLength, Codec: l.Codec}}}
 		}
 		if cur != nil {

@@ -31,10 +31,13 @@ type target struct {
 type blobSrc struct {
 	packID id.ID
 	req    *pb.SignedRequest
-	abs    int64 // offset in the pack
-	length int64
-	rawLen int64
-	codec  pack.Codec
+	// fallback: the pack in the replica bucket, read when the chunk fails
+	// verification from req (may be nil).
+	fallback *pb.SignedRequest
+	abs      int64 // offset in the pack
+	length   int64
+	rawLen   int64
+	codec    pack.Codec
 }
 
 // job is one unit of phase D: a GET of [start, end) of a pack feeding wants
@@ -221,7 +224,7 @@ func (r *runner) planJobs(files []*fileJob, ranges []planRange) ([]*job, int) {
 		pr := &ranges[i]
 		for _, bl := range pr.blobs {
 			if w := wants[bl.id]; w != nil && len(w.targets) > 0 && w.src == nil {
-				w.src = &blobSrc{packID: pr.packID, req: pr.req, abs: pr.offset + bl.off, length: bl.length, rawLen: bl.rawLen, codec: bl.codec}
+				w.src = &blobSrc{packID: pr.packID, req: pr.req, fallback: pr.fallback, abs: pr.offset + bl.off, length: bl.length, rawLen: bl.rawLen, codec: bl.codec}
 			}
 		}
 	}

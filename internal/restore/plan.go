@@ -75,9 +75,11 @@ type item struct {
 type planRange struct {
 	packID id.ID
 	req    *pb.SignedRequest
-	offset int64
-	length int64
-	blobs  []planBlob
+	// fallback is the same pack in the replica bucket (may be nil).
+	fallback *pb.SignedRequest
+	offset   int64
+	length   int64
+	blobs    []planBlob
 }
 
 type planBlob struct {
@@ -296,34 +298,48 @@ func validateRange(r *pb.PackRange) (planRange, error) {
 	if err := validateRequest(r.GetRequest()); err != nil {
 		return planRange{}, invalid("pack %s: %v", pid.Short(), err)
 	}
-	pr := planRange{packID: pid, req: r.GetRequest(), offset: r.GetOffset(), length: r.GetLength(), blobs: make([]planBlob, 0, len(r.GetBlobs()))}
+	if fb := r.GetFallback(); fb != nil {
+		if err := validateRequest(fb); err != nil {
+			return planRange{}, invalid("pack %s: fallback: %v", pid.Short(), err)
+		}
+	}
+	pr := planRange{packID: pid, req: r.GetRequest(), fallback: r.GetFallback(), offset: r.GetOffset(), length: r.GetLength(), blobs: make([]planBlob, 0, len(r.GetBlobs()))}
 	for j, bl := range r.GetBlobs() {
-		if bl == nil {
-			return planRange{}, invalid("pack %s: nil blob %d", pid.Short(), j)
-		}
-		bid, err := id.FromBytes(bl.GetId())
+		b, err := validateBlob(pid, j, bl, pr.length)
 		if err != nil {
-			return planRange{}, invalid("pack %s: blob %d: %v", pid.Short(), j, err)
+			return planRange{}, err
 		}
-		off, n, raw := bl.GetOffset(), bl.GetLength(), bl.GetRawLength()
-		if off < 0 || n <= 0 || off > pr.length || n > pr.length-off {
-			return planRange{}, invalid("pack %s: blob %s at %d+%d outside the range's %d bytes", pid.Short(), bid.Short(), off, n, pr.length)
-		}
-		if raw <= 0 || raw > MaxChunkSize {
-			return planRange{}, invalid("pack %s: blob %s raw length %d", pid.Short(), bid.Short(), raw)
-		}
-		var codec pack.Codec
-		switch bl.GetCodec() {
-		case pb.Codec_CODEC_NONE:
-			codec = pack.None
-		case pb.Codec_CODEC_ZSTD:
-			codec = pack.Zstd
-		default:
-			return planRange{}, invalid("pack %s: blob %s: unknown codec %d", pid.Short(), bid.Short(), bl.GetCodec())
-		}
-		pr.blobs = append(pr.blobs, planBlob{id: bid, off: off, length: n, rawLen: raw, codec: codec})
+		pr.blobs = append(pr.blobs, b)
 	}
 	return pr, nil
+}
+
+// validateBlob checks blob j of a range of length bytes of pack pid.
+func validateBlob(pid id.ID, j int, bl *pb.RangeBlob, length int64) (planBlob, error) {
+	if bl == nil {
+		return planBlob{}, invalid("pack %s: nil blob %d", pid.Short(), j)
+	}
+	bid, err := id.FromBytes(bl.GetId())
+	if err != nil {
+		return planBlob{}, invalid("pack %s: blob %d: %v", pid.Short(), j, err)
+	}
+	off, n, raw := bl.GetOffset(), bl.GetLength(), bl.GetRawLength()
+	if off < 0 || n <= 0 || off > length || n > length-off {
+		return planBlob{}, invalid("pack %s: blob %s at %d+%d outside the range's %d bytes", pid.Short(), bid.Short(), off, n, length)
+	}
+	if raw <= 0 || raw > MaxChunkSize {
+		return planBlob{}, invalid("pack %s: blob %s raw length %d", pid.Short(), bid.Short(), raw)
+	}
+	var codec pack.Codec
+	switch bl.GetCodec() {
+	case pb.Codec_CODEC_NONE:
+		codec = pack.None
+	case pb.Codec_CODEC_ZSTD:
+		codec = pack.Zstd
+	default:
+		return planBlob{}, invalid("pack %s: blob %s: unknown codec %d", pid.Short(), bid.Short(), bl.GetCodec())
+	}
+	return planBlob{id: bid, off: off, length: n, rawLen: raw, codec: codec}, nil
 }
 
 func validateRequest(r *pb.SignedRequest) error {

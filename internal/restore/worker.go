@@ -266,15 +266,17 @@ func (w *worker) get(ctx context.Context, j *job, next *int) error {
 		}
 		pos = s.abs + s.length
 		*next++
-		w.decode(wt, w.stored)
+		w.decode(ctx, wt, w.stored)
 	}
 	// Read to the end so the connection can be reused.
 	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
 	return nil
 }
 
-// decode verifies a blob and writes its chunk.
-func (w *worker) decode(wt *want, stored []byte) {
+// decode verifies a blob and writes its chunk. A chunk that fails
+// verification is read again from the plan's fallback (the replica
+// bucket), if it has one, and verified the same way.
+func (w *worker) decode(ctx context.Context, wt *want, stored []byte) {
 	s := wt.src
 	if s.rawLen != wt.size {
 		w.r.failWant(wt, fmt.Errorf("%w: pack %s stores it as %d bytes, the plan says %d", pack.ErrCorrupt, s.packID.Short(), s.rawLen, wt.size))
@@ -282,9 +284,21 @@ func (w *worker) decode(wt *want, stored []byte) {
 	}
 	w.raw = grow(w.raw, s.rawLen)
 	e := pack.Entry{ID: wt.id, Offset: uint64(s.abs), Length: uint32(s.length), RawLength: uint32(s.rawLen), Type: pack.Data, Codec: s.codec}
-	plain, err := pack.DecodeBlob(e, stored, w.raw[:0])
-	if err == nil && int64(len(plain)) != wt.size {
-		err = fmt.Errorf("decoded to %d bytes, want %d", len(plain), wt.size)
+	check := func(stored []byte) ([]byte, error) {
+		plain, err := pack.DecodeBlob(e, stored, w.raw[:0])
+		if err == nil && int64(len(plain)) != wt.size {
+			err = fmt.Errorf("decoded to %d bytes, want %d", len(plain), wt.size)
+		}
+		return plain, err
+	}
+	plain, err := check(stored)
+	if err != nil && s.fallback != nil {
+		if again, ferr := w.fetchFallback(ctx, s); ferr == nil {
+			if p2, err2 := check(again); err2 == nil {
+				w.r.log.Warn("restore: a chunk failed verification and was read from the replica bucket", "pack", s.packID.Short(), "chunk", wt.id.Short(), "err", err)
+				plain, err = p2, nil
+			}
+		}
 	}
 	if err != nil {
 		if !errors.Is(err, pack.ErrCorrupt) {
@@ -294,4 +308,30 @@ func (w *worker) decode(wt *want, stored []byte) {
 		return
 	}
 	w.deliver(wt, plain)
+}
+
+// fetchFallback reads a blob's stored bytes from its fallback request.
+func (w *worker) fetchFallback(ctx context.Context, s *blobSrc) ([]byte, error) {
+	req, err := newRangeRequest(ctx, s.fallback, s.abs, s.abs+s.length)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := w.r.opts.HTTPClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	avail, err := checkResponse(resp, s.fallback, s.abs, s.abs+s.length)
+	if err != nil {
+		return nil, err
+	}
+	if avail < s.abs+s.length {
+		return nil, ErrShortRange
+	}
+	buf := make([]byte, s.length)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		return nil, err
+	}
+	w.r.stats.downloaded.Add(s.length)
+	return buf, nil
 }

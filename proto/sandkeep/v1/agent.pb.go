@@ -1113,10 +1113,14 @@ type PackRange struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	PackId []byte                 `protobuf:"bytes,1,opt,name=pack_id,json=packId,proto3" json:"pack_id,omitempty"`
 	// A GET of the pack; the agent adds "Range: bytes=offset-(offset+length-1)".
-	Request       *SignedRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
-	Offset        int64          `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
-	Length        int64          `protobuf:"varint,4,opt,name=length,proto3" json:"length,omitempty"`
-	Blobs         []*RangeBlob   `protobuf:"bytes,5,rep,name=blobs,proto3" json:"blobs,omitempty"`
+	Request *SignedRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	Offset  int64          `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length  int64          `protobuf:"varint,4,opt,name=length,proto3" json:"length,omitempty"`
+	Blobs   []*RangeBlob   `protobuf:"bytes,5,rep,name=blobs,proto3" json:"blobs,omitempty"`
+	// The same pack in the replica bucket (when the coordinator keeps one):
+	// a chunk that fails verification from request is read again from here
+	// (and verified the same way).
+	Fallback      *SignedRequest `protobuf:"bytes,6,opt,name=fallback,proto3" json:"fallback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1182,6 +1186,13 @@ func (x *PackRange) GetLength() int64 {
 func (x *PackRange) GetBlobs() []*RangeBlob {
 	if x != nil {
 		return x.Blobs
+	}
+	return nil
+}
+
+func (x *PackRange) GetFallback() *SignedRequest {
+	if x != nil {
+		return x.Fallback
 	}
 	return nil
 }
@@ -1826,13 +1837,14 @@ const file_sandkeep_v1_agent_proto_rawDesc = "" +
 	"\x06length\x18\x03 \x01(\x03R\x06length\x12\x1d\n" +
 	"\n" +
 	"raw_length\x18\x04 \x01(\x03R\trawLength\x12(\n" +
-	"\x05codec\x18\x05 \x01(\x0e2\x12.sandkeep.v1.CodecR\x05codec\"\xb8\x01\n" +
+	"\x05codec\x18\x05 \x01(\x0e2\x12.sandkeep.v1.CodecR\x05codec\"\xf0\x01\n" +
 	"\tPackRange\x12\x17\n" +
 	"\apack_id\x18\x01 \x01(\fR\x06packId\x124\n" +
 	"\arequest\x18\x02 \x01(\v2\x1a.sandkeep.v1.SignedRequestR\arequest\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06length\x18\x04 \x01(\x03R\x06length\x12,\n" +
-	"\x05blobs\x18\x05 \x03(\v2\x16.sandkeep.v1.RangeBlobR\x05blobs\"\xaa\x01\n" +
+	"\x05blobs\x18\x05 \x03(\v2\x16.sandkeep.v1.RangeBlobR\x05blobs\x126\n" +
+	"\bfallback\x18\x06 \x01(\v2\x1a.sandkeep.v1.SignedRequestR\bfallback\"\xaa\x01\n" +
 	"\x16GetRestorePlanResponse\x12.\n" +
 	"\aversion\x18\x01 \x01(\v2\x14.sandkeep.v1.VersionR\aversion\x120\n" +
 	"\aentries\x18\x02 \x03(\v2\x16.sandkeep.v1.PlanEntryR\aentries\x12.\n" +
@@ -1958,39 +1970,40 @@ var file_sandkeep_v1_agent_proto_depIdxs = []int32{
 	34, // 11: sandkeep.v1.RangeBlob.codec:type_name -> sandkeep.v1.Codec
 	7,  // 12: sandkeep.v1.PackRange.request:type_name -> sandkeep.v1.SignedRequest
 	18, // 13: sandkeep.v1.PackRange.blobs:type_name -> sandkeep.v1.RangeBlob
-	29, // 14: sandkeep.v1.GetRestorePlanResponse.version:type_name -> sandkeep.v1.Version
-	17, // 15: sandkeep.v1.GetRestorePlanResponse.entries:type_name -> sandkeep.v1.PlanEntry
-	19, // 16: sandkeep.v1.GetRestorePlanResponse.ranges:type_name -> sandkeep.v1.PackRange
-	22, // 17: sandkeep.v1.SessionRequest.heartbeat:type_name -> sandkeep.v1.Heartbeat
-	27, // 18: sandkeep.v1.SessionRequest.result:type_name -> sandkeep.v1.CommandResult
-	0,  // 19: sandkeep.v1.Heartbeat.state:type_name -> sandkeep.v1.AgentState
-	30, // 20: sandkeep.v1.Heartbeat.last_write_time:type_name -> google.protobuf.Timestamp
-	30, // 21: sandkeep.v1.Heartbeat.last_commit_time:type_name -> google.protobuf.Timestamp
-	24, // 22: sandkeep.v1.SessionResponse.command:type_name -> sandkeep.v1.Command
-	25, // 23: sandkeep.v1.Command.flush:type_name -> sandkeep.v1.FlushCommand
-	26, // 24: sandkeep.v1.Command.rollback:type_name -> sandkeep.v1.RollbackCommand
-	35, // 25: sandkeep.v1.FlushCommand.timeout:type_name -> google.protobuf.Duration
-	1,  // 26: sandkeep.v1.AgentService.OpenSession:input_type -> sandkeep.v1.OpenSessionRequest
-	3,  // 27: sandkeep.v1.AgentService.FindMissingChunks:input_type -> sandkeep.v1.FindMissingChunksRequest
-	6,  // 28: sandkeep.v1.AgentService.GetUploadTargets:input_type -> sandkeep.v1.GetUploadTargetsRequest
-	10, // 29: sandkeep.v1.AgentService.CompletePacks:input_type -> sandkeep.v1.CompletePacksRequest
-	12, // 30: sandkeep.v1.AgentService.UploadTrees:input_type -> sandkeep.v1.UploadTreesRequest
-	14, // 31: sandkeep.v1.AgentService.CommitVersion:input_type -> sandkeep.v1.CommitVersionRequest
-	16, // 32: sandkeep.v1.AgentService.GetRestorePlan:input_type -> sandkeep.v1.GetRestorePlanRequest
-	21, // 33: sandkeep.v1.AgentService.Session:input_type -> sandkeep.v1.SessionRequest
-	2,  // 34: sandkeep.v1.AgentService.OpenSession:output_type -> sandkeep.v1.OpenSessionResponse
-	4,  // 35: sandkeep.v1.AgentService.FindMissingChunks:output_type -> sandkeep.v1.FindMissingChunksResponse
-	9,  // 36: sandkeep.v1.AgentService.GetUploadTargets:output_type -> sandkeep.v1.GetUploadTargetsResponse
-	11, // 37: sandkeep.v1.AgentService.CompletePacks:output_type -> sandkeep.v1.CompletePacksResponse
-	13, // 38: sandkeep.v1.AgentService.UploadTrees:output_type -> sandkeep.v1.UploadTreesResponse
-	15, // 39: sandkeep.v1.AgentService.CommitVersion:output_type -> sandkeep.v1.CommitVersionResponse
-	20, // 40: sandkeep.v1.AgentService.GetRestorePlan:output_type -> sandkeep.v1.GetRestorePlanResponse
-	23, // 41: sandkeep.v1.AgentService.Session:output_type -> sandkeep.v1.SessionResponse
-	34, // [34:42] is the sub-list for method output_type
-	26, // [26:34] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	7,  // 14: sandkeep.v1.PackRange.fallback:type_name -> sandkeep.v1.SignedRequest
+	29, // 15: sandkeep.v1.GetRestorePlanResponse.version:type_name -> sandkeep.v1.Version
+	17, // 16: sandkeep.v1.GetRestorePlanResponse.entries:type_name -> sandkeep.v1.PlanEntry
+	19, // 17: sandkeep.v1.GetRestorePlanResponse.ranges:type_name -> sandkeep.v1.PackRange
+	22, // 18: sandkeep.v1.SessionRequest.heartbeat:type_name -> sandkeep.v1.Heartbeat
+	27, // 19: sandkeep.v1.SessionRequest.result:type_name -> sandkeep.v1.CommandResult
+	0,  // 20: sandkeep.v1.Heartbeat.state:type_name -> sandkeep.v1.AgentState
+	30, // 21: sandkeep.v1.Heartbeat.last_write_time:type_name -> google.protobuf.Timestamp
+	30, // 22: sandkeep.v1.Heartbeat.last_commit_time:type_name -> google.protobuf.Timestamp
+	24, // 23: sandkeep.v1.SessionResponse.command:type_name -> sandkeep.v1.Command
+	25, // 24: sandkeep.v1.Command.flush:type_name -> sandkeep.v1.FlushCommand
+	26, // 25: sandkeep.v1.Command.rollback:type_name -> sandkeep.v1.RollbackCommand
+	35, // 26: sandkeep.v1.FlushCommand.timeout:type_name -> google.protobuf.Duration
+	1,  // 27: sandkeep.v1.AgentService.OpenSession:input_type -> sandkeep.v1.OpenSessionRequest
+	3,  // 28: sandkeep.v1.AgentService.FindMissingChunks:input_type -> sandkeep.v1.FindMissingChunksRequest
+	6,  // 29: sandkeep.v1.AgentService.GetUploadTargets:input_type -> sandkeep.v1.GetUploadTargetsRequest
+	10, // 30: sandkeep.v1.AgentService.CompletePacks:input_type -> sandkeep.v1.CompletePacksRequest
+	12, // 31: sandkeep.v1.AgentService.UploadTrees:input_type -> sandkeep.v1.UploadTreesRequest
+	14, // 32: sandkeep.v1.AgentService.CommitVersion:input_type -> sandkeep.v1.CommitVersionRequest
+	16, // 33: sandkeep.v1.AgentService.GetRestorePlan:input_type -> sandkeep.v1.GetRestorePlanRequest
+	21, // 34: sandkeep.v1.AgentService.Session:input_type -> sandkeep.v1.SessionRequest
+	2,  // 35: sandkeep.v1.AgentService.OpenSession:output_type -> sandkeep.v1.OpenSessionResponse
+	4,  // 36: sandkeep.v1.AgentService.FindMissingChunks:output_type -> sandkeep.v1.FindMissingChunksResponse
+	9,  // 37: sandkeep.v1.AgentService.GetUploadTargets:output_type -> sandkeep.v1.GetUploadTargetsResponse
+	11, // 38: sandkeep.v1.AgentService.CompletePacks:output_type -> sandkeep.v1.CompletePacksResponse
+	13, // 39: sandkeep.v1.AgentService.UploadTrees:output_type -> sandkeep.v1.UploadTreesResponse
+	15, // 40: sandkeep.v1.AgentService.CommitVersion:output_type -> sandkeep.v1.CommitVersionResponse
+	20, // 41: sandkeep.v1.AgentService.GetRestorePlan:output_type -> sandkeep.v1.GetRestorePlanResponse
+	23, // 42: sandkeep.v1.AgentService.Session:output_type -> sandkeep.v1.SessionResponse
+	35, // [35:43] is the sub-list for method output_type
+	27, // [27:35] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_sandkeep_v1_agent_proto_init() }
