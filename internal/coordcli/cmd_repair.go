@@ -91,7 +91,11 @@ func printRebuild(g *globals, rep *pb.RebuildReport) {
 	}
 	tw := newTable(g.stdout, "PROJECT\tNAME\tVERSIONS\tHEAD\tFILES\tPACKS\tCHUNKS\tBAD\tSTORED")
 	for _, p := range rep.GetProjects() {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", p.GetProjectId(), p.GetName(), p.GetVersions(), p.GetHead(), p.GetFiles(),
+		files := fmt.Sprint(p.GetFiles())
+		if rep.GetDryRun() {
+			files = "-" // the listing is built from the head's tree only when written
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%s\n", p.GetProjectId(), p.GetName(), p.GetVersions(), p.GetHead(), files,
 			p.GetPacks(), p.GetBlobs(), p.GetPacksBad()+p.GetBlobsBad(), progress.Bytes(p.GetBytes()))
 	}
 	_ = tw.Flush()
