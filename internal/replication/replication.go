@@ -80,11 +80,16 @@ func (s *Store) enqueue(ctx context.Context, op, key string, size int64) error {
 	if err := s.queue.EnqueueReplication(ctx, []metastore.ReplicationOp{{Op: op, Key: key, Size: size}}); err != nil {
 		return fmt.Errorf("queue the replication of %s: %w", key, err)
 	}
+	return nil
+}
+
+// kick wakes the worker (without waiting): call it once the object is in
+// the primary, so the worker does not find it missing and wait.
+func (s *Store) kick() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // Put implements blobstore.Store.
@@ -92,13 +97,21 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) er
 	if err := s.enqueue(ctx, metastore.ReplicatePut, key, size); err != nil {
 		return err
 	}
-	return s.primary.Put(ctx, key, r, size)
+	if err := s.primary.Put(ctx, key, r, size); err != nil {
+		return err
+	}
+	s.kick()
+	return nil
 }
 
 // Written implements blobstore.Tracker: an object written through a signed
 // URL is copied like one written by Put.
 func (s *Store) Written(ctx context.Context, key string, size int64) error {
-	return s.enqueue(ctx, metastore.ReplicatePut, key, size)
+	if err := s.enqueue(ctx, metastore.ReplicatePut, key, size); err != nil {
+		return err
+	}
+	s.kick()
+	return nil
 }
 
 // Delete implements blobstore.Store.
@@ -106,7 +119,11 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := s.primary.Delete(ctx, key); err != nil {
 		return err
 	}
-	return s.enqueue(context.WithoutCancel(ctx), metastore.ReplicateDelete, key, 0)
+	if err := s.enqueue(context.WithoutCancel(ctx), metastore.ReplicateDelete, key, 0); err != nil {
+		return err
+	}
+	s.kick()
+	return nil
 }
 
 // Get implements blobstore.Store, from the replica when the primary fails.
