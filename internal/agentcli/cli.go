@@ -39,7 +39,7 @@ const (
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	setMemoryPolicy()
-	defer stopProfile()
+	defer cli.StartProfiling("sandkeep-agent")()
 	code := exitOK
 	sig := &signals{stop: make(chan struct{})}
 	root := newRoot(stdout, stderr, &code, sig)

@@ -27,6 +27,7 @@ var Version = "dev"
 
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	defer cli.StartProfiling("sandkeep")()
 	root, g := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
