@@ -145,6 +145,15 @@ type toolResult struct {
 	Restore []sample `json:"restore"`
 	Stored  []int64  `json:"stored_bytes"` // what the "bytes stored" row counts
 	Usage   []usage  `json:"bucket_usage"` // everything under the run's prefix
+	// ServerCPU is, for sandkeep's initial syncs, the CPU seconds the
+	// coordinator and versitygw spent while the agent ran (the agent's
+	// own is in Initial): where the machine's cores went.
+	ServerCPU []serverCPU `json:"initial_server_cpu,omitempty"`
+}
+
+type serverCPU struct {
+	Coordinator float64 `json:"coordinator_seconds"`
+	S3          float64 `json:"versitygw_seconds"`
 }
 
 // bench is the state of one skbench invocation.
@@ -164,6 +173,7 @@ type bench struct {
 	resticVersion   string
 	loadStart       string
 	loadGW          int // pid of the load part's S3 server
+	gwPID           int // pid of the table and latency parts' S3 server
 	coordLog        string
 	cont            *contReport
 }
@@ -333,10 +343,15 @@ func (b *bench) runSandkeep(i int) (err error) {
 	env := agentEnv("sk-cache-" + n)
 
 	logf("sandkeep run %d: initial sync", i)
+	coord0, _ := procCPU(b.coord.cmd.Process.Pid)
+	gw0, _ := procCPU(b.gwPID)
 	out, s, err := b.r.run("sk-initial-sync-"+n, "", env, b.agent, "sync", "--once", "--workspace", b.ws)
 	if err != nil {
 		return err
 	}
+	coord1, _ := procCPU(b.coord.cmd.Process.Pid)
+	gw1, _ := procCPU(b.gwPID)
+	b.sk.ServerCPU = append(b.sk.ServerCPU, serverCPU{Coordinator: coord1 - coord0, S3: gw1 - gw0})
 	first, err := versionNumber(out)
 	if err != nil {
 		return fmt.Errorf("initial sync (log %s): %w", s.Log, err)
@@ -611,6 +626,11 @@ func printTable(rep report) {
 			last(t.Restore).MaxRSSMiB, last(t.Restore).CPUSeconds)
 	}
 	detail("sandkeep", rep.Sandkeep)
+	if sc := rep.Sandkeep.ServerCPU; len(sc) > 0 {
+		last, init := sc[len(sc)-1], rep.Sandkeep.Initial[len(rep.Sandkeep.Initial)-1]
+		fmt.Printf("%-9s initial sync, CPU of each process (last run): agent %.2f s, coordinator %.2f s, versitygw %.2f s; %.2f s wall on %d cores\n",
+			"", init.CPUSeconds, last.Coordinator, last.S3, init.Seconds, runtime.NumCPU())
+	}
 	detail("restic", rep.Restic)
 	u := rep.Sandkeep.Usage[len(rep.Sandkeep.Usage)-1]
 	fmt.Printf("bytes stored: S3 ListObjectsV2 sums after both versions/snapshots; sandkeep = packs + version records\n"+
@@ -693,7 +713,7 @@ func (b *bench) startServers(ctx context.Context, vgw, logsDir string) (stop fun
 		return nil, err
 	}
 	stops = append(stops, func() { gw.stop(syscall.SIGTERM, 5*time.Second) })
-	b.endpoint = endpoint
+	b.endpoint, b.gwPID = endpoint, gw.cmd.Process.Pid
 	logf("versitygw on %s", endpoint)
 	b.coordData = mkdir(b.tmp, "coordinator")
 	b.coordLog = filepath.Join(logsDir, "coordinator.log")
