@@ -727,7 +727,7 @@ func (g *run) repack(ctx context.Context, typ metastore.BlobType, sources []meta
 				ok = false
 				continue
 			}
-			e := pack.Entry{ID: l.ID, Offset: uint64(l.Offset), Length: uint32(l.Length), RawLength: uint32(l.RawLength), Type: pack.BlobType(l.Type), Codec: pack.Codec(l.Codec)}
+			e := repo.EntryOf(l)
 			plain, err := pack.DecodeBlob(e, data[l.Offset:l.Offset+l.Length], buf)
 			if err != nil {
 				g.rep.BlobsCorrupt++

@@ -3,7 +3,6 @@ package gc
 import (
 	"context"
 	"fmt"
-	"path"
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/blobstore"
@@ -71,8 +70,8 @@ func (g *run) sweepOrphans(ctx context.Context, cutoff time.Time) error {
 		return nil
 	}
 	err := g.store.List(ctx, prefix, func(o blobstore.Object) error {
-		pid, err := id.Parse(path.Base(o.Key))
-		if err != nil || o.Key != repo.PackKey(g.pid, pid) {
+		pid, ok := repo.ParsePackKey(g.pid, o.Key)
+		if !ok {
 			return nil // not a pack key: left alone
 		}
 		if !o.ModTime.Before(cutoff) {

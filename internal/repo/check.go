@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"path"
 	"slices"
 	"strconv"
 	"time"
@@ -255,7 +254,7 @@ func (c *checker) pack(ctx context.Context, pid string, p id.ID, locs []metastor
 	}
 	entries := make([]pack.Entry, len(locs))
 	for i, l := range locs {
-		entries[i] = pack.Entry{ID: l.ID, Offset: uint64(l.Offset), Length: uint32(l.Length), RawLength: uint32(l.RawLength), Type: pack.BlobType(l.Type), Codec: pack.Codec(l.Codec)}
+		entries[i] = EntryOf(l)
 	}
 	sc, err := c.r.scanPack(ctx, PackKey(pid, p), PackRef{ID: p, Size: size}, entries)
 	if errors.Is(err, ErrMissing) {
@@ -338,7 +337,7 @@ func locIDs(locs []metastore.BlobLocation) []id.ID {
 func (r *Repo) packSizes(ctx context.Context, st blobstore.Store, pid string) (map[id.ID]int64, error) {
 	out := map[id.ID]int64{}
 	err := st.List(ctx, ProjectPrefix(pid)+"packs/", func(o blobstore.Object) error {
-		if p, err := id.Parse(path.Base(o.Key)); err == nil && o.Key == PackKey(pid, p) {
+		if p, ok := ParsePackKey(pid, o.Key); ok {
 			out[p] = o.Size
 		}
 		return nil

@@ -171,8 +171,8 @@ func (p *planner) ranges(locs map[id.ID]metastore.BlobLocation) ([]PlanRange, er
 			return nil, fmt.Errorf("sign pack %s: %w", pid.Short(), err)
 		}
 		var fallback *blobstore.SignedURL
-		if rs, ok := p.r.store.(interface{ Replica() blobstore.Backend }); ok {
-			if fb, err := rs.Replica().SignGet(p.ctx, PackKey(p.project, pid), p.r.urlTTL); err == nil && fb.URL != url.URL {
+		if replica := p.r.replica(); replica != nil {
+			if fb, err := replica.SignGet(p.ctx, PackKey(p.project, pid), p.r.urlTTL); err == nil && fb.URL != url.URL {
 				fallback = &fb
 			}
 		}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/pack"
@@ -97,7 +96,7 @@ func (r *Repo) ReadFile(ctx context.Context, projectID string, n *tree.Node, off
 					if _, err := io.ReadFull(rc, buf); err != nil {
 						return fmt.Errorf("read chunk %s: %w", s.ref.ID.Short(), err)
 					}
-					e := pack.Entry{ID: l.ID, Offset: uint64(l.Offset), Length: uint32(l.Length), RawLength: uint32(l.RawLength), Type: pack.Data, Codec: pack.Codec(l.Codec)}
+					e := EntryOf(l)
 					out, err := pack.DecodeBlob(e, buf, plain)
 					if err != nil {
 						if out, err = r.chunkFromReplica(ctx, projectID, e, l.PackID, plain, err); err != nil {
@@ -125,17 +124,12 @@ func (r *Repo) ReadFile(ctx context.Context, projectID string, n *tree.Node, off
 // from the replica store, if the blob store has one (package
 // replication), and verifies it there.
 func (r *Repo) chunkFromReplica(ctx context.Context, projectID string, e pack.Entry, packID id.ID, plain []byte, bad error) ([]byte, error) {
-	rs, ok := r.store.(interface{ Replica() blobstore.Backend })
-	if !ok {
+	replica := r.replica()
+	if replica == nil {
 		return nil, bad
 	}
-	rc, err := rs.Replica().Get(ctx, PackKey(projectID, packID), int64(e.Offset), int64(e.Length))
+	buf, err := readRangeFrom(ctx, replica, PackKey(projectID, packID), int64(e.Offset), int64(e.Length))
 	if err != nil {
-		return nil, bad
-	}
-	defer rc.Close()
-	buf := make([]byte, e.Length)
-	if _, err := io.ReadFull(rc, buf); err != nil {
 		return nil, bad
 	}
 	out, err := pack.DecodeBlob(e, buf, plain)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -159,7 +158,7 @@ func (r *Repo) listBucket(ctx context.Context, prefix string) (map[string]*bucke
 		case rel == "project.json":
 			bp.record = true
 		case strings.HasPrefix(rel, "packs/"):
-			if p, err := id.Parse(path.Base(rel)); err == nil && o.Key == PackKey(pid, p) {
+			if _, ok := ParsePackKey(pid, o.Key); ok {
 				bp.packs = append(bp.packs, o)
 				return nil
 			}
@@ -292,7 +291,7 @@ func (r *Repo) rebuildPacks(ctx context.Context, pid string, packs []blobstore.O
 // rebuildPack indexes one pack: the number of blobs indexed and found bad,
 // and a problem to report. Only the store failing is an error.
 func (r *Repo) rebuildPack(ctx context.Context, pid string, o blobstore.Object, opts RebuildOptions) (blobs, bad int, problem string, err error) {
-	packID, _ := id.Parse(path.Base(o.Key))
+	packID, _ := ParsePackKey(pid, o.Key) // listBucket kept pack keys only
 	ref := PackRef{ID: packID, Size: o.Size}
 	entries, err := r.readFooter(ctx, pid, ref)
 	var typ metastore.BlobType

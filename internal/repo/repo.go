@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path"
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/blobstore"
@@ -105,10 +106,29 @@ func (r *Repo) Meta() metastore.Store { return r.meta }
 // Store returns the blob store.
 func (r *Repo) Store() blobstore.Backend { return r.store }
 
+// replica is the replica bucket of the blob store (package replication),
+// or nil.
+func (r *Repo) replica() blobstore.Backend {
+	if rs, ok := r.store.(interface{ Replica() blobstore.Backend }); ok {
+		return rs.Replica()
+	}
+	return nil
+}
+
 // PackKey is the object key of a pack.
 func PackKey(projectID string, packID id.ID) string {
 	h := packID.String()
 	return "projects/" + projectID + "/packs/" + h[:2] + "/" + h
+}
+
+// ParsePackKey returns the pack id a pack key of the project names; false
+// for any other key.
+func ParsePackKey(projectID, key string) (id.ID, bool) {
+	p, err := id.Parse(path.Base(key))
+	if err != nil || key != PackKey(projectID, p) {
+		return id.ID{}, false
+	}
+	return p, true
 }
 
 // VersionKey is the object key of a version record.
@@ -260,6 +280,11 @@ func (r *Repo) dropUnindexed(ctx context.Context, projectID string, packID id.ID
 	r.log.Warn("deleted an uploaded pack that failed verification", "project", projectID, "pack", packID.Short())
 }
 
+// EntryOf is the pack entry of an indexed blob (locationOf's inverse).
+func EntryOf(l metastore.BlobLocation) pack.Entry {
+	return pack.Entry{ID: l.ID, Offset: uint64(l.Offset), Length: uint32(l.Length), RawLength: uint32(l.RawLength), Type: pack.BlobType(l.Type), Codec: pack.Codec(l.Codec)}
+}
+
 func locationOf(packID id.ID, e pack.Entry) metastore.BlobLocation {
 	return metastore.BlobLocation{
 		ID: e.ID, Type: metastore.BlobType(e.Type), PackID: packID,
@@ -302,7 +327,12 @@ func (r *Repo) readFooter(ctx context.Context, projectID string, p PackRef) ([]p
 }
 
 func (r *Repo) readRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
-	rc, err := r.store.Get(ctx, key, off, n)
+	return readRangeFrom(ctx, r.store, key, off, n)
+}
+
+// readRangeFrom reads n bytes of key at off from st.
+func readRangeFrom(ctx context.Context, st blobstore.Store, key string, off, n int64) ([]byte, error) {
+	rc, err := st.Get(ctx, key, off, n)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", key, err)
 	}
