@@ -79,26 +79,18 @@ func (s *AdminServer) CheckRepository(req *pb.CheckRepositoryRequest, stream pb.
 		Progress: progressSender(func(p *pb.RepairProgress) error { return stream.Send(&pb.CheckRepositoryResponse{Progress: p}) }),
 	})
 	if s.metrics != nil {
-		s.metrics.ObserveCheck(rep.BytesRead, problemKinds(rep), err)
+		s.metrics.ObserveCheck(rep.BytesRead, rep.ProblemKinds(), err)
 	}
 	if err != nil {
 		return toStatus(ctx, s.log, "check", err)
 	}
 	s.log.InfoContext(ctx, "checked", "project", req.GetProjectId(), "packs", rep.Packs, "packs_read", rep.PacksRead, "bytes_read", rep.BytesRead,
 		"problems", len(rep.Problems), "repair", req.GetRepair(), "took", time.Since(start))
-	return stream.Send(&pb.CheckRepositoryResponse{Report: CheckReportToPB(rep, time.Since(start))})
+	return stream.Send(&pb.CheckRepositoryResponse{Report: checkReportToPB(rep, time.Since(start))})
 }
 
-func problemKinds(rep repo.CheckReport) []string {
-	out := make([]string, len(rep.Problems))
-	for i, p := range rep.Problems {
-		out[i] = p.Kind
-	}
-	return out
-}
-
-// CheckReportToPB converts a check report (also the periodic scrub's).
-func CheckReportToPB(rep repo.CheckReport, took time.Duration) *pb.CheckReport {
+// checkReportToPB converts a check report.
+func checkReportToPB(rep repo.CheckReport, took time.Duration) *pb.CheckReport {
 	out := &pb.CheckReport{
 		Projects: int64(rep.Projects), Packs: int64(rep.Packs), PacksRead: int64(rep.PacksRead), BytesRead: rep.BytesRead,
 		ChunksDropped: int64(rep.ChunksDropped), Took: durationpb.New(took), ReadDataPercent: rep.ReadDataPercent,

@@ -83,6 +83,15 @@ type CheckProblem struct {
 
 const maxNamed = 100
 
+// ProblemKinds lists the kind of each problem (what the metrics count).
+func (rep CheckReport) ProblemKinds() []string {
+	out := make([]string, len(rep.Problems))
+	for i, p := range rep.Problems {
+		out[i] = p.Kind
+	}
+	return out
+}
+
 // Check checks opts.ProjectID, or every project.
 func (r *Repo) Check(ctx context.Context, opts CheckOptions) (CheckReport, error) {
 	rep := CheckReport{ReadDataPercent: min(max(opts.ReadDataPercent, 0), 100)}

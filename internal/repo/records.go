@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/blobstore"
@@ -123,19 +122,14 @@ func (r *Repo) WriteProjectRecord(ctx context.Context, projectID string) error {
 	return nil
 }
 
-// noteProjectChange rewrites the project record after a change the caller
-// made; a failure is logged (the change itself stands, and garbage
-// collection rewrites a record it finds missing).
-func (r *Repo) noteProjectChange(ctx context.Context, projectID, what string) {
+// ProjectChanged rewrites the project record after a change the caller
+// made (creation, retention, pins, limits, lifecycle policy); a failure is
+// logged (the change itself stands, and garbage collection rewrites a
+// record it finds missing).
+func (r *Repo) ProjectChanged(ctx context.Context, projectID, what string) {
 	if err := r.WriteProjectRecord(context.WithoutCancel(ctx), projectID); err != nil {
 		r.log.Warn("project record not rewritten after a change", "project", projectID, "change", what, "err", err)
 	}
-}
-
-// ProjectChanged rewrites the project record after a change made outside
-// this package (limits, lifecycle policy, creation).
-func (r *Repo) ProjectChanged(ctx context.Context, projectID, what string) {
-	r.noteProjectChange(ctx, projectID, what)
 }
 
 // RefreshProjectRecord writes the project's record if the bucket lacks it
@@ -150,26 +144,20 @@ func (r *Repo) RefreshProjectRecord(ctx context.Context, projectID string) error
 
 // pinned lists the project's pinned version numbers.
 func (r *Repo) pinned(ctx context.Context, projectID string) ([]int64, error) {
-	var out []int64
-	after := ""
-	for {
-		vs, err := r.meta.ListVersions(ctx, projectID, metastore.ListOptions{Limit: 1000, After: after})
-		if errors.Is(err, metastore.ErrNotFound) && after == "" {
-			return nil, nil // no versions yet
-		}
-		if err != nil {
-			return nil, err
-		}
-		for _, v := range vs {
-			if v.Pinned {
-				out = append(out, v.Number)
-			}
-		}
-		if len(vs) < 1000 {
-			return out, nil
-		}
-		after = strconv.FormatInt(vs[len(vs)-1].Number, 10)
+	vs, err := r.allVersions(ctx, projectID)
+	if errors.Is(err, metastore.ErrNotFound) {
+		return nil, nil // no versions yet
 	}
+	if err != nil {
+		return nil, err
+	}
+	var out []int64
+	for _, v := range vs {
+		if v.Pinned {
+			out = append(out, v.Number)
+		}
+	}
+	return out, nil
 }
 
 // readJSON reads a small object (at most max bytes) into v.

@@ -13,7 +13,7 @@ func (r *Repo) SetRetention(ctx context.Context, projectID string, p metastore.R
 	if err := r.meta.SetRetention(ctx, projectID, p); err != nil {
 		return err
 	}
-	r.noteProjectChange(ctx, projectID, "retention")
+	r.ProjectChanged(ctx, projectID, "retention")
 	return nil
 }
 
@@ -31,6 +31,6 @@ func (r *Repo) Pin(ctx context.Context, projectID string, version int64, pinned 
 	if err := r.meta.SetPinned(ctx, projectID, version, pinned); err != nil {
 		return err
 	}
-	r.noteProjectChange(ctx, projectID, "pin")
+	r.ProjectChanged(ctx, projectID, "pin")
 	return nil
 }

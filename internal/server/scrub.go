@@ -39,11 +39,7 @@ type scrubRun = jobRun[repo.CheckReport]
 func (s *Server) scrub(ctx context.Context) (repo.CheckReport, error) {
 	rep, err := s.Repo.Check(ctx, repo.CheckOptions{ReadDataPercent: s.cfg.Scrub.ReadDataPercent, RateBytesPerSecond: s.cfg.Scrub.RateBytesPerSecond})
 	if s.Metrics != nil && ctx.Err() == nil {
-		kinds := make([]string, len(rep.Problems))
-		for i, p := range rep.Problems {
-			kinds[i] = p.Kind
-		}
-		s.Metrics.ObserveCheck(rep.BytesRead, kinds, err)
+		s.Metrics.ObserveCheck(rep.BytesRead, rep.ProblemKinds(), err)
 	}
 	return rep, err
 }
