@@ -329,7 +329,9 @@ func (n *Node) holders(ctx context.Context, projectID string) ([]string, error) 
 	if len(routes) == 0 {
 		return nil, nil
 	}
-	live, err := n.Replicas(ctx)
+	// Only which replicas live: not who leads (Replicas asks the
+	// database's locks for that, which routing does not need).
+	live, err := n.cfg.Store.ListReplicas(ctx, time.Now().Add(-n.cfg.DeadAfter))
 	if err != nil {
 		return nil, err
 	}

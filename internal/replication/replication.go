@@ -46,7 +46,6 @@ type Store struct {
 	mu       sync.Mutex
 	downAt   time.Time // when the primary last failed to answer (zero: it answers)
 	probedAt time.Time
-	now      func() time.Time
 }
 
 // probeEvery is how often at most SignGet asks whether the primary answers.
@@ -54,7 +53,7 @@ const probeEvery = 5 * time.Second
 
 // New returns primary replicated to replica through queue.
 func New(primary, replica blobstore.Backend, queue metastore.ReplicationStore) *Store {
-	return &Store{primary: primary, replica: replica, queue: queue, wake: make(chan struct{}, 1), now: time.Now}
+	return &Store{primary: primary, replica: replica, queue: queue, wake: make(chan struct{}, 1)}
 }
 
 var (
@@ -179,7 +178,7 @@ func (s *Store) failed(err error) {
 		return
 	}
 	s.mu.Lock()
-	s.downAt = s.now()
+	s.downAt = time.Now()
 	s.mu.Unlock()
 }
 
@@ -187,7 +186,7 @@ func (s *Store) failed(err error) {
 // it (a Stat of a key that does not exist) at most every probeEvery.
 func (s *Store) primaryDown(ctx context.Context) bool {
 	s.mu.Lock()
-	now := s.now()
+	now := time.Now()
 	if now.Sub(s.probedAt) < probeEvery {
 		down := !s.downAt.IsZero() && now.Sub(s.downAt) < probeEvery
 		s.mu.Unlock()
@@ -204,6 +203,6 @@ func (s *Store) primaryDown(ctx context.Context) bool {
 		s.downAt = time.Time{}
 		return false
 	}
-	s.downAt = s.now()
+	s.downAt = time.Now()
 	return true
 }

@@ -38,7 +38,7 @@ func (s *Server) runReplication(ctx context.Context) (wait func()) {
 	if s.replicated == nil {
 		return func() {}
 	}
-	w := &replication.Worker{Store: s.replicated, Lead: s.leads, Log: s.log.With("component", "replication"), Poll: s.replicationPoll}
+	w := &replication.Worker{Store: s.replicated, Lead: s.leads, Log: s.log.With("component", "replication")}
 	if s.Metrics != nil {
 		w.Copied = func(op metastore.ReplicationOp) {
 			n := int64(0)

@@ -81,9 +81,8 @@ type Server struct {
 	gcNow   func() time.Time
 	gcRan   func(gcRun)
 	// replicated is s.Blobs when a replica bucket is configured
-	// (replication.go); replicationPoll paces its worker (tests).
-	replicated      *replication.Store
-	replicationPoll time.Duration
+	// (replication.go).
+	replicated *replication.Store
 	// Tests of the periodic scrub (scrub.go), likewise.
 	scrubTicks <-chan time.Time
 	scrubRan   func(scrubRun)
