@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/sandkeep/sandkeep/internal/agent"
-	"github.com/sandkeep/sandkeep/internal/blobstore"
+	"github.com/sandkeep/sandkeep/internal/blobstore/blobstoretest"
 	"github.com/sandkeep/sandkeep/internal/coordcli"
 	"github.com/sandkeep/sandkeep/internal/coordtest"
 	"github.com/sandkeep/sandkeep/internal/id"
@@ -59,7 +58,7 @@ func TestCheckFindsAndRepairsRot(t *testing.T) {
 				t.Fatal(err)
 			}
 			l := loc[chunk]
-			flipByte(t, c, repo.PackKey(pid, l.PackID), l.Offset+l.Length/2)
+			blobstoretest.FlipByte(t, c.Server.Blobs, repo.PackKey(pid, l.PackID), l.Offset+l.Length/2)
 
 			if rep, code := checkCLI(t, c); code != 0 || len(rep.Problems) != 0 {
 				t.Fatalf("check without --read-data: exit %d, %+v (the pack is there, long enough)", code, rep)
@@ -130,34 +129,6 @@ func checkCLI(t *testing.T, c *coordtest.Coordinator, args ...string) (checkRepo
 		t.Fatalf("sandkeep check %s: exit %d, %v\n%s%s", strings.Join(args, " "), code, err, out.String(), errb.String())
 	}
 	return rep, code
-}
-
-// flipByte inverts the byte at off of the object key in c's store.
-func flipByte(t *testing.T, c *coordtest.Coordinator, key string, off int64) {
-	t.Helper()
-	flipObjectByte(t, c.Server.Blobs, key, off)
-}
-
-// flipObjectByte inverts the byte at off of the object key in s.
-func flipObjectByte(t *testing.T, s blobstore.Store, key string, off int64) {
-	t.Helper()
-	ctx := t.Context()
-	rc, err := s.Get(ctx, key, 0, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data[off] ^= 0xff
-	if err := s.Delete(ctx, key); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func grepLines(s, sub string) string {

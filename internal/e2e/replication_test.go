@@ -11,6 +11,7 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/agent"
 	"github.com/sandkeep/sandkeep/internal/blobstore"
+	"github.com/sandkeep/sandkeep/internal/blobstore/blobstoretest"
 	"github.com/sandkeep/sandkeep/internal/blobstore/s3store"
 	"github.com/sandkeep/sandkeep/internal/coordtest"
 	"github.com/sandkeep/sandkeep/internal/id"
@@ -129,7 +130,7 @@ func TestReplicationToSecondBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := locs[n.Chunks[0].ID]
-	flipObjectByte(t, prim, repo.PackKey(pid, l.PackID), l.Offset)
+	blobstoretest.FlipByte(t, prim, repo.PackKey(pid, l.PackID), l.Offset)
 	if data, err := readFileRPC(t, c, pid, "burst.txt", head); err != nil || !bytes.Equal(data, want) {
 		t.Fatalf("get of a chunk rotten on the primary: %q, %v", data, err)
 	}

@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/sandkeep/sandkeep/internal/agent"
 	"github.com/sandkeep/sandkeep/internal/blobstore"
+	"github.com/sandkeep/sandkeep/internal/blobstore/blobstoretest"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/workspacetest"
 )
@@ -58,19 +57,7 @@ func TestPeriodicScrub(t *testing.T) {
 		}
 		return nil
 	})
-	rc, err := s.Blobs.Get(ctx, key, 0, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, _ := io.ReadAll(rc)
-	rc.Close()
-	data[100] ^= 1
-	if err := s.Blobs.Delete(ctx, key); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Blobs.Put(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
-		t.Fatal(err)
-	}
+	blobstoretest.FlipByte(t, s.Blobs, key, 100)
 	rotten := tick()
 	if len(rotten.Problems) != 1 || rotten.Problems[0].Kind != repo.ProblemBadChunk || rotten.Problems[0].Repaired || rotten.ChunksDropped != 0 {
 		t.Fatalf("scrub of a flipped byte: %+v", rotten)
