@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -34,6 +35,8 @@ import (
 	"github.com/sandkeep/sandkeep/internal/pack"
 	"github.com/sandkeep/sandkeep/internal/repo"
 	"github.com/sandkeep/sandkeep/internal/restore"
+	"github.com/sandkeep/sandkeep/internal/server"
+	"github.com/sandkeep/sandkeep/internal/testenv"
 	"github.com/sandkeep/sandkeep/internal/tree"
 	"github.com/sandkeep/sandkeep/internal/workspacetest"
 	pb "github.com/sandkeep/sandkeep/proto/sandkeep/v1"
@@ -598,4 +601,75 @@ func TestHostileOrphanUploads(t *testing.T) {
 			v.checkHistory(t)
 		})
 	}
+}
+
+// Attack: fill the coordinator's replication queue (serve
+// --replica-s3-bucket) from the sandbox. Claims of packs never uploaded,
+// over and over, and claims of packs already indexed queue nothing (a pack
+// is queued for copying once verified, once); a pack whose footer lies is
+// refused and never reaches the replica (its deletion alone is queued).
+// The victim's history stays whole, and every version restores.
+func TestHostileCannotFillTheReplicationQueue(t *testing.T) {
+	env := testenv.S3(t)
+	c := coordtest.Start(t, coordtest.Options{S3: true, Postgres: true, Config: server.Config{
+		ReplicaS3Bucket: testenv.NewBucketName(t), ReplicaS3Endpoint: env.Endpoint, ReplicaS3Region: env.Region, ReplicaS3PathStyle: true,
+	}})
+	v := newVictim(t, c, "replicated-victim")
+	a := newAttacker(t, c, v.token)
+	ctx := context.Background()
+	waitReplicated(t, c)
+	queued := func() float64 {
+		t.Helper()
+		st, err := c.Admin.GetReplicationStatus(ctx, &pb.GetReplicationStatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		copied := testutil.ToFloat64(c.Server.Metrics.Replicated.WithLabelValues("put")) + testutil.ToFloat64(c.Server.Metrics.Replicated.WithLabelValues("delete"))
+		return float64(st.GetObjects()) + copied
+	}
+	before := queued()
+
+	// 1,000 claims of packs never uploaded, ten times over.
+	claims := make([]*pb.PackUpload, 1000)
+	for i := range claims {
+		claims[i] = &pb.PackUpload{PackId: id.Sum([]byte(fmt.Sprint("never uploaded ", i))).Bytes(), Size: 4096}
+	}
+	for range 10 {
+		if _, err := a.api.CompletePacks(ctx, &pb.CompletePacksRequest{Packs: claims}); err == nil {
+			t.Fatal("CompletePacks of packs never uploaded succeeded")
+		}
+	}
+	// Claims of the victim's packs, already indexed (and replicated).
+	var indexed []*pb.PackUpload
+	for key, size := range objects(t, c.Server.Blobs, repo.ProjectPrefix(v.project)+"packs/") {
+		p, _ := repo.ParsePackKey(v.project, key)
+		indexed = append(indexed, &pb.PackUpload{PackId: p.Bytes(), Size: size})
+	}
+	for range 10 {
+		if _, err := a.api.CompletePacks(ctx, &pb.CompletePacksRequest{Packs: indexed}); err != nil {
+			t.Fatalf("CompletePacks of indexed packs: %v", err)
+		}
+	}
+	if after := queued(); after != before {
+		t.Fatalf("claims queued or copied %v objects for the replica", after-before)
+	}
+
+	// A pack whose footer lies: refused, deleted, never on the replica.
+	garbage := randomBytes(t, 4096)
+	w := pack.NewWriter()
+	if _, err := w.AddStored(pack.Data, id.Sum([]byte("a chunk the garbage claims to be")), pack.None, len(garbage), garbage); err != nil {
+		t.Fatal(err)
+	}
+	data, lyingID, _, err := w.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.upload(data, lyingID)
+	wantCode(t, "CompletePacks of a pack whose footer lies", err, codes.InvalidArgument)
+	waitReplicated(t, c)
+	replica := c.Server.Repo.Store().(interface{ Replica() blobstore.Backend }).Replica()
+	if _, err := replica.Stat(ctx, repo.PackKey(v.project, lyingID)); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatalf("the lying pack on the replica: %v", err)
+	}
+	v.checkHistory(t)
 }
