@@ -63,7 +63,7 @@ lint: ## gofmt + vet + staticcheck + golangci-lint (.golangci.yml: errorlint, go
 FUZZTIME ?= 10s
 FUZZ_TARGETS := api:FuzzAgentAPI api:FuzzPutFiles blobstore:FuzzValidateKey chunker:FuzzChunker id:FuzzParse \
 	ignore:FuzzGlobAgainstRegexp ignore:FuzzParse links:FuzzParseRange pack:FuzzParseFooter \
-	pack:FuzzDecodeBlob pack:FuzzDecodeBlobStored restore:FuzzPlanEntry restore:FuzzRun \
+	pack:FuzzDecodeBlob pack:FuzzDecodeBlobStored pack:FuzzDecodeGroup restore:FuzzPlanEntry restore:FuzzRun \
 	snapshot:FuzzIncremental snapshot:FuzzReadIndex tree:FuzzDecode tree:FuzzCleanPath urlsign:FuzzVerify
 
 fuzz: ## fuzz every decoder and path handler for FUZZTIME each (default 10s)

@@ -314,7 +314,7 @@ func planToPB(b repo.PlanBatch) *pb.GetRestorePlanResponse {
 	for i, rg := range b.Ranges {
 		blobs := make([]*pb.RangeBlob, len(rg.Blobs))
 		for j, bl := range rg.Blobs {
-			blobs[j] = &pb.RangeBlob{Id: bl.ID.Bytes(), Offset: bl.Offset, Length: bl.Length, RawLength: bl.RawLength, Codec: codecToPB(bl.Codec)}
+			blobs[j] = &pb.RangeBlob{Id: bl.ID.Bytes(), Offset: bl.Offset, Length: bl.Length, RawLength: bl.RawLength, Codec: codecToPB(bl.Codec), RawOffset: bl.RawOffset}
 		}
 		msg.Ranges[i] = &pb.PackRange{PackId: rg.PackID.Bytes(), Request: signedToPB(rg.URL), Offset: rg.Offset, Length: rg.Length, Blobs: blobs}
 		if rg.Fallback != nil {

@@ -70,6 +70,8 @@ func codecToPB(c uint8) pb.Codec {
 		return pb.Codec_CODEC_NONE
 	case pack.Zstd:
 		return pb.Codec_CODEC_ZSTD
+	case pack.Group:
+		return pb.Codec_CODEC_ZSTD_GROUP
 	}
 	return pb.Codec_CODEC_UNSPECIFIED
 }

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/sandkeep/sandkeep/internal/agent"
 	"github.com/sandkeep/sandkeep/internal/coordtest"
 	"github.com/sandkeep/sandkeep/internal/id"
+	"github.com/sandkeep/sandkeep/internal/metastore"
 	"github.com/sandkeep/sandkeep/internal/pack"
 	"github.com/sandkeep/sandkeep/internal/remote"
 	"github.com/sandkeep/sandkeep/internal/repo"
@@ -195,6 +197,8 @@ func TestCorruptPackFailsRestoreLoudly(t *testing.T) {
 				"a.txt":   bytes.Repeat([]byte("hello sandkeep "), 5000),
 				"b.txt":   bytes.Repeat([]byte("another file "), 7000),
 				"c/d.txt": bytes.Repeat([]byte("third "), 9000),
+				// Larger than a group member: a frame of its own.
+				"e.bin": workspacetest.RandomBytes(7, 300_000),
 			}
 			for name, data := range contents {
 				p := filepath.Join(ws, name)
@@ -210,60 +214,78 @@ func TestCorruptPackFailsRestoreLoudly(t *testing.T) {
 			if _, err := agent.SyncOnce(ctx, cfg); err != nil {
 				t.Fatal(err)
 			}
-			// Find the data pack and corrupt the first blob in it.
+			// Corrupt the frame at the start of a data pack: the chunks
+			// stored in it (one blob, or the members of a group frame of
+			// small chunks) are the victims; the chunks of other frames
+			// must still restore.
 			store := c.Server.Blobs
-			var victim string
+			locs := map[string]metastore.BlobLocation{}
 			for name, data := range contents {
 				sum := id.Sum(data)
-				locs, err := c.Server.Meta.LocateBlobs(ctx, pid, []id.ID{sum})
+				found, err := c.Server.Meta.LocateBlobs(ctx, pid, []id.ID{sum})
 				if err != nil {
 					t.Fatal(err)
 				}
-				l, ok := locs[sum]
+				l, ok := found[sum]
 				if !ok {
-					t.Fatalf("chunk of %s not indexed", name)
+					t.Fatalf("chunk of %s not indexed (or not one chunk)", name)
 				}
-				if l.Offset != 0 {
-					continue
-				}
-				victim = name
-				key := repo.PackKey(pid, l.PackID)
-				rc, err := store.Get(ctx, key, 0, -1)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var buf bytes.Buffer
-				if _, err := buf.ReadFrom(rc); err != nil {
-					t.Fatal(err)
-				}
-				rc.Close()
-				data := buf.Bytes()
-				data[l.Length/2] ^= 0x55
-				if err := store.Put(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
-					t.Fatal(err)
+				locs[name] = l
+			}
+			var frame *metastore.BlobLocation
+			for _, l := range locs {
+				if l.Offset == 0 {
+					frame = &l
+					break
 				}
 			}
-			if victim == "" {
+			if frame == nil {
 				t.Fatal("no chunk at offset 0 of a pack")
+			}
+			var victims []string
+			for name, l := range locs {
+				if l.PackID == frame.PackID && l.Offset == frame.Offset {
+					victims = append(victims, name)
+				}
+			}
+			if len(victims) == len(contents) {
+				t.Fatalf("every file is in the corrupt frame (%v): nothing shows that the others restore", victims)
+			}
+			key := repo.PackKey(pid, frame.PackID)
+			rc, err := store.Get(ctx, key, 0, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			if _, err := buf.ReadFrom(rc); err != nil {
+				t.Fatal(err)
+			}
+			rc.Close()
+			data := buf.Bytes()
+			data[frame.Length/2] ^= 0x55
+			if err := store.Put(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
+				t.Fatal(err)
 			}
 			dir := filepath.Join(t.TempDir(), "r")
 			rcfg := cfg
 			rcfg.Workspace = dir
-			_, err := agent.Restore(ctx, rcfg, 0)
+			_, err = agent.Restore(ctx, rcfg, 0)
 			if err == nil {
 				t.Fatal("restore of a corrupt pack succeeded")
 			}
 			if !errors.Is(err, pack.ErrCorrupt) {
 				t.Errorf("error does not wrap pack.ErrCorrupt: %v", err)
 			}
-			if !strings.Contains(err.Error(), victim) {
-				t.Errorf("error does not name %s: %v", victim, err)
-			}
-			if _, serr := os.Lstat(filepath.Join(dir, victim)); !os.IsNotExist(serr) {
-				t.Errorf("%s was left on disk after a failed restore (stat: %v)", victim, serr)
+			for _, victim := range victims {
+				if !strings.Contains(err.Error(), victim) {
+					t.Errorf("error does not name %s: %v", victim, err)
+				}
+				if _, serr := os.Lstat(filepath.Join(dir, victim)); !os.IsNotExist(serr) {
+					t.Errorf("%s was left on disk after a failed restore (stat: %v)", victim, serr)
+				}
 			}
 			for name, data := range contents {
-				if name == victim {
+				if slices.Contains(victims, name) {
 					continue
 				}
 				got, err := os.ReadFile(filepath.Join(dir, name))

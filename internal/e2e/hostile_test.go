@@ -259,6 +259,36 @@ func TestHostileLyingFooter(t *testing.T) {
 				t.Fatalf("the lying pack's object is still stored: %v", err)
 			}
 
+			// The same lie inside a group frame: a member named x whose
+			// slice of the frame is garbage, beside an honest member.
+			var g pack.GroupBuilder
+			other := bytes.Repeat([]byte("an honest neighbour\n"), 500)
+			if err := g.Add(x, garbage[:4000]); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Add(id.Sum(other), other); err != nil {
+				t.Fatal(err)
+			}
+			var comp pack.Compressor
+			stored, codec, err := comp.Compress(g.Plaintext())
+			if err != nil || codec != pack.Zstd {
+				t.Fatalf("compress the group: %v, %v", codec, err)
+			}
+			gw := pack.NewWriter()
+			if err := gw.AddGroup(pack.Data, &g, codec, stored); err != nil {
+				t.Fatal(err)
+			}
+			gdata, gpid, _, err := gw.Finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = a.upload(gdata, gpid)
+			wantCode(t, "CompletePacks of a group whose member lies", err, codes.InvalidArgument)
+			resp, err := a.api.FindMissingChunks(ctx, &pb.FindMissingChunksRequest{Ids: [][]byte{id.Sum(other).Bytes()}})
+			if err != nil || len(resp.GetMissing()) != 1 {
+				t.Fatalf("the honest member of a refused group was indexed: %v, %v", resp.GetMissing(), err)
+			}
+
 			// Honest bytes under a pack id that is not theirs.
 			w := pack.NewWriter()
 			if _, err := w.Add(pack.Data, x, future); err != nil {
@@ -274,7 +304,7 @@ func TestHostileLyingFooter(t *testing.T) {
 
 			// Nothing was indexed: the chunk is still missing, and an honest
 			// sync of that content uploads it and restores exactly.
-			resp, err := a.api.FindMissingChunks(ctx, &pb.FindMissingChunksRequest{Ids: [][]byte{x.Bytes()}})
+			resp, err = a.api.FindMissingChunks(ctx, &pb.FindMissingChunksRequest{Ids: [][]byte{x.Bytes()}})
 			if err != nil || len(resp.GetMissing()) != 1 {
 				t.Fatalf("FindMissingChunks after the attack: %v, %v; want the chunk missing", resp.GetMissing(), err)
 			}

@@ -2,7 +2,6 @@ package gc
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -695,8 +694,7 @@ func (g *run) repack(ctx context.Context, typ metastore.BlobType, sources []meta
 		}
 		locs := make([]metastore.BlobLocation, len(entries))
 		for i, e := range entries {
-			locs[i] = metastore.BlobLocation{ID: e.ID, Type: metastore.BlobType(e.Type), PackID: packID,
-				Offset: int64(e.Offset), Length: int64(e.Length), RawLength: int64(e.RawLength), Codec: uint8(e.Codec)}
+			locs[i] = repo.LocationOf(packID, e)
 		}
 		if err := g.writePack(ctx, metastore.Pack{ProjectID: g.pid, ID: packID, Type: typ, Size: int64(len(data))}, data, locs, from); err != nil {
 			return err
@@ -718,7 +716,8 @@ func (g *run) repack(ctx context.Context, typ metastore.BlobType, sources []meta
 			continue
 		}
 		locs := slices.Clone(byPack[src.ID])
-		slices.SortFunc(locs, func(a, b metastore.BlobLocation) int { return cmp.Compare(a.Offset, b.Offset) })
+		slices.SortFunc(locs, repo.ComparePlace)
+		var dec pack.Decoder // the members of a group frame: one decode
 		ok := true
 		for _, l := range locs {
 			if l.Offset < 0 || l.Length < 0 || l.Offset+l.Length > int64(len(data)) {
@@ -728,7 +727,7 @@ func (g *run) repack(ctx context.Context, typ metastore.BlobType, sources []meta
 				continue
 			}
 			e := repo.EntryOf(l)
-			plain, err := pack.DecodeBlob(e, data[l.Offset:l.Offset+l.Length], buf)
+			plain, err := dec.Decode(e, data[l.Offset:l.Offset+l.Length], buf)
 			if err != nil {
 				g.rep.BlobsCorrupt++
 				g.log.Error("gc: live blob fails verification; its pack is kept", "pack", src.ID.String(), "blob", l.ID.String(), "err", err)

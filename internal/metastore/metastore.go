@@ -160,6 +160,10 @@ type BlobLocation struct {
 	Length    int64 // stored (possibly compressed) length
 	RawLength int64 // plaintext length
 	Codec     uint8 // values of pack.Codec
+	// RawOffset is where a group member (codec pack.Group) starts in the
+	// plaintext of its frame, whose stored bytes Offset and Length give;
+	// 0 for other blobs.
+	RawOffset int64
 }
 
 // VersionKind says why a version was made.

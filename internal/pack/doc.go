@@ -24,14 +24,29 @@
 //	bytes 44..47  rawLength  uint32, plaintext length
 //	byte  48      type       1 = data chunk (Data), 2 = encoded tree (Tree)
 //	byte  49      codec      0 = none (stored bytes are the plaintext),
-//	                         1 = zstd (stored bytes are one zstd frame, RFC 8878)
-//	bytes 50..55  reserved   must be zero
+//	                         1 = zstd (stored bytes are one zstd frame, RFC 8878),
+//	                         2 = group (a slice of a zstd frame shared with
+//	                             the entries next to it; SKPACK02 only)
+//	bytes 50..53  rawOffset  uint32, group: where the blob's plaintext starts
+//	                         in the frame's plaintext; 0 for the other codecs
+//	bytes 54..55  reserved   must be zero
 //
 // The trailer:
 //
 //	bytes  0..3   count      uint32, number of entries n
 //	bytes  4..7   crc        uint32, CRC-32C (Castagnoli) of the n*56 entry bytes
-//	bytes  8..15  magic      "SKPACK01"
+//	bytes  8..15  magic      "SKPACK01", or "SKPACK02" for a pack with group
+//	                         entries (readers before groups refuse it by its
+//	                         magic rather than misread it)
+//
+// Group members: several small blobs (each at most [MaxGroupMember]
+// bytes) compressed together as one zstd frame whose plaintext is theirs
+// back to back, at most [MaxGroupSize] bytes and with its content size in
+// the frame header. Each member has its own entry: offset and length are
+// the frame's (the same for all of them), rawLength the member's, and
+// rawOffset where it starts in the frame's plaintext. The members of a
+// frame are consecutive entries, in plaintext order without overlap (a
+// writer may leave bytes of the frame unreferenced).
 //
 // A reader fetches the last 16 bytes, checks the magic and learns n, then
 // fetches the last n*56+16 bytes (the footer) and validates it with
@@ -41,11 +56,13 @@
 //     ([Writer.Finish] refuses with [ErrEmpty]) and is rejected on read;
 //   - the crc matches and the reserved bytes are zero;
 //   - entry 0 starts at offset 0, each next entry starts where the previous one
-//     ends, and the last one ends exactly where the entries start (B), so the
-//     blobs tile the data region with no gap or overlap;
+//     ends (or, a group member, shares the previous entry's frame and starts
+//     past its plaintext), and the last one ends exactly where the entries
+//     start (B), so the blobs tile the data region with no gap or overlap;
 //   - length and rawLength are at most [MaxBlobSize]; codec none implies
 //     length == rawLength; a zstd blob has length >= 1;
-//   - types and codecs are known values; no id appears twice.
+//   - types and codecs are known values; no id appears twice; rawOffset is
+//     zero outside groups, and a member ends within [MaxGroupSize].
 //
 // The plaintext of each blob is verified by [DecodeBlob]: its length must equal
 // rawLength and its BLAKE3-256 must equal the entry's id. zstd frames are

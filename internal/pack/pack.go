@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -47,6 +48,11 @@ const (
 	None Codec = 0
 	// Zstd stores one zstd frame of the plaintext.
 	Zstd Codec = 1
+	// Group stores the plaintext as a slice of one zstd frame shared with
+	// the blobs next to it in the pack (see Group): the entry's Offset and
+	// Length are the frame's, RawOffset where the blob starts in the
+	// frame's plaintext. Only packs with the magic MagicGroups hold them.
+	Group Codec = 2
 )
 
 // String returns "none", "zstd" or the number of an unknown codec.
@@ -56,11 +62,13 @@ func (c Codec) String() string {
 		return "none"
 	case Zstd:
 		return "zstd"
+	case Group:
+		return "zstd-group"
 	}
 	return fmt.Sprintf("Codec(%d)", uint8(c))
 }
 
-func (c Codec) valid() bool { return c == None || c == Zstd }
+func (c Codec) valid() bool { return c == None || c == Zstd || c == Group }
 
 // Entry locates and describes one blob of a pack.
 type Entry struct {
@@ -76,10 +84,21 @@ type Entry struct {
 	Type BlobType
 	// Codec says how the stored bytes decode to the plaintext.
 	Codec Codec
+	// RawOffset is, for codec Group, where the blob's plaintext starts in
+	// the plaintext of its frame; 0 for the other codecs.
+	RawOffset uint32
 }
 
-// End returns the offset just past the blob's stored bytes.
+// End returns the offset just past the blob's stored bytes (for a Group
+// member, its frame's).
 func (e Entry) End() uint64 { return e.Offset + uint64(e.Length) }
+
+// SameFrame reports whether e is a Group member stored in the same frame
+// as prev, the entry before it: readers that stream a pack reuse the
+// frame's bytes (and its plaintext, see Decoder) instead of reading on.
+func (e Entry) SameFrame(prev Entry) bool {
+	return e.Codec == Group && prev.Codec == Group && e.Offset == prev.Offset && e.Length == prev.Length
+}
 
 const (
 	// EntrySize is the size of one encoded entry in the footer.
@@ -94,10 +113,22 @@ const (
 	// 56 MiB). Writers refuse to add more; readers reject larger counts
 	// before fetching the footer.
 	MaxEntries = 1 << 20
+	// MaxGroupSize is the largest plaintext of a Group frame, all its
+	// members together: what reading one member may cost to decode.
+	MaxGroupSize = 1 << 20
+	// GroupTarget is the plaintext size at which writers close a group.
+	GroupTarget = 512 << 10
+	// MaxGroupMember is the largest blob writers put in a group; larger
+	// ones are compressed on their own.
+	MaxGroupMember = 256 << 10
 )
 
-// Magic ends every pack.
+// Magic ends every pack without Group members (every pack before groups).
 const Magic = "SKPACK01"
+
+// MagicGroups ends every pack that holds Group members: readers that
+// predate the codec stop at the magic instead of misreading the footer.
+const MagicGroups = "SKPACK02"
 
 var (
 	// ErrCorrupt is wrapped by every decode failure: bad footer, bad zstd
@@ -370,6 +401,128 @@ func (w *Writer) Add(t BlobType, blobID id.ID, plaintext []byte) (Entry, error) 
 	return w.add(t, blobID, codec, len(plaintext), stored), nil
 }
 
+// GroupBuilder gathers the plaintexts of small blobs to be compressed
+// together, as one zstd frame, and added to a pack by Writer.AddGroup:
+// neighbouring small files share their redundancy (a fresh zstd frame per
+// file finds none across files), and a frame costs one encode and one
+// decode for all of them. Members are at most MaxGroupMember bytes and a
+// group at most MaxGroupSize; writers close one at GroupTarget. A
+// GroupBuilder is reused after Reset and is not safe for concurrent use.
+type GroupBuilder struct {
+	plain   []byte
+	members []groupMember
+}
+
+type groupMember struct {
+	id   id.ID
+	size uint32
+}
+
+// Fits reports whether a blob of n bytes may join the group.
+func (g *GroupBuilder) Fits(n int) bool {
+	return n > 0 && n <= MaxGroupMember && len(g.plain)+n <= MaxGroupSize
+}
+
+// Add copies a blob into the group; blobID must be id.Sum(plaintext), and
+// Fits(len(plaintext)) true.
+func (g *GroupBuilder) Add(blobID id.ID, plaintext []byte) error {
+	if !g.Fits(len(plaintext)) {
+		return fmt.Errorf("pack: group: a blob of %d bytes does not fit a group of %d", len(plaintext), len(g.plain))
+	}
+	g.members = append(g.members, groupMember{id: blobID, size: uint32(len(plaintext))})
+	g.plain = append(g.plain, plaintext...)
+	return nil
+}
+
+// Size returns the plaintext bytes in the group; Len its members.
+func (g *GroupBuilder) Size() int { return len(g.plain) }
+
+// Len returns the number of members.
+func (g *GroupBuilder) Len() int { return len(g.members) }
+
+// Plaintext returns the members' plaintexts back to back, what to
+// compress; valid until the next Add or Reset.
+func (g *GroupBuilder) Plaintext() []byte { return g.plain }
+
+// Reset empties the group, keeping its buffers.
+func (g *GroupBuilder) Reset() {
+	g.plain, g.members = g.plain[:0], g.members[:0]
+}
+
+// GroupNeeds bounds the pack bytes AddGroup takes for g stored in n
+// bytes: what to pass to Fits.
+func GroupNeeds(g *GroupBuilder, n int) int {
+	return max(n, g.Size()) + max(g.Len()-1, 0)*EntrySize
+}
+
+// AddGroup appends the members of g, whose plaintext compressed to stored
+// with codec (a Compressor's output for g.Plaintext()). A group the
+// compressor kept raw, or whose frame does not give its content size, is
+// stored as raw blobs, one per member; a group of one blob as a zstd blob;
+// else one frame with an entry of codec Group per
+// member. Members already in the pack get no second entry (their bytes
+// stay in the frame, unreferenced). The writer trusts stored (DecodeBlob
+// checks it on read).
+func (w *Writer) AddGroup(t BlobType, g *GroupBuilder, codec Codec, stored []byte) error {
+	if !t.valid() {
+		return fmt.Errorf("pack: add group: unknown type %d", uint8(t))
+	}
+	switch {
+	case g.Len() == 0:
+		return nil
+	case codec != None && codec != Zstd:
+		return fmt.Errorf("pack: add group: codec %s", codec)
+	case codec == Zstd && g.Len() == 1:
+		_, err := w.AddStored(t, g.members[0].id, Zstd, int(g.members[0].size), stored)
+		return err
+	case codec == None || !holdsGroup(stored, g.Size()):
+		// zstd writes no content size in a frame of under 256 bytes,
+		// and decodeGroup needs it (it bounds the output): such a
+		// small group is stored as raw members.
+		off := 0
+		for _, m := range g.members {
+			if _, err := w.AddStored(t, m.id, None, int(m.size), g.plain[off:off+int(m.size)]); err != nil {
+				return err
+			}
+			off += int(m.size)
+		}
+		return nil
+	case len(stored) == 0 || len(stored) > MaxBlobSize:
+		return fmt.Errorf("pack: add group: %d stored bytes", len(stored))
+	}
+	fresh := 0
+	for _, m := range g.members {
+		if _, dup := w.index[m.id]; !dup {
+			fresh++
+		}
+	}
+	if fresh == 0 {
+		return nil
+	}
+	if len(w.entries)+fresh > MaxEntries {
+		return fmt.Errorf("pack: add group: pack already holds %d blobs", len(w.entries))
+	}
+	w.reserve(len(stored) + (fresh-1)*EntrySize)
+	start := uint64(len(w.buf))
+	w.buf = append(w.buf, stored...)
+	var rawOff uint32
+	for _, m := range g.members {
+		if _, dup := w.index[m.id]; !dup {
+			w.index[m.id] = len(w.entries)
+			w.entries = append(w.entries, Entry{ID: m.id, Offset: start, Length: uint32(len(stored)), RawLength: m.size, Type: t, Codec: Group, RawOffset: rawOff})
+		}
+		rawOff += m.size
+	}
+	return nil
+}
+
+// holdsGroup reports whether stored is a zstd frame whose header gives its
+// content size as n, what decodeGroup requires of a group frame.
+func holdsGroup(stored []byte, n int) bool {
+	var h zstd.Header
+	return h.Decode(stored) == nil && h.HasFCS && h.FrameContentSize == uint64(n)
+}
+
 // compressBound bounds the stored size of a blob of n bytes compressed by
 // the writers' encoder: zstd's worst case is raw blocks with their headers.
 func compressBound(n int) int { return n + n>>8 + 1<<10 }
@@ -384,8 +537,8 @@ func (w *Writer) AddStored(t BlobType, blobID id.ID, codec Codec, rawLen int, st
 		return e, err
 	}
 	switch {
-	case !codec.valid():
-		return Entry{}, fmt.Errorf("pack: add blob %s: unknown codec %d", blobID.Short(), uint8(codec))
+	case !codec.valid() || codec == Group:
+		return Entry{}, fmt.Errorf("pack: add blob %s: codec %s (group members are added by AddGroup)", blobID.Short(), codec)
 	case codec == None && len(stored) != rawLen:
 		return Entry{}, fmt.Errorf("pack: add blob %s: %d raw bytes stored for a plaintext of %d", blobID.Short(), len(stored), rawLen)
 	case codec == Zstd && (len(stored) == 0 || len(stored) > MaxBlobSize):
@@ -458,17 +611,22 @@ func (w *Writer) Finish() (data []byte, packID id.ID, entries []Entry, err error
 	return data, packID, entries, nil
 }
 
-// appendFooter appends the entries and the trailer to dst.
+// appendFooter appends the entries and the trailer to dst; the magic is
+// MagicGroups if an entry is a Group member.
 func appendFooter(dst []byte, entries []Entry) []byte {
 	dst = growCap(dst, len(entries)*EntrySize+TrailerSize)
 	start := len(dst)
+	magic := Magic
 	for _, e := range entries {
 		dst = appendEntry(dst, e)
+		if e.Codec == Group {
+			magic = MagicGroups
+		}
 	}
 	crc := crc32.Checksum(dst[start:], castagnoli)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(entries)))
 	dst = binary.LittleEndian.AppendUint32(dst, crc)
-	return append(dst, Magic...)
+	return append(dst, magic...)
 }
 
 func growCap(b []byte, n int) []byte {
@@ -486,7 +644,8 @@ func appendEntry(dst []byte, e Entry) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, e.Length)
 	dst = binary.LittleEndian.AppendUint32(dst, e.RawLength)
 	dst = append(dst, byte(e.Type), byte(e.Codec))
-	return append(dst, 0, 0, 0, 0, 0, 0)
+	dst = binary.LittleEndian.AppendUint32(dst, e.RawOffset)
+	return append(dst, 0, 0)
 }
 
 // ParseTrailer parses the last TrailerSize bytes of a pack. It returns the
@@ -497,7 +656,7 @@ func ParseTrailer(trailer []byte) (count int, footerLen int, err error) {
 	if len(trailer) != TrailerSize {
 		return 0, 0, fmt.Errorf("%w: trailer is %d bytes, want %d", ErrCorrupt, len(trailer), TrailerSize)
 	}
-	if string(trailer[8:]) != Magic {
+	if m := string(trailer[8:]); m != Magic && m != MagicGroups {
 		return 0, 0, fmt.Errorf("%w: bad magic %q", ErrCorrupt, trailer[8:])
 	}
 	n := binary.LittleEndian.Uint32(trailer[0:4])
@@ -534,6 +693,7 @@ func ParseFooter(footer []byte, packSize int64) ([]Entry, error) {
 	if got := crc32.Checksum(raw, castagnoli); got != wantCRC {
 		return nil, fmt.Errorf("%w: footer crc %08x, trailer says %08x", ErrCorrupt, got, wantCRC)
 	}
+	groups := string(footer[len(footer)-8:]) == MagicGroups
 	dataEnd := uint64(packSize) - uint64(footerLen)
 	entries := make([]Entry, count)
 	seen := make(map[id.ID]struct{}, count)
@@ -543,6 +703,22 @@ func ParseFooter(footer []byte, packSize int64) ([]Entry, error) {
 		e, err := parseEntry(b)
 		if err != nil {
 			return nil, fmt.Errorf("%w: entry %d: %v", ErrCorrupt, i, err)
+		}
+		if e.Codec == Group && !groups {
+			return nil, fmt.Errorf("%w: entry %d (blob %s) is a group member in a pack whose magic is %s", ErrCorrupt, i, e.ID.Short(), Magic)
+		}
+		if i > 0 && e.SameFrame(entries[i-1]) {
+			// A later member of the frame before: after the one before it
+			// in the frame's plaintext, without overlap.
+			if prev := entries[i-1]; uint64(e.RawOffset) < uint64(prev.RawOffset)+uint64(prev.RawLength) {
+				return nil, fmt.Errorf("%w: entry %d (blob %s) overlaps the member before it in its group", ErrCorrupt, i, e.ID.Short())
+			}
+			if _, dup := seen[e.ID]; dup {
+				return nil, fmt.Errorf("%w: entry %d: blob %s appears twice", ErrCorrupt, i, e.ID.Short())
+			}
+			seen[e.ID] = struct{}{}
+			entries[i] = e
+			continue
 		}
 		if e.Offset != next {
 			return nil, fmt.Errorf("%w: entry %d (blob %s) at offset %d, want %d", ErrCorrupt, i, e.ID.Short(), e.Offset, next)
@@ -560,6 +736,9 @@ func ParseFooter(footer []byte, packSize int64) ([]Entry, error) {
 	if next != dataEnd {
 		return nil, fmt.Errorf("%w: blobs end at %d but the footer starts at %d", ErrCorrupt, next, dataEnd)
 	}
+	if groups && !slices.ContainsFunc(entries, func(e Entry) bool { return e.Codec == Group }) {
+		return nil, fmt.Errorf("%w: magic %s but no group member", ErrCorrupt, MagicGroups)
+	}
 	return entries, nil
 }
 
@@ -572,7 +751,8 @@ func parseEntry(b []byte) (Entry, error) {
 	e.RawLength = binary.LittleEndian.Uint32(b[44:48])
 	e.Type = BlobType(b[48])
 	e.Codec = Codec(b[49])
-	for _, r := range b[50:56] {
+	e.RawOffset = binary.LittleEndian.Uint32(b[50:54])
+	for _, r := range b[54:56] {
 		if r != 0 {
 			return e, fmt.Errorf("blob %s: reserved bytes not zero", e.ID.Short())
 		}
@@ -597,8 +777,14 @@ func checkEntry(e Entry) error {
 	if e.Codec == None && e.Length != e.RawLength {
 		return fmt.Errorf("blob %s: stored raw but length %d != raw length %d", e.ID.Short(), e.Length, e.RawLength)
 	}
-	if e.Codec == Zstd && e.Length == 0 {
+	if e.Codec != None && e.Length == 0 {
 		return fmt.Errorf("blob %s: empty zstd frame", e.ID.Short())
+	}
+	if e.Codec != Group && e.RawOffset != 0 {
+		return fmt.Errorf("blob %s: raw offset %d outside a group", e.ID.Short(), e.RawOffset)
+	}
+	if e.Codec == Group && (e.RawLength == 0 || uint64(e.RawOffset)+uint64(e.RawLength) > MaxGroupSize) {
+		return fmt.Errorf("blob %s: group member at %d+%d, past the largest group (%d)", e.ID.Short(), e.RawOffset, e.RawLength, MaxGroupSize)
 	}
 	return nil
 }
@@ -652,9 +838,36 @@ func readFull(r io.ReaderAt, p []byte, off int64) error {
 // plaintext, appended to dst[:0] when dst has room for e.RawLength bytes (a
 // new slice is allocated otherwise; dst must not overlap stored). It checks
 // that the plaintext is exactly e.RawLength bytes and hashes to e.ID; every
-// failure wraps ErrCorrupt and names the blob. Memory use is bounded by
-// e.RawLength (at most MaxBlobSize) whatever the zstd frame claims.
+// failure wraps ErrCorrupt and names the blob. For a Group member, stored
+// is its whole frame. Memory use is bounded by e.RawLength (MaxGroupSize
+// for a Group member) whatever the zstd frame claims. A reader of several
+// members of a group uses a Decoder.
 func DecodeBlob(e Entry, stored []byte, dst []byte) ([]byte, error) {
+	var d Decoder
+	return d.Decode(e, stored, dst)
+}
+
+// Decoder decodes blobs as DecodeBlob does, and keeps the plaintext of the
+// last Group frame it decoded, so that the members of one group read one
+// after the other cost one zstd decode. The frame is recognised by the
+// address and length of the stored bytes and its offset in the pack; a
+// member that does not hash to its id from a kept frame is decoded again
+// from stored before it is called corrupt, so a caller that refills its
+// buffer with another frame gets the right bytes, never stale ones. The
+// zero value is ready; a Decoder is not safe for concurrent use.
+type Decoder struct {
+	key   frameKey
+	plain []byte
+}
+
+type frameKey struct {
+	ptr *byte
+	n   int
+	off uint64
+}
+
+// Decode is DecodeBlob, with the kept frame.
+func (d *Decoder) Decode(e Entry, stored []byte, dst []byte) ([]byte, error) {
 	if err := checkEntry(e); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
@@ -680,12 +893,69 @@ func DecodeBlob(e Entry, stored []byte, dst []byte) ([]byte, error) {
 		if len(out) > 0 && cap(dst) > 0 && &out[0] == &dst[:1][0] {
 			out = dst[:len(out)]
 		}
+	case Group:
+		return d.member(e, stored, dst)
 	}
 	if len(out) != raw {
 		return nil, fmt.Errorf("%w: blob %s: plaintext is %d bytes, entry says %d", ErrCorrupt, e.ID, len(out), raw)
 	}
 	if got := id.Sum(out); got != e.ID {
 		return nil, fmt.Errorf("%w: blob %s: plaintext hashes to %s", ErrCorrupt, e.ID, got)
+	}
+	return out, nil
+}
+
+// member decodes a Group member: its slice of the frame's plaintext, from
+// the kept frame if stored is it, else decoded now.
+func (d *Decoder) member(e Entry, stored, dst []byte) ([]byte, error) {
+	key := frameKey{ptr: &stored[0], n: len(stored), off: e.Offset}
+	for fresh := d.plain == nil || d.key != key; ; fresh = true {
+		if fresh {
+			d.key = frameKey{}
+			plain, err := decodeGroup(stored, d.plain[:0])
+			if err != nil {
+				return nil, fmt.Errorf("%w: blob %s: %v", ErrCorrupt, e.ID, err)
+			}
+			d.plain, d.key = plain, key
+		}
+		end := uint64(e.RawOffset) + uint64(e.RawLength)
+		if end > uint64(len(d.plain)) {
+			if !fresh {
+				continue
+			}
+			return nil, fmt.Errorf("%w: blob %s: at %d+%d in a group of %d bytes", ErrCorrupt, e.ID, e.RawOffset, e.RawLength, len(d.plain))
+		}
+		out := append(dst[:0], d.plain[e.RawOffset:end]...)
+		if got := id.Sum(out); got != e.ID {
+			if !fresh {
+				continue
+			}
+			return nil, fmt.Errorf("%w: blob %s: plaintext hashes to %s", ErrCorrupt, e.ID, got)
+		}
+		return out, nil
+	}
+}
+
+// decodeGroup decodes a Group frame into dst: it must say its content
+// size, at most MaxGroupSize, and hold exactly that.
+func decodeGroup(stored, dst []byte) ([]byte, error) {
+	var h zstd.Header
+	if err := h.Decode(stored); err != nil {
+		return nil, fmt.Errorf("zstd header: %w", err)
+	}
+	if !h.HasFCS || h.FrameContentSize == 0 || h.FrameContentSize > MaxGroupSize {
+		return nil, fmt.Errorf("zstd: group frame of %d bytes (content size given: %v), want 1..%d", h.FrameContentSize, h.HasFCS, MaxGroupSize)
+	}
+	n := int(h.FrameContentSize)
+	if cap(dst) < n {
+		dst = make([]byte, 0, n)
+	}
+	out, err := decodeZstd(stored, dst[:0:n])
+	if err != nil {
+		return nil, err
+	}
+	if len(out) != n {
+		return nil, fmt.Errorf("zstd: group frame decoded to %d bytes, its header says %d", len(out), n)
 	}
 	return out, nil
 }

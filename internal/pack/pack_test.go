@@ -344,7 +344,8 @@ func TestParseTrailer(t *testing.T) {
 		{"zero entries", trailer(0, 0), false},
 		{"too many entries", trailer(MaxEntries+1, 0), false},
 		{"huge count", trailer(0xffffffff, 0), false},
-		{"bad magic", append(trailer(1, 0)[:8], "SKPACK02"...), false},
+		{"bad magic", append(trailer(1, 0)[:8], "SKPACK03"...), false},
+		{"group magic", append(trailer(1, 0)[:8], MagicGroups...), true},
 		{"short", trailer(1, 0)[1:], false},
 		{"long", append([]byte{0}, trailer(1, 0)...), false},
 	}
@@ -527,7 +528,8 @@ func TestDecodeBlobBadEntries(t *testing.T) {
 		{"raw length long", mod(func(e *Entry) { e.RawLength++ })},
 		{"raw length huge", mod(func(e *Entry) { e.RawLength = MaxBlobSize + 1 })},
 		{"codec none", mod(func(e *Entry) { e.Codec = None; e.RawLength = e.Length })},
-		{"codec unknown", mod(func(e *Entry) { e.Codec = 2 })},
+		{"codec unknown", mod(func(e *Entry) { e.Codec = 3 })},
+		{"raw offset outside a group", mod(func(e *Entry) { e.RawOffset = 1 })},
 		{"type unknown", mod(func(e *Entry) { e.Type = 0 })},
 	}
 	for _, tt := range tests {

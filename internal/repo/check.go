@@ -252,7 +252,7 @@ func (c *checker) pack(ctx context.Context, pid string, p id.ID, locs []metastor
 		return []CheckProblem{{ProjectID: pid, Kind: ProblemMissingPack, PackID: p, blobs: ids,
 			Detail: fmt.Sprintf("pack %s is not in the bucket; %d chunks in it are needed", p.Short(), len(locs))}}, nil
 	}
-	slices.SortFunc(locs, func(a, b metastore.BlobLocation) int { return cmp.Compare(a.Offset, b.Offset) })
+	slices.SortFunc(locs, ComparePlace)
 	last := locs[len(locs)-1]
 	if end := last.Offset + last.Length; end > size {
 		return []CheckProblem{{ProjectID: pid, Kind: ProblemShortPack, PackID: p, blobs: ids,

@@ -3,12 +3,14 @@ package repo
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
+	"github.com/sandkeep/sandkeep/internal/pack"
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
 
@@ -27,6 +29,7 @@ type PlanBlob struct {
 	Length    int64
 	RawLength int64
 	Codec     uint8
+	RawOffset int64 // a group member's start in its frame's plaintext
 }
 
 // PlanRange is one ranged read of a pack.
@@ -165,7 +168,7 @@ func (p *planner) ranges(locs map[id.ID]metastore.BlobLocation) ([]PlanRange, er
 	var out []PlanRange
 	for _, pid := range packIDs {
 		ls := byPack[pid]
-		sort.Slice(ls, func(i, j int) bool { return ls[i].Offset < ls[j].Offset })
+		slices.SortFunc(ls, ComparePlace)
 		url, err := p.r.store.SignGet(p.ctx, PackKey(p.project, pid), p.r.urlTTL)
 		if err != nil {
 			return nil, fmt.Errorf("sign pack %s: %w", pid.Short(), err)
@@ -180,19 +183,26 @@ func (p *planner) ranges(locs map[id.ID]metastore.BlobLocation) ([]PlanRange, er
 		for _, l := range ls {
 			if cur != nil {
 				end := cur.Offset + cur.Length
-				if l.Offset-end <= p.opts.MaxGap && l.Offset+l.Length-cur.Offset <= p.opts.MaxRange && l.Offset >= end {
-					cur.Length = l.Offset + l.Length - cur.Offset
-					cur.Blobs = append(cur.Blobs, PlanBlob{ID: l.ID, Offset: l.Offset - cur.Offset, Length: l.Length, RawLength: l.RawLength, Codec: l.Codec})
+				last := cur.Blobs[len(cur.Blobs)-1]
+				sameFrame := l.Codec == uint8(pack.Group) && last.Codec == l.Codec && last.Offset == l.Offset-cur.Offset && last.Length == l.Length
+				if sameFrame || l.Offset-end <= p.opts.MaxGap && l.Offset+l.Length-cur.Offset <= p.opts.MaxRange && l.Offset >= end {
+					cur.Length = max(cur.Length, l.Offset+l.Length-cur.Offset)
+					cur.Blobs = append(cur.Blobs, planBlob(l, l.Offset-cur.Offset))
 					continue
 				}
 				out = append(out, *cur)
 			}
 			cur = &PlanRange{PackID: pid, Offset: l.Offset, Length: l.Length, URL: url, Fallback: fallback,
-				Blobs: []PlanBlob{{ID: l.ID, Offset: 0, Length: l.Length, RawLength: l.RawLength, Codec: l.Codec}}}
+				Blobs: []PlanBlob{planBlob(l, 0)}}
 		}
 		if cur != nil {
 			out = append(out, *cur)
 		}
 	}
 	return out, nil
+}
+
+// planBlob is the plan's entry for l at off in its range.
+func planBlob(l metastore.BlobLocation, off int64) PlanBlob {
+	return PlanBlob{ID: l.ID, Offset: off, Length: l.Length, RawLength: l.RawLength, Codec: l.Codec, RawOffset: l.RawOffset}
 }

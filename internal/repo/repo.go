@@ -8,6 +8,7 @@ package repo
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -282,15 +283,25 @@ func (r *Repo) dropUnindexed(ctx context.Context, projectID string, packID id.ID
 
 // EntryOf is the pack entry of an indexed blob (locationOf's inverse).
 func EntryOf(l metastore.BlobLocation) pack.Entry {
-	return pack.Entry{ID: l.ID, Offset: uint64(l.Offset), Length: uint32(l.Length), RawLength: uint32(l.RawLength), Type: pack.BlobType(l.Type), Codec: pack.Codec(l.Codec)}
+	return pack.Entry{ID: l.ID, Offset: uint64(l.Offset), Length: uint32(l.Length), RawLength: uint32(l.RawLength), Type: pack.BlobType(l.Type), Codec: pack.Codec(l.Codec), RawOffset: uint32(l.RawOffset)}
 }
 
 func locationOf(packID id.ID, e pack.Entry) metastore.BlobLocation {
 	return metastore.BlobLocation{
 		ID: e.ID, Type: metastore.BlobType(e.Type), PackID: packID,
-		Offset: int64(e.Offset), Length: int64(e.Length), RawLength: int64(e.RawLength), Codec: uint8(e.Codec),
+		Offset: int64(e.Offset), Length: int64(e.Length), RawLength: int64(e.RawLength), Codec: uint8(e.Codec), RawOffset: int64(e.RawOffset),
 	}
 }
+
+// ComparePlace orders blob locations as their bytes lie in a pack: by
+// offset, then the members of a group frame by where they start in it.
+func ComparePlace(a, b metastore.BlobLocation) int {
+	return cmp.Or(cmp.Compare(a.Offset, b.Offset), cmp.Compare(a.RawOffset, b.RawOffset))
+}
+
+// LocationOf is the index location of a blob of pack packID (EntryOf's
+// inverse).
+func LocationOf(packID id.ID, e pack.Entry) metastore.BlobLocation { return locationOf(packID, e) }
 
 func (r *Repo) readFooter(ctx context.Context, projectID string, p PackRef) ([]pack.Entry, error) {
 	key := PackKey(projectID, p.ID)

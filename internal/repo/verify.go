@@ -23,6 +23,15 @@ const MaxChunkSize = 16 << 20
 // chunks raw.
 func maxStoredChunk(raw uint32) uint32 { return raw + raw>>7 + 1<<10 }
 
+// maxStored bounds the stored length of blob e: its chunk's, or for a
+// group member its frame's.
+func maxStored(e pack.Entry) uint32 {
+	if e.Codec == pack.Group {
+		return maxStoredChunk(pack.MaxGroupSize)
+	}
+	return maxStoredChunk(e.RawLength)
+}
+
 // verifyBufs recycles the read and decode buffers of pack verification.
 var verifyBufs = sync.Pool{New: func() any { return new(verifyBuf) }}
 
@@ -83,7 +92,7 @@ func (sc packScan) err(p PackRef) error {
 func (r *Repo) scanPack(ctx context.Context, key string, p PackRef, entries []pack.Entry) (packScan, error) {
 	var sc packScan
 	for _, e := range entries {
-		if e.RawLength > MaxChunkSize || e.Length > maxStoredChunk(e.RawLength) {
+		if e.RawLength > MaxChunkSize || e.Length > maxStored(e) {
 			sc.Bad = append(sc.Bad, badBlob{e, fmt.Errorf("blob %s of %d bytes (%d stored) is larger than a chunk may be (%d)",
 				e.ID.Short(), e.RawLength, e.Length, MaxChunkSize)})
 			return sc, nil
@@ -107,42 +116,24 @@ func (r *Repo) scanPack(ctx context.Context, key string, p PackRef, entries []pa
 	in := bufio.NewReaderSize(io.TeeReader(io.LimitReader(rc, p.Size+1), h), 256<<10)
 	buf := verifyBufs.Get().(*verifyBuf)
 	defer verifyBufs.Put(buf)
+	var dec pack.Decoder // a group's members: one decode of their frame
+	var stored []byte    // the stored bytes of entries[i-1]
 	for i, e := range entries {
-		if gap := int64(e.Offset) - sc.Read; gap > 0 {
-			// Bytes no entry of the list covers (a check passes the
-			// chunks the index knows, not every footer entry).
-			n, err := io.CopyN(io.Discard, in, gap)
-			sc.Read += n
-			if err != nil {
-				for _, rest := range entries[i:] {
-					sc.Bad = append(sc.Bad, badBlob{rest, fmt.Errorf("reading up to blob %s: %v", rest.ID.Short(), err)})
-				}
-				return sc, nil
-			}
-		} else if gap < 0 {
-			sc.Bad = append(sc.Bad, badBlob{e, fmt.Errorf("blob %s overlaps the one before", e.ID.Short())})
+		if i > 0 && stored != nil && e.SameFrame(entries[i-1]) {
+			// The frame of the blob before, read already.
+			sc.verify(&dec, e, stored, buf)
 			continue
 		}
-		if cap(buf.stored) < int(e.Length) {
-			buf.stored = make([]byte, e.Length)
-		}
-		stored := buf.stored[:e.Length]
-		n, err := io.ReadFull(in, stored)
-		sc.Read += int64(n)
-		if err != nil {
-			// Truncated: this blob and every later one are gone.
+		var err error
+		if stored, err = sc.read(in, e, buf); err != nil {
+			// Unreadable: this blob and every later one are gone.
 			for _, rest := range entries[i:] {
 				sc.Bad = append(sc.Bad, badBlob{rest, fmt.Errorf("reading blob %s: %v", rest.ID.Short(), err)})
 			}
 			return sc, nil
 		}
-		plain, err := pack.DecodeBlob(e, stored, buf.plain)
-		if err != nil {
-			sc.Bad = append(sc.Bad, badBlob{e, err})
-			continue
-		}
-		if cap(plain) > cap(buf.plain) {
-			buf.plain = plain[:0]
+		if stored != nil {
+			sc.verify(&dec, e, stored, buf)
 		}
 	}
 	rest, err := io.Copy(io.Discard, in)
@@ -152,4 +143,41 @@ func (r *Repo) scanPack(ctx context.Context, key string, p PackRef, entries []pa
 	sc.Read += rest
 	sc.HashOK = sc.Read == p.Size && h.Sum() == p.ID
 	return sc, nil
+}
+
+// read reads the stored bytes of e from in, where sc.Read bytes of the pack
+// are behind: nil if e overlaps the blob before it (noted in sc.Bad), an
+// error if the pack ends or fails first.
+func (sc *packScan) read(in io.Reader, e pack.Entry, buf *verifyBuf) ([]byte, error) {
+	if gap := int64(e.Offset) - sc.Read; gap > 0 {
+		// Bytes no entry of the list covers (a check passes the chunks
+		// the index knows, not every footer entry).
+		n, err := io.CopyN(io.Discard, in, gap)
+		sc.Read += n
+		if err != nil {
+			return nil, err
+		}
+	} else if gap < 0 {
+		sc.Bad = append(sc.Bad, badBlob{e, fmt.Errorf("blob %s overlaps the one before", e.ID.Short())})
+		return nil, nil
+	}
+	if cap(buf.stored) < int(e.Length) {
+		buf.stored = make([]byte, e.Length)
+	}
+	stored := buf.stored[:e.Length]
+	n, err := io.ReadFull(in, stored)
+	sc.Read += int64(n)
+	return stored, err
+}
+
+// verify decodes e from stored, noting a failure in sc.Bad.
+func (sc *packScan) verify(dec *pack.Decoder, e pack.Entry, stored []byte, buf *verifyBuf) {
+	plain, err := dec.Decode(e, stored, buf.plain)
+	if err != nil {
+		sc.Bad = append(sc.Bad, badBlob{e, err})
+		return
+	}
+	if cap(plain) > cap(buf.plain) {
+		buf.plain = plain[:0]
+	}
 }

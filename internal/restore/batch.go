@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,6 +39,12 @@ type blobSrc struct {
 	length   int64
 	rawLen   int64
 	codec    pack.Codec
+	rawOff   int64
+}
+
+// sameFrame reports whether s and t are members of one group frame.
+func (s *blobSrc) sameFrame(t *blobSrc) bool {
+	return s.codec == pack.Group && t.codec == pack.Group && s.packID == t.packID && s.abs == t.abs && s.length == t.length
 }
 
 // job is one unit of phase D: a GET of [start, end) of a pack feeding wants
@@ -224,7 +231,7 @@ func (r *runner) planJobs(files []*fileJob, ranges []planRange) ([]*job, int) {
 		pr := &ranges[i]
 		for _, bl := range pr.blobs {
 			if w := wants[bl.id]; w != nil && len(w.targets) > 0 && w.src == nil {
-				w.src = &blobSrc{packID: pr.packID, req: pr.req, fallback: pr.fallback, abs: pr.offset + bl.off, length: bl.length, rawLen: bl.rawLen, codec: bl.codec}
+				w.src = &blobSrc{packID: pr.packID, req: pr.req, fallback: pr.fallback, abs: pr.offset + bl.off, length: bl.length, rawLen: bl.rawLen, codec: bl.codec, rawOff: bl.rawOff}
 			}
 		}
 	}
@@ -252,10 +259,16 @@ func (r *runner) planJobs(files []*fileJob, ranges []planRange) ([]*job, int) {
 	var jobs []*job
 	for _, pid := range packs {
 		ws := groups[pid]
-		slices.SortStableFunc(ws, func(a, b *want) int { return compareInt64(a.src.abs, b.src.abs) })
+		slices.SortStableFunc(ws, func(a, b *want) int {
+			return cmp.Or(compareInt64(a.src.abs, b.src.abs), compareInt64(a.src.rawOff, b.src.rawOff))
+		})
 		var cur *job
 		for _, w := range ws {
 			s := w.src
+			if cur != nil && s.sameFrame(cur.wants[len(cur.wants)-1].src) {
+				cur.wants = append(cur.wants, w) // the frame is read once
+				continue
+			}
 			if cur != nil && s.abs >= cur.end && s.abs-cur.end < mergeGap && s.abs+s.length-cur.start <= piece {
 				cur.wants = append(cur.wants, w)
 				cur.end = s.abs + s.length

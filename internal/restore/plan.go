@@ -88,6 +88,7 @@ type planBlob struct {
 	length int64
 	rawLen int64
 	codec  pack.Codec
+	rawOff int64 // a group member's start in its frame's plaintext
 }
 
 // fileJob is one regular file of the current batch and its restore state.
@@ -336,10 +337,19 @@ func validateBlob(pid id.ID, j int, bl *pb.RangeBlob, length int64) (planBlob, e
 		codec = pack.None
 	case pb.Codec_CODEC_ZSTD:
 		codec = pack.Zstd
+	case pb.Codec_CODEC_ZSTD_GROUP:
+		codec = pack.Group
 	default:
 		return planBlob{}, invalid("pack %s: blob %s: unknown codec %d", pid.Short(), bid.Short(), bl.GetCodec())
 	}
-	return planBlob{id: bid, off: off, length: n, rawLen: raw, codec: codec}, nil
+	rawOff := bl.GetRawOffset()
+	switch {
+	case codec != pack.Group && rawOff != 0:
+		return planBlob{}, invalid("pack %s: blob %s: raw offset %d outside a group", pid.Short(), bid.Short(), rawOff)
+	case codec == pack.Group && (rawOff < 0 || rawOff+raw > pack.MaxGroupSize):
+		return planBlob{}, invalid("pack %s: blob %s: group member at %d+%d, past the largest group (%d)", pid.Short(), bid.Short(), rawOff, raw, pack.MaxGroupSize)
+	}
+	return planBlob{id: bid, off: off, length: n, rawLen: raw, codec: codec, rawOff: rawOff}, nil
 }
 
 func validateRequest(r *pb.SignedRequest) error {

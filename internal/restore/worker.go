@@ -23,6 +23,7 @@ type worker struct {
 	dc      dirCache
 	stored  []byte
 	raw     []byte
+	dec     pack.Decoder // keeps the last group frame decoded
 	scanBuf []byte
 	hasher  *id.Hasher
 }
@@ -248,9 +249,16 @@ func (w *worker) get(ctx context.Context, j *job, next *int) error {
 		return fmt.Errorf("GET %s bytes=%d-%d: %w", u, start, end-1, err)
 	}
 	pos := start
+	var prev *blobSrc // the blob whose stored bytes w.stored holds
 	for *next < len(j.wants) {
 		wt := j.wants[*next]
 		s := wt.src
+		if prev != nil && s.sameFrame(prev) {
+			// A member of the frame just read: its bytes are in w.stored.
+			*next++
+			w.decode(ctx, wt, w.stored)
+			continue
+		}
 		if s.abs+s.length > avail {
 			return permanent(fmt.Errorf("%w: GET %s bytes=%d-%d returned %d bytes; chunk %s needs bytes %d-%d",
 				ErrShortRange, u, start, end-1, avail-start, wt.id.Short(), s.abs, s.abs+s.length-1))
@@ -265,6 +273,7 @@ func (w *worker) get(ctx context.Context, j *job, next *int) error {
 			return readErr(err)
 		}
 		pos = s.abs + s.length
+		prev = s
 		*next++
 		w.decode(ctx, wt, w.stored)
 	}
@@ -283,9 +292,9 @@ func (w *worker) decode(ctx context.Context, wt *want, stored []byte) {
 		return
 	}
 	w.raw = grow(w.raw, s.rawLen)
-	e := pack.Entry{ID: wt.id, Offset: uint64(s.abs), Length: uint32(s.length), RawLength: uint32(s.rawLen), Type: pack.Data, Codec: s.codec}
+	e := pack.Entry{ID: wt.id, Offset: uint64(s.abs), Length: uint32(s.length), RawLength: uint32(s.rawLen), Type: pack.Data, Codec: s.codec, RawOffset: uint32(s.rawOff)}
 	check := func(stored []byte) ([]byte, error) {
-		plain, err := pack.DecodeBlob(e, stored, w.raw[:0])
+		plain, err := w.dec.Decode(e, stored, w.raw[:0])
 		if err == nil && int64(len(plain)) != wt.size {
 			err = fmt.Errorf("decoded to %d bytes, want %d", len(plain), wt.size)
 		}

@@ -178,34 +178,81 @@ type packWriter struct {
 // adds them to the pack, until r.packs is closed or ctx is done.
 func (pw *packWriter) compressAll(ctx context.Context) error {
 	var comp pack.Compressor
+	var g pack.GroupBuilder
 	for {
 		select {
 		case b, ok := <-pw.r.packs:
 			if !ok {
 				return nil
 			}
-			for i, c := range b {
-				var stored []byte
-				var codec pack.Codec
-				var err error
-				if !c.large {
-					stored, codec, err = comp.Compress(c.data)
-				}
-				if err == nil {
-					err = pw.add(c, codec, stored)
-				}
-				pw.r.drop(c)
-				if err != nil {
-					for _, c := range b[i+1:] {
-						pw.r.drop(c)
-					}
-					return err
-				}
+			if err := pw.compressBatch(b, &comp, &g); err != nil {
+				return err
 			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// compressBatch packs one batch. Small chunks (small files, the many) are
+// copied into groups of about pack.GroupTarget bytes compressed as one
+// zstd frame: neighbouring files share their redundancy, and the chunk's
+// buffer goes back to the budget at once. The others are compressed alone.
+func (pw *packWriter) compressBatch(b []chunkMsg, comp *pack.Compressor, g *pack.GroupBuilder) error {
+	for i, c := range b {
+		var err error
+		switch {
+		case c.large:
+			err = pw.add(c, pack.None, nil)
+		case len(c.data) <= pack.MaxGroupMember:
+			if !g.Fits(len(c.data)) {
+				err = pw.flushGroup(comp, g)
+			}
+			if err == nil {
+				err = g.Add(c.id, c.data)
+			}
+			if err == nil && g.Size() >= pack.GroupTarget {
+				err = pw.flushGroup(comp, g)
+			}
+		default:
+			var stored []byte
+			var codec pack.Codec
+			if stored, codec, err = comp.Compress(c.data); err == nil {
+				err = pw.add(c, codec, stored)
+			}
+		}
+		pw.r.drop(c)
+		if err != nil {
+			for _, c := range b[i+1:] {
+				pw.r.drop(c)
+			}
+			g.Reset()
+			return err
+		}
+	}
+	return pw.flushGroup(comp, g)
+}
+
+// flushGroup compresses the group and adds it to the pack.
+func (pw *packWriter) flushGroup(comp *pack.Compressor, g *pack.GroupBuilder) error {
+	if g.Len() == 0 {
+		return nil
+	}
+	defer g.Reset()
+	stored, codec, err := comp.Compress(g.Plaintext())
+	if err != nil {
+		return err
+	}
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	if err := pw.room(pw.w.Fits(pack.GroupNeeds(g, len(stored)))); err != nil {
+		return err
+	}
+	if err := pw.w.AddGroup(pack.Data, g, codec, stored); err != nil {
+		return err
+	}
+	pw.r.c.chunksNew.Add(int64(g.Len()))
+	return pw.finishIfFull()
 }
 
 // add adds c to the pack, compressed (stored, codec) or, for a large chunk,
@@ -222,17 +269,8 @@ func (pw *packWriter) add(c chunkMsg, codec pack.Codec, stored []byte) error {
 		// as the chunk), so with room for the worst case.
 		fits = w.FitsDirect(len(c.data))
 	}
-	if w.Len() > 0 && !fits {
-		if err := pw.finish(); err != nil {
-			return err
-		}
-	}
-	if w.Len() == 0 {
-		select {
-		case pw.slots <- struct{}{}:
-		case <-pw.uctx.Done():
-			return pw.uctx.Err()
-		}
+	if err := pw.room(fits); err != nil {
+		return err
 	}
 	var err error
 	if c.large {
@@ -244,7 +282,32 @@ func (pw *packWriter) add(c chunkMsg, codec pack.Codec, stored []byte) error {
 		return err
 	}
 	pw.r.c.chunksNew.Add(1)
-	if w.Size() >= pw.r.opts.PackSize || w.Len() >= maxPackBlobs {
+	return pw.finishIfFull()
+}
+
+// room makes the pack ready for what is about to be added (which fits or
+// not in the current pack): it finishes a pack it does not fit, and a new
+// pack waits for a free buffer. mu is held.
+func (pw *packWriter) room(fits bool) error {
+	if pw.w.Len() > 0 && !fits {
+		if err := pw.finish(); err != nil {
+			return err
+		}
+	}
+	if pw.w.Len() == 0 {
+		select {
+		case pw.slots <- struct{}{}:
+		case <-pw.uctx.Done():
+			return pw.uctx.Err()
+		}
+	}
+	return nil
+}
+
+// finishIfFull finishes the pack at its target size or blob count. mu is
+// held.
+func (pw *packWriter) finishIfFull() error {
+	if pw.w.Size() >= pw.r.opts.PackSize || pw.w.Len() >= maxPackBlobs {
 		return pw.finish()
 	}
 	return nil

@@ -350,7 +350,7 @@ func testPackLifecycle(t *testing.T, s metastore.Store) {
 		dst := metastore.Pack{ProjectID: p.ID, ID: blobID("pack/dst", 0), Type: metastore.BlobData, Size: 10000, Epoch: epoch(t, s, p.ID)}
 		var moves []metastore.BlobLocation
 		for i, x := range []id.ID{b1[0].ID, b1[1].ID, b1[2].ID, b2[0].ID, blobID("x", 77)} {
-			moves = append(moves, metastore.BlobLocation{ID: x, Type: metastore.BlobData, PackID: dst.ID, Offset: int64(100 * i), Length: 50, RawLength: 60, Codec: 1})
+			moves = append(moves, metastore.BlobLocation{ID: x, Type: metastore.BlobData, PackID: dst.ID, Offset: int64(100 * i), Length: 50, RawLength: 60, Codec: 2, RawOffset: int64(60 * i)})
 		}
 		// Only blobs in src1 move: b2[0] lives in src2, x/77 is unknown.
 		same(t, "MoveBlobs", must[int](t, "MoveBlobs")(s.MoveBlobs(ctx, dst, moves, []id.ID{src1.ID})), 3)

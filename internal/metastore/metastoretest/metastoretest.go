@@ -381,6 +381,11 @@ func makePack(projectID, tag string, typ metastore.BlobType, n int) (metastore.P
 	for i := range blobs {
 		l := int64(100 + i%7)
 		blobs[i] = metastore.BlobLocation{ID: blobID(tag, i), Type: typ, PackID: p.ID, Offset: off, Length: l, RawLength: 2 * l, Codec: uint8(i % 2)}
+		if i%5 == 4 {
+			// A group member: the locations keep where it starts in its
+			// frame's plaintext.
+			blobs[i].Codec, blobs[i].RawOffset = 2, int64(1000+i)
+		}
 		off += l
 	}
 	p.Size = off + 64 // and a footer

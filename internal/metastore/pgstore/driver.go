@@ -113,30 +113,30 @@ func (driver) IsForeignKey(err error) bool { return hasCode(err, codeForeignKeyV
 // blobArrays returns the columns of blobs as arrays, for unnest.
 func blobArrays(blobs []metastore.BlobLocation) []any {
 	n := len(blobs)
-	ids, types, offsets, lengths, raws, codecs := make([][]byte, n), make([]int16, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int16, n)
+	ids, types, offsets, lengths, raws, codecs, rawOffs := make([][]byte, n), make([]int16, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int16, n), make([]int64, n)
 	for i, b := range blobs {
-		ids[i], types[i], offsets[i], lengths[i], raws[i], codecs[i] = b.ID.Bytes(), int16(b.Type), b.Offset, b.Length, b.RawLength, int16(b.Codec)
+		ids[i], types[i], offsets[i], lengths[i], raws[i], codecs[i], rawOffs[i] = b.ID.Bytes(), int16(b.Type), b.Offset, b.Length, b.RawLength, int16(b.Codec), b.RawOffset
 	}
-	return []any{ids, types, offsets, lengths, raws, codecs}
+	return []any{ids, types, offsets, lengths, raws, codecs, rawOffs}
 }
 
-// blobsTable is the unnest of blobArrays bound from $3 on.
-const blobsTable = `unnest($3::bytea[], $4::smallint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::smallint[])
-	AS u(id, type, off, len, raw, codec)`
+// blobsTable is the unnest of blobArrays bound from $3 to $9.
+const blobsTable = `unnest($3::bytea[], $4::smallint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::smallint[], $9::bigint[])
+	AS u(id, type, off, len, raw, codec, raw_off)`
 
 func (driver) InsertBlobs(ctx context.Context, q sqlstore.Querier, p metastore.Pack, blobs []metastore.BlobLocation) error {
 	_, err := q.Exec(ctx, `INSERT INTO blobs (`+sqlstore.BlobCols+`)
-		SELECT $1, u.id, u.type, $2, u.off, u.len, u.raw, u.codec FROM `+blobsTable+`
+		SELECT $1, u.id, u.type, $2, u.off, u.len, u.raw, u.codec, u.raw_off FROM `+blobsTable+`
 		`+sqlstore.OnBlobConflict,
 		append([]any{p.ProjectID, p.ID.Bytes()}, blobArrays(blobs)...)...)
 	return err
 }
 
 func (driver) MoveBlobs(ctx context.Context, q sqlstore.Querier, p metastore.Pack, blobs []metastore.BlobLocation, from []id.ID) (int64, error) {
-	return q.Exec(ctx, `UPDATE blobs b SET pack_id = $2, "offset" = u.off, length = u.len, raw_length = u.raw, codec = u.codec
+	return q.Exec(ctx, `UPDATE blobs b SET pack_id = $2, "offset" = u.off, length = u.len, raw_length = u.raw, codec = u.codec, raw_offset = u.raw_off
 		FROM `+blobsTable+`
 		WHERE b.project_id = $1 AND b.id = u.id AND b.type = u.type AND b.pack_id <> $2
-			AND (b.pack_id = ANY($9) OR b.pack_id IN
+			AND (b.pack_id = ANY($10) OR b.pack_id IN
 				(SELECT c.id FROM packs c WHERE c.project_id = $1 AND c.condemned_at IS NOT NULL))`,
 		append(append([]any{p.ProjectID, p.ID.Bytes()}, blobArrays(blobs)...), storeutil.IDBytes(from))...)
 }

@@ -232,11 +232,11 @@ func values(count, n int) string {
 
 func (driver) InsertBlobs(ctx context.Context, q sqlstore.Querier, p metastore.Pack, blobs []metastore.BlobLocation) error {
 	for chunk := range slices.Chunk(blobs, rowChunk) {
-		args := make([]any, 0, 8*len(chunk))
+		args := make([]any, 0, 9*len(chunk))
 		for _, b := range chunk {
-			args = append(args, p.ProjectID, b.ID[:], int16(b.Type), p.ID[:], b.Offset, b.Length, b.RawLength, int16(b.Codec))
+			args = append(args, p.ProjectID, b.ID[:], int16(b.Type), p.ID[:], b.Offset, b.Length, b.RawLength, int16(b.Codec), b.RawOffset)
 		}
-		if _, err := q.Exec(ctx, `INSERT INTO blobs (`+sqlstore.BlobCols+`) VALUES `+values(len(chunk), 8)+`
+		if _, err := q.Exec(ctx, `INSERT INTO blobs (`+sqlstore.BlobCols+`) VALUES `+values(len(chunk), 9)+`
 			`+sqlstore.OnBlobConflict, args...); err != nil {
 			return err
 		}
@@ -276,7 +276,7 @@ func (driver) MoveBlobs(ctx context.Context, q sqlstore.Querier, p metastore.Pac
 			return 0, err
 		}
 	}
-	st, err := prepare(ctx, q, `UPDATE blobs SET pack_id = ?1, "offset" = ?2, length = ?3, raw_length = ?4, codec = ?5
+	st, err := prepare(ctx, q, `UPDATE blobs SET pack_id = ?1, "offset" = ?2, length = ?3, raw_length = ?4, codec = ?5, raw_offset = ?9
 		WHERE project_id = ?6 AND id = ?7 AND type = ?8 AND pack_id <> ?1 AND (pack_id IN (SELECT id FROM temp.move_from)
 			OR pack_id IN (SELECT c.id FROM packs c WHERE c.project_id = blobs.project_id AND c.condemned_at IS NOT NULL))`)
 	if err != nil {
@@ -285,7 +285,7 @@ func (driver) MoveBlobs(ctx context.Context, q sqlstore.Querier, p metastore.Pac
 	defer st.Close()
 	var moved int64
 	for _, b := range blobs {
-		res, err := st.ExecContext(ctx, p.ID[:], b.Offset, b.Length, b.RawLength, int16(b.Codec), p.ProjectID, b.ID[:], int16(b.Type))
+		res, err := st.ExecContext(ctx, p.ID[:], b.Offset, b.Length, b.RawLength, int16(b.Codec), p.ProjectID, b.ID[:], int16(b.Type), b.RawOffset)
 		if err != nil {
 			return 0, err
 		}

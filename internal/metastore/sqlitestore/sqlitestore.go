@@ -45,8 +45,8 @@ const (
 	// idChunk is the number of ids per IN (...) query, well under SQLite's
 	// 32766 host parameters.
 	idChunk = 1000
-	// rowChunk is the number of rows per multi-row INSERT (at most 8
-	// columns: 4000 parameters).
+	// rowChunk is the number of rows per multi-row INSERT (at most 9
+	// columns: 4500 parameters).
 	rowChunk = 500
 	// timeLayout is how times are stored: UTC, fixed width, so text order is
 	// time order.

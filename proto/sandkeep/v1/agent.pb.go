@@ -1035,10 +1035,14 @@ type RangeBlob struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Offset of the stored bytes within the range.
-	Offset        int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
-	Length        int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
-	RawLength     int64 `protobuf:"varint,4,opt,name=raw_length,json=rawLength,proto3" json:"raw_length,omitempty"`
-	Codec         Codec `protobuf:"varint,5,opt,name=codec,proto3,enum=sandkeep.v1.Codec" json:"codec,omitempty"`
+	Offset    int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length    int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	RawLength int64 `protobuf:"varint,4,opt,name=raw_length,json=rawLength,proto3" json:"raw_length,omitempty"`
+	Codec     Codec `protobuf:"varint,5,opt,name=codec,proto3,enum=sandkeep.v1.Codec" json:"codec,omitempty"`
+	// CODEC_ZSTD_GROUP: where the blob starts in its frame's plaintext. The
+	// members of one frame are consecutive blobs of a range with the same
+	// offset and length.
+	RawOffset     int64 `protobuf:"varint,6,opt,name=raw_offset,json=rawOffset,proto3" json:"raw_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1106,6 +1110,13 @@ func (x *RangeBlob) GetCodec() Codec {
 		return x.Codec
 	}
 	return Codec_CODEC_UNSPECIFIED
+}
+
+func (x *RangeBlob) GetRawOffset() int64 {
+	if x != nil {
+		return x.RawOffset
+	}
+	return 0
 }
 
 // PackRange is one ranged GET of a pack.
@@ -1830,14 +1841,16 @@ const file_sandkeep_v1_agent_proto_rawDesc = "" +
 	"\bmtime_ns\x18\x04 \x01(\x03R\amtimeNs\x12\x12\n" +
 	"\x04size\x18\x05 \x01(\x03R\x04size\x12-\n" +
 	"\x06chunks\x18\x06 \x03(\v2\x15.sandkeep.v1.ChunkRefR\x06chunks\x12\x16\n" +
-	"\x06target\x18\a \x01(\tR\x06target\"\x94\x01\n" +
+	"\x06target\x18\a \x01(\tR\x06target\"\xb3\x01\n" +
 	"\tRangeBlob\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06length\x18\x03 \x01(\x03R\x06length\x12\x1d\n" +
 	"\n" +
 	"raw_length\x18\x04 \x01(\x03R\trawLength\x12(\n" +
-	"\x05codec\x18\x05 \x01(\x0e2\x12.sandkeep.v1.CodecR\x05codec\"\xf0\x01\n" +
+	"\x05codec\x18\x05 \x01(\x0e2\x12.sandkeep.v1.CodecR\x05codec\x12\x1d\n" +
+	"\n" +
+	"raw_offset\x18\x06 \x01(\x03R\trawOffset\"\xf0\x01\n" +
 	"\tPackRange\x12\x17\n" +
 	"\apack_id\x18\x01 \x01(\fR\x06packId\x124\n" +
 	"\arequest\x18\x02 \x01(\v2\x1a.sandkeep.v1.SignedRequestR\arequest\x12\x16\n" +

@@ -143,6 +143,10 @@ const (
 	Codec_CODEC_UNSPECIFIED Codec = 0
 	Codec_CODEC_NONE        Codec = 1
 	Codec_CODEC_ZSTD        Codec = 2
+	// A slice of a zstd frame shared with the blobs next to it: offset and
+	// length are the frame's, raw_offset where the blob starts in the
+	// frame's plaintext (at most 1 MiB).
+	Codec_CODEC_ZSTD_GROUP Codec = 3
 )
 
 // Enum value maps for Codec.
@@ -151,11 +155,13 @@ var (
 		0: "CODEC_UNSPECIFIED",
 		1: "CODEC_NONE",
 		2: "CODEC_ZSTD",
+		3: "CODEC_ZSTD_GROUP",
 	}
 	Codec_value = map[string]int32{
 		"CODEC_UNSPECIFIED": 0,
 		"CODEC_NONE":        1,
 		"CODEC_ZSTD":        2,
+		"CODEC_ZSTD_GROUP":  3,
 	}
 )
 
@@ -461,13 +467,14 @@ const file_sandkeep_v1_types_proto_rawDesc = "" +
 	"\x16ENTRY_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fENTRY_TYPE_FILE\x10\x01\x12\x18\n" +
 	"\x14ENTRY_TYPE_DIRECTORY\x10\x02\x12\x16\n" +
-	"\x12ENTRY_TYPE_SYMLINK\x10\x03*>\n" +
+	"\x12ENTRY_TYPE_SYMLINK\x10\x03*T\n" +
 	"\x05Codec\x12\x15\n" +
 	"\x11CODEC_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
 	"CODEC_NONE\x10\x01\x12\x0e\n" +
 	"\n" +
-	"CODEC_ZSTD\x10\x02B;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
+	"CODEC_ZSTD\x10\x02\x12\x14\n" +
+	"\x10CODEC_ZSTD_GROUP\x10\x03B;Z9github.com/sandkeep/sandkeep/proto/sandkeep/v1;sandkeepv1b\x06proto3"
 
 var (
 	file_sandkeep_v1_types_proto_rawDescOnce sync.Once

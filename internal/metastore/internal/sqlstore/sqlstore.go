@@ -100,13 +100,13 @@ type Dialect struct {
 
 // Columns and conflict rules of the bulk writes (see Driver).
 const (
-	BlobCols = `project_id, id, type, pack_id, "offset", length, raw_length, codec`
+	BlobCols = `project_id, id, type, pack_id, "offset", length, raw_length, codec, raw_offset`
 	// OnBlobConflict: a blob already indexed keeps its first location,
 	// unless its pack is condemned; then it moves to the new pack (an
 	// uploader stores it again because MissingBlobs said so).
 	OnBlobConflict = `ON CONFLICT (project_id, id) DO UPDATE SET
 		pack_id = excluded.pack_id, "offset" = excluded."offset", length = excluded.length,
-		raw_length = excluded.raw_length, codec = excluded.codec
+		raw_length = excluded.raw_length, codec = excluded.codec, raw_offset = excluded.raw_offset
 	WHERE blobs.type = excluded.type AND blobs.pack_id IN
 		(SELECT c.id FROM packs c WHERE c.project_id = blobs.project_id AND c.condemned_at IS NOT NULL)`
 

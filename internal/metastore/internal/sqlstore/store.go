@@ -323,7 +323,7 @@ func (s *Store) LocateBlobs(ctx context.Context, projectID string, ids []id.ID) 
 				var b, pack []byte
 				var typ, codec int16
 				var l metastore.BlobLocation
-				if err := r.Scan(&b, &typ, &pack, &l.Offset, &l.Length, &l.RawLength, &codec); err != nil {
+				if err := r.Scan(&b, &typ, &pack, &l.Offset, &l.Length, &l.RawLength, &codec, &l.RawOffset); err != nil {
 					return err
 				}
 				var err error
@@ -336,7 +336,7 @@ func (s *Store) LocateBlobs(ctx context.Context, projectID string, ids []id.ID) 
 				l.Type, l.Codec = metastore.BlobType(typ), uint8(codec)
 				out[l.ID] = l
 				return nil
-			}, `SELECT id, type, pack_id, "offset", length, raw_length, codec
+			}, `SELECT id, type, pack_id, "offset", length, raw_length, codec, raw_offset
 				FROM blobs WHERE project_id = $1 AND id `+in, args...)
 		})
 		if err != nil || len(out) > 0 {

@@ -150,7 +150,7 @@ func CheckPack(p metastore.Pack, blobs []metastore.BlobLocation) (metastore.Pack
 			return p, nil, fmt.Errorf("%w: blob %s names pack %s, not %s", metastore.ErrInvalid, b.ID.Short(), b.PackID.Short(), p.ID.Short())
 		case b.Type != p.Type:
 			return p, nil, fmt.Errorf("%w: blob %s of type %d in a pack of type %d", metastore.ErrInvalid, b.ID.Short(), b.Type, p.Type)
-		case b.Offset < 0 || b.Length < 0 || b.RawLength < 0:
+		case b.Offset < 0 || b.Length < 0 || b.RawLength < 0 || b.RawOffset < 0:
 			return p, nil, fmt.Errorf("%w: blob %s has a negative offset or length", metastore.ErrInvalid, b.ID.Short())
 		case b.Offset+b.Length > p.Size:
 			return p, nil, fmt.Errorf("%w: blob %s ends at %d, past the end of pack %s (%d bytes)", metastore.ErrInvalid, b.ID.Short(), b.Offset+b.Length, p.ID.Short(), p.Size)
