@@ -13,7 +13,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 STATICCHECK_VERSION := v0.8.2
 GOLANGCI_LINT_VERSION := v2.15.0
 
-.PHONY: help build run test test-short tools proto lint bench bench-go bench-recovery bench-load fuzz clean
+.PHONY: help build run test test-short tools proto lint bench bench-ensure bench-go bench-recovery bench-load fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -82,9 +82,14 @@ bench-load: build tools ## replicas on PostgreSQL under many simulated agents (b
 	$(GO) run ./bench/cmd/skbench -only load
 	$(GO) run ./bench/cmd/skbench -only dbscale -dbscale-files 1000
 
-bench: build tools ## side-by-side benchmark against restic on versitygw (see bench/README)
+bench: build tools ## side-by-side benchmark against restic on versitygw (see bench/README), then ensure-to-ready on a 1 GiB head
 	@command -v restic >/dev/null 2>&1 || $(GO) install github.com/restic/restic/cmd/restic@$(RESTIC_VERSION)
 	$(GO) run ./bench/cmd/skbench
+	$(GO) run ./bench/cmd/skbench -only ensure
+
+bench-ensure: build tools ## sandbox ensure to ready on a 1 GiB / 20k-file head (local provider) vs restic restore (bench/README)
+	@command -v restic >/dev/null 2>&1 || $(GO) install github.com/restic/restic/cmd/restic@$(RESTIC_VERSION)
+	$(GO) run ./bench/cmd/skbench -only ensure -runs 3
 
 clean: ## remove build outputs and local data
 	rm -rf bin data .bench

@@ -46,6 +46,7 @@ const (
 	partLatency = "latency" // continuous sync: change-to-committed latency, agent RSS and CPU
 	partLoad    = "load"    // replicas on PostgreSQL under many simulated agents (not in the default set)
 	partDBScale = "dbscale" // EXPLAIN of the store's statements on a generated large PostgreSQL database (not in the default set)
+	partEnsure  = "ensure"  // sandbox ensure to ready on a 1 GiB / 20k-file head, local provider, vs restic restore (not in the default set)
 )
 
 var started = time.Now()
@@ -63,7 +64,7 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	flag.StringVar(&o.restic, "restic", "", "restic binary (default: PATH, then $(go env GOPATH)/bin)")
 	flag.StringVar(&o.versitygw, "versitygw", "", "versitygw binary (default: PATH, then $(go env GOPATH)/bin)")
-	flag.StringVar(&o.only, "only", "", "run only these parts, comma-separated: "+partTable+" (sync --once, restore, bytes vs restic), "+partLatency+" (continuous sync), "+partLoad+" (replicas under many agents), "+partDBScale+" (query plans on a large database; these two are not in the default); default table and latency")
+	flag.StringVar(&o.only, "only", "", "run only these parts, comma-separated: "+partTable+" (sync --once, restore, bytes vs restic), "+partLatency+" (continuous sync), "+partLoad+" (replicas under many agents), "+partDBScale+" (query plans on a large database), "+partEnsure+" (sandbox ensure to ready on a 1 GiB / 20k-file head vs restic restore; these three are not in the default); default table and latency")
 	flag.StringVar(&o.sizes, "sizes", "1k,10k,100k", "latency: file counts of the generated trees (cached under .bench/trees)")
 	flag.IntVar(&o.cont.changes, "changes", 20, "latency: one-file changes timed per tree")
 	flag.DurationVar(&o.cont.interval, "change-interval", time.Second, "latency: spacing between changes (each should make its own version)")
@@ -126,12 +127,12 @@ func (o options) parts() map[string]bool {
 	parts := map[string]bool{}
 	for _, p := range strings.Split(o.only, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case partTable, partLatency, partLoad, partDBScale:
+		case partTable, partLatency, partLoad, partDBScale, partEnsure:
 			parts[p] = true
 		case "continuous":
 			parts[partLatency] = true
 		default:
-			fmt.Fprintf(os.Stderr, "skbench: -only: unknown part %q (want %s, %s, %s or %s)\n", p, partTable, partLatency, partLoad, partDBScale)
+			fmt.Fprintf(os.Stderr, "skbench: -only: unknown part %q (want %s, %s, %s, %s or %s)\n", p, partTable, partLatency, partLoad, partDBScale, partEnsure)
 			return nil
 		}
 	}
@@ -176,6 +177,7 @@ type bench struct {
 	gwPID           int // pid of the table and latency parts' S3 server
 	coordLog        string
 	cont            *contReport
+	ensure          *ensureResult
 }
 
 func run(ctx context.Context, o options) (err error) {
@@ -198,7 +200,7 @@ func run(ctx context.Context, o options) (err error) {
 			return fmt.Errorf("%s is missing; run `make build` (or `make bench`)", p)
 		}
 	}
-	if sel := o.parts(); sel[partTable] || sel[partLatency] { // the load part needs no restic
+	if sel := o.parts(); sel[partTable] || sel[partLatency] || sel[partEnsure] { // the load part needs no restic
 		if b.restic, err = findTool(o.restic, "restic"); err != nil {
 			return err
 		}
@@ -284,6 +286,11 @@ func run(ctx context.Context, o options) (err error) {
 	if parts[partLatency] {
 		if b.cont, err = b.runContinuous(benchDir); err != nil {
 			return err
+		}
+	}
+	if parts[partEnsure] {
+		if b.ensure, err = b.ensurePart(benchDir); err != nil {
+			return fmt.Errorf("ensure: %w", err)
 		}
 	}
 	rep := b.report(info, logsDir)
@@ -507,6 +514,8 @@ type report struct {
 	// Continuous is the continuous-sync part (-only latency); nil when it
 	// did not run. The fields above it are empty when -only skips the table.
 	Continuous *contReport `json:"continuous,omitempty"`
+	// Ensure is the ensure part (-only ensure); nil when it did not run.
+	Ensure *ensureResult `json:"ensure,omitempty"`
 }
 
 // row is one line of the table: medians over the runs.
@@ -554,7 +563,7 @@ func (b *bench) report(info wsInfo, logsDir string) report {
 		return r
 	}
 	atMost := func(r float64) func(_, ratio float64) bool { return func(_, ratio float64) bool { return ratio <= r } }
-	rep.Continuous = b.cont
+	rep.Continuous, rep.Ensure = b.cont, b.ensure
 	rep.WallSeconds = time.Since(started).Seconds()
 	rep.CPUs, rep.LoadStart, rep.LoadEnd = runtime.NumCPU(), b.loadStart, loadAverage()
 	if len(b.sk.Initial) == 0 {
@@ -590,6 +599,10 @@ func printReport(rep report) {
 	}
 	if rep.Continuous != nil {
 		printContinuous(rep.Continuous)
+		fmt.Println()
+	}
+	if rep.Ensure != nil {
+		printEnsure(rep.Ensure)
 		fmt.Println()
 	}
 	fmt.Printf("logs: %s; coordinator log: %d warning/error lines\n", rep.Logs, rep.CoordProblemN)
@@ -726,6 +739,9 @@ func (b *bench) startServers(ctx context.Context, vgw, logsDir string) (stop fun
 		stops = append(stops, func() { gw2.stop(syscall.SIGTERM, 5*time.Second) })
 		extra = []string{"--replica-s3-bucket", "sk-bench-replica", "--replica-s3-endpoint", endpoint2, "--replica-s3-path-style"}
 		logf("replica versitygw on %s", endpoint2)
+	}
+	if b.o.parts()[partEnsure] {
+		extra = append(extra, "--provider", "local", "--local-root", mkdir(b.tmp, "sandboxes"), "--local-agent", b.agent)
 	}
 	if b.coord, err = startCoordinator(ctx, b.sandkeep, b.coordData, endpoint, "sk-bench", b.coordLog, extra...); err != nil {
 		return nil, err
