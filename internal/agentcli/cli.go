@@ -38,7 +38,7 @@ const (
 
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	setMemoryPolicy()
+	follow := setMemoryPolicy()
 	defer cli.StartProfiling("sandkeep-agent")()
 	code := exitOK
 	sig := &signals{stop: make(chan struct{})}
@@ -46,6 +46,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	if follow {
+		go followLiveHeap(ctx)
+	}
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(ch)

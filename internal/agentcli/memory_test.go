@@ -2,6 +2,7 @@ package agentcli
 
 import (
 	"math"
+	"runtime"
 	"runtime/debug"
 	"testing"
 )
@@ -116,7 +117,9 @@ func TestMemoryPolicyDefaults(t *testing.T) {
 		debug.SetMemoryLimit(limit)
 		debug.SetGCPercent(pct)
 	}()
-	setMemoryPolicy()
+	if !setMemoryPolicy() {
+		t.Error("the default limit is not to follow the live heap")
+	}
 	if got := debug.SetMemoryLimit(-1); got != DefaultMemoryLimit {
 		t.Errorf("memory limit %d, want %d", got, DefaultMemoryLimit)
 	}
@@ -129,11 +132,56 @@ func TestMemoryPolicyDefaults(t *testing.T) {
 	debug.SetGCPercent(100)
 	t.Setenv("GOMEMLIMIT", "off")
 	t.Setenv("GOGC", "100")
-	setMemoryPolicy()
+	if setMemoryPolicy() {
+		t.Error("GOMEMLIMIT set: the limit is to follow the live heap")
+	}
 	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
 		t.Errorf("GOMEMLIMIT=off: memory limit %d", got)
 	}
 	if got := debug.SetGCPercent(pct); got != 100 {
 		t.Errorf("GOGC=100: GC percent %d", got)
+	}
+}
+
+func TestLimitFor(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		live, pct uint64
+		want      int64
+	}{
+		{0, 50, DefaultMemoryLimit},
+		{20 * mib, 50, DefaultMemoryLimit},           // 20+10+8 = 38 MiB: the default holds
+		{30 * mib, 50, 53 * mib},                     // 30+15+8: room for GOGC's pacing
+		{110 * mib, 50, 173 * mib},                   // a million files
+		{110 * mib, 100, 228 * mib},                  // GOGC=100
+		{10 * mib, math.MaxInt32, 10*mib*11 + 8*mib}, // GOGC=off reads huge: capped at 1000 %
+	} {
+		if got := limitFor(c.live, c.pct); got != c.want {
+			t.Errorf("limitFor(%d MiB, %d%%) = %d MiB, want %d MiB", c.live/mib, c.pct, got/mib, c.want/mib)
+		}
+	}
+}
+
+// The follower raises the limit once the live heap outgrows the default,
+// and brings it back once the live data are gone.
+func TestLimitFollowerFollowsTheLiveHeap(t *testing.T) {
+	limit := debug.SetMemoryLimit(DefaultMemoryLimit)
+	defer debug.SetMemoryLimit(limit)
+	live := make([][]byte, 0, 64)
+	for range 64 { // 64 MiB live, more than the default limit
+		live = append(live, make([]byte, 1<<20))
+	}
+	runtime.GC()
+	f := newLimitFollower()
+	f.update()
+	if got := debug.SetMemoryLimit(-1); got <= 64<<20 {
+		t.Errorf("limit %d MiB with 64 MiB live, want more than the live heap", got>>20)
+	}
+	runtime.KeepAlive(live)
+	live = nil
+	runtime.GC()
+	f.update()
+	if got := debug.SetMemoryLimit(-1); got != DefaultMemoryLimit {
+		t.Errorf("limit %d MiB once the live data are gone, want the default %d MiB", got>>20, DefaultMemoryLimit>>20)
 	}
 }
