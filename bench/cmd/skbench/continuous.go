@@ -509,9 +509,8 @@ func (t *treeResult) summarize() {
 func (b *bench) continuousRestic(t *treeResult, files []string, edit func(rel, line string) error) error {
 	name := "cont-" + t.Label
 	cache := filepath.Join(b.tmp, "restic-cache-"+name)
-	env := []string{"RESTIC_REPOSITORY=s3:" + b.endpoint + "/restic-bench/" + name, "RESTIC_PASSWORD=bench",
-		"AWS_ACCESS_KEY_ID=" + s3Key, "AWS_SECRET_ACCESS_KEY=" + s3Secret, "AWS_DEFAULT_REGION=us-east-1"}
-	backup := []string{"backup", "--no-scan", "-q", "--compression", "auto", "--cache-dir", cache, "."}
+	env := b.resticEnv(name)
+	backup := resticBackup(cache)
 	if _, _, err := b.r.run("restic-"+name+"-init", "", env, b.restic, "init", "--cache-dir", cache); err != nil {
 		return err
 	}

@@ -145,8 +145,7 @@ func (b *bench) ensurePart(benchDir string) (*ensureResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := []string{"SANDKEEP_COORDINATOR=" + b.coord.addr, "SANDKEEP_TOKEN=" + token,
-		"SANDKEEP_CACHE_DIR=" + mkdir(b.tmp, "sk-ensure-cache")}
+	env := b.agentEnv(token, "sk-ensure-cache")
 	logf("ensure: initial sync of the tree")
 	if _, res.Initial, err = b.r.run("sk-ensure-initial-sync", "", env, b.agent, "sync", "--once", "--workspace", tree); err != nil {
 		return nil, err
@@ -194,20 +193,19 @@ func (b *bench) ensurePart(benchDir string) (*ensureResult, error) {
 		return res, nil
 	}
 	cache := filepath.Join(b.tmp, "restic-ensure-cache")
-	renv := []string{"RESTIC_REPOSITORY=s3:" + b.endpoint + "/restic-bench/ensure", "RESTIC_PASSWORD=bench",
-		"AWS_ACCESS_KEY_ID=" + s3Key, "AWS_SECRET_ACCESS_KEY=" + s3Secret, "AWS_DEFAULT_REGION=us-east-1"}
+	renv := b.resticEnv("ensure")
 	if _, _, err := b.r.run("restic-ensure-init", "", renv, b.restic, "init", "--cache-dir", cache); err != nil {
 		return nil, err
 	}
 	logf("ensure: restic backup of the tree")
-	if _, _, err := b.r.run("restic-ensure-backup", tree, renv, b.restic, "backup", "--no-scan", "-q", "--compression", "auto", "--cache-dir", cache, "."); err != nil {
+	if _, _, err := b.r.run("restic-ensure-backup", tree, renv, b.restic, resticBackup(cache)...); err != nil {
 		return nil, err
 	}
 	for i := 1; i <= b.o.runs; i++ {
 		n := strconv.Itoa(i)
 		_ = removeAll(cache)
 		dst := filepath.Join(b.tmp, "restic-ensure-restore-"+n)
-		_, s, err := b.r.run("restic-ensure-restore-"+n, "", renv, b.restic, "restore", "latest", "-q", "--target", dst, "--cache-dir", cache)
+		_, s, err := b.r.run("restic-ensure-restore-"+n, "", renv, b.restic, resticRestore(dst, cache)...)
 		if err != nil {
 			return nil, err
 		}

@@ -343,11 +343,7 @@ func (b *bench) runSandkeep(i int) (err error) {
 	if err != nil {
 		return err
 	}
-	agentEnv := func(cacheDir string) []string {
-		return []string{"SANDKEEP_COORDINATOR=" + b.coord.addr, "SANDKEEP_TOKEN=" + token,
-			"SANDKEEP_CACHE_DIR=" + mkdir(b.tmp, cacheDir)}
-	}
-	env := agentEnv("sk-cache-" + n)
+	env := b.agentEnv(token, "sk-cache-"+n)
 
 	logf("sandkeep run %d: initial sync", i)
 	coord0, _ := procCPU(b.coord.cmd.Process.Pid)
@@ -392,7 +388,7 @@ func (b *bench) runSandkeep(i int) (err error) {
 	logf("sandkeep run %d: one-file change %.2f s (version %d)", i, s.Seconds, second)
 
 	dst := filepath.Join(b.tmp, "sk-restore-"+n)
-	_, s, err = b.r.run("sk-restore-"+n, "", agentEnv("sk-restore-cache-"+n), b.agent, "restore", "--workspace", dst)
+	_, s, err = b.r.run("sk-restore-"+n, "", b.agentEnv(token, "sk-restore-cache-"+n), b.agent, "restore", "--workspace", dst)
 	if err != nil {
 		return err
 	}
@@ -417,6 +413,33 @@ func (b *bench) runSandkeep(i int) (err error) {
 	return nil
 }
 
+// agentEnv is the environment of a sandkeep-agent command of the project
+// whose token is given, with an agent cache dir of that name in the run
+// dir.
+func (b *bench) agentEnv(token, cacheDir string) []string {
+	return []string{"SANDKEEP_COORDINATOR=" + b.coord.addr, "SANDKEEP_TOKEN=" + token,
+		"SANDKEEP_CACHE_DIR=" + mkdir(b.tmp, cacheDir)}
+}
+
+// resticEnv is the environment of a restic command on the repository
+// s3:…/restic-bench/repo of the bench's versitygw.
+func (b *bench) resticEnv(repo string) []string {
+	return []string{"RESTIC_REPOSITORY=s3:" + b.endpoint + "/restic-bench/" + repo, "RESTIC_PASSWORD=bench",
+		"AWS_ACCESS_KEY_ID=" + s3Key, "AWS_SECRET_ACCESS_KEY=" + s3Secret, "AWS_DEFAULT_REGION=us-east-1"}
+}
+
+// resticBackup is the arguments of every restic backup of the bench, run
+// from inside the tree.
+func resticBackup(cache string) []string {
+	return []string{"backup", "--no-scan", "-q", "--compression", "auto", "--cache-dir", cache, "."}
+}
+
+// resticRestore is the arguments of a restore of the latest snapshot into
+// dst.
+func resticRestore(dst, cache string) []string {
+	return []string{"restore", "latest", "-q", "--target", dst, "--cache-dir", cache}
+}
+
 // versionNumber parses the last line of `sync --once` output.
 func versionNumber(out string) (int64, error) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -432,9 +455,8 @@ func (b *bench) runRestic(i int) (err error) {
 	n := strconv.Itoa(i)
 	prefix := "run-" + n
 	cache := filepath.Join(b.tmp, "restic-cache")
-	env := []string{"RESTIC_REPOSITORY=s3:" + b.endpoint + "/restic-bench/" + prefix, "RESTIC_PASSWORD=bench",
-		"AWS_ACCESS_KEY_ID=" + s3Key, "AWS_SECRET_ACCESS_KEY=" + s3Secret, "AWS_DEFAULT_REGION=us-east-1"}
-	backup := []string{"backup", "--no-scan", "-q", "--compression", "auto", "--cache-dir", cache, "."}
+	env := b.resticEnv(prefix)
+	backup := resticBackup(cache)
 	if _, _, err := b.r.run("restic-init-"+n, "", env, b.restic, "init", "--cache-dir", cache); err != nil {
 		return err
 	}
@@ -468,7 +490,7 @@ func (b *bench) runRestic(i int) (err error) {
 
 	_ = removeAll(cache) // cold cache, as on a fresh machine
 	dst := filepath.Join(b.tmp, "restic-restore-"+n)
-	_, s, err = b.r.run("restic-restore-"+n, "", env, b.restic, "restore", "latest", "-q", "--target", dst, "--cache-dir", cache)
+	_, s, err = b.r.run("restic-restore-"+n, "", env, b.restic, resticRestore(dst, cache)...)
 	if err != nil {
 		return err
 	}
