@@ -10,7 +10,6 @@ import (
 	"github.com/sandkeep/sandkeep/internal/blobstore"
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/metastore"
-	"github.com/sandkeep/sandkeep/internal/pack"
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
 
@@ -180,11 +179,11 @@ func (p *planner) ranges(locs map[id.ID]metastore.BlobLocation) ([]PlanRange, er
 			}
 		}
 		var cur *PlanRange
-		for _, l := range ls {
+		for i, l := range ls {
 			if cur != nil {
 				end := cur.Offset + cur.Length
-				last := cur.Blobs[len(cur.Blobs)-1]
-				sameFrame := l.Codec == uint8(pack.Group) && last.Codec == l.Codec && last.Offset == l.Offset-cur.Offset && last.Length == l.Length
+				// ls[i-1] is the last blob of cur.
+				sameFrame := EntryOf(l).SameFrame(EntryOf(ls[i-1]))
 				if sameFrame || l.Offset-end <= p.opts.MaxGap && l.Offset+l.Length-cur.Offset <= p.opts.MaxRange && l.Offset >= end {
 					cur.Length = max(cur.Length, l.Offset+l.Length-cur.Offset)
 					cur.Blobs = append(cur.Blobs, planBlob(l, l.Offset-cur.Offset))

@@ -42,9 +42,14 @@ type blobSrc struct {
 	rawOff   int64
 }
 
+// entry is the pack entry of blob blobID stored at s.
+func (s *blobSrc) entry(blobID id.ID) pack.Entry {
+	return pack.Entry{ID: blobID, Offset: uint64(s.abs), Length: uint32(s.length), RawLength: uint32(s.rawLen), Type: pack.Data, Codec: s.codec, RawOffset: uint32(s.rawOff)}
+}
+
 // sameFrame reports whether s and t are members of one group frame.
 func (s *blobSrc) sameFrame(t *blobSrc) bool {
-	return s.codec == pack.Group && t.codec == pack.Group && s.packID == t.packID && s.abs == t.abs && s.length == t.length
+	return s.packID == t.packID && s.entry(id.ID{}).SameFrame(t.entry(id.ID{}))
 }
 
 // job is one unit of phase D: a GET of [start, end) of a pack feeding wants

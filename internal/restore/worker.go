@@ -292,7 +292,7 @@ func (w *worker) decode(ctx context.Context, wt *want, stored []byte) {
 		return
 	}
 	w.raw = grow(w.raw, s.rawLen)
-	e := pack.Entry{ID: wt.id, Offset: uint64(s.abs), Length: uint32(s.length), RawLength: uint32(s.rawLen), Type: pack.Data, Codec: s.codec, RawOffset: uint32(s.rawOff)}
+	e := s.entry(wt.id)
 	check := func(stored []byte) ([]byte, error) {
 		plain, err := w.dec.Decode(e, stored, w.raw[:0])
 		if err == nil && int64(len(plain)) != wt.size {
