@@ -318,7 +318,7 @@ func (r *Repo) rebuildPack(ctx context.Context, pid string, o blobstore.Object, 
 			return nil, fmt.Errorf("%w: pack %s: no chunk verifies", ErrCorrupt, packID.Short())
 		}
 		for _, e := range ok {
-			locs = append(locs, locationOf(packID, e))
+			locs = append(locs, LocationOf(packID, e))
 		}
 		return locs, nil
 	}

@@ -240,7 +240,7 @@ func (r *Repo) CompletePacks(ctx context.Context, projectID string, packs []Pack
 				if e.Type != pack.Data {
 					return nil, fmt.Errorf("%w: pack %s holds a blob of type %d; agents upload data packs only", ErrCorrupt, p.ID.Short(), e.Type)
 				}
-				locs = append(locs, locationOf(p.ID, e))
+				locs = append(locs, LocationOf(p.ID, e))
 			}
 			if err := r.verifyPack(ctx, PackKey(projectID, p.ID), p, entries); err != nil {
 				return nil, err
@@ -281,12 +281,14 @@ func (r *Repo) dropUnindexed(ctx context.Context, projectID string, packID id.ID
 	r.log.Warn("deleted an uploaded pack that failed verification", "project", projectID, "pack", packID.Short())
 }
 
-// EntryOf is the pack entry of an indexed blob (locationOf's inverse).
+// EntryOf is the pack entry of an indexed blob (LocationOf's inverse).
 func EntryOf(l metastore.BlobLocation) pack.Entry {
 	return pack.Entry{ID: l.ID, Offset: uint64(l.Offset), Length: uint32(l.Length), RawLength: uint32(l.RawLength), Type: pack.BlobType(l.Type), Codec: pack.Codec(l.Codec), RawOffset: uint32(l.RawOffset)}
 }
 
-func locationOf(packID id.ID, e pack.Entry) metastore.BlobLocation {
+// LocationOf is the index location of blob e of pack packID (EntryOf's
+// inverse).
+func LocationOf(packID id.ID, e pack.Entry) metastore.BlobLocation {
 	return metastore.BlobLocation{
 		ID: e.ID, Type: metastore.BlobType(e.Type), PackID: packID,
 		Offset: int64(e.Offset), Length: int64(e.Length), RawLength: int64(e.RawLength), Codec: uint8(e.Codec), RawOffset: int64(e.RawOffset),
@@ -298,10 +300,6 @@ func locationOf(packID id.ID, e pack.Entry) metastore.BlobLocation {
 func ComparePlace(a, b metastore.BlobLocation) int {
 	return cmp.Or(cmp.Compare(a.Offset, b.Offset), cmp.Compare(a.RawOffset, b.RawOffset))
 }
-
-// LocationOf is the index location of a blob of pack packID (EntryOf's
-// inverse).
-func LocationOf(packID id.ID, e pack.Entry) metastore.BlobLocation { return locationOf(packID, e) }
 
 func (r *Repo) readFooter(ctx context.Context, projectID string, p PackRef) ([]pack.Entry, error) {
 	key := PackKey(projectID, p.ID)
@@ -497,7 +495,7 @@ func (r *Repo) storeTrees(ctx context.Context, projectID string, b *treeBatch) e
 	}
 	locsOut := make([]metastore.BlobLocation, len(entries))
 	for i, e := range entries {
-		locsOut[i] = locationOf(packID, e)
+		locsOut[i] = LocationOf(packID, e)
 	}
 	err = r.indexPack(ctx, metastore.Pack{ProjectID: projectID, ID: packID, Type: metastore.BlobTree, Size: int64(len(data))}, func() ([]metastore.BlobLocation, error) {
 		if err := r.store.Put(ctx, PackKey(projectID, packID), bytes.NewReader(data), int64(len(data))); err != nil {
