@@ -713,19 +713,14 @@ func ParseFooter(footer []byte, packSize int64) ([]Entry, error) {
 			if prev := entries[i-1]; uint64(e.RawOffset) < uint64(prev.RawOffset)+uint64(prev.RawLength) {
 				return nil, fmt.Errorf("%w: entry %d (blob %s) overlaps the member before it in its group", ErrCorrupt, i, e.ID.Short())
 			}
-			if _, dup := seen[e.ID]; dup {
-				return nil, fmt.Errorf("%w: entry %d: blob %s appears twice", ErrCorrupt, i, e.ID.Short())
+		} else {
+			if e.Offset != next {
+				return nil, fmt.Errorf("%w: entry %d (blob %s) at offset %d, want %d", ErrCorrupt, i, e.ID.Short(), e.Offset, next)
 			}
-			seen[e.ID] = struct{}{}
-			entries[i] = e
-			continue
-		}
-		if e.Offset != next {
-			return nil, fmt.Errorf("%w: entry %d (blob %s) at offset %d, want %d", ErrCorrupt, i, e.ID.Short(), e.Offset, next)
-		}
-		next += uint64(e.Length)
-		if next > dataEnd {
-			return nil, fmt.Errorf("%w: entry %d (blob %s) ends at %d, past the end of the blobs at %d", ErrCorrupt, i, e.ID.Short(), next, dataEnd)
+			next += uint64(e.Length)
+			if next > dataEnd {
+				return nil, fmt.Errorf("%w: entry %d (blob %s) ends at %d, past the end of the blobs at %d", ErrCorrupt, i, e.ID.Short(), next, dataEnd)
+			}
 		}
 		if _, dup := seen[e.ID]; dup {
 			return nil, fmt.Errorf("%w: entry %d: blob %s appears twice", ErrCorrupt, i, e.ID.Short())
