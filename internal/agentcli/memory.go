@@ -57,9 +57,12 @@ const (
 // limitFor returns the soft memory limit for a live heap of live bytes
 // with GOGC gcPercent.
 func limitFor(live, gcPercent uint64) int64 {
-	pct := min(gcPercent, 1000) // GOGC=off may read as a huge value
-	return max(DefaultMemoryLimit, int64(live+live*pct/100+limitSlack))
+	return max(DefaultMemoryLimit, int64(live+live*capGOGC(gcPercent)/100+limitSlack))
 }
+
+// capGOGC bounds GOGC for the arithmetic of the memory policy: GOGC=off may
+// read as a huge value.
+func capGOGC(pct uint64) uint64 { return min(pct, 1000) }
 
 // followLiveHeap sets the soft memory limit to limitFor the live heap of
 // the last collection, every limitEvery, until ctx is done.
@@ -182,8 +185,7 @@ func (t *trimmer) due(alloc uint64) bool {
 // buffers and garbage outgrew that goal; not while idle, when each trim
 // gives back only the little garbage made since the last one.
 func (t *trimmer) useful(before, after uint64) bool {
-	pct := min(t.gcPercent, 1000) // GOGC=off may read as a huge value
-	return before > after+max(trimSlack, after*pct/100)
+	return before > after+max(trimSlack, after*capGOGC(t.gcPercent)/100)
 }
 
 // trimmed records a trim made at allocation alloc that took the retained
