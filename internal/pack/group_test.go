@@ -287,6 +287,23 @@ func TestGroupFrameBombs(t *testing.T) {
 	}
 }
 
+// A group frame that does not give its content size is refused before it
+// is decoded, even when its member would hash right (zstd omits the size
+// in a frame of under 256 bytes; a forger may omit it in any).
+func TestGroupFrameWithoutContentSize(t *testing.T) {
+	plain := bytes.Repeat([]byte("ab"), 90)
+	var c Compressor
+	stored, codec, err := c.Compress(plain)
+	if err != nil || codec != Zstd || holdsGroup(stored, len(plain)) {
+		t.Fatalf("want a zstd frame without its content size: %s, %v", codec, err)
+	}
+	e := Entry{ID: id.Sum(plain), Length: uint32(len(stored)), RawLength: uint32(len(plain)), Type: Data, Codec: Group}
+	_, err = DecodeBlob(e, stored, nil)
+	if !errors.Is(err, ErrCorrupt) || !bytes.Contains([]byte(err.Error()), []byte("content size given: false")) {
+		t.Fatalf("err = %v, want the frame refused for its missing content size", err)
+	}
+}
+
 // rawFrame is a zstd frame of one raw block holding plain, with its
 // content size: what a group frame may be.
 func rawFrame(plain []byte) []byte {
