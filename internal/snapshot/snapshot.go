@@ -300,7 +300,11 @@ func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts
 
 	g, gctx := errgroup.WithContext(ctx)
 	var workers sync.WaitGroup
-	g.Go(func() error { return r.walk(gctx) })
+	g.Go(func() error {
+		err := r.walk(gctx)
+		r.log.Debug("snapshot walk done", "elapsed", time.Since(start))
+		return err
+	})
 	for range opts.Workers {
 		workers.Add(1)
 		g.Go(func() error {
@@ -310,6 +314,7 @@ func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts
 	}
 	g.Go(func() error {
 		workers.Wait()
+		r.log.Debug("snapshot files read", "elapsed", time.Since(start))
 		close(r.chunks)
 		return nil
 	})
@@ -317,6 +322,7 @@ func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts
 	g.Go(func() error { return r.pack(gctx) })
 	err = g.Wait()
 	if err == nil {
+		r.log.Debug("snapshot data uploaded", "elapsed", time.Since(start))
 		err = r.uploadTrees(ctx)
 	}
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 	"time"
@@ -20,10 +21,33 @@ import (
 // driver is sqlstore.Driver on database/sql: writes on the single writer
 // connection (which also makes the project locks unnecessary: writers take
 // turns), reads on the read pool, lists of ids and bulk writes in chunks
-// that stay under SQLite's limit of host parameters.
-type driver struct{ w, r *sql.DB }
+// that stay under SQLite's limit of host parameters. wc and rc keep the
+// prepared statements of w and r (the same cache when w is r).
+type driver struct {
+	w, r   *sql.DB
+	wc, rc *stmtCache
+}
 
-// db runs SQL on a *sql.DB or *sql.Tx, storing times as text (timeLayout).
+func newDriver(w, r *sql.DB) driver {
+	d := driver{w: w, r: r, wc: newStmtCache(w)}
+	d.rc = d.wc
+	if r != w {
+		d.rc = newStmtCache(r)
+	}
+	return d
+}
+
+// close closes the prepared statements of both caches.
+func (d driver) close() error {
+	err := d.wc.close()
+	if d.rc != d.wc {
+		err = errors.Join(err, d.rc.close())
+	}
+	return err
+}
+
+// db runs SQL on a *sql.DB or *sql.Tx, storing times as text (timeLayout),
+// with the statements its cache has prepared.
 type db struct {
 	q interface {
 		ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
@@ -31,10 +55,36 @@ type db struct {
 		QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 		PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
 	}
+	tx *sql.Tx    // q, when it is a transaction
+	c  *stmtCache // the prepared statements of q's database
+}
+
+// stmt returns query's prepared statement for d (bound to d's transaction,
+// which closes it), or nil if the cache has none yet.
+func (d db) stmt(ctx context.Context, query string) *sql.Stmt {
+	st := d.c.get(query)
+	if st == nil || d.tx == nil {
+		return st
+	}
+	return d.tx.StmtContext(ctx, st)
+}
+
+// ran prepares, outside a transaction, the texts the cache noted.
+func (d db) ran(ctx context.Context) {
+	if d.tx == nil {
+		d.c.prepareNoted(ctx)
+	}
 }
 
 func (d db) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	res, err := d.q.ExecContext(ctx, query, storedArgs(args)...)
+	var res sql.Result
+	var err error
+	if st := d.stmt(ctx, query); st != nil {
+		res, err = st.ExecContext(ctx, storedArgs(args)...)
+	} else {
+		res, err = d.q.ExecContext(ctx, query, storedArgs(args)...)
+		d.ran(ctx)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -42,11 +92,23 @@ func (d db) Exec(ctx context.Context, query string, args ...any) (int64, error) 
 }
 
 func (d db) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	if st := d.stmt(ctx, query); st != nil {
+		return row{st.QueryRowContext(ctx, storedArgs(args)...)}
+	}
+	// Not d.ran here: the row holds its connection until scanned, and
+	// the writer has one.
 	return row{d.q.QueryRowContext(ctx, query, storedArgs(args)...)}
 }
 
 func (d db) Query(ctx context.Context, fn func(sqlstore.Row) error, query string, args ...any) error {
-	rows, err := d.q.QueryContext(ctx, query, storedArgs(args)...)
+	var rows *sql.Rows
+	var err error
+	if st := d.stmt(ctx, query); st != nil {
+		rows, err = st.QueryContext(ctx, storedArgs(args)...)
+	} else {
+		rows, err = d.q.QueryContext(ctx, query, storedArgs(args)...)
+		defer d.ran(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -142,8 +204,8 @@ func (r row) Scan(dest ...any) error {
 	return nil
 }
 
-func (d driver) Reader() sqlstore.Querier { return db{d.r} }
-func (d driver) Writer() sqlstore.Querier { return db{d.w} }
+func (d driver) Reader() sqlstore.Querier { return db{q: d.r, c: d.rc} }
+func (d driver) Writer() sqlstore.Querier { return db{q: d.w, c: d.wc} }
 
 // Read runs fn in a read transaction, so that its reads see one snapshot.
 func (d driver) Read(ctx context.Context, fn func(sqlstore.Querier) error) error {
@@ -151,13 +213,15 @@ func (d driver) Read(ctx context.Context, fn func(sqlstore.Querier) error) error
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
+	defer d.rc.prepareNoted(ctx)
 	defer tx.Rollback() //nolint:errcheck // read-only: nothing to keep
-	return fn(db{tx})
+	return fn(db{q: tx, tx: tx, c: d.rc})
 }
 
 // Write runs fn in a BEGIN IMMEDIATE transaction of the writer.
 func (d driver) Write(ctx context.Context, fn func(sqlstore.Querier) error) error {
-	return inTx(ctx, d.w, func(tx *sql.Tx) error { return fn(db{tx}) })
+	defer d.wc.prepareNoted(ctx)
+	return inTx(ctx, d.w, func(tx *sql.Tx) error { return fn(db{q: tx, tx: tx, c: d.wc}) })
 }
 
 // LockProject needs no lock: the one writer runs the transactions one at a
@@ -179,11 +243,31 @@ func (driver) In(args []any, list any, fn func(string, []any) error) error {
 		return fmt.Errorf("sqlitestore: a list of %T", list)
 	}
 	for chunk := range slices.Chunk(values, idChunk) {
+		// Padded with copies of the last id to a power of two, so that
+		// the statements come in a few texts the cache keeps; an IN list
+		// ignores the copies.
+		for len(chunk) < padded(len(chunk)) {
+			chunk = append(chunk, chunk[len(chunk)-1])
+		}
 		if err := fn(inList(len(chunk)), append(slices.Clip(args), chunk...)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// pieces cuts rows into pieces of bucket sizes (at most rowChunk rows),
+// largest first, for multi-row statements of a few texts.
+func pieces[T any](rows []T) iter.Seq[[]T] {
+	return func(yield func([]T) bool) {
+		for len(rows) > 0 {
+			n := bucket(len(rows), rowChunk)
+			if !yield(rows[:n:n]) {
+				return
+			}
+			rows = rows[n:]
+		}
+	}
 }
 
 func anys[T any](xs []T) []any {
@@ -231,7 +315,7 @@ func values(count, n int) string {
 }
 
 func (driver) InsertBlobs(ctx context.Context, q sqlstore.Querier, p metastore.Pack, blobs []metastore.BlobLocation) error {
-	for chunk := range slices.Chunk(blobs, rowChunk) {
+	for chunk := range pieces(blobs) {
 		args := make([]any, 0, 9*len(chunk))
 		for _, b := range chunk {
 			args = append(args, p.ProjectID, b.ID[:], int16(b.Type), p.ID[:], b.Offset, b.Length, b.RawLength, int16(b.Codec), b.RawOffset)
@@ -245,7 +329,7 @@ func (driver) InsertBlobs(ctx context.Context, q sqlstore.Querier, p metastore.P
 }
 
 func (driver) UpsertFiles(ctx context.Context, q sqlstore.Querier, files []metastore.ProjectFile) error {
-	for chunk := range slices.Chunk(files, rowChunk) {
+	for chunk := range pieces(files) {
 		args := make([]any, 0, 8*len(chunk))
 		for _, f := range chunk {
 			args = append(args, f.ProjectID, f.Path, f.Size, f.ContentType, f.Checksum, f.CreatedAt, f.UpdatedAt, f.UserUploaded)

@@ -43,11 +43,11 @@ const (
 	// another connection or process.
 	busyTimeoutMS = 10000
 	// idChunk is the number of ids per IN (...) query, well under SQLite's
-	// 32766 host parameters.
-	idChunk = 1000
+	// 32766 host parameters; a power of two (see padded).
+	idChunk = 1024
 	// rowChunk is the number of rows per multi-row INSERT (at most 9
-	// columns: 4500 parameters).
-	rowChunk = 500
+	// columns: 4608 parameters); a power of two (see bucket).
+	rowChunk = 512
 	// timeLayout is how times are stored: UTC, fixed width, so text order is
 	// time order.
 	timeLayout = "2006-01-02T15:04:05.000000Z"
@@ -58,6 +58,7 @@ type Store struct {
 	*sqlstore.Store
 	w *sql.DB // the single writer connection
 	r *sql.DB // the read pool (the same as w for ":memory:")
+	d driver
 }
 
 var (
@@ -68,7 +69,8 @@ var (
 
 // newStore returns the store on the writer w and the read pool r.
 func newStore(w, r *sql.DB) *Store {
-	return &Store{Store: sqlstore.New(driver{w: w, r: r}, sqlstore.Dialect{}), w: w, r: r}
+	d := newDriver(w, r)
+	return &Store{Store: sqlstore.New(d, sqlstore.Dialect{}), w: w, r: r, d: d}
 }
 
 // ownerOnly creates path (if missing) with mode 0600 and makes it and its
@@ -162,7 +164,7 @@ func escapePath(path string) string {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	err := s.w.Close()
+	err := errors.Join(s.d.close(), s.w.Close())
 	if s.r != s.w {
 		err = errors.Join(err, s.r.Close())
 	}

@@ -56,7 +56,7 @@ func TestSchema(t *testing.T) {
 				if err != nil {
 					return nil, nil, err
 				}
-				return s, db{s.w}, nil
+				return s, s.d.Writer(), nil
 			},
 			Migrations:    migrations.SQLite,
 			ProjectTables: projectTables,
