@@ -3,6 +3,7 @@
 package restore
 
 import (
+	"errors"
 	"os"
 	"syscall"
 	"unsafe"
@@ -26,6 +27,36 @@ func futimens(f *os.File, ns int64) error {
 	}
 	if errno != 0 {
 		return &os.PathError{Op: "futimens", Path: f.Name(), Err: errno}
+	}
+	return nil
+}
+
+// preallocate reserves size bytes for the new, empty file f (fallocate):
+// the chunks the workers write into it, in any order, land in extents
+// allocated once, and a disk too full for the file fails here, before any
+// chunk is fetched for it. A file system that cannot preallocate leaves
+// the file as it is (its size is set by Truncate after).
+func preallocate(f *os.File, size int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			ferr = unix.Fallocate(int(fd), 0, 0, size)
+			if !errors.Is(ferr, unix.EINTR) {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if errors.Is(ferr, unix.EOPNOTSUPP) || errors.Is(ferr, unix.ENOSYS) {
+		return nil
+	}
+	if ferr != nil {
+		return &os.PathError{Op: "fallocate", Path: f.Name(), Err: ferr}
 	}
 	return nil
 }

@@ -231,6 +231,27 @@ func TestSharedChunksAndRangeDedup(t *testing.T) {
 	}
 }
 
+// TestLargeFileFromManyPacks restores a file of more than preallocMin whose
+// chunks lie in three packs, so the workers write its parts out of order
+// into the preallocated file, and a small one beside it.
+func TestLargeFileFromManyPacks(t *testing.T) {
+	e := newEnv(t)
+	ws := t.TempDir()
+	a, b, c := randBytes(21, 600_000), textBytes(22, 500_000), randBytes(23, 300_001)
+	e.addPack(c)
+	e.addPack(b)
+	e.addPack(a)
+	entries := []*pb.PlanEntry{fileE("big", 0o644, baseNs, a, b, c, b), fileE("small", 0o600, baseNs, c)}
+	msg := &pb.GetRestorePlanResponse{Entries: entries, Ranges: e.rangesFor(true, chunkIDs(entries...)...)}
+	mustRun(t, ws, Options{}, msg)
+	big := cat(a, b, c, b)
+	if len(big) < preallocMin {
+		t.Fatalf("the big file has %d bytes, not more than preallocMin", len(big))
+	}
+	wantFile(t, filepath.Join(ws, "big"), big, 0o644, baseNs)
+	wantFile(t, filepath.Join(ws, "small"), c, 0o600, baseNs)
+}
+
 func TestCorruptChunkFailsExactlyItsFiles(t *testing.T) {
 	e := newEnv(t)
 	ws := t.TempDir()

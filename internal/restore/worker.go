@@ -128,6 +128,11 @@ func (w *worker) copyFromDisk(ctx context.Context, wt *want) {
 	w.r.failWant(wt, fmt.Errorf("%w (its copy in %q: %v)", ErrMissingChunk, src.f.path, err))
 }
 
+// preallocMin is the smallest file restore preallocates: a file of several
+// chunks, which the workers may write out of order. A smaller one is written
+// whole at once and would only pay a system call more.
+const preallocMin = 1 << 20
+
 // openForWrite opens f for a chunk write. A fresh file is created (and
 // sized) by the first write to reach it; the others wait for that.
 func (w *worker) openForWrite(f *fileJob) (*os.File, error) {
@@ -146,6 +151,12 @@ func (w *worker) openForWrite(f *fileJob) (*os.File, error) {
 	fh, err := createExcl(&w.dc, dir, base)
 	if err != nil {
 		return nil, err
+	}
+	if f.size >= preallocMin {
+		if err := preallocate(fh, f.size); err != nil {
+			fh.Close()
+			return nil, err
+		}
 	}
 	if err := fh.Truncate(f.size); err != nil {
 		fh.Close()
