@@ -408,6 +408,11 @@ func (b *bench) runSandkeep(i int) (err error) {
 	if u.ByKind["packs"] == 0 {
 		return fmt.Errorf("bucket sk-bench holds no packs under projects/%s/ (is the coordinator really on S3? it said: blobs %s)", project, b.coord.blobs)
 	}
+	pu, err := sandkeepPackUsage(b.r.ctx, b.endpoint, "sk-bench", "projects/"+project+"/")
+	if err != nil {
+		return fmt.Errorf("reading the footers in bucket sk-bench: %w", err)
+	}
+	u.Packs = &pu
 	b.sk.Stored = append(b.sk.Stored, u.ByKind["packs"]+u.ByKind["versions"])
 	b.sk.Usage = append(b.sk.Usage, u)
 	return nil
@@ -671,6 +676,9 @@ func printTable(rep report) {
 	fmt.Printf("bytes stored: S3 ListObjectsV2 sums after both versions/snapshots; sandkeep = packs + version records\n"+
 		"  (%s; %d objects), restic = its whole repository (%s; %d objects)\n",
 		kinds(u), u.Objects, kinds(rep.Restic.Usage[len(rep.Restic.Usage)-1]), rep.Restic.Usage[len(rep.Restic.Usage)-1].Objects)
+	if u.Packs != nil {
+		fmt.Printf("  sandkeep's packs hold %s (restic's data packs hold its trees too; its index is the footers' counterpart)\n", u.Packs)
+	}
 	fmt.Printf("caches: sandkeep agent cache empty for the initial sync, kept for the change, fresh for the restore;\n" +
 		"  restic cache cold for the initial backup and the restore, warm (from the initial backup) for the change\n")
 	fmt.Printf("changed file: %s\n\n", rep.ChangedFile)

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/sandkeep/sandkeep/internal/pack"
 )
 
 // The credentials of the benchmark's versitygw (its root account).
@@ -16,22 +20,43 @@ const (
 )
 
 // usage is what a prefix of a bucket holds, by the first path segment
-// under the prefix ("packs", "versions", "data", "index", ...).
+// under the prefix ("packs", "versions", "data", "index", ...). For
+// sandkeep's packs, Packs splits the "packs" bytes further.
 type usage struct {
 	Bytes   int64            `json:"bytes"`
 	Objects int              `json:"objects"`
 	ByKind  map[string]int64 `json:"by_kind"`
+	Packs   *packUsage       `json:"packs,omitempty"`
 }
 
-// bucketUsage sums the sizes of the objects under prefix with ListObjectsV2.
-func bucketUsage(ctx context.Context, endpoint, bucket, prefix string) (usage, error) {
-	client := s3.NewFromConfig(aws.Config{
+// packUsage splits the bytes of sandkeep's packs by what they hold: the
+// stored chunks of data packs, the stored trees of tree packs, and the
+// footers (restic's index holds what they do). Padding between blobs, if
+// any, is in Data or Trees.
+type packUsage struct {
+	Data    int64 `json:"data"`
+	Trees   int64 `json:"trees"`
+	Footers int64 `json:"footers"`
+	Blobs   int   `json:"blobs"`
+}
+
+func (p packUsage) String() string {
+	return fmt.Sprintf("data %.1f MB, trees %.1f MB, footers %.2f MB for %d blobs", float64(p.Data)/1e6, float64(p.Trees)/1e6, float64(p.Footers)/1e6, p.Blobs)
+}
+
+func s3Client(endpoint string) *s3.Client {
+	return s3.NewFromConfig(aws.Config{
 		Region:      "us-east-1",
 		Credentials: credentials.NewStaticCredentialsProvider(s3Key, s3Secret, ""),
 	}, func(o *s3.Options) {
 		o.BaseEndpoint = aws.String(endpoint)
 		o.UsePathStyle = true
 	})
+}
+
+// bucketUsage sums the sizes of the objects under prefix with ListObjectsV2.
+func bucketUsage(ctx context.Context, endpoint, bucket, prefix string) (usage, error) {
+	client := s3Client(endpoint)
 	u := usage{ByKind: map[string]int64{}}
 	pages := s3.NewListObjectsV2Paginator(client, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
 	for pages.HasMorePages() {
@@ -48,4 +73,54 @@ func bucketUsage(ctx context.Context, endpoint, bucket, prefix string) (usage, e
 		}
 	}
 	return u, nil
+}
+
+// sandkeepPackUsage reads the footer of every pack under prefix+"packs/"
+// (two ranged GETs each) and splits their bytes.
+func sandkeepPackUsage(ctx context.Context, endpoint, bucket, prefix string) (packUsage, error) {
+	client := s3Client(endpoint)
+	var pu packUsage
+	get := func(key string, rng string) ([]byte, error) {
+		out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Range: aws.String(rng)})
+		if err != nil {
+			return nil, err
+		}
+		defer out.Body.Close()
+		return io.ReadAll(out.Body)
+	}
+	pages := s3.NewListObjectsV2Paginator(client, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix + "packs/")})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return pu, err
+		}
+		for _, o := range page.Contents {
+			key, size := aws.ToString(o.Key), aws.ToInt64(o.Size)
+			trailer, err := get(key, fmt.Sprintf("bytes=-%d", pack.TrailerSize))
+			if err != nil {
+				return pu, fmt.Errorf("trailer of %s: %w", key, err)
+			}
+			_, footerLen, err := pack.ParseTrailer(trailer)
+			if err != nil {
+				return pu, fmt.Errorf("trailer of %s: %w", key, err)
+			}
+			footer, err := get(key, fmt.Sprintf("bytes=-%d", footerLen))
+			if err != nil {
+				return pu, fmt.Errorf("footer of %s: %w", key, err)
+			}
+			entries, err := pack.ParseFooter(footer, size)
+			if err != nil {
+				return pu, fmt.Errorf("footer of %s: %w", key, err)
+			}
+			pu.Footers += int64(footerLen)
+			pu.Blobs += len(entries)
+			body := size - int64(footerLen)
+			if len(entries) > 0 && entries[0].Type == pack.Tree {
+				pu.Trees += body
+			} else {
+				pu.Data += body
+			}
+		}
+	}
+	return pu, nil
 }
