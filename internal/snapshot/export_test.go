@@ -88,3 +88,7 @@ func IndexBytes(x *Index) []byte {
 	}
 	return b.Bytes()
 }
+
+// SetEarlyTreeBytes sets how many bytes of ready trees the early tree
+// uploader waits for (1: every time some are ready).
+func SetEarlyTreeBytes(o *Options, n int) { o.earlyTreeBytes = n }

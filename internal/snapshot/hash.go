@@ -215,7 +215,7 @@ func (r *run) readFile(ctx context.Context, j fileJob, before fileStat, attempt 
 			if _, ok := known[small.id]; ok {
 				r.c.chunksReused.Add(1)
 				r.drop(*small)
-			} else if err := r.send(ctx, *small); err != nil {
+			} else if err := r.emitSmall(ctx, *small); err != nil {
 				return readResult{}, err
 			}
 		}
@@ -310,6 +310,7 @@ func (r *run) readChunked(ctx context.Context, f *fileReader, before fileStat, k
 // chunker is reused. At most one such chunk is in flight (largeFree). So a
 // large file costs its chunker and nothing else: no copy, no scratch.
 func (r *run) emitLarge(ctx context.Context, cid id.ID, data []byte) error {
+	r.settling.emit(cid)
 	if !r.inflight.add(cid) {
 		r.c.chunksReused.Add(1) // being packed: a copy in the same Run
 		return nil
@@ -320,6 +321,8 @@ func (r *run) emitLarge(ctx context.Context, cid id.ID, data []byte) error {
 	}
 	if len(missing) == 0 {
 		r.inflight.remove(cid)
+		r.settling.settle(cid)
+		r.settling.poke()
 		r.c.chunksReused.Add(1)
 		return nil
 	}
@@ -351,6 +354,12 @@ func (r *run) largeDone(ctx context.Context) bool {
 }
 
 // send hands a chunk, counted in the budget, to the batcher.
+// emitSmall hands the chunk of a small file to the batcher.
+func (r *run) emitSmall(ctx context.Context, c chunkMsg) error {
+	r.settling.emit(c.id)
+	return r.send(ctx, c)
+}
+
 func (r *run) send(ctx context.Context, c chunkMsg) error {
 	select {
 	case r.chunks <- c:

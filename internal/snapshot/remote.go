@@ -20,6 +20,8 @@ import (
 //   - UploadTrees stores encoded trees. Every chunk and subtree a tree names
 //     must already be stored or come earlier in the same call. Trees must be
 //     sent children first. At most MaxTreeBytes of encoded trees per call.
+//     It may run while UploadPack calls do (a Run sends trees whose chunks
+//     are stored while later packs go up).
 //   - Every method may fail transiently; callers retry whole steps, which is
 //     safe because everything is content-addressed.
 type Remote interface {

@@ -150,6 +150,9 @@ type Options struct {
 	// afterRead, set by tests only (export_test.go), runs after a file was
 	// read and before it is stat'ed again.
 	afterRead func(relPath string, attempt int)
+	// earlyTreeBytes, set by tests only, replaces the const of the same
+	// name when not 0.
+	earlyTreeBytes int
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -288,6 +291,8 @@ func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts
 		chunks:     make(chan chunkMsg, 256),
 		packs:      make(chan []chunkMsg, 1),
 		open:       make(map[*dirHandle]struct{}),
+		treesSeen:  make(map[id.ID]struct{}),
+		settling:   newSettling(),
 	}
 	r.largeFree <- struct{}{}
 	if opts.Dirty != nil && prev.root != nil {
@@ -299,8 +304,10 @@ func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts
 	start := time.Now()
 
 	g, gctx := errgroup.WithContext(ctx)
-	var workers sync.WaitGroup
+	var workers, data sync.WaitGroup
+	data.Add(2) // the walk and the packer
 	g.Go(func() error {
+		defer data.Done()
 		err := r.walk(gctx)
 		r.log.Debug("snapshot walk done", "elapsed", time.Since(start))
 		return err
@@ -319,7 +326,18 @@ func Run(ctx context.Context, workspace string, remote Remote, prev *Index, opts
 		return nil
 	})
 	g.Go(func() error { return r.batch(gctx) })
-	g.Go(func() error { return r.pack(gctx) })
+	g.Go(func() error {
+		defer data.Done()
+		return r.pack(gctx)
+	})
+	// Trees whose chunks the remote holds go up while the data flows.
+	dataDone := make(chan struct{})
+	g.Go(func() error {
+		data.Wait()
+		close(dataDone)
+		return nil
+	})
+	g.Go(func() error { return r.uploadEarlyTrees(gctx, dataDone) })
 	err = g.Wait()
 	if err == nil {
 		r.log.Debug("snapshot data uploaded", "elapsed", time.Since(start))
@@ -364,11 +382,14 @@ type run struct {
 	chunks     chan chunkMsg         // hash workers -> batcher
 	packs      chan []chunkMsg       // batcher -> packer: chunks the remote lacks
 
-	mu      sync.Mutex // guards trees, changed and open
-	open    map[*dirHandle]struct{}
-	trees   []builtTree
-	changed []string
-	unsaved []string
+	mu        sync.Mutex // guards trees, treesSent, changed and open
+	open      map[*dirHandle]struct{}
+	trees     []builtTree
+	treesSent int                // r.trees[:treesSent] are sent (uploadEarlyTrees)
+	treesSeen map[id.ID]struct{} // trees sent or found stored, for sendTrees
+	settling  *settling          // chunks handed on that the remote may lack
+	changed   []string
+	unsaved   []string
 
 	root     *dirIndex // the new index, once built
 	rootDone atomic.Bool

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -525,6 +526,45 @@ func TestDedupWithinRun(t *testing.T) {
 	}
 	if res.Stats.ChunksReused < 39 {
 		t.Errorf("ChunksReused = %d", res.Stats.ChunksReused)
+	}
+}
+
+// TestTreesGoUpWhileDataFlows sends every tree as soon as it is ready
+// (early tree bytes 1), over workspaces with many directories, chunks shared
+// between files and directories, identical subtrees and small packs: the
+// fake refuses a tree that names a chunk or subtree it does not hold yet,
+// whatever the interleaving, and the result must be complete. Each
+// workspace is synced twice: the second Run finds everything stored.
+func TestTreesGoUpWhileDataFlows(t *testing.T) {
+	for round := range 4 {
+		ws := t.TempDir()
+		shared := randBytes(uint64(900+round), 300<<10) // a large chunk in several files
+		for d := range 30 {
+			dir := fmt.Sprintf("d%02d", d)
+			write(t, ws, filepath.Join(dir, "own"), randBytes(uint64(round*100+d), 40<<10+d), 0o644)
+			write(t, ws, filepath.Join(dir, "same.txt"), []byte("the same small file\n"), 0o644)
+			write(t, ws, filepath.Join(dir, "sub", "x"), []byte("an identical subtree\n"), 0o644)
+			if d%5 == 0 {
+				write(t, ws, filepath.Join(dir, "shared"), shared, 0o644)
+			}
+		}
+		f := newFake()
+		opts := snapshot.Options{PackSize: 128 << 10, UploadConcurrency: 3}
+		snapshot.SetEarlyTreeBytes(&opts, 1)
+		res := run(t, ws, f, nil, opts)
+		f.check(t)
+		verify(t, f, res.Root, ws, nil)
+		t.Logf("round %d: %d packs after the first trees", round, f.packsAfterTrees)
+		if res.Stats.TreesUploaded != f.treesStored {
+			t.Errorf("round %d: %d trees uploaded, %d stored", round, res.Stats.TreesUploaded, f.treesStored)
+		}
+		f.reset()
+		again := run(t, ws, f, res.Index, opts)
+		f.check(t)
+		if again.Root != res.Root || f.treesStored != 0 || f.packsStored != 0 {
+			t.Errorf("round %d: the second Run stored %d trees and %d packs (root %s, was %s)",
+				round, f.treesStored, f.packsStored, again.Root.Short(), res.Root.Short())
+		}
 	}
 }
 

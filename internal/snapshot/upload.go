@@ -69,8 +69,12 @@ func (r *run) batch(ctx context.Context) error {
 			} else {
 				r.c.chunksReused.Add(1)
 				r.inflight.remove(c.id)
+				r.settling.settle(c.id)
 				r.drop(c)
 			}
+		}
+		if len(out) < len(batch) {
+			r.settling.poke()
 		}
 		batch, held = nil, 0
 		if len(out) == 0 {
@@ -335,70 +339,19 @@ func (pw *packWriter) finish() error {
 		pw.w.Recycle(data) // the remote keeps no reference (see Remote)
 		for _, e := range entries {
 			r.inflight.remove(e.ID)
+			r.settling.settle(e.ID)
 		}
+		r.settling.poke()
 		return nil
 	})
 	return nil
 }
 
-// uploadTrees sends the trees built by this Run that the remote lacks,
-// children first, in calls of at most MaxTreeBytes. It runs after every
-// data pack is uploaded.
+// uploadTrees sends the trees built by this Run that the remote lacks and
+// uploadEarlyTrees did not send, children first, in calls of at most
+// MaxTreeBytes. It runs after every data pack is uploaded.
 func (r *run) uploadTrees(ctx context.Context) error {
-	// r.trees is in the order the trees were finished: every tree after
-	// its subtrees. Keep the first of identical trees.
-	seen := make(map[id.ID]struct{}, len(r.trees))
-	trees := make([]builtTree, 0, len(r.trees))
-	for _, t := range r.trees {
-		if _, dup := seen[t.id]; !dup {
-			seen[t.id] = struct{}{}
-			trees = append(trees, t)
-		}
-	}
-	missing := make(map[id.ID]struct{})
-	for i := 0; i < len(trees); i += MaxIDs {
-		part := trees[i:min(i+MaxIDs, len(trees))]
-		ids := make([]id.ID, len(part))
-		for k, t := range part {
-			ids[k] = t.id
-		}
-		m, err := r.remote.FindMissing(ctx, ids)
-		if err != nil {
-			return fmt.Errorf("find missing trees: %w", err)
-		}
-		for _, x := range m {
-			missing[x] = struct{}{}
-		}
-	}
-	var batch [][]byte
-	size := 0
-	send := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := r.remote.UploadTrees(ctx, batch); err != nil {
-			return fmt.Errorf("upload trees: %w", err)
-		}
-		r.c.trees.Add(int64(len(batch)))
-		batch, size = nil, 0
-		return nil
-	}
-	for _, t := range trees {
-		if _, ok := missing[t.id]; !ok {
-			continue
-		}
-		if len(t.enc) > MaxTreeBytes {
-			return fmt.Errorf("tree %s is %d bytes, more than the %d a remote accepts: a directory has too many entries", t.id.Short(), len(t.enc), MaxTreeBytes)
-		}
-		if size+len(t.enc) > MaxTreeBytes {
-			if err := send(); err != nil {
-				return err
-			}
-		}
-		batch = append(batch, t.enc)
-		size += len(t.enc)
-	}
-	if err := send(); err != nil {
+	if err := r.sendTrees(ctx, r.trees[r.treesSent:]); err != nil {
 		return err
 	}
 	r.trees = nil

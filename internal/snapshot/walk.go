@@ -49,6 +49,9 @@ type nodeExtra struct {
 type builtTree struct {
 	id  id.ID
 	enc []byte
+	// mark is settling.mark() when the tree was built: every chunk it
+	// names was emitted by then.
+	mark uint64
 }
 
 // fileJob asks a hash worker to fill one file node.
@@ -551,7 +554,7 @@ func (r *run) finish(d *dirState) (id.ID, error) {
 	r.mu.Lock()
 	// A tree the previous Run stored needs no upload and no question.
 	if d.prev == nil || d.prev.tree != tid {
-		r.trees = append(r.trees, builtTree{id: tid, enc: enc})
+		r.trees = append(r.trees, builtTree{id: tid, enc: enc, mark: r.settling.mark()})
 	}
 	r.mu.Unlock()
 	d.nodes, d.extra = nil, nil
