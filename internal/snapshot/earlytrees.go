@@ -11,8 +11,13 @@ import (
 )
 
 // earlyTreeBytes is how many bytes of ready trees the early uploader waits
-// for before it sends them (one UploadTrees call, one tree pack).
-const earlyTreeBytes = 256 << 10
+// for before it sends them, in calls of at most earlyCallBytes: they go up
+// while the data's buffers are full, so each call's request (a copy of its
+// trees) stays small.
+const (
+	earlyTreeBytes = 256 << 10
+	earlyCallBytes = 512 << 10
+)
 
 // settling tracks the chunks this Run has handed on for upload that the
 // remote may not hold yet, so that trees can be uploaded while the data is
@@ -108,7 +113,7 @@ func (r *run) uploadEarlyTrees(ctx context.Context, stop <-chan struct{}) error 
 		if size < cmp.Or(r.opts.earlyTreeBytes, earlyTreeBytes) || size == 0 {
 			continue
 		}
-		if err := r.sendTrees(ctx, ready); err != nil {
+		if err := r.sendTrees(ctx, ready, earlyCallBytes); err != nil {
 			return err
 		}
 		r.mu.Lock()
@@ -118,9 +123,10 @@ func (r *run) uploadEarlyTrees(ctx context.Context, stop <-chan struct{}) error 
 }
 
 // sendTrees sends the trees of list the remote lacks, skipping those sent
-// before in this Run, in calls of at most MaxTreeBytes. The remote must hold
-// every chunk they name, and every subtree not in list before its parent.
-func (r *run) sendTrees(ctx context.Context, list []builtTree) error {
+// before in this Run, in calls of at most callBytes (and MaxTreeBytes). The
+// remote must hold every chunk they name, and every subtree not in list
+// before its parent.
+func (r *run) sendTrees(ctx context.Context, list []builtTree, callBytes int) error {
 	trees := make([]builtTree, 0, len(list))
 	for _, t := range list {
 		if _, dup := r.treesSeen[t.id]; !dup {
@@ -163,7 +169,7 @@ func (r *run) sendTrees(ctx context.Context, list []builtTree) error {
 		if len(t.enc) > MaxTreeBytes {
 			return fmt.Errorf("tree %s is %d bytes, more than the %d a remote accepts: a directory has too many entries", t.id.Short(), len(t.enc), MaxTreeBytes)
 		}
-		if size+len(t.enc) > MaxTreeBytes {
+		if size+len(t.enc) > min(callBytes, MaxTreeBytes) {
 			if err := send(); err != nil {
 				return err
 			}

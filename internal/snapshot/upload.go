@@ -351,7 +351,7 @@ func (pw *packWriter) finish() error {
 // uploadEarlyTrees did not send, children first, in calls of at most
 // MaxTreeBytes. It runs after every data pack is uploaded.
 func (r *run) uploadTrees(ctx context.Context) error {
-	if err := r.sendTrees(ctx, r.trees[r.treesSent:]); err != nil {
+	if err := r.sendTrees(ctx, r.trees[r.treesSent:], MaxTreeBytes); err != nil {
 		return err
 	}
 	r.trees = nil
