@@ -51,21 +51,32 @@ func (s *settling) emit(x id.ID) {
 	s.mu.Unlock()
 }
 
-// settle notes that the remote holds chunk x. The caller pokes once it has
-// settled what it had.
-func (s *settling) settle(x id.ID) {
+// settle notes that the remote holds the chunks xs and, if there are any,
+// wakes the early uploader: once per call (a batch or a pack), not per
+// chunk, as each wake looks at every pending chunk.
+func (s *settling) settle(xs ...id.ID) {
+	if len(xs) == 0 {
+		return
+	}
 	s.mu.Lock()
-	delete(s.pending, x)
+	for _, x := range xs {
+		delete(s.pending, x)
+	}
 	s.mu.Unlock()
-}
-
-// poke wakes the early uploader: chunks settled. (Once per batch or pack,
-// not per chunk: each wake looks at every pending chunk.)
-func (s *settling) poke() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// stored notes that the remote holds the chunks ids (FindMissing said so,
+// or their pack was uploaded): they leave inflight first, then settle, so
+// that a copy emitted in between is pending until it settles itself.
+func (r *run) stored(ids ...id.ID) {
+	for _, x := range ids {
+		r.inflight.remove(x)
+	}
+	r.settling.settle(ids...)
 }
 
 // mark returns the number of emissions so far.
@@ -110,7 +121,7 @@ func (r *run) uploadEarlyTrees(ctx context.Context, stop <-chan struct{}) error 
 		}
 		ready := r.trees[r.treesSent:n:n]
 		r.mu.Unlock()
-		if size < cmp.Or(r.opts.earlyTreeBytes, earlyTreeBytes) || size == 0 {
+		if size < cmp.Or(r.opts.earlyTreeBytes, earlyTreeBytes) {
 			continue
 		}
 		if err := r.sendTrees(ctx, ready, earlyCallBytes); err != nil {

@@ -215,7 +215,7 @@ func (r *run) readFile(ctx context.Context, j fileJob, before fileStat, attempt 
 			if _, ok := known[small.id]; ok {
 				r.c.chunksReused.Add(1)
 				r.drop(*small)
-			} else if err := r.emitSmall(ctx, *small); err != nil {
+			} else if err := r.send(ctx, *small); err != nil {
 				return readResult{}, err
 			}
 		}
@@ -320,9 +320,7 @@ func (r *run) emitLarge(ctx context.Context, cid id.ID, data []byte) error {
 		return remoteError{fmt.Errorf("find missing chunks: %w", err)}
 	}
 	if len(missing) == 0 {
-		r.inflight.remove(cid)
-		r.settling.settle(cid)
-		r.settling.poke()
+		r.stored(cid)
 		r.c.chunksReused.Add(1)
 		return nil
 	}
@@ -354,13 +352,8 @@ func (r *run) largeDone(ctx context.Context) bool {
 }
 
 // send hands a chunk, counted in the budget, to the batcher.
-// emitSmall hands the chunk of a small file to the batcher.
-func (r *run) emitSmall(ctx context.Context, c chunkMsg) error {
-	r.settling.emit(c.id)
-	return r.send(ctx, c)
-}
-
 func (r *run) send(ctx context.Context, c chunkMsg) error {
+	r.settling.emit(c.id)
 	select {
 	case r.chunks <- c:
 		return nil

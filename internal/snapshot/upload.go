@@ -63,19 +63,17 @@ func (r *run) batch(ctx context.Context) error {
 			want[m] = struct{}{}
 		}
 		out := batch[:0]
+		var present []id.ID
 		for _, c := range batch {
 			if _, ok := want[c.id]; ok {
 				out = append(out, c)
 			} else {
 				r.c.chunksReused.Add(1)
-				r.inflight.remove(c.id)
-				r.settling.settle(c.id)
+				present = append(present, c.id)
 				r.drop(c)
 			}
 		}
-		if len(out) < len(batch) {
-			r.settling.poke()
-		}
+		r.stored(present...)
 		batch, held = nil, 0
 		if len(out) == 0 {
 			return nil
@@ -337,11 +335,11 @@ func (pw *packWriter) finish() error {
 			p.BytesUploaded.Add(int64(len(data)))
 		}
 		pw.w.Recycle(data) // the remote keeps no reference (see Remote)
-		for _, e := range entries {
-			r.inflight.remove(e.ID)
-			r.settling.settle(e.ID)
+		ids := make([]id.ID, len(entries))
+		for i, e := range entries {
+			ids[i] = e.ID
 		}
-		r.settling.poke()
+		r.stored(ids...)
 		return nil
 	})
 	return nil
