@@ -13,10 +13,10 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 STATICCHECK_VERSION := v0.8.2
 GOLANGCI_LINT_VERSION := v2.15.0
 
-.PHONY: help build run test test-short tools proto lint bench bench-ensure bench-1m bench-go bench-recovery bench-load fuzz clean
+.PHONY: help build run test test-short tools proto lint bench bench-restic bench-ensure bench-1m bench-go bench-recovery bench-load fuzz clean
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/sandkeep and the static bin/sandkeep-agent
 	@mkdir -p bin
@@ -82,18 +82,21 @@ bench-load: build tools ## replicas on PostgreSQL under many simulated agents (b
 	$(GO) run ./bench/cmd/skbench -only load
 	$(GO) run ./bench/cmd/skbench -only dbscale -dbscale-files 1000
 
-bench: build tools ## side-by-side benchmark against restic on versitygw (see bench/README), then ensure-to-ready on a 1 GiB head and the 1M-file tree
+# The 1M-file part of `make bench` and `make bench-1m`.
+BENCH_1M := -only latency -sizes 1m -changes 10 -restic-changes 1
+
+bench-restic: build tools
 	@command -v restic >/dev/null 2>&1 || $(GO) install github.com/restic/restic/cmd/restic@$(RESTIC_VERSION)
+
+bench: bench-restic ## side-by-side benchmark against restic on versitygw (see bench/README), then ensure-to-ready on a 1 GiB head and the 1M-file tree
 	$(GO) run ./bench/cmd/skbench
 	$(GO) run ./bench/cmd/skbench -only ensure
-	$(GO) run ./bench/cmd/skbench -only latency -sizes 1m -changes 10 -restic-changes 1
+	$(GO) run ./bench/cmd/skbench $(BENCH_1M)
 
-bench-1m: build tools ## continuous sync on a generated 1M-file tree (2.3 GB): initial sync, one-file changes, agent RSS (bench/README)
-	@command -v restic >/dev/null 2>&1 || $(GO) install github.com/restic/restic/cmd/restic@$(RESTIC_VERSION)
-	$(GO) run ./bench/cmd/skbench -only latency -sizes 1m -changes 10 -restic-changes 1
+bench-1m: bench-restic ## continuous sync on a generated 1M-file tree (2.3 GB): initial sync, one-file changes, agent RSS (bench/README)
+	$(GO) run ./bench/cmd/skbench $(BENCH_1M)
 
-bench-ensure: build tools ## sandbox ensure to ready on a 1 GiB / 20k-file head (local provider) vs restic restore (bench/README)
-	@command -v restic >/dev/null 2>&1 || $(GO) install github.com/restic/restic/cmd/restic@$(RESTIC_VERSION)
+bench-ensure: bench-restic ## sandbox ensure to ready on a 1 GiB / 20k-file head (local provider) vs restic restore (bench/README)
 	$(GO) run ./bench/cmd/skbench -only ensure -runs 3
 
 clean: ## remove build outputs and local data

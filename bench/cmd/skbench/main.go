@@ -401,18 +401,13 @@ func (b *bench) runSandkeep(i int) (err error) {
 		_ = removeAll(dst)
 	}
 
-	u, err := bucketUsage(b.r.ctx, b.endpoint, "sk-bench", "projects/"+project+"/")
+	u, err := sandkeepUsage(b.r.ctx, s3Client(b.endpoint), "sk-bench", "projects/"+project+"/")
 	if err != nil {
-		return fmt.Errorf("listing bucket sk-bench: %w", err)
+		return fmt.Errorf("listing bucket sk-bench and its packs' footers: %w", err)
 	}
 	if u.ByKind["packs"] == 0 {
 		return fmt.Errorf("bucket sk-bench holds no packs under projects/%s/ (is the coordinator really on S3? it said: blobs %s)", project, b.coord.blobs)
 	}
-	pu, err := sandkeepPackUsage(b.r.ctx, b.endpoint, "sk-bench", "projects/"+project+"/")
-	if err != nil {
-		return fmt.Errorf("reading the footers in bucket sk-bench: %w", err)
-	}
-	u.Packs = &pu
 	b.sk.Stored = append(b.sk.Stored, u.ByKind["packs"]+u.ByKind["versions"])
 	b.sk.Usage = append(b.sk.Usage, u)
 	return nil
@@ -508,7 +503,7 @@ func (b *bench) runRestic(i int) (err error) {
 		_ = removeAll(dst)
 	}
 
-	u, err := bucketUsage(b.r.ctx, b.endpoint, "restic-bench", prefix+"/")
+	u, err := bucketUsage(b.r.ctx, s3Client(b.endpoint), "restic-bench", prefix+"/", nil)
 	if err != nil {
 		return fmt.Errorf("listing bucket restic-bench: %w", err)
 	}

@@ -55,8 +55,8 @@ func s3Client(endpoint string) *s3.Client {
 }
 
 // bucketUsage sums the sizes of the objects under prefix with ListObjectsV2.
-func bucketUsage(ctx context.Context, endpoint, bucket, prefix string) (usage, error) {
-	client := s3Client(endpoint)
+// each, if not nil, is called with every object's key and size.
+func bucketUsage(ctx context.Context, client *s3.Client, bucket, prefix string, each func(key string, size int64) error) (usage, error) {
 	u := usage{ByKind: map[string]int64{}}
 	pages := s3.NewListObjectsV2Paginator(client, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
 	for pages.HasMorePages() {
@@ -65,20 +65,24 @@ func bucketUsage(ctx context.Context, endpoint, bucket, prefix string) (usage, e
 			return u, err
 		}
 		for _, o := range page.Contents {
-			kind, _, _ := strings.Cut(strings.TrimPrefix(aws.ToString(o.Key), prefix), "/")
-			size := aws.ToInt64(o.Size)
+			key, size := aws.ToString(o.Key), aws.ToInt64(o.Size)
+			kind, _, _ := strings.Cut(strings.TrimPrefix(key, prefix), "/")
 			u.ByKind[kind] += size
 			u.Bytes += size
 			u.Objects++
+			if each != nil {
+				if err := each(key, size); err != nil {
+					return u, err
+				}
+			}
 		}
 	}
 	return u, nil
 }
 
-// sandkeepPackUsage reads the footer of every pack under prefix+"packs/"
-// (two ranged GETs each) and splits their bytes.
-func sandkeepPackUsage(ctx context.Context, endpoint, bucket, prefix string) (packUsage, error) {
-	client := s3Client(endpoint)
+// sandkeepUsage is bucketUsage of a sandkeep project's prefix, with its
+// packs split: it reads the footer of every pack (two ranged GETs each).
+func sandkeepUsage(ctx context.Context, client *s3.Client, bucket, prefix string) (usage, error) {
 	var pu packUsage
 	get := func(key string, rng string) ([]byte, error) {
 		out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Range: aws.String(rng)})
@@ -88,39 +92,36 @@ func sandkeepPackUsage(ctx context.Context, endpoint, bucket, prefix string) (pa
 		defer out.Body.Close()
 		return io.ReadAll(out.Body)
 	}
-	pages := s3.NewListObjectsV2Paginator(client, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix + "packs/")})
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
+	u, err := bucketUsage(ctx, client, bucket, prefix, func(key string, size int64) error {
+		if !strings.HasPrefix(key, prefix+"packs/") {
+			return nil
+		}
+		trailer, err := get(key, fmt.Sprintf("bytes=-%d", pack.TrailerSize))
 		if err != nil {
-			return pu, err
+			return fmt.Errorf("trailer of %s: %w", key, err)
 		}
-		for _, o := range page.Contents {
-			key, size := aws.ToString(o.Key), aws.ToInt64(o.Size)
-			trailer, err := get(key, fmt.Sprintf("bytes=-%d", pack.TrailerSize))
-			if err != nil {
-				return pu, fmt.Errorf("trailer of %s: %w", key, err)
-			}
-			_, footerLen, err := pack.ParseTrailer(trailer)
-			if err != nil {
-				return pu, fmt.Errorf("trailer of %s: %w", key, err)
-			}
-			footer, err := get(key, fmt.Sprintf("bytes=-%d", footerLen))
-			if err != nil {
-				return pu, fmt.Errorf("footer of %s: %w", key, err)
-			}
-			entries, err := pack.ParseFooter(footer, size)
-			if err != nil {
-				return pu, fmt.Errorf("footer of %s: %w", key, err)
-			}
-			pu.Footers += int64(footerLen)
-			pu.Blobs += len(entries)
-			body := size - int64(footerLen)
-			if len(entries) > 0 && entries[0].Type == pack.Tree {
-				pu.Trees += body
-			} else {
-				pu.Data += body
-			}
+		_, footerLen, err := pack.ParseTrailer(trailer)
+		if err != nil {
+			return fmt.Errorf("trailer of %s: %w", key, err)
 		}
-	}
-	return pu, nil
+		footer, err := get(key, fmt.Sprintf("bytes=-%d", footerLen))
+		if err != nil {
+			return fmt.Errorf("footer of %s: %w", key, err)
+		}
+		entries, err := pack.ParseFooter(footer, size)
+		if err != nil {
+			return fmt.Errorf("footer of %s: %w", key, err)
+		}
+		pu.Footers += int64(footerLen)
+		pu.Blobs += len(entries)
+		body := size - int64(footerLen)
+		if len(entries) > 0 && entries[0].Type == pack.Tree {
+			pu.Trees += body
+		} else {
+			pu.Data += body
+		}
+		return nil
+	})
+	u.Packs = &pu
+	return u, err
 }
