@@ -346,6 +346,76 @@ func TestHostileCommitterIsTheServersWord(t *testing.T) {
 	}
 }
 
+// TestHostileTreesNameOnlyWhatIsStored attacks the check the agent's early
+// tree upload leans on: the coordinator refuses a tree naming a chunk it
+// does not index (never uploaded, or PUT but not completed, the window a
+// tree sent too early would fall in), a chunk with another size, or a
+// subtree it does not hold; it stores none of them, and a commit naming
+// one is refused. The same tree with the right names goes through.
+func TestHostileTreesNameOnlyWhatIsStored(t *testing.T) {
+	c := coordtest.Start(t, coordtest.Options{})
+	_, token := c.Project(t, "early")
+	a := newAttacker(t, c, token)
+	ctx := context.Background()
+	chunk := []byte("a chunk the project holds")
+	stored := a.storeChunk(chunk)
+
+	// A chunk whose pack was PUT but not completed: not indexed.
+	w := pack.NewWriter()
+	pending := []byte("a chunk PUT but never completed")
+	pendingID := id.Sum(pending)
+	if _, err := w.Add(pack.Data, pendingID, pending); err != nil {
+		t.Fatal(err)
+	}
+	data, packID, _, err := w.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr, err := a.target(packID, len(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := a.put(sr, data); code/100 != 2 {
+		t.Fatalf("PUT: %d", code)
+	}
+
+	file := func(cid id.ID, size int) tree.Node {
+		return tree.Node{Name: "f", Type: tree.File, Mode: 0o644, Size: int64(size), Chunks: []tree.ChunkRef{{ID: cid, Size: uint32(size)}}}
+	}
+	for _, tc := range []struct {
+		name   string
+		nodes  []tree.Node
+		code   codes.Code
+		reason string
+	}{
+		{"a chunk never uploaded", []tree.Node{file(id.Sum([]byte("never uploaded")), 14)}, codes.FailedPrecondition, errinfo.BlobMissing},
+		{"a chunk PUT but not completed", []tree.Node{file(pendingID, len(pending))}, codes.FailedPrecondition, errinfo.BlobMissing},
+		{"a stored chunk with another size", []tree.Node{file(stored, len(chunk)+1)}, codes.InvalidArgument, ""},
+		{"a subtree not stored", []tree.Node{{Name: "d", Type: tree.Dir, Mode: 0o755, Subtree: id.Sum([]byte("no such tree"))}}, codes.FailedPrecondition, errinfo.BlobMissing},
+	} {
+		enc, err := (&tree.Tree{Nodes: tc.nodes}).Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = a.api.UploadTrees(ctx, &pb.UploadTreesRequest{Trees: [][]byte{enc}})
+		if status.Code(err) != tc.code || errinfo.Reason(err) != tc.reason {
+			t.Errorf("%s: UploadTrees = %v (reason %q), want %s (reason %q)", tc.name, err, errinfo.Reason(err), tc.code, tc.reason)
+		}
+		tid := id.Sum(enc)
+		miss, err := a.api.FindMissingChunks(ctx, &pb.FindMissingChunksRequest{Ids: [][]byte{tid.Bytes()}})
+		if err != nil || len(miss.GetMissing()) != 1 {
+			t.Errorf("%s: the refused tree is stored (missing %v, %v)", tc.name, miss.GetMissing(), err)
+		}
+		if _, err := a.commit(0, tid); status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("%s: a commit naming the refused tree = %v, want FailedPrecondition", tc.name, err)
+		}
+	}
+	root := a.storeTree([]tree.Node{file(stored, len(chunk))})
+	if _, err := a.commit(0, root); err != nil {
+		t.Fatalf("the honest tree: %v", err)
+	}
+}
+
 func errorsIsNotFound(err error) bool { return errors.Is(err, blobstore.ErrNotFound) }
 
 // storeChunk uploads one chunk in a pack of its own and returns its id.
