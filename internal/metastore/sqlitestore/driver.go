@@ -329,10 +329,11 @@ func (driver) InsertBlobs(ctx context.Context, q sqlstore.Querier, p metastore.P
 }
 
 func (driver) UpsertFiles(ctx context.Context, q sqlstore.Querier, files []metastore.ProjectFile) error {
+	var times timeText // a commit stamps its files with one time
 	for chunk := range pieces(files) {
 		args := make([]any, 0, 8*len(chunk))
 		for _, f := range chunk {
-			args = append(args, f.ProjectID, f.Path, f.Size, f.ContentType, f.Checksum, f.CreatedAt, f.UpdatedAt, f.UserUploaded)
+			args = append(args, f.ProjectID, f.Path, f.Size, f.ContentType, f.Checksum, times.of(f.CreatedAt), times.of(f.UpdatedAt), f.UserUploaded)
 		}
 		if _, err := q.Exec(ctx, `INSERT INTO project_files (`+sqlstore.FileCols+`) VALUES `+values(len(chunk), 8)+`
 			`+sqlstore.OnFileConflict, args...); err != nil {
@@ -414,6 +415,20 @@ func inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
 }
 
 func fmtTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+// timeText is fmtTime that formats a time once when it comes again, as the
+// created and updated times of a commit's files do.
+type timeText struct {
+	t    time.Time
+	text string
+}
+
+func (c *timeText) of(t time.Time) string {
+	if c.text == "" || !t.Equal(c.t) {
+		c.t, c.text = t, fmtTime(t)
+	}
+	return c.text
+}
 
 func parseTime(s string) (time.Time, error) {
 	t, err := time.Parse(timeLayout, s)

@@ -278,6 +278,34 @@ func (s *Store) liveBlobs(ctx context.Context, q Querier, projectID string, ids 
 	return have, err
 }
 
+// requireLive returns nil if the project indexes every one of ids (distinct)
+// in a live pack, else the ErrMissing that names the first one it lacks. It
+// counts rather than lists: a commit requires every chunk it adds, and on
+// success no id needs to come back.
+func (s *Store) requireLive(ctx context.Context, q Querier, projectID string, ids []id.ID) error {
+	n := 0
+	err := s.d.In([]any{projectID}, storeutil.IDBytes(ids), func(in string, args []any) error {
+		var c int
+		err := q.QueryRow(ctx, `SELECT count(*) FROM blobs
+			WHERE project_id = $1 AND id `+in+`
+			AND pack_id NOT IN (SELECT id FROM packs WHERE project_id = $1 AND condemned_at IS NOT NULL)`, args...).Scan(&c)
+		n += c
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("check required blobs: %w", err)
+	}
+	if n == len(ids) {
+		return nil
+	}
+	have, err := s.liveBlobs(ctx, q, projectID, ids)
+	if err != nil {
+		return fmt.Errorf("check required blobs: %w", err)
+	}
+	first, _ := storeutil.FirstMissing(ids, have)
+	return storeutil.MissingErr(len(ids)-len(have), first)
+}
+
 // MissingBlobs returns the ids (in input order, deduplicated) that the
 // project's index does not hold, or holds only in a condemned pack, or
 // ErrNotFound for an unknown project.
@@ -424,13 +452,8 @@ func (s *Store) CommitVersion(ctx context.Context, v metastore.Version, changes 
 			return fmt.Errorf("%w: head is %d, the commit names %d", metastore.ErrConflict, head, v.Parent)
 		}
 		if len(changes.Requires) > 0 {
-			req := storeutil.Dedup(changes.Requires)
-			have, err := s.liveBlobs(ctx, q, v.ProjectID, req)
-			if err != nil {
-				return fmt.Errorf("check required blobs: %w", err)
-			}
-			if first, ok := storeutil.FirstMissing(req, have); ok {
-				return storeutil.MissingErr(len(req)-len(have), first)
+			if err := s.requireLive(ctx, q, v.ProjectID, storeutil.Dedup(changes.Requires)); err != nil {
+				return err
 			}
 		}
 		if _, err := q.Exec(ctx, `INSERT INTO versions (`+versionCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
