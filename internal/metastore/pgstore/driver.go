@@ -68,6 +68,11 @@ func (d driver) Write(ctx context.Context, fn func(sqlstore.Querier) error) erro
 	return pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error { return fn(db{tx}) })
 }
 
+// ReadBesideWrite is false: a Write holds one of the pool's connections,
+// and commits that each waited for a second one could take the whole pool
+// and wait for each other forever.
+func (driver) ReadBesideWrite() bool { return false }
+
 // gcLockClass is the first key of the per-project advisory locks ("skgc").
 const gcLockClass int32 = 0x736b6763
 

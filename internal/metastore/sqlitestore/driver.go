@@ -224,6 +224,13 @@ func (d driver) Write(ctx context.Context, fn func(sqlstore.Querier) error) erro
 	return inTx(ctx, d.w, func(tx *sql.Tx) error { return fn(db{q: tx, tx: tx, c: d.wc}) })
 }
 
+// ReadBesideWrite is true for a database file: its read pool is not the
+// writer's connection, and in WAL a reader never waits for the writer. The
+// writer takes its lock at BEGIN (IMMEDIATE), so a read that starts inside a
+// Write sees what was committed before it and nothing after. An in-memory
+// store has one connection for both.
+func (d driver) ReadBesideWrite() bool { return d.r != d.w }
+
 // LockProject needs no lock: the one writer runs the transactions one at a
 // time.
 func (driver) LockProject(context.Context, sqlstore.Querier, string, bool) error { return nil }

@@ -43,7 +43,8 @@ type Querier interface {
 // Driver is what the shared code needs from a database.
 //
 // Read, Write, Reader and Writer never nest: the code that runs inside one
-// uses the Querier it was given, so a pool of one connection is enough.
+// uses the Querier it was given, so a pool of one connection is enough; the
+// one exception is a Read beside a Write where ReadBesideWrite allows it.
 type Driver interface {
 	// Reader runs single statements that only read; Writer single
 	// statements that write.
@@ -54,6 +55,13 @@ type Driver interface {
 	// Write runs fn in a transaction and commits it, or rolls it back if fn
 	// fails.
 	Write(ctx context.Context, fn func(Querier) error) error
+
+	// ReadBesideWrite reports whether a Write may run a Read in another
+	// goroutine and wait for it: true only where reads have connections of
+	// their own that never wait for a writer's, and see every transaction
+	// committed before the Write's lock was taken (SQLite in WAL with a read
+	// pool). Where it is false, Read and Write never nest (above).
+	ReadBesideWrite() bool
 
 	// LockProject takes the project's lock until the transaction of q ends:
 	// shared by uploads and by commits that require blobs, exclusive for

@@ -451,27 +451,32 @@ func (s *Store) CommitVersion(ctx context.Context, v metastore.Version, changes 
 			}
 			return fmt.Errorf("%w: head is %d, the commit names %d", metastore.ErrConflict, head, v.Parent)
 		}
+		var live <-chan error // the check of Requires, running beside the writes
 		if len(changes.Requires) > 0 {
-			if err := s.requireLive(ctx, q, v.ProjectID, storeutil.Dedup(changes.Requires)); err != nil {
-				return err
+			req := storeutil.Dedup(changes.Requires)
+			if !s.d.ReadBesideWrite() {
+				if err := s.requireLive(ctx, q, v.ProjectID, req); err != nil {
+					return err
+				}
+			} else {
+				// The lock held since BEGIN keeps garbage collection
+				// out until this transaction ends, so the reader sees
+				// the packs as they are for the commit. Checking there
+				// takes another core, while this one writes the files.
+				ctx, cancel := context.WithCancel(ctx)
+				defer cancel()
+				ch := make(chan error, 1)
+				go func() {
+					ch <- s.d.Read(ctx, func(rq Querier) error { return s.requireLive(ctx, rq, v.ProjectID, req) })
+				}()
+				live = ch
 			}
 		}
-		if _, err := q.Exec(ctx, `INSERT INTO versions (`+versionCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-			v.ProjectID, v.Number, v.Parent, v.Root.Bytes(), string(v.Kind), v.SandboxID, v.CreatedAt, v.Files, v.Bytes, v.Pinned); err != nil {
-			return fmt.Errorf("insert version: %w", err)
+		if err := s.commitFiles(ctx, q, v, dels, ups); err != nil {
+			return err
 		}
-		if len(dels) > 0 {
-			if err := s.d.In([]any{v.ProjectID}, dels, func(in string, args []any) error {
-				_, err := q.Exec(ctx, `DELETE FROM project_files WHERE project_id = $1 AND path `+in, args...)
-				return err
-			}); err != nil {
-				return fmt.Errorf("delete project files: %w", err)
-			}
-		}
-		if len(ups) > 0 {
-			if err := s.d.UpsertFiles(ctx, q, ups); err != nil {
-				return fmt.Errorf("upsert project files: %w", err)
-			}
+		if live != nil {
+			return <-live
 		}
 		return nil
 	})
@@ -479,6 +484,28 @@ func (s *Store) CommitVersion(ctx context.Context, v metastore.Version, changes 
 		return metastore.Version{}, fmt.Errorf("commit version %d of %s: %w", v.Number, v.ProjectID, err)
 	}
 	return v, nil
+}
+
+// commitFiles writes a commit's version row and its project_files changes.
+func (s *Store) commitFiles(ctx context.Context, q Querier, v metastore.Version, dels []string, ups []metastore.ProjectFile) error {
+	if _, err := q.Exec(ctx, `INSERT INTO versions (`+versionCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		v.ProjectID, v.Number, v.Parent, v.Root.Bytes(), string(v.Kind), v.SandboxID, v.CreatedAt, v.Files, v.Bytes, v.Pinned); err != nil {
+		return fmt.Errorf("insert version: %w", err)
+	}
+	if len(dels) > 0 {
+		if err := s.d.In([]any{v.ProjectID}, dels, func(in string, args []any) error {
+			_, err := q.Exec(ctx, `DELETE FROM project_files WHERE project_id = $1 AND path `+in, args...)
+			return err
+		}); err != nil {
+			return fmt.Errorf("delete project files: %w", err)
+		}
+	}
+	if len(ups) > 0 {
+		if err := s.d.UpsertFiles(ctx, q, ups); err != nil {
+			return fmt.Errorf("upsert project files: %w", err)
+		}
+	}
+	return nil
 }
 
 const versionCols = `project_id, number, parent, root, kind, sandbox_id, created_at, files, bytes, pinned`
