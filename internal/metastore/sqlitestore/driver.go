@@ -55,18 +55,63 @@ type db struct {
 		QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 		PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
 	}
-	tx *sql.Tx    // q, when it is a transaction
-	c  *stmtCache // the prepared statements of q's database
+	tx    *sql.Tx    // q, when it is a transaction
+	c     *stmtCache // the prepared statements of q's database
+	local *txStmts   // the transaction's own, when it is one
+}
+
+// txStmts are the statements one transaction prepares for itself. The
+// cache prepares a text only after a transaction (stmtCache), so a text it
+// does not hold yet, run many times in one transaction (the pieces of a
+// commit's files, the batches of a long id list), would be parsed each
+// time: the second run prepares it on the transaction instead, and later
+// runs reuse it until the transaction ends, which closes it. Used by the
+// transaction's goroutine only.
+type txStmts struct {
+	seen  map[string]bool
+	stmts map[string]*sql.Stmt
+}
+
+func newTxStmts() *txStmts { return &txStmts{} }
+
+// get returns query's statement prepared on tx, or nil the first time (or
+// if it fails to prepare: running it unprepared reports the error).
+func (l *txStmts) get(ctx context.Context, tx *sql.Tx, query string) *sql.Stmt {
+	if st, ok := l.stmts[query]; ok {
+		return st
+	}
+	if !l.seen[query] {
+		if l.seen == nil {
+			l.seen = make(map[string]bool)
+		}
+		l.seen[query] = true
+		return nil
+	}
+	st, err := tx.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	if l.stmts == nil {
+		l.stmts = make(map[string]*sql.Stmt)
+	}
+	l.stmts[query] = st
+	return st
 }
 
 // stmt returns query's prepared statement for d (bound to d's transaction,
-// which closes it), or nil if the cache has none yet.
+// which closes it), or nil if neither the cache nor the transaction has
+// one yet.
 func (d db) stmt(ctx context.Context, query string) *sql.Stmt {
 	st := d.c.get(query)
-	if st == nil || d.tx == nil {
+	switch {
+	case d.tx == nil:
 		return st
+	case st != nil:
+		return d.tx.StmtContext(ctx, st)
+	case d.local != nil:
+		return d.local.get(ctx, d.tx, query)
 	}
-	return d.tx.StmtContext(ctx, st)
+	return nil
 }
 
 // ran prepares, outside a transaction, the texts the cache noted.
@@ -215,13 +260,13 @@ func (d driver) Read(ctx context.Context, fn func(sqlstore.Querier) error) error
 	}
 	defer d.rc.prepareNoted(ctx)
 	defer tx.Rollback() //nolint:errcheck // read-only: nothing to keep
-	return fn(db{q: tx, tx: tx, c: d.rc})
+	return fn(db{q: tx, tx: tx, c: d.rc, local: newTxStmts()})
 }
 
 // Write runs fn in a BEGIN IMMEDIATE transaction of the writer.
 func (d driver) Write(ctx context.Context, fn func(sqlstore.Querier) error) error {
 	defer d.wc.prepareNoted(ctx)
-	return inTx(ctx, d.w, func(tx *sql.Tx) error { return fn(db{q: tx, tx: tx, c: d.wc}) })
+	return inTx(ctx, d.w, func(tx *sql.Tx) error { return fn(db{q: tx, tx: tx, c: d.wc, local: newTxStmts()}) })
 }
 
 // ReadBesideWrite is true for a database file: its read pool is not the

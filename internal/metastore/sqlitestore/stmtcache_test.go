@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -147,5 +148,68 @@ func TestPaddedListsFindEveryID(t *testing.T) {
 		if len(missing) != 1 || missing[0] != absent {
 			t.Errorf("%d ids: missing %v, want only the absent one", n, missing)
 		}
+	}
+}
+
+// TestTextRepeatedInOneTransactionPreparedThere runs one text the cache
+// does not hold four times in one transaction: the second run prepares it
+// on the transaction and the later runs reuse that statement, every run
+// writes its row, and the transaction's end closes the statement. A failure
+// in a statement so prepared still rolls the whole transaction back.
+func TestTextRepeatedInOneTransactionPreparedThere(t *testing.T) {
+	ctx := context.Background()
+	for _, path := range []string{filepath.Join(t.TempDir(), "m.db"), ":memory:"} {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			s, err := Open(ctx, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			const q = `INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3)`
+			var kept *sql.Stmt
+			err = s.d.Write(ctx, func(tx sqlstore.Querier) error {
+				d := tx.(db)
+				for i := range 4 {
+					if _, err := tx.Exec(ctx, q, fmt.Sprintf("p%d", i), fmt.Sprintf("n%d", i), time.Now()); err != nil {
+						return err
+					}
+					st := d.local.stmts[q]
+					switch {
+					case i == 0 && st != nil:
+						t.Errorf("prepared after one run")
+					case i >= 1 && st == nil:
+						t.Errorf("run %d: not prepared on the transaction", i)
+					case i >= 2 && st != kept:
+						t.Errorf("run %d: prepared again", i)
+					}
+					kept = st
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kept.ExecContext(ctx, "late", "late", fmtTime(time.Now())); err == nil {
+				t.Error("the transaction's statement outlived it")
+			}
+			err = s.d.Write(ctx, func(tx sqlstore.Querier) error {
+				for _, p := range []string{"q0", "q1", "p0"} { // p0 exists: the third run fails
+					if _, err := tx.Exec(ctx, q, p, p, time.Now()); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err == nil || !s.d.IsUnique(err) {
+				t.Fatalf("duplicate insert: %v, want a unique violation", err)
+			}
+			ps, err := s.ListProjects(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ps) != 4 {
+				t.Fatalf("%d projects, want the first transaction's 4", len(ps))
+			}
+		})
 	}
 }
