@@ -71,6 +71,17 @@ func (s *pendingSet) noteRescan(now time.Time) {
 	s.rescan.last = now
 }
 
+// noteRescanNow records that the whole workspace must be scanned at once,
+// without waiting for a quiet window: at the agent's start there is no
+// burst of reports to wait out, and the first sync should not wait. It is
+// due as if its cap had run out.
+func (s *pendingSet) noteRescanNow(now time.Time) {
+	s.noteRescan(now)
+	if due := now.Add(-s.cap); s.rescan.first.After(due) {
+		s.rescan.first = due
+	}
+}
+
 // empty reports whether nothing is pending.
 func (s *pendingSet) empty() bool { return len(s.paths) == 0 && !s.rescanPending() }
 

@@ -251,3 +251,36 @@ func TestRoundPacing(t *testing.T) {
 		}
 	})
 }
+
+// TestPendingSetRescanNow checks the start's rescan: due at once, not after
+// the quiet window a noted rescan waits; a report during its round keeps a
+// rescan pending, which then waits its quiet window again.
+func TestPendingSetRescanNow(t *testing.T) {
+	const quiet, cap = 250 * time.Millisecond, 2 * time.Second
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+
+	waits := newPendingSet(quiet, cap)
+	waits.noteRescan(at(0))
+	if next, _ := waits.next(); !next.Equal(at(250)) {
+		t.Fatalf("a noted rescan is due at %v, want the quiet window", next.Sub(t0))
+	}
+
+	s := newPendingSet(quiet, cap)
+	s.noteRescanNow(at(0))
+	if next, ok := s.next(); !ok || !next.Equal(at(0)) {
+		t.Fatalf("the start's rescan is due at %v (%v), want at once", next.Sub(t0), ok)
+	}
+	if full, _ := s.due(at(0)); !full {
+		t.Fatal("the start's rescan is not due at once")
+	}
+	// The round starts at 0; the watcher asks for a rescan at 100 ms.
+	s.noteRescan(at(100))
+	s.settle(at(0), true, nil)
+	if !s.rescanPending() {
+		t.Fatal("a rescan asked during the round was dropped")
+	}
+	if next, _ := s.next(); !next.Equal(at(350)) {
+		t.Errorf("the rescan asked during the round is due at %v, want its quiet window (350 ms)", next.Sub(t0))
+	}
+}

@@ -299,8 +299,8 @@ func (r *runner) start(ctx context.Context) error {
 	if ws.FallbackReason != "" {
 		r.log.Warn("watching by polling", "reason", ws.FallbackReason)
 	}
-	// Everything before the watcher started: one full scan.
-	r.pending.noteRescan(time.Now())
+	// Everything before the watcher started: one full scan, at once.
+	r.pending.noteRescanNow(time.Now())
 	r.setState("syncing")
 	return nil
 }
