@@ -117,7 +117,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, err
 	}
 	uri := "file:" + escapePath(filepath.Clean(path)) + "?"
-	w, err := sql.Open("sqlite", uri+common+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+	w, err := sql.Open("sqlite", uri+common+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=cache_size(-65536)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
