@@ -60,12 +60,13 @@ type db struct {
 	local *txStmts   // the transaction's own, when it is one
 }
 
-// txStmts are the statements one transaction prepares for itself. The
-// cache prepares a text only after a transaction (stmtCache), so a text it
-// does not hold yet, run many times in one transaction (the pieces of a
+// txStmts are the statements one transaction uses, bound to it: those of
+// the cache, bound once per transaction rather than per run, and its own.
+// The cache prepares a text only after a transaction (stmtCache), so a text
+// it does not hold yet, run many times in one transaction (the pieces of a
 // commit's files, the batches of a long id list), would be parsed each
-// time: the second run prepares it on the transaction instead, and later
-// runs reuse it until the transaction ends, which closes it. Used by the
+// time: its second run prepares it on the transaction instead, and later
+// runs reuse it. The transaction's end closes them all. Used by the
 // transaction's goroutine only.
 type txStmts struct {
 	seen  map[string]bool
@@ -74,22 +75,29 @@ type txStmts struct {
 
 func newTxStmts() *txStmts { return &txStmts{} }
 
-// get returns query's statement prepared on tx, or nil the first time (or
-// if it fails to prepare: running it unprepared reports the error).
-func (l *txStmts) get(ctx context.Context, tx *sql.Tx, query string) *sql.Stmt {
+// get returns query's statement on tx: cached (the cache's, or nil) bound
+// to tx, or one prepared on tx if query ran in it before; nil the first
+// time, or if it fails to prepare (running it unprepared reports the
+// error).
+func (l *txStmts) get(ctx context.Context, tx *sql.Tx, query string, cached *sql.Stmt) *sql.Stmt {
 	if st, ok := l.stmts[query]; ok {
 		return st
 	}
-	if !l.seen[query] {
+	var st *sql.Stmt
+	switch {
+	case cached != nil:
+		st = tx.StmtContext(ctx, cached)
+	case !l.seen[query]:
 		if l.seen == nil {
 			l.seen = make(map[string]bool)
 		}
 		l.seen[query] = true
 		return nil
-	}
-	st, err := tx.PrepareContext(ctx, query)
-	if err != nil {
-		return nil
+	default:
+		var err error
+		if st, err = tx.PrepareContext(ctx, query); err != nil {
+			return nil
+		}
 	}
 	if l.stmts == nil {
 		l.stmts = make(map[string]*sql.Stmt)
@@ -106,10 +114,10 @@ func (d db) stmt(ctx context.Context, query string) *sql.Stmt {
 	switch {
 	case d.tx == nil:
 		return st
+	case d.local != nil:
+		return d.local.get(ctx, d.tx, query, st)
 	case st != nil:
 		return d.tx.StmtContext(ctx, st)
-	case d.local != nil:
-		return d.local.get(ctx, d.tx, query)
 	}
 	return nil
 }

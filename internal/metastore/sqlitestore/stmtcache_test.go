@@ -154,8 +154,9 @@ func TestPaddedListsFindEveryID(t *testing.T) {
 // TestTextRepeatedInOneTransactionPreparedThere runs one text the cache
 // does not hold four times in one transaction: the second run prepares it
 // on the transaction and the later runs reuse that statement, every run
-// writes its row, and the transaction's end closes the statement. A failure
-// in a statement so prepared still rolls the whole transaction back.
+// writes its row, and the transaction's end closes the statement. In a
+// later transaction the cache's statement is bound once; a failure in it
+// still rolls the whole transaction back.
 func TestTextRepeatedInOneTransactionPreparedThere(t *testing.T) {
 	ctx := context.Background()
 	for _, path := range []string{filepath.Join(t.TempDir(), "m.db"), ":memory:"} {
@@ -192,10 +193,19 @@ func TestTextRepeatedInOneTransactionPreparedThere(t *testing.T) {
 			if _, err := kept.ExecContext(ctx, "late", "late", fmtTime(time.Now())); err == nil {
 				t.Error("the transaction's statement outlived it")
 			}
+			// The cache holds q now: a later transaction binds the
+			// cache's statement at its first run, once.
 			err = s.d.Write(ctx, func(tx sqlstore.Querier) error {
-				for _, p := range []string{"q0", "q1", "p0"} { // p0 exists: the third run fails
+				d := tx.(db)
+				var bound *sql.Stmt
+				for i, p := range []string{"q0", "q1", "p0"} { // p0 exists: the third run fails
 					if _, err := tx.Exec(ctx, q, p, p, time.Now()); err != nil {
 						return err
+					}
+					if st := d.local.stmts[q]; st == nil || (i > 0 && st != bound) {
+						t.Errorf("run %d: the cache's statement bound %p, before %p", i, st, bound)
+					} else {
+						bound = st
 					}
 				}
 				return nil
