@@ -294,8 +294,8 @@ func TestMemory100k(t *testing.T) {
 	}
 	res := measure("first sync", func() snapshot.Result { return runOpts(nil, &discardRemote{}, snapshot.Options{}) })
 	// The files were written just before: racy. A settled index is what
-	// the agent has after its next scan.
-	time.Sleep(150 * time.Millisecond)
+	// the agent has after its next scan, a moment later.
+	snapshot.AdvanceClock(t, time.Second)
 	res = runOpts(res.Index, &storedRemote{}, snapshot.Options{})
 	idx := liveHeap() - base
 	t.Logf("%d files, %d MB; index: %.1f MiB live heap (%.0f B/file)", res.Files, res.Bytes>>20, idx, idx*(1<<20)/float64(res.Files))

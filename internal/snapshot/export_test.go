@@ -2,10 +2,20 @@ package snapshot
 
 import (
 	"bytes"
+	"testing"
+	"time"
 
 	"github.com/sandkeep/sandkeep/internal/id"
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
+
+// AdvanceClock moves the package's clock (the one racy stats are judged
+// by) forward by d until the test ends. Tests that use it must not run in
+// parallel with others of the package.
+func AdvanceClock(t testing.TB, d time.Duration) {
+	clockSkewNs.Add(int64(d))
+	t.Cleanup(func() { clockSkewNs.Add(-int64(d)) })
+}
 
 // SetAfterRead installs a hook run after each read of a file, before the
 // file is stat'ed again (attempt counts from 0).

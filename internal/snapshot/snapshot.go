@@ -461,7 +461,11 @@ func packers(workers int) int { return min(max(workers, 1), 2) }
 // it, and the first scan after a restore must not read those files again.
 const racyMarginNs = int64(100 * time.Millisecond)
 
-func nowNs() int64 { return time.Now().UnixNano() }
+// clockSkewNs is added to the clock's reading: tests move the package's
+// time forward with it instead of sleeping (AdvanceClock).
+var clockSkewNs atomic.Int64
+
+func nowNs() int64 { return time.Now().UnixNano() + clockSkewNs.Load() }
 
 // isRacy reports whether st was taken too soon after the file's last write
 // (now being the time of the read or record) for an identical stat to prove

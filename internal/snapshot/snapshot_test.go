@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -25,9 +26,19 @@ import (
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
 
-// settle waits until files just written are old enough for the index to
-// trust their stat (see racyMarginNs in snapshot.go).
-func settle() { time.Sleep(150 * time.Millisecond) }
+// settle makes the files under ws old enough for the index to trust their
+// stat (see racyMarginNs in snapshot.go): it sets their mtimes a second
+// back instead of waiting for the clock to pass them.
+func settle(t testing.TB, ws string) {
+	t.Helper()
+	past := time.Now().Add(-time.Second)
+	must(t, filepath.WalkDir(ws, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		return os.Chtimes(p, past, past)
+	}))
+}
 
 func randBytes(seed uint64, n int) []byte {
 	b := make([]byte, n)
@@ -303,7 +314,7 @@ func TestShapes(t *testing.T) {
 				must(t, err)
 				opts.Ignore = m
 			}
-			settle()
+			settle(t, ws)
 			f := newFake()
 			res := run(t, ws, f, nil, opts)
 			f.check(t)
@@ -627,7 +638,7 @@ func TestIndexSaveLoad(t *testing.T) {
 	shapes[4].build(t, ws) // mode bits
 	shapes[6].build(t, ws) // names
 	write(t, ws, "big", randBytes(9, 5<<20), 0o644)
-	settle()
+	settle(t, ws)
 	f := newFake()
 	res := run(t, ws, f, nil, snapshot.Options{})
 	p := filepath.Join(t.TempDir(), "agent.index")
@@ -713,8 +724,9 @@ func TestRecordFileSeed(t *testing.T) {
 	if seed.Len() != int(res.Files) {
 		t.Fatalf("seeded %d files, want %d", seed.Len(), res.Files)
 	}
-	settle()
 	// Recorded right after writing, the entries are racy: read once more.
+	// Then a second passes (on the package's clock).
+	snapshot.AdvanceClock(t, time.Second)
 	f.reset()
 	res2 := run(t, ws, f, seed, snapshot.Options{})
 	if res2.Root != res.Root || f.findMisses != 0 || res2.Stats.PacksUploaded != 0 {
