@@ -740,16 +740,34 @@ func TestProgressOnTerminal(t *testing.T) {
 	if !progress.IsTerminal(slave) {
 		t.Fatal("pty slave is not a terminal")
 	}
+	// The terminal's output as it comes; redrawn is closed at the first
+	// redraw of the line (a \r), which the downloads wait for, so that the
+	// restore is still running when the ticker draws.
 	out := make(chan []byte)
+	redrawn := make(chan struct{})
 	go func() {
-		b, _ := io.ReadAll(master)
-		out <- b
+		var all []byte
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			if !bytes.Contains(all, []byte("\r")) && bytes.Contains(buf[:n], []byte("\r")) {
+				close(redrawn)
+			}
+			all = append(all, buf[:n]...)
+			if err != nil {
+				out <- all
+				return
+			}
+		}
 	}()
 	e := newEnv(t)
 	a := randBytes(402, 100)
 	e.addPack(a)
 	e.srv.hook = func(w http.ResponseWriter, r *http.Request, n int64) bool {
-		time.Sleep(250 * time.Millisecond)
+		select {
+		case <-redrawn:
+		case <-time.After(time.Minute): // bounded; the check below then fails
+		}
 		return false
 	}
 	mustRun(t, t.TempDir(), Options{Progress: slave}, e.batch(fileE("a", 0o644, baseNs, a)))
