@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkeep/sandkeep/internal/retry"
 )
 
 // futimens sets atime = mtime = ns on the open file f (utimensat with a NULL
@@ -43,12 +45,7 @@ func preallocate(f *os.File, size int64) error {
 	}
 	var ferr error
 	if err := rc.Control(func(fd uintptr) {
-		for {
-			ferr = unix.Fallocate(int(fd), 0, 0, size)
-			if !errors.Is(ferr, unix.EINTR) {
-				return
-			}
-		}
+		ferr = retry.EINTR(func() error { return unix.Fallocate(int(fd), 0, 0, size) })
 	}); err != nil {
 		return err
 	}

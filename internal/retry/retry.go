@@ -1,7 +1,7 @@
 // Package retry is sandkeep's one helper for retrying an operation that
 // may fail transiently: exponential backoff with jitter, bounded attempts,
 // a server's own advice on when to come back (Retry-After), and a context
-// that ends it all.
+// that ends it all; and, for a system call a signal interrupted, EINTR.
 package retry
 
 import (
@@ -9,8 +9,20 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"syscall"
 	"time"
 )
+
+// EINTR calls f again for as long as it fails with EINTR (a system call
+// interrupted by a signal, which Go's runtime sends to preempt goroutines)
+// and returns its first other result.
+func EINTR(f func() error) error {
+	for {
+		if err := f(); !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
+}
 
 // Backoff is an exponential backoff: Min·2^(attempt-1), capped at Max, plus
 // up to Jitter (a fraction, 0.2 = 20 %) more, so that many clients do not

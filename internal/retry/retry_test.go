@@ -3,9 +3,37 @@ package retry
 import (
 	"context"
 	"errors"
+	"syscall"
 	"testing"
 	"time"
 )
+
+// TestEINTR calls again only while the call is interrupted, and returns
+// the first other result, nil or an error.
+func TestEINTR(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		results   []error
+		wantCalls int
+		want      error
+	}{
+		{"success at once", []error{nil}, 1, nil},
+		{"interrupted twice", []error{syscall.EINTR, syscall.EINTR, nil}, 3, nil},
+		{"interrupted, then another error", []error{syscall.EINTR, syscall.ENOSPC}, 2, syscall.ENOSPC},
+		{"another error at once", []error{syscall.EAGAIN, nil}, 1, syscall.EAGAIN},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			err := EINTR(func() error {
+				calls++
+				return tt.results[calls-1]
+			})
+			if calls != tt.wantCalls || !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
+				t.Errorf("%d calls, %v; want %d, %v", calls, err, tt.wantCalls, tt.want)
+			}
+		})
+	}
+}
 
 type afterErr struct{ d time.Duration }
 

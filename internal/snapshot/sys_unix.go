@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkeep/sandkeep/internal/retry"
 )
 
 // The scan talks to the kernel with plain syscalls relative to open
@@ -27,14 +29,6 @@ type dirHandle struct {
 	path string // for messages
 }
 
-func retry(f func() error) error {
-	for {
-		if err := f(); !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}
-
 // openDir opens the directory name in parent, or the directory path if
 // parent is nil, without following a symlink.
 func openDir(parent *dirHandle, name, path string) (*dirHandle, error) {
@@ -43,7 +37,7 @@ func openDir(parent *dirHandle, name, path string) (*dirHandle, error) {
 		dirfd, p = parent.fd, name
 	}
 	var fd int
-	err := retry(func() (err error) {
+	err := retry.EINTR(func() (err error) {
 		fd, err = unix.Openat(dirfd, p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		return err
 	})
@@ -58,7 +52,7 @@ func (d *dirHandle) close() { unix.Close(d.fd) }
 // stat stats the open directory itself.
 func (d *dirHandle) stat() (fileStat, error) {
 	var st unix.Stat_t
-	if err := retry(func() error { return unix.Fstat(d.fd, &st) }); err != nil {
+	if err := retry.EINTR(func() error { return unix.Fstat(d.fd, &st) }); err != nil {
 		return fileStat{}, &os.PathError{Op: "fstat", Path: d.path, Err: err}
 	}
 	s, _ := fromSys(&st)
@@ -71,7 +65,7 @@ func (d *dirHandle) names() ([]string, error) {
 	var names []string
 	for {
 		var n int
-		err := retry(func() (err error) {
+		err := retry.EINTR(func() (err error) {
 			n, err = unix.ReadDirent(d.fd, buf)
 			return err
 		})
@@ -88,7 +82,7 @@ func (d *dirHandle) names() ([]string, error) {
 // lstat stats the entry name without following a symlink.
 func (d *dirHandle) lstat(name string) (fileStat, entryKind, error) {
 	var st unix.Stat_t
-	err := retry(func() error { return unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) })
+	err := retry.EINTR(func() error { return unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) })
 	if err != nil {
 		return fileStat{}, 0, &os.PathError{Op: "lstat", Path: d.path + "/" + name, Err: err}
 	}
@@ -100,7 +94,7 @@ func (d *dirHandle) readlink(name string) (string, error) {
 	for size := 256; ; size *= 2 {
 		buf := make([]byte, size)
 		var n int
-		err := retry(func() (err error) {
+		err := retry.EINTR(func() (err error) {
 			n, err = unix.Readlinkat(d.fd, name, buf)
 			return err
 		})
@@ -117,7 +111,7 @@ func (d *dirHandle) readlink(name string) (string, error) {
 // that replaced it (ELOOP) and without blocking on a fifo that replaced it.
 func (d *dirHandle) openFile(name string) (*fileReader, error) {
 	var fd int
-	err := retry(func() (err error) {
+	err := retry.EINTR(func() (err error) {
 		fd, err = unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		return err
 	})
@@ -157,7 +151,7 @@ func (f *fileReader) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	var n int
-	err := retry(func() (err error) {
+	err := retry.EINTR(func() (err error) {
 		n, err = unix.Read(f.fd, p)
 		return err
 	})
@@ -173,7 +167,7 @@ func (f *fileReader) Read(p []byte) (int, error) {
 // stat stats the open file.
 func (f *fileReader) stat() (fileStat, entryKind, error) {
 	var st unix.Stat_t
-	if err := retry(func() error { return unix.Fstat(f.fd, &st) }); err != nil {
+	if err := retry.EINTR(func() error { return unix.Fstat(f.fd, &st) }); err != nil {
 		return fileStat{}, 0, err
 	}
 	s, k := fromSys(&st)
