@@ -57,7 +57,7 @@ type db struct {
 	}
 	tx    *sql.Tx    // q, when it is a transaction
 	c     *stmtCache // the prepared statements of q's database
-	local *txStmts   // the transaction's own, when it is one
+	local *txStmts   // with tx: the statements bound to it
 }
 
 // txStmts are the statements one transaction uses, bound to it: those of
@@ -72,8 +72,6 @@ type txStmts struct {
 	seen  map[string]bool
 	stmts map[string]*sql.Stmt
 }
-
-func newTxStmts() *txStmts { return &txStmts{} }
 
 // get returns query's statement on tx: cached (the cache's, or nil) bound
 // to tx, or one prepared on tx if query ran in it before; nil the first
@@ -111,15 +109,10 @@ func (l *txStmts) get(ctx context.Context, tx *sql.Tx, query string, cached *sql
 // one yet.
 func (d db) stmt(ctx context.Context, query string) *sql.Stmt {
 	st := d.c.get(query)
-	switch {
-	case d.tx == nil:
+	if d.tx == nil {
 		return st
-	case d.local != nil:
-		return d.local.get(ctx, d.tx, query, st)
-	case st != nil:
-		return d.tx.StmtContext(ctx, st)
 	}
-	return nil
+	return d.local.get(ctx, d.tx, query, st)
 }
 
 // ran prepares, outside a transaction, the texts the cache noted.
@@ -268,13 +261,13 @@ func (d driver) Read(ctx context.Context, fn func(sqlstore.Querier) error) error
 	}
 	defer d.rc.prepareNoted(ctx)
 	defer tx.Rollback() //nolint:errcheck // read-only: nothing to keep
-	return fn(db{q: tx, tx: tx, c: d.rc, local: newTxStmts()})
+	return fn(db{q: tx, tx: tx, c: d.rc, local: &txStmts{}})
 }
 
 // Write runs fn in a BEGIN IMMEDIATE transaction of the writer.
 func (d driver) Write(ctx context.Context, fn func(sqlstore.Querier) error) error {
 	defer d.wc.prepareNoted(ctx)
-	return inTx(ctx, d.w, func(tx *sql.Tx) error { return fn(db{q: tx, tx: tx, c: d.wc, local: newTxStmts()}) })
+	return inTx(ctx, d.w, func(tx *sql.Tx) error { return fn(db{q: tx, tx: tx, c: d.wc, local: &txStmts{}}) })
 }
 
 // ReadBesideWrite is true for a database file: its read pool is not the
@@ -389,7 +382,7 @@ func (driver) InsertBlobs(ctx context.Context, q sqlstore.Querier, p metastore.P
 }
 
 func (driver) UpsertFiles(ctx context.Context, q sqlstore.Querier, files []metastore.ProjectFile) error {
-	var times timeText // a commit stamps its files with one time
+	var times timeText // a file's created and updated times are usually both its mtime
 	for chunk := range pieces(files) {
 		args := make([]any, 0, 8*len(chunk))
 		for _, f := range chunk {
