@@ -81,47 +81,45 @@ func bucketUsage(ctx context.Context, client *s3.Client, bucket, prefix string, 
 }
 
 // sandkeepUsage is bucketUsage of a sandkeep project's prefix, with its
-// packs split: it reads the footer of every pack (two ranged GETs each).
+// packs split: it reads the footer of every pack (pack.ReadIndex, one or
+// two ranged GETs each).
 func sandkeepUsage(ctx context.Context, client *s3.Client, bucket, prefix string) (usage, error) {
 	var pu packUsage
-	get := func(key string, rng string) ([]byte, error) {
-		out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Range: aws.String(rng)})
-		if err != nil {
-			return nil, err
-		}
-		defer out.Body.Close()
-		return io.ReadAll(out.Body)
-	}
 	u, err := bucketUsage(ctx, client, bucket, prefix, func(key string, size int64) error {
 		if !strings.HasPrefix(key, prefix+"packs/") {
 			return nil
 		}
-		trailer, err := get(key, fmt.Sprintf("bytes=-%d", pack.TrailerSize))
-		if err != nil {
-			return fmt.Errorf("trailer of %s: %w", key, err)
-		}
-		_, footerLen, err := pack.ParseTrailer(trailer)
-		if err != nil {
-			return fmt.Errorf("trailer of %s: %w", key, err)
-		}
-		footer, err := get(key, fmt.Sprintf("bytes=-%d", footerLen))
+		entries, err := pack.ReadIndex(objectReader{ctx, client, bucket, key}, size)
 		if err != nil {
 			return fmt.Errorf("footer of %s: %w", key, err)
 		}
-		entries, err := pack.ParseFooter(footer, size)
-		if err != nil {
-			return fmt.Errorf("footer of %s: %w", key, err)
-		}
-		pu.Footers += int64(footerLen)
+		footer := int64(len(entries)*pack.EntrySize + pack.TrailerSize)
+		pu.Footers += footer
 		pu.Blobs += len(entries)
-		body := size - int64(footerLen)
-		if len(entries) > 0 && entries[0].Type == pack.Tree {
-			pu.Trees += body
+		if entries[0].Type == pack.Tree {
+			pu.Trees += size - footer
 		} else {
-			pu.Data += body
+			pu.Data += size - footer
 		}
 		return nil
 	})
 	u.Packs = &pu
 	return u, err
+}
+
+// objectReader reads an object with ranged GETs.
+type objectReader struct {
+	ctx         context.Context
+	client      *s3.Client
+	bucket, key string
+}
+
+func (o objectReader) ReadAt(p []byte, off int64) (int, error) {
+	out, err := o.client.GetObject(o.ctx, &s3.GetObjectInput{Bucket: aws.String(o.bucket), Key: aws.String(o.key),
+		Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+int64(len(p))-1))})
+	if err != nil {
+		return 0, err
+	}
+	defer out.Body.Close()
+	return io.ReadFull(out.Body, p)
 }
