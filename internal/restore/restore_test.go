@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -745,13 +746,14 @@ func TestProgressOnTerminal(t *testing.T) {
 	// restore is still running when the ticker draws.
 	out := make(chan []byte)
 	redrawn := make(chan struct{})
+	sawRedraw := sync.OnceFunc(func() { close(redrawn) })
 	go func() {
 		var all []byte
 		buf := make([]byte, 4096)
 		for {
 			n, err := master.Read(buf)
-			if !bytes.Contains(all, []byte("\r")) && bytes.Contains(buf[:n], []byte("\r")) {
-				close(redrawn)
+			if bytes.Contains(buf[:n], []byte("\r")) {
+				sawRedraw()
 			}
 			all = append(all, buf[:n]...)
 			if err != nil {
