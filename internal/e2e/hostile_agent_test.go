@@ -178,7 +178,10 @@ func TestEntrypointFailsClosed(t *testing.T) {
 		defer cancel()
 		cmd := exec.CommandContext(ctx, filepath.Join(prefix, "sandkeep-entrypoint"), "sh", "-c", `test -f "$SANDKEEP_WORKSPACE/kept.txt" && echo restored > "$MARK" || echo unrestored > "$MARK"`)
 		cmd.Env = append(os.Environ(), "SANDKEEP_COORDINATOR="+coordinator, "SANDKEEP_TOKEN="+tok, "SANDKEEP_WORKSPACE="+ws,
-			"SANDKEEP_SOCKET="+filepath.Join(t.TempDir(), "agent.sock"), "SANDKEEP_CACHE_DIR="+t.TempDir(), "MARK="+mark, "SANDKEEP_RESTORE_TIMEOUT=3")
+			"SANDKEEP_SOCKET="+filepath.Join(t.TempDir(), "agent.sock"), "SANDKEEP_CACHE_DIR="+t.TempDir(), "MARK="+mark, "SANDKEEP_RESTORE_TIMEOUT=3",
+			// With the coordinator down, the stopped agent keeps trying to
+			// reach it for its final flush, by default for a minute.
+			"SANDKEEP_STOP_TIMEOUT=2s")
 		cmd.Env = append(cmd.Env, extra...)
 		var eb bytes.Buffer
 		cmd.Stderr = &eb
