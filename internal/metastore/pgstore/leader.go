@@ -76,11 +76,14 @@ func (l *pgLeader) Token() int64 {
 var _ metastore.LeaderTokener = (*Store)(nil)
 
 // LeaderToken implements metastore.LeaderTokener: the backend pid holding
-// the lifecycle leader's lock, 0 if none does.
+// the lifecycle leader's lock in this database, 0 if none does. Advisory
+// locks are per database and pg_locks shows every database's: another
+// deployment on the same server holds the same key in its own.
 func (s *Store) LeaderToken(ctx context.Context) (int64, error) {
 	var pid int64
 	err := s.pool.QueryRow(ctx, `SELECT COALESCE(max(pid), 0) FROM pg_locks WHERE locktype = 'advisory' AND granted
-		AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1`,
+		AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
 		lifecycleLockClassID, lifecycleLockObjID).Scan(&pid)
 	if err != nil {
 		return 0, fmt.Errorf("leader token: %w", err)

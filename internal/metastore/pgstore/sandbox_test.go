@@ -66,10 +66,13 @@ func TestLeaderFencing(t *testing.T) {
 	if err := fb.Fence(ctx); !errors.Is(err, metastore.ErrDeposed) {
 		t.Fatalf("a replica that never led passed the fence: %v", err)
 	}
-	// The server ends the leader's session behind its back.
+	// The server ends the leader's session behind its back. Advisory locks
+	// are per database, and other tests' leaders hold the same key in
+	// theirs: only this database's holder is the leader here.
 	var n int
 	if err := b.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
-		WHERE locktype = 'advisory' AND granted AND classid::bigint = $1 AND objid::bigint = $2`,
+		WHERE locktype = 'advisory' AND granted AND classid::bigint = $1 AND objid::bigint = $2
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
 		lifecycleLockClassID, lifecycleLockObjID).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("terminate the leader's session: %d, %v", n, err)
 	}
@@ -81,6 +84,38 @@ func TestLeaderFencing(t *testing.T) {
 	}
 	if err := fb.Fence(ctx); err != nil {
 		t.Fatalf("the new leader's fence: %v", err)
+	}
+}
+
+// TestLeaderPerDatabase: two deployments on one PostgreSQL server, each in
+// its own database, each have their own leader; neither fences out the
+// other's (the lock's key is the same in both databases, and pg_locks
+// lists both).
+func TestLeaderPerDatabase(t *testing.T) {
+	x, y := open(t, testenv.Postgres(t)), open(t, testenv.Postgres(t))
+	defer x.Close()
+	defer y.Close()
+	ctx := context.Background()
+	lx, ly := x.LifecycleLeader(), y.LifecycleLeader()
+	defer lx.Resign()
+	defer ly.Resign()
+	for name, l := range map[string]metastore.Leader{"x": lx, "y": ly} {
+		if ok, err := l.TryLead(ctx); err != nil || !ok {
+			t.Fatalf("TryLead in database %s: %v, %v", name, ok, err)
+		}
+	}
+	for _, tt := range []struct {
+		name  string
+		store *Store
+		l     metastore.Leader
+	}{{"x", x, lx}, {"y", y, ly}} {
+		want := tt.l.(*pgLeader).Token()
+		if got, err := tt.store.LeaderToken(ctx); err != nil || got != want {
+			t.Errorf("database %s: LeaderToken = %d, %v; its leader's session is %d", tt.name, got, err, want)
+		}
+		if err := tt.l.(metastore.Fencer).Fence(ctx); err != nil {
+			t.Errorf("database %s: its leader failed the fence: %v", tt.name, err)
+		}
 	}
 }
 
