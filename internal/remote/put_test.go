@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -87,5 +88,56 @@ func TestIsTokenRefused(t *testing.T) {
 	wrapped := &statusError{st: status.New(codes.Unauthenticated, "unknown token"), msg: "the coordinator refused the token"}
 	if !IsTokenRefused(wrapped) || wrapped.Error() != "the coordinator refused the token" {
 		t.Errorf("statusError: %v", wrapped)
+	}
+}
+
+// lateReader is a RoundTripper that answers at once, as a server sending
+// 412 before it read the body does, and reads and closes the body only
+// when told: what net/http's transport may do after RoundTrip returned.
+type lateReader struct {
+	status  int
+	release chan struct{}
+	read    chan []byte
+}
+
+func (l *lateReader) RoundTrip(req *http.Request) (*http.Response, error) {
+	go func() {
+		<-l.release
+		b, _ := io.ReadAll(req.Body)
+		req.Body.Close()
+		l.read <- b
+	}()
+	return &http.Response{StatusCode: l.status, Status: http.StatusText(l.status), Body: http.NoBody, Request: req}, nil
+}
+
+// put returns only once the transport closed the body: until then the
+// caller must not reuse data's buffer (the snapshot builds its next pack
+// in it).
+func TestPutWaitsForTheBody(t *testing.T) {
+	for _, status := range []int{http.StatusOK, http.StatusPreconditionFailed} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				rt := &lateReader{status: status, release: make(chan struct{}), read: make(chan []byte, 1)}
+				c := &Client{http: &http.Client{Transport: rt}, retries: 1}
+				returned := make(chan error, 1)
+				go func() {
+					returned <- c.put(t.Context(), &pb.SignedRequest{Method: http.MethodPut, Url: "http://s3.invalid/packs/ab"}, []byte("pack"))
+				}()
+				synctest.Wait()
+				select {
+				case err := <-returned:
+					t.Fatalf("put returned (%v) while the transport still held the body", err)
+				default:
+				}
+				close(rt.release)
+				if b := <-rt.read; string(b) != "pack" {
+					t.Errorf("the transport read %q", b)
+				}
+				err := <-returned
+				if status == http.StatusOK && err != nil || status != http.StatusOK && !errors.Is(err, errObjectExists) {
+					t.Errorf("put: %v", err)
+				}
+			})
+		})
 	}
 }

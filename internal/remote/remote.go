@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -188,12 +189,13 @@ func (c *Client) FindMissing(ctx context.Context, ids []id.ID) ([]id.ID, error) 
 	return out, nil
 }
 
-// UploadPack implements snapshot.Remote: signed PUT, then CompletePacks.
-// A pack the project already stores needs neither (the coordinator refuses to
-// sign a URL for it); a PUT refused because the object exists (412: signed
-// PUTs are create-only) goes on to CompletePacks, which verifies whatever is
-// stored under the pack's id.
-func (c *Client) UploadPack(ctx context.Context, packID id.ID, data []byte) error {
+// UploadPack implements snapshot.Remote: signed PUT, then CompletePacks,
+// with sent (if not nil) called between the two, when data is no longer
+// needed. A pack the project already stores needs neither (the coordinator
+// refuses to sign a URL for it); a PUT refused because the object exists
+// (412: signed PUTs are create-only) goes on to CompletePacks, which
+// verifies whatever is stored under the pack's id.
+func (c *Client) UploadPack(ctx context.Context, packID id.ID, data []byte, sent func()) error {
 	ref := &pb.PackUpload{PackId: packID.Bytes(), Size: int64(len(data))}
 	resp, err := c.api.GetUploadTargets(ctx, &pb.GetUploadTargetsRequest{Packs: []*pb.PackUpload{ref}})
 	if status.Code(err) == codes.AlreadyExists && errinfo.Reason(err) == errinfo.PackStored {
@@ -211,7 +213,11 @@ func (c *Client) UploadPack(ctx context.Context, packID id.ID, data []byte) erro
 	}
 	// Uploaded, or refused because it is there already (412, or the
 	// server closed on the body it would refuse): the coordinator reads
-	// the object back and verifies it, so asking is always safe.
+	// the object back and verifies it, so asking is always safe. Nothing
+	// reads data from here on.
+	if sent != nil {
+		sent()
+	}
 	if _, err := c.api.CompletePacks(ctx, &pb.CompletePacksRequest{Packs: []*pb.PackUpload{ref}}); err != nil {
 		if putErr != nil {
 			return fmt.Errorf("upload pack %s: %w (and completing it: %v)", packID.Short(), putErr, err)
@@ -231,8 +237,26 @@ var errClosedEarly = errors.New("the server closed the connection during the upl
 // (an earlier attempt whose answer was lost, or the same pack from before).
 var errObjectExists = errors.New("object exists")
 
-// put sends data to a signed URL, retrying network errors and 5xx.
-func (c *Client) put(ctx context.Context, sr *pb.SignedRequest, data []byte) error {
+// put sends data to a signed URL, retrying network errors and 5xx. It
+// returns only once the HTTP transport is done with data: a transport may
+// go on reading a request's body after the response (a 412 sent before the
+// body was read), and the caller reuses data's buffer. If ctx ends first,
+// it returns ctx's error, whatever the server answered.
+func (c *Client) put(ctx context.Context, sr *pb.SignedRequest, data []byte) (err error) {
+	var bodies sync.WaitGroup
+	defer func() {
+		closed := make(chan struct{})
+		go func() { bodies.Wait(); close(closed) }()
+		select {
+		case <-closed:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}()
+	newBody := func() io.ReadCloser {
+		bodies.Add(1)
+		return &putBody{Reader: bytes.NewReader(data), closed: bodies.Done}
+	}
 	var last error
 	bo := retry.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
 	for attempt := 0; attempt < c.retries; attempt++ {
@@ -241,11 +265,12 @@ func (c *Client) put(ctx context.Context, sr *pb.SignedRequest, data []byte) err
 				return ctx.Err()
 			}
 		}
-		req, err := http.NewRequestWithContext(ctx, sr.GetMethod(), sr.GetUrl(), bytes.NewReader(data))
+		req, err := http.NewRequestWithContext(ctx, sr.GetMethod(), sr.GetUrl(), nil)
 		if err != nil {
 			return fmt.Errorf("bad signed request: %w", err)
 		}
-		req.ContentLength = int64(len(data))
+		req.Body, req.ContentLength = newBody(), int64(len(data))
+		req.GetBody = func() (io.ReadCloser, error) { return newBody(), nil }
 		for k, v := range sr.GetHeaders() {
 			req.Header.Set(k, v)
 		}
@@ -275,6 +300,20 @@ func (c *Client) put(ctx context.Context, sr *pb.SignedRequest, data []byte) err
 		}
 	}
 	return fmt.Errorf("after %d attempts: %w", c.retries, last)
+}
+
+// putBody is a PUT's body that says when the transport closed it, which
+// every http.RoundTripper does, on errors too, though maybe after RoundTrip
+// returned.
+type putBody struct {
+	*bytes.Reader
+	once   sync.Once
+	closed func()
+}
+
+func (b *putBody) Close() error {
+	b.once.Do(b.closed)
+	return nil
 }
 
 // UploadTrees implements snapshot.Remote. If a tree names a chunk the

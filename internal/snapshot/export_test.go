@@ -9,6 +9,10 @@ import (
 	"github.com/sandkeep/sandkeep/internal/tree"
 )
 
+// MaxIndexing is how many more uploads than UploadConcurrency a Run has
+// in flight, waiting for their index.
+const MaxIndexing = maxIndexing
+
 // AdvanceClock moves the package's clock (the one racy stats are judged
 // by) forward by d until the test ends. Tests that use it must not run in
 // parallel with others of the package.

@@ -27,6 +27,12 @@ type fakeRemote struct {
 	// Failure injection: fail the n-th call (1-based, counted since the
 	// last reset) of a method; 0 never fails.
 	failFind, failPack, failTrees int
+	// indexAfter, when not 0, holds every UploadPack after its sent until
+	// that many packs were sent (as a slow coordinator's verification
+	// would): only a snapshot that reuses buffers once sent gets there.
+	indexAfter int
+	sentCount  int
+	sentMore   *sync.Cond // on mu: sentCount grew
 
 	// Counters since the last reset.
 	findCalls, findIDs, findMisses int
@@ -34,7 +40,8 @@ type fakeRemote struct {
 	packBytes                      int64
 	treeCalls, treesStored         int
 	chunksStored                   int
-	inFlight, maxInFlight          int
+	inFlight, maxInFlight          int  // UploadPack calls
+	holding, maxHolding            int  // UploadPack calls that did not call sent yet
 	treesSent                      bool // UploadTrees was called in this run
 	packsAfterTrees                int  // UploadPack calls after the first UploadTrees
 
@@ -44,7 +51,9 @@ type fakeRemote struct {
 }
 
 func newFake() *fakeRemote {
-	return &fakeRemote{chunks: map[id.ID][]byte{}, trees: map[id.ID][]byte{}, storedTimes: map[id.ID]int{}}
+	f := &fakeRemote{chunks: map[id.ID][]byte{}, trees: map[id.ID][]byte{}, storedTimes: map[id.ID]int{}}
+	f.sentMore = sync.NewCond(&f.mu)
+	return f
 }
 
 var _ snapshot.Remote = (*fakeRemote)(nil)
@@ -58,6 +67,8 @@ func (f *fakeRemote) reset() {
 	f.packCalls, f.packsStored, f.packBytes = 0, 0, 0
 	f.treeCalls, f.treesStored, f.chunksStored = 0, 0, 0
 	f.inFlight, f.maxInFlight = 0, 0
+	f.holding, f.maxHolding = 0, 0
+	f.indexAfter, f.sentCount = 0, 0
 	f.treesSent, f.packsAfterTrees = false, 0
 }
 
@@ -100,12 +111,21 @@ func (f *fakeRemote) FindMissing(ctx context.Context, ids []id.ID) ([]id.ID, err
 	return out, nil
 }
 
-func (f *fakeRemote) UploadPack(ctx context.Context, packID id.ID, data []byte) error {
+func (f *fakeRemote) UploadPack(ctx context.Context, packID id.ID, data []byte, sent func()) error {
 	f.mu.Lock()
 	f.packCalls++
 	fail := f.failPack == f.packCalls
 	f.inFlight++
 	f.maxInFlight = max(f.maxInFlight, f.inFlight)
+	f.holding++
+	f.maxHolding = max(f.maxHolding, f.holding)
+	holding := true
+	release := func() {
+		if holding {
+			holding = false
+			f.holding--
+		}
+	}
 	if f.treesSent {
 		// Trees may go up while data still does (uploadEarlyTrees); each
 		// tree's chunks must be stored by then, which UploadTrees checks.
@@ -115,6 +135,7 @@ func (f *fakeRemote) UploadPack(ctx context.Context, packID id.ID, data []byte) 
 	defer func() {
 		f.mu.Lock()
 		f.inFlight--
+		release()
 		f.mu.Unlock()
 	}()
 	if err := ctx.Err(); err != nil {
@@ -144,8 +165,36 @@ func (f *fakeRemote) UploadPack(ctx context.Context, packID id.ID, data []byte) 
 		}
 		plain[e.ID] = b
 	}
+	if id.Sum(data) != packID {
+		f.mu.Lock()
+		f.violate("pack %s changed while it was being uploaded (its buffer reused too early)", packID.Short())
+		f.mu.Unlock()
+		return errors.New("pack changed during its upload")
+	}
+	// The object store has the bytes (plain is a copy): the rest is the
+	// coordinator's verification and index.
+	f.mu.Lock()
+	release()
+	f.sentCount++
+	f.sentMore.Broadcast()
+	f.mu.Unlock()
+	if sent != nil {
+		sent()
+	}
+	wake := context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		f.sentMore.Broadcast()
+		f.mu.Unlock()
+	})
+	defer wake()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	for f.sentCount < f.indexAfter && ctx.Err() == nil {
+		f.sentMore.Wait()
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	f.packsStored++
 	f.packBytes += int64(len(data))
 	for k, v := range plain {
@@ -256,7 +305,7 @@ func (d *discardRemote) FindMissing(_ context.Context, ids []id.ID) ([]id.ID, er
 	return ids, nil
 }
 
-func (d *discardRemote) UploadPack(_ context.Context, _ id.ID, data []byte) error {
+func (d *discardRemote) UploadPack(_ context.Context, _ id.ID, data []byte, _ func()) error {
 	d.mu.Lock()
 	d.bytes += int64(len(data))
 	d.mu.Unlock()
@@ -287,7 +336,7 @@ func (m *memoRemote) FindMissing(_ context.Context, ids []id.ID) ([]id.ID, error
 	return out, nil
 }
 
-func (m *memoRemote) UploadPack(ctx context.Context, pid id.ID, data []byte) error {
+func (m *memoRemote) UploadPack(ctx context.Context, pid id.ID, data []byte, sent func()) error {
 	entries, err := pack.ReadIndex(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return err
@@ -297,5 +346,5 @@ func (m *memoRemote) UploadPack(ctx context.Context, pid id.ID, data []byte) err
 		m.ids[e.ID] = struct{}{}
 	}
 	m.mu.Unlock()
-	return m.discardRemote.UploadPack(ctx, pid, data)
+	return m.discardRemote.UploadPack(ctx, pid, data, sent)
 }

@@ -17,7 +17,7 @@ import (
 type storeAll struct{}
 
 func (storeAll) FindMissing(_ context.Context, ids []id.ID) ([]id.ID, error) { return ids, nil }
-func (storeAll) UploadPack(context.Context, id.ID, []byte) error             { return nil }
+func (storeAll) UploadPack(context.Context, id.ID, []byte, func()) error     { return nil }
 func (storeAll) UploadTrees(context.Context, [][]byte) error                 { return nil }
 
 // testIndexes returns a complete index (of a Run over a small tree) and a

@@ -14,9 +14,12 @@ import (
 //     does not store, in input order; it accepts at most MaxIDs ids per call.
 //   - UploadPack stores a finished pack (as produced by pack.Writer.Finish)
 //     and returns only once its chunks are indexed (signed PUT + CompletePacks).
-//     It is idempotent: uploading the same pack twice is harmless. Once it
-//     has returned successfully it keeps no reference to data, whose
-//     buffer the snapshot reuses for a later pack.
+//     It is idempotent: uploading the same pack twice is harmless. sent,
+//     when not nil, is called at most once, as soon as the Remote no longer
+//     needs data (the object store holds the bytes; the index follows):
+//     from then on the snapshot builds a later pack in data's buffer. Once
+//     UploadPack has returned successfully it keeps no reference to data,
+//     whether it called sent or not.
 //   - UploadTrees stores encoded trees. Every chunk and subtree a tree names
 //     must already be stored or come earlier in the same call. Trees must be
 //     sent children first. At most MaxTreeBytes of encoded trees per call.
@@ -26,7 +29,7 @@ import (
 //     safe because everything is content-addressed.
 type Remote interface {
 	FindMissing(ctx context.Context, ids []id.ID) ([]id.ID, error)
-	UploadPack(ctx context.Context, packID id.ID, data []byte) error
+	UploadPack(ctx context.Context, packID id.ID, data []byte, sent func()) error
 	UploadTrees(ctx context.Context, trees [][]byte) error
 }
 

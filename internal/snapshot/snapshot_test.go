@@ -579,7 +579,9 @@ func TestTreesGoUpWhileDataFlows(t *testing.T) {
 	}
 }
 
-// Packs respect PackSize, uploads UploadConcurrency.
+// Packs respect PackSize; at most UploadConcurrency pack buffers are in use
+// (so fewer are being sent), and at most MaxIndexing more uploads wait for
+// their index.
 func TestPacksAndConcurrency(t *testing.T) {
 	ws := t.TempDir()
 	for i := range 20 {
@@ -593,11 +595,37 @@ func TestPacksAndConcurrency(t *testing.T) {
 	if res.Stats.PacksUploaded < 5 {
 		t.Errorf("%d packs for 20 MiB with a 2 MiB pack size", res.Stats.PacksUploaded)
 	}
-	if f.maxInFlight > 3 {
-		t.Errorf("%d uploads in flight, limit 3", f.maxInFlight)
+	if f.maxHolding > 3 {
+		t.Errorf("%d packs being sent at once, limit 3", f.maxHolding)
+	}
+	if limit := 3 + snapshot.MaxIndexing; f.maxInFlight > limit {
+		t.Errorf("%d uploads in flight, limit %d", f.maxInFlight, limit)
 	}
 	if max := int64(res.Stats.PacksUploaded) * (2<<20 + 4<<20 + 64<<10); res.Stats.BytesUploaded > max {
 		t.Errorf("%d bytes in %d packs", res.Stats.BytesUploaded, res.Stats.PacksUploaded)
+	}
+}
+
+// A pack's buffer is reused as soon as the remote has sent it, while the
+// remote verifies and indexes it: with two buffers (one filling, one being
+// sent), three packs go up while the first still waits for its index.
+func TestBufferReusedOnceSent(t *testing.T) {
+	ws := t.TempDir()
+	for i := range 8 {
+		write(t, ws, filepath.Join("f", string(rune('a'+i))), randBytes(uint64(300+i), 512<<10), 0o644)
+	}
+	f := newFake()
+	f.indexAfter = 3
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := snapshot.Run(ctx, ws, f, nil, snapshot.Options{PackSize: 256 << 10, UploadConcurrency: 2})
+	if err != nil {
+		t.Fatalf("Run: %v (a sent pack's buffer was not reused while its index was pending)", err)
+	}
+	f.check(t)
+	verify(t, f, res.Root, ws, nil)
+	if f.maxHolding > 2 || f.maxInFlight < 3 || f.maxInFlight > 2+snapshot.MaxIndexing {
+		t.Errorf("%d packs being sent at once (limit 2), %d uploads in flight (want 3 to %d)", f.maxHolding, f.maxInFlight, 2+snapshot.MaxIndexing)
 	}
 }
 
@@ -766,7 +794,7 @@ func TestUnreadableDirectoryKeepsPreviousTree(t *testing.T) {
 // blockingRemote hangs in UploadPack until its context is done.
 type blockingRemote struct{ discardRemote }
 
-func (b *blockingRemote) UploadPack(ctx context.Context, _ id.ID, _ []byte) error {
+func (b *blockingRemote) UploadPack(ctx context.Context, _ id.ID, _ []byte, _ func()) error {
 	<-ctx.Done()
 	return ctx.Err()
 }

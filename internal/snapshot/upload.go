@@ -136,10 +136,13 @@ func packCapacity(target, maxChunk int) int {
 // pack compresses the missing chunks on r.packers goroutines into one
 // shared pack writer (compression runs outside its lock; a small change
 // makes one pack), and uploads each pack when it reaches PackSize. A Run
-// holds at most UploadConcurrency pack buffers, each reused once its pack
-// is uploaded: the pack being filled and those being uploaded, so a new
-// pack starts only when fewer than UploadConcurrency are in flight. It
-// returns once every pack is uploaded, and so indexed by the remote.
+// holds at most UploadConcurrency pack buffers, each reused once the object
+// store has its pack: the pack being filled and those being sent, so a new
+// pack starts only when fewer than UploadConcurrency are being sent. The
+// remote's verification and index of a sent pack (most of an upload's
+// time) holds no buffer; at most UploadConcurrency+maxIndexing uploads are
+// in flight. It returns once every pack is uploaded, and so indexed by the
+// remote.
 func (r *run) pack(ctx context.Context) error {
 	ug, uctx := errgroup.WithContext(ctx)
 	pw := &packWriter{
@@ -148,6 +151,7 @@ func (r *run) pack(ctx context.Context) error {
 		uctx:    uctx,
 		w:       pack.NewWriterCap(r.opts.PackSize, packCapacity(r.opts.PackSize, r.opts.Params.Max)),
 		slots:   make(chan struct{}, r.opts.UploadConcurrency),
+		pending: make(chan struct{}, r.opts.UploadConcurrency+maxIndexing),
 	}
 	pg, pctx := errgroup.WithContext(uctx)
 	for range r.packers {
@@ -170,10 +174,15 @@ type packWriter struct {
 	uploads *errgroup.Group // one goroutine per finished pack
 	uctx    context.Context // the uploads' context: done on the first error
 
-	mu    sync.Mutex // guards w
-	w     *pack.Writer
-	slots chan struct{} // pack buffers in use (the one filling and those uploading)
+	mu      sync.Mutex // guards w
+	w       *pack.Writer
+	slots   chan struct{} // pack buffers in use (the one filling and those being sent)
+	pending chan struct{} // uploads not finished (sent or not)
 }
+
+// maxIndexing bounds the uploads whose packs the object store holds and
+// the remote is still verifying and indexing, beyond those being sent.
+const maxIndexing = 2
 
 // compressAll is one packer goroutine: it compresses the batches from
 // r.packs (large chunks are compressed later, straight into the pack) and
@@ -315,26 +324,45 @@ func (pw *packWriter) finishIfFull() error {
 	return nil
 }
 
-// finish hands the pack, which holds a slot, to an uploader that releases
-// the slot and recycles the buffer when the remote has it. mu is held (or
-// no packer is left).
+// finish hands the pack, which holds a slot, to an uploader. The slot and
+// the buffer come back as soon as the remote says the object store has the
+// pack (see Remote), while the remote still verifies and indexes it; a new
+// upload waits while UploadConcurrency+maxIndexing are unfinished. mu is
+// held (or no packer is left).
 func (pw *packWriter) finish() error {
 	data, packID, entries, err := pw.w.Finish()
 	if err != nil {
 		return err
 	}
-	r := pw.r
+	select {
+	case pw.pending <- struct{}{}:
+	case <-pw.uctx.Done():
+		<-pw.slots
+		return pw.uctx.Err()
+	}
+	r, size := pw.r, int64(len(data))
 	pw.uploads.Go(func() error {
-		defer func() { <-pw.slots }()
-		if err := r.remote.UploadPack(pw.uctx, packID, data); err != nil {
+		defer func() { <-pw.pending }()
+		var release sync.Once
+		sent := func() {
+			release.Do(func() {
+				pw.w.Recycle(data)
+				<-pw.slots
+			})
+		}
+		// An upload that failed before it was sent gives its slot back
+		// without recycling the buffer, which the failed request may
+		// still have been reading.
+		defer release.Do(func() { <-pw.slots })
+		if err := r.remote.UploadPack(pw.uctx, packID, data, sent); err != nil {
 			return fmt.Errorf("upload pack %s: %w", packID.Short(), err)
 		}
+		sent() // a pack the remote stored already, without a PUT
 		r.c.packs.Add(1)
-		r.c.bytesUploaded.Add(int64(len(data)))
+		r.c.bytesUploaded.Add(size)
 		if p := r.opts.Progress; p != nil {
-			p.BytesUploaded.Add(int64(len(data)))
+			p.BytesUploaded.Add(size)
 		}
-		pw.w.Recycle(data) // the remote keeps no reference (see Remote)
 		ids := make([]id.ID, len(entries))
 		for i, e := range entries {
 			ids[i] = e.ID

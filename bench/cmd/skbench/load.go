@@ -546,7 +546,7 @@ func (a *loadAgent) commit(ctx context.Context, c *remote.Client, st *loadStats)
 	if err != nil {
 		return err
 	}
-	if err := c.UploadPack(ctx, packID, packData); err != nil {
+	if err := c.UploadPack(ctx, packID, packData, nil); err != nil {
 		return err
 	}
 	t := &tree.Tree{Nodes: []tree.Node{{Name: "f.txt", Type: tree.File, Mode: 0o644, MtimeNs: start.UnixNano(), Size: int64(len(data)),
