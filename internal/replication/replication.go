@@ -10,7 +10,10 @@
 //     failed finds no object to copy and is dropped, and a crash between the
 //     two loses nothing (the entry is already durable).
 //   - An object an agent wrote through a signed URL is enqueued by Written,
-//     which the repo calls before it indexes the pack.
+//     which the repo calls once the pack is verified and indexed (so what a
+//     sandbox merely claims cannot fill the queue). A crash between the
+//     index and the queue leaves the pack uncopied until `sandkeep check
+//     --replica` reports it not_replicated and `--repair` queues it again.
 //   - Delete deletes from the primary, then enqueues the replica's delete
 //     (the replica never lacks what the primary still has).
 //   - Get and Stat fall back to the replica when the primary fails (or lacks
