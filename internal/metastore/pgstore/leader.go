@@ -22,6 +22,14 @@ const (
 	lifecycleLockObjID   = int64(uint64(lifecycleLock) & 0xffffffff)
 )
 
+// lifecycleLockHeld selects, in pg_locks (with the two keys above as $1 and
+// $2), the granted lifecycle lock of this database: pg_locks shows every
+// database's, and another deployment on the same server holds the same key
+// in its own.
+const lifecycleLockHeld = `locktype = 'advisory' AND granted
+	AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1
+	AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`
+
 // LifecycleLeader returns a metastore.Leader on a session advisory lock: the
 // replica whose dedicated connection holds pg_try_advisory_lock leads; if
 // that connection breaks, PostgreSQL drops the lock and another replica
@@ -76,14 +84,10 @@ func (l *pgLeader) Token() int64 {
 var _ metastore.LeaderTokener = (*Store)(nil)
 
 // LeaderToken implements metastore.LeaderTokener: the backend pid holding
-// the lifecycle leader's lock in this database, 0 if none does. Advisory
-// locks are per database and pg_locks shows every database's: another
-// deployment on the same server holds the same key in its own.
+// the lifecycle leader's lock in this database, 0 if none does.
 func (s *Store) LeaderToken(ctx context.Context) (int64, error) {
 	var pid int64
-	err := s.pool.QueryRow(ctx, `SELECT COALESCE(max(pid), 0) FROM pg_locks WHERE locktype = 'advisory' AND granted
-		AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1
-		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE(max(pid), 0) FROM pg_locks WHERE `+lifecycleLockHeld,
 		lifecycleLockClassID, lifecycleLockObjID).Scan(&pid)
 	if err != nil {
 		return 0, fmt.Errorf("leader token: %w", err)

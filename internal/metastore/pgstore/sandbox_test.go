@@ -66,13 +66,10 @@ func TestLeaderFencing(t *testing.T) {
 	if err := fb.Fence(ctx); !errors.Is(err, metastore.ErrDeposed) {
 		t.Fatalf("a replica that never led passed the fence: %v", err)
 	}
-	// The server ends the leader's session behind its back. Advisory locks
-	// are per database, and other tests' leaders hold the same key in
-	// theirs: only this database's holder is the leader here.
+	// The server ends the leader's session behind its back (this
+	// database's holder: other tests' leaders hold the same key in theirs).
 	var n int
-	if err := b.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
-		WHERE locktype = 'advisory' AND granted AND classid::bigint = $1 AND objid::bigint = $2
-		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+	if err := b.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE `+lifecycleLockHeld,
 		lifecycleLockClassID, lifecycleLockObjID).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("terminate the leader's session: %d, %v", n, err)
 	}
